@@ -1,0 +1,102 @@
+"""GDNConfig: the shape of a GDN language model, and nothing derived stored in it."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+WidthAxis = Literal["head_dim", "heads"]
+
+
+@dataclass(frozen=True)
+class GDNConfig:
+    width: int = 256                 # d_model
+    depth: int = 4                   # number of blocks
+    vocab_size: int = 256            # byte-level by default
+    width_axis: WidthAxis = "head_dim"
+    # width_axis="head_dim" (the paper): a fixed number of heads whose dims grow with width,
+    #   head_k_dim = width * key_ratio / num_heads, head_v_dim = expand_v * head_k_dim.
+    # width_axis="heads" (many production GDNs): fixed head dims, num_heads = width * key_ratio / head_k_dim.
+    num_heads: int = 6               # used by the head_dim axis
+    head_k_dim: int = 32             # used by the heads axis (d=256 gives the paper's 6 heads of 32)
+    key_ratio: float = 0.75          # key_dim = 0.75 * width (fla's expand_k); so d_k = d/8 with 6 heads
+    expand_v: float = 2.0            # head_v_dim = 2 * head_k_dim (so d_v = d/4 with 6 heads)
+    conv_size: int = 4               # short causal depthwise conv on q, k, v
+    mlp_ratio: float = 8 / 3         # SwiGLU hidden ~ 8d/3: parameter-equivalent to a 4d MLP
+    mlp_multiple_of: int = 32        # round the MLP hidden size up to this
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.width_axis not in ("head_dim", "heads"):
+            raise ValueError(f"width_axis must be 'head_dim' or 'heads', got {self.width_axis!r}")
+        for name in ("width", "depth", "vocab_size", "num_heads", "head_k_dim", "conv_size", "mlp_multiple_of"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.heads_and_dims()  # raises a clear error for a width this axis cannot take
+
+    # --- the shapes, derived --------------------------------------------------------------------
+    def heads_and_dims(self) -> tuple[int, int, int]:
+        """(H, K, V): number of heads, per-head key dim, per-head value dim."""
+        key_dim = self.width * self.key_ratio
+        if self.width_axis == "head_dim":
+            H = self.num_heads
+            K = key_dim / H
+            if K != int(K) or K < 1:
+                step = _width_step(self.key_ratio / H)
+                raise ValueError(
+                    f"width {self.width} does not fit the head_dim axis with {H} heads: head_k_dim = "
+                    f"{self.key_ratio} * {self.width} / {H} = {K:g} is not a whole number; "
+                    f"use a multiple of {step} (e.g. {_round_up(self.width, step)})")
+            K = int(K)
+        else:
+            K = self.head_k_dim
+            H = key_dim / K
+            if H != int(H) or H < 1:
+                step = _width_step(self.key_ratio / K)
+                raise ValueError(
+                    f"width {self.width} does not fit the heads axis with head_k_dim {K}: num_heads = "
+                    f"{self.key_ratio} * {self.width} / {K} = {H:g} is not a whole number; "
+                    f"use a multiple of {step} (e.g. {_round_up(self.width, step)})")
+            H = int(H)
+        V = K * self.expand_v
+        if V != int(V):
+            raise ValueError(f"head_v_dim = {self.expand_v} * {K} is not a whole number")
+        return H, K, int(V)
+
+    @property
+    def mlp_hidden(self) -> int:
+        return _round_up(math.ceil(self.width * self.mlp_ratio), self.mlp_multiple_of)
+
+    def at_width(self, width: int) -> "GDNConfig":
+        """The same architecture at another width, along this config's width axis."""
+        return dataclasses.replace(self, width=width)
+
+    def shapes(self) -> dict:
+        H, K, V = self.heads_and_dims()
+        return {"width": self.width, "depth": self.depth, "num_heads": H, "head_k_dim": K, "head_v_dim": V,
+                "key_dim": H * K, "value_dim": H * V, "mlp_hidden": self.mlp_hidden,
+                "vocab_size": self.vocab_size, "width_axis": self.width_axis,
+                "tie_embeddings": self.tie_embeddings}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GDNConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown GDNConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _width_step(per_width: float) -> int:
+    """Smallest width step w such that w * per_width is a whole number."""
+    from fractions import Fraction
+    return Fraction(per_width).limit_denominator(10_000).denominator
