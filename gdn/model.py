@@ -1,0 +1,175 @@
+"""The GDN language model, in one file: norm, mixer, MLP, block, then the model.
+
+Per block:  x = x + mixer(attn_norm(x));  x = x + mlp(mlp_norm(x)).
+Mixer (Gated DeltaNet, paper section 3.1): q, k, v = SiLU(short causal conv(W x)); q, k L2-normalised per head;
+beta = sigmoid(W_b x); log alpha = g = -exp(A_log) * softplus(W_a x + dt_bias);
+S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T;  o_t = S_t^T q_t;
+out = W_o( RMSNorm_head(o_t * o_mult) * SiLU(W_g x) ).
+
+Module and parameter names follow fla's GatedDeltaNet (q_proj, a_proj, A_log, q_conv1d, o_norm, attn_norm,
+mlp.gate_proj, embeddings, norm, lm_head), so the parametrization table reads both models the same way.
+Forward multipliers (logits, o_t) come from the table; init is the table's job (Parametrization.init_).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gdn.config import GDNConfig
+from gdn.ops import gated_delta_rule
+
+
+@dataclass(frozen=True)
+class ForwardMultipliers:
+    logits: float = 1.0         # logits = (h @ E^T) * logits
+    o: float | None = None      # o_t = o * S_t^T q_hat before the per-head RMSNorm (q_hat unit-norm); None: fla's
+                                # default K^-1/2. It is the kernel's `scale`: o is linear in q, so it costs nothing.
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+class GatedRMSNorm(RMSNorm):
+    """RMSNorm over each head's value dim, times SiLU of the output gate (fla's FusedRMSNormGated)."""
+
+    def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return super().forward(o) * F.silu(gate.float()).to(o.dtype)
+
+
+class ShortConv(nn.Conv1d):
+    """Depthwise causal conv over time, then SiLU. Input and output (B, T, C)."""
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        y = super().forward(x.transpose(1, 2))[..., :T]         # (B, C, T): causal, drop the right padding
+        return F.silu(y.transpose(1, 2))                        # (B, T, C)
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+        super().__init__()
+        d = config.width
+        H, K, V = config.heads_and_dims()
+        self.num_heads, self.head_k_dim, self.head_v_dim = H, K, V
+        self.q_proj = nn.Linear(d, H * K, bias=False)
+        self.k_proj = nn.Linear(d, H * K, bias=False)
+        self.v_proj = nn.Linear(d, H * V, bias=False)
+        self.a_proj = nn.Linear(d, H, bias=False)
+        self.b_proj = nn.Linear(d, H, bias=False)
+        self.g_proj = nn.Linear(d, H * V, bias=False)
+        self.o_proj = nn.Linear(H * V, d, bias=False)
+        self.q_conv1d = ShortConv(H * K, config.conv_size)
+        self.k_conv1d = ShortConv(H * K, config.conv_size)
+        self.v_conv1d = ShortConv(H * V, config.conv_size)
+        self.A_log = nn.Parameter(torch.zeros(H))
+        self.dt_bias = nn.Parameter(torch.zeros(H))
+        self.o_norm = GatedRMSNorm(V, config.norm_eps)
+        self.scale = K ** -0.5 if mult.o is None else mult.o
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, K, V = self.num_heads, self.head_k_dim, self.head_v_dim
+        q = self.q_conv1d(self.q_proj(x)).view(B, T, H, K)
+        k = self.k_conv1d(self.k_proj(x)).view(B, T, H, K)
+        v = self.v_conv1d(self.v_proj(x)).view(B, T, H, V)
+        beta = torch.sigmoid(self.b_proj(x).float())                                     # (B, T, H)
+        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())  # log alpha
+        o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True)  # (B, T, H, V)
+        gate = self.g_proj(x).view(B, T, H, V)
+        o = self.o_norm(o, gate).reshape(B, T, H * V)
+        return self.o_proj(o)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(SiLU(gate(x)) * up(x))."""
+
+    def __init__(self, config: GDNConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(config.width, config.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(config.mlp_hidden, config.width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.width, config.norm_eps)
+        self.attn = GatedDeltaNet(config, mult)
+        self.mlp_norm = RMSNorm(config.width, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+class GDNModel(nn.Module):
+    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with Parametrization.init_."""
+
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers()):
+        super().__init__()
+        self.config = config
+        self.mult = mult
+        self.embeddings = nn.Embedding(config.vocab_size, config.width)
+        self.layers = nn.ModuleList(Block(config, mult) for _ in range(config.depth))
+        self.norm = RMSNorm(config.width, config.norm_eps)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.width, config.vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(idx)                                   # (B, T, d)
+        for block in self.layers:
+            x = block(x)
+        x = self.norm(x)
+        readout = self.embeddings.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, readout) * self.mult.logits             # (B, T, vocab)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embeddings.weight.numel() + (0 if self.lm_head is None else self.lm_head.weight.numel())
+        return n
+
+
+def count_params(config: GDNConfig) -> int:
+    """The parameter count of GDNModel(config), in closed form (tested against the module)."""
+    d, L, vocab = config.width, config.depth, config.vocab_size
+    H, K, V = config.heads_and_dims()
+    mixer = d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + config.conv_size * (2 * H * K + H * V) + 2 * H + V
+    mlp = 3 * d * config.mlp_hidden
+    block = mixer + mlp + 2 * d
+    readout = 0 if config.tie_embeddings else vocab * d
+    return vocab * d + L * block + d + readout
+
+
+CHUNK = 64  # the chunk length of the chunked kernels, for the FLOP model below
+
+
+def train_flops_per_token(config: GDNConfig) -> float:
+    """FLOPs of one training token (forward + backward): 6 per matmul weight (the readout included, tied or not)
+    plus the chunked gated delta rule's own work (the FLOP model of gdn-kernels.md section 6, per token and head)."""
+    d, L, vocab = config.width, config.depth, config.vocab_size
+    H, K, V = config.heads_and_dims()
+    C = CHUNK
+    matmul_params = L * (d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + 3 * d * config.mlp_hidden) + vocab * d
+    gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
+    gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
+    return 6.0 * matmul_params + L * H * (gdn_fwd + gdn_bwd)

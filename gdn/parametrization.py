@@ -1,0 +1,271 @@
+"""THE parametrization table: every parameter's init, LR multiplier, weight decay and forward multiplier.
+
+This is the only file where muP and SP differ. Every rule is a power of the width multiplier m = width / base_width
+(written `width_mult` in code): a cell "-1" means "x m^-1". Model, init and optimizer code ask this table by role and
+never look at a preset's name.
+
+Roles are assigned by parameter name (fla's GatedDeltaNet names, so an fla model is covered too) and checked
+against the tensor's rank; a parameter no pattern claims is an error, never a silent default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable
+
+import torch
+from torch import nn
+
+# Bump when any rule below changes: a recommendation records the version it was computed under.
+PARAMETRIZATION_VERSION = "2026.11.1"
+
+BASE_STD = 0.02                 # sigma_0: std of the embedding and of every matrix at the base width
+A_RANGE = (1e-4, 16.0)          # GDN: A ~ U(0, 16), A_log = log A (floored so log stays finite)
+DT_RANGE = (1e-3, 1e-1)         # GDN: dt log-uniform in [1e-3, 1e-1], floored at 1e-4; dt_bias = softplus^-1(dt)
+DT_FLOOR = 1e-4
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+class Role(str, Enum):
+    EMBEDDING = "embedding"       # token embedding (also the readout when tied)
+    READOUT = "readout"           # an untied lm_head
+    HIDDEN = "hidden"             # q, k, v, g, o projections and the MLP matrices
+    GATE_PROJ = "gate_proj"       # a_proj (alpha), b_proj (beta): d -> heads
+    GATE_SCALAR = "gate_scalar"   # A_log, dt_bias: one per head
+    CONV = "conv"                 # depthwise short-conv weights [C, 1, 4]
+    NORM = "norm"                 # every RMSNorm gain
+
+
+# Which names take which role: (role, glob patterns, tensor rank). Patterns start with "*" so they match our
+# GDNModel ("layers.0.attn.q_proj.weight") and fla's GatedDeltaNetForCausalLM ("model.layers.0.attn.q_proj.weight").
+ROLE_PATTERNS: tuple[tuple[Role, tuple[str, ...], int], ...] = (
+    (Role.EMBEDDING, ("*embeddings.weight",), 2),
+    (Role.READOUT, ("*lm_head.weight",), 2),
+    (Role.HIDDEN, ("*.q_proj.weight", "*.k_proj.weight", "*.v_proj.weight", "*.g_proj.weight", "*.o_proj.weight",
+                   "*.mlp.gate_proj.weight", "*.mlp.up_proj.weight", "*.mlp.down_proj.weight"), 2),
+    (Role.GATE_PROJ, ("*.a_proj.weight", "*.b_proj.weight"), 2),
+    (Role.GATE_SCALAR, ("*.A_log", "*.dt_bias"), 1),
+    (Role.CONV, ("*.q_conv1d.weight", "*.k_conv1d.weight", "*.v_conv1d.weight"), 3),
+    (Role.NORM, ("*norm.weight",), 1),
+)
+
+
+def role_of(name: str, param: torch.Tensor | None = None) -> Role:
+    """The role of a parameter, by name (and rank when the tensor is given). Unknown names raise KeyError."""
+    for role, patterns, rank in ROLE_PATTERNS:
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            if param is not None and param.dim() != rank:
+                raise ValueError(f"parameter {name!r} looks like a {role.value} tensor but has shape "
+                                 f"{tuple(param.shape)} (expected rank {rank})")
+            return role
+    raise KeyError(f"parameter {name!r} has no role in the parametrization table; add a pattern to "
+                   f"gdn.parametrization.ROLE_PATTERNS before training with it")
+
+
+# --- one rule per role ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Init:
+    """How a tensor is initialised. kind: normal | zeros | ones | conv_uniform | gdn_gate.
+    normal: std = BASE_STD * m^std_exp. conv_uniform: PyTorch's Conv1d default U(+-1/sqrt(fan_in)), times m^std_exp.
+    gdn_gate: GDN's init of A_log or dt_bias (chosen by the parameter's name), width-independent."""
+    kind: str
+    std_exp: float = 0.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    init: Init
+    lr_exp: dict[str, float]        # optimizer -> exponent of m in the LR multiplier
+    weight_decay: bool
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How the output logits are produced. tied: the embedding matrix is the readout. logit_exp: logits x m^e."""
+    name: str
+    tied: bool
+    logit_exp: float
+    rule: Rule | None = None        # the lm_head's rule when untied
+
+
+@dataclass(frozen=True)
+class Parametrization:
+    name: str
+    rules: dict[Role, Rule]
+    readout: Readout
+    o_mult: bool                    # o_t x sqrt(head_k_dim) before the head RMSNorm (paper section 4), instead of
+                                    # fla's default query scale head_k_dim^-1/2
+    output_mult: float = 1.0        # a constant logit multiplier tuned at the base width and carried as is
+    description: str = ""
+
+    # ---- what the table yields, as functions of m ----
+    def rule(self, role: Role) -> Rule:
+        if role is Role.READOUT:
+            if self.readout.rule is None:
+                raise ValueError(f"readout {self.readout.name!r} is tied: the model must not have an lm_head")
+            return self.readout.rule
+        return self.rules[role]
+
+    def lr_multiplier(self, role: Role, optimizer: str, width_mult: float) -> float:
+        _check_optimizer(optimizer)
+        return width_mult ** self.rule(role).lr_exp[optimizer]
+
+    def init_std(self, role: Role, width_mult: float) -> float | None:
+        """The std of a normal init, or None for the fixed inits (ones, GDN gate inits, conv default)."""
+        init = self.rule(role).init
+        if init.kind == "normal":
+            return BASE_STD * width_mult ** init.std_exp
+        if init.kind == "zeros":
+            return 0.0
+        return None
+
+    def logit_multiplier(self, width_mult: float) -> float:
+        return self.output_mult * width_mult ** self.readout.logit_exp
+
+    def o_multiplier(self, head_k_dim: int) -> float:
+        """The factor on o_t = S_t^T q_hat (unit-norm q): the gated delta rule kernel's `scale` argument."""
+        return head_k_dim ** (0.5 if self.o_mult else -0.5)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult}
+
+    # ---- applying it to a model ----
+    @torch.no_grad()
+    def init_(self, model: nn.Module, width_mult: float, generator: torch.Generator | None = None) -> None:
+        """Initialise every parameter of `model` by its role."""
+        for name, p in model.named_parameters():
+            init = self.rule(role_of(name, p)).init
+            _apply_init(p, name, init, width_mult, generator)
+
+    def param_groups(self, model: nn.Module, optimizer: str, width_mult: float, lr: float,
+                     weight_decay: float) -> list[dict]:
+        """torch optimizer groups, one per role present, each with its scaled LR and weight decay."""
+        by_role: dict[Role, list[nn.Parameter]] = {}
+        for name, p in model.named_parameters():
+            by_role.setdefault(role_of(name, p), []).append(p)
+        groups = []
+        for role, params in by_role.items():
+            mult = self.lr_multiplier(role, optimizer, width_mult)
+            groups.append({"params": params, "role": role.value, "lr_mult": mult, "lr": lr * mult,
+                           "weight_decay": weight_decay if self.rule(role).weight_decay else 0.0})
+        return groups
+
+
+def _check_optimizer(optimizer: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+
+def _apply_init(p: torch.Tensor, name: str, init: Init, width_mult: float,
+                generator: torch.Generator | None) -> None:
+    if init.kind == "normal":
+        p.normal_(0.0, BASE_STD * width_mult ** init.std_exp, generator=generator)
+    elif init.kind == "zeros":
+        p.zero_()
+    elif init.kind == "ones":
+        p.fill_(1.0)
+    elif init.kind == "conv_uniform":
+        bound = width_mult ** init.std_exp / math.sqrt(p[0].numel())   # fan_in of a depthwise conv = kernel size
+        p.uniform_(-bound, bound, generator=generator)
+    elif init.kind == "gdn_gate" and name.endswith("A_log"):
+        A = torch.empty(p.shape, dtype=torch.float32, device=p.device).uniform_(0.0, A_RANGE[1], generator=generator)
+        p.copy_(A.clamp_min(A_RANGE[0]).log())
+    elif init.kind == "gdn_gate" and name.endswith("dt_bias"):
+        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=torch.float32)
+        lo, hi = math.log(DT_RANGE[0]), math.log(DT_RANGE[1])
+        dt = (u * (hi - lo) + lo).exp().clamp_min(DT_FLOOR)
+        p.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+    else:
+        raise ValueError(f"unknown init kind {init.kind!r}")
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+#                    init                          AdamW LR       SGD LR        weight decay
+def _rule(init: Init, adamw: float, sgd: float, wd: bool) -> Rule:
+    return Rule(init, {"adamw": adamw, "sgd": sgd}, wd)
+
+
+NORMAL_CONST = Init("normal", 0.0)
+NORMAL_HIDDEN = Init("normal", -0.5)        # sigma_0 / sqrt(m): variance 1/fan_in
+GDN_GATE = Init("gdn_gate")
+CONV_DEFAULT, ONES, ZEROS = Init("conv_uniform"), Init("ones"), Init("zeros")
+
+MUP_RULES: dict[Role, Rule] = {
+    Role.EMBEDDING:   _rule(NORMAL_CONST, 0, 1, False),
+    Role.HIDDEN:      _rule(NORMAL_HIDDEN, -1, 0, True),
+    Role.GATE_PROJ:   _rule(NORMAL_HIDDEN, -1, -0.5, True),      # paper: SGD LR Theta(1/sqrt(d))
+    Role.GATE_SCALAR: _rule(GDN_GATE, 0, 0.5, False),            # paper: SGD LR Theta(sqrt(d))
+    Role.CONV:        _rule(CONV_DEFAULT, 0, 1, False),          # vector-like (fan_in 4 fixed), TP5
+    Role.NORM:        _rule(ONES, 0, 1, False),                  # vector-like, TP5
+}
+SP_RULES: dict[Role, Rule] = {role: dataclasses.replace(rule, init=Init(rule.init.kind, 0.0),
+                                                        lr_exp={"adamw": 0, "sgd": 0})
+                              for role, rule in MUP_RULES.items()}
+MUP_ORIGINAL_RULES: dict[Role, Rule] = {
+    **MUP_RULES,
+    Role.GATE_PROJ:   _rule(NORMAL_HIDDEN, -1, 0, True),         # plain hidden
+    Role.GATE_SCALAR: _rule(GDN_GATE, 0, 0, False),              # a width-independent scalar: constant LR
+}
+MUP_PAPER_CODE_RULES: dict[Role, Rule] = {
+    **MUP_RULES,
+    Role.CONV:        _rule(Init("conv_uniform", -0.5), -1, 0, True),  # the authors' code: conv in the hidden group
+    Role.NORM:        _rule(ONES, -1, 0, False),                       # gains in the hidden (no decay) group
+}
+
+# Readout rules. muP's tied readout follows TP5 Table 8 for output weights (init const, multiplier 1/m); the
+# untied "zero" readout follows TP5 Table 3 (no multiplier, LR 1/m under both optimizers, zero init).
+READOUTS: dict[str, Readout] = {
+    "tied-scaled": Readout("tied-scaled", tied=True, logit_exp=-1),
+    "tied": Readout("tied", tied=True, logit_exp=0),
+    "untied-zero": Readout("untied-zero", tied=False, logit_exp=0, rule=_rule(ZEROS, -1, -1, False)),
+    "untied-scaled": Readout("untied-scaled", tied=False, logit_exp=-1, rule=_rule(NORMAL_CONST, 0, 1, False)),
+}
+SP_READOUTS: dict[str, Readout] = {
+    "tied": READOUTS["tied"],
+    "untied": Readout("untied", tied=False, logit_exp=0, rule=_rule(NORMAL_CONST, 0, 0, False)),
+}
+
+PRESETS: dict[str, dict] = {
+    "mup": dict(rules=MUP_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
+                description="muP for GDN (paper + TP5 for the vector-like conv and norm gains)"),
+    "sp": dict(rules=SP_RULES, readouts=SP_READOUTS, default_readout="tied", o_mult=False,
+               description="standard parametrization: base-width inits and one LR at every width"),
+    "mup-original": dict(rules=MUP_ORIGINAL_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
+                         description="plain muP: gate projections as hidden weights, gate scalars at constant LR"),
+    "mup-paper-code": dict(rules=MUP_PAPER_CODE_RULES, readouts=READOUTS, default_readout="tied-scaled",
+                           o_mult=False,
+                           description="what the authors' released code does: conv and norm gains in the hidden "
+                                       "group, no o_t multiplier"),
+}
+
+
+def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float = 1.0) -> Parametrization:
+    """A preset, optionally with another readout rule and a constant output multiplier."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown parametrization {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    readout = readout or preset["default_readout"]
+    if readout not in preset["readouts"]:
+        raise ValueError(f"parametrization {name!r} has no readout {readout!r}; choose one of "
+                         f"{sorted(preset['readouts'])}")
+    if not (output_mult > 0 and math.isfinite(output_mult)):
+        raise ValueError(f"output_mult must be a positive number, got {output_mult}")
+    rules = dict(preset["rules"])
+    return Parametrization(name=name, rules=rules, readout=preset["readouts"][readout], o_mult=preset["o_mult"],
+                           output_mult=output_mult, description=preset["description"])
+
+
+def role_table(p: Parametrization, width_mult: float, optimizer: str) -> list[dict]:
+    """The table at one width, one row per role: what `deltamu recommend` prints."""
+    rows = []
+    roles: Iterable[Role] = [r for r in Role if r is not Role.READOUT] + ([] if p.readout.tied else [Role.READOUT])
+    for role in roles:
+        rule = p.rule(role)
+        rows.append({"role": role.value, "init": rule.init.kind, "init_std": p.init_std(role, width_mult),
+                     "lr_mult": p.lr_multiplier(role, optimizer, width_mult), "weight_decay": rule.weight_decay})
+    return rows

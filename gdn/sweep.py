@@ -1,0 +1,200 @@
+"""LR grids, the optimum of a sweep, and the recommendation for a target width (a pure function)."""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from gdn.model import count_params, train_flops_per_token
+from gdn.parametrization import PARAMETRIZATION_VERSION, ROLE_PATTERNS, Role
+from gdn.train import SweepConfig
+
+GRID_ROUND = 12      # significant digits when grouping equal learning rates
+
+
+def lr_grid(lr_min: float, lr_max: float, count: int) -> list[float]:
+    """`count` learning rates log-spaced from lr_min to lr_max, both included."""
+    if not (0 < lr_min <= lr_max and math.isfinite(lr_max)):
+        raise ValueError(f"need 0 < lr_min <= lr_max, got {lr_min}, {lr_max}")
+    if count < 1 or (count == 1 and lr_min != lr_max):
+        raise ValueError("count must be >= 2 (or 1 with lr_min == lr_max)")
+    if count == 1:
+        return [lr_min]
+    return [float(x) for x in np.exp2(np.linspace(math.log2(lr_min), math.log2(lr_max), count))]
+
+
+def lr_grid_around(center: float, count: int, step_log2: float = 0.5) -> list[float]:
+    """`count` learning rates spaced 2^step_log2 apart, centred on `center`."""
+    half = (count - 1) / 2
+    return [center * 2 ** (step_log2 * (i - half)) for i in range(count)]
+
+
+@dataclass
+class Optimum:
+    lr: float
+    log2_lr: float
+    loss: float                      # the fitted (or grid) loss at lr
+    log2_lr_std: float | None        # spread of the per-seed optima (None with one seed)
+    on_edge: bool                    # the best grid point is the smallest or largest LR tried
+    warnings: list[str] = field(default_factory=list)
+    grid_lr: float = math.nan        # the best grid point itself
+    per_seed_lr: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["per_seed_lr"] = {str(k): v for k, v in self.per_seed_lr.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Optimum":
+        d = dict(d)
+        d["per_seed_lr"] = {int(k): v for k, v in d.get("per_seed_lr", {}).items()}
+        return cls(**d)
+
+
+def _fit_curve(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, bool, list[str]]:
+    """Minimum of loss vs x = log2(lr) on a sorted grid: a parabola through the best point and its neighbours.
+    Non-finite losses (diverged trials) count as +inf. Returns (x*, loss*, on_edge, warnings)."""
+    if not np.isfinite(ys).any():
+        raise ValueError("no trial has a finite loss: nothing to fit (every learning rate diverged)")
+    i = int(np.argmin(np.where(np.isfinite(ys), ys, np.inf)))
+    n = len(xs)
+    if i == 0 or i == n - 1:
+        side = "smallest" if i == 0 else "largest"
+        return xs[i], ys[i], True, [f"the best loss is at the {side} learning rate of the grid "
+                                    f"({2 ** xs[i]:.3g}): extend the grid past it; this optimum is a bound"]
+    (x0, x1, x2), (y0, y1, y2) = xs[i - 1:i + 2], ys[i - 1:i + 2]
+    if not (np.isfinite(y0) and np.isfinite(y2)):
+        return xs[i], ys[i], False, [f"a neighbour of the best learning rate diverged: the optimum is the grid "
+                                     f"point {2 ** xs[i]:.3g}, not a fit"]
+    # Parabola through three points (Lagrange form), vertex clamped to the bracket.
+    denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
+    b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
+    c = y1 - a * x1 * x1 - b * x1
+    if a <= 0:
+        return xs[i], ys[i], False, []
+    x_star = float(np.clip(-b / (2 * a), x0, x2))
+    return x_star, float(a * x_star ** 2 + b * x_star + c), False, []
+
+
+def fit_optimum(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[int] | None = None) -> Optimum:
+    """The optimum LR of a sweep from its final validation losses (nan/inf for diverged trials).
+
+    With several seeds, the fit runs on the per-LR mean (a diverged seed makes that LR diverged) and the
+    uncertainty is the spread (std) of log2 lr* over the seeds' own fits."""
+    if len(lrs) != len(losses) or (seeds is not None and len(seeds) != len(lrs)):
+        raise ValueError("lrs, losses and seeds must have the same length")
+    if not lrs:
+        raise ValueError("no trials to fit")
+    seeds = list(seeds) if seeds is not None else [0] * len(lrs)
+    by_lr: dict[float, dict[int, float]] = defaultdict(dict)
+    for lr, loss, seed in zip(lrs, losses, seeds):
+        if not lr > 0:
+            raise ValueError(f"learning rates must be positive, got {lr}")
+        by_lr[float(f"{lr:.{GRID_ROUND}g}")][seed] = loss if math.isfinite(loss) else math.inf
+    grid = sorted(by_lr)
+    xs = np.log2(grid)
+    mean = np.array([np.mean(list(by_lr[lr].values())) for lr in grid])
+    x_star, loss_star, on_edge, warnings = _fit_curve(xs, mean)
+
+    per_seed: dict[int, float] = {}
+    all_seeds = sorted(set(seeds))
+    if len(all_seeds) > 1:
+        for seed in all_seeds:
+            ys = np.array([by_lr[lr].get(seed, math.nan) for lr in grid])
+            if np.isnan(ys).any() or not np.isfinite(ys).any():
+                continue
+            per_seed[seed] = float(2 ** _fit_curve(xs, ys)[0])
+    std = float(np.std(np.log2(list(per_seed.values())), ddof=1)) if len(per_seed) > 1 else None
+    i_best = int(np.argmin(mean))
+    return Optimum(lr=float(2 ** x_star), log2_lr=float(x_star), loss=float(loss_star), log2_lr_std=std,
+                   on_edge=on_edge, warnings=warnings, grid_lr=grid[i_best], per_seed_lr=per_seed)
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    optimum: Optimum
+    num_trials: int = 1
+
+
+def _role_patterns() -> dict[Role, tuple[str, ...]]:
+    return {role: patterns for role, patterns, _ in ROLE_PATTERNS}
+
+
+def recommend(result: SweepResult, target_width: int) -> dict:
+    """The hyperparameters for `target_width`: per-group LR, init, weight decay, forward multipliers, the target
+    model's shapes and the proxy's cost. JSON-serialisable; a pure function of (result, target_width)."""
+    cfg = result.config
+    target = cfg.model_at(target_width)          # raises ValueError for a width the axis cannot take
+    proxy = cfg.model_at(cfg.base_width)
+    p = cfg.param()
+    m = target_width / cfg.base_width
+    opt = cfg.optimizer
+    lr = result.optimum.lr
+    _, K, _ = target.heads_and_dims()
+    patterns = _role_patterns()
+    roles = [r for r in Role if r is not Role.READOUT] + ([] if p.readout.tied else [Role.READOUT])
+    groups = []
+    for role in roles:
+        rule = p.rule(role)
+        mult = p.lr_multiplier(role, opt.name, m)
+        groups.append({
+            "role": role.value,
+            "patterns": list(patterns[role]),
+            "lr": lr * mult,
+            "min_lr": cfg.schedule.min_lr * mult,
+            "lr_multiplier": mult,
+            "init": rule.init.kind,
+            "init_std": p.init_std(role, m),
+            "weight_decay": opt.weight_decay if rule.weight_decay else 0.0,
+        })
+    proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
+    return {
+        "parametrization_version": PARAMETRIZATION_VERSION,
+        "parametrization": {**p.to_dict(), "readout_tied": p.readout.tied, "width_axis": target.width_axis,
+                            "description": p.description},
+        "optimizer": dataclasses.asdict(opt),
+        "base_width": cfg.base_width,
+        "target_width": target_width,
+        "width_mult": m,
+        "base_lr": lr,
+        "base_lr_log2_std": result.optimum.log2_lr_std,
+        "optimum_on_edge": result.optimum.on_edge,
+        "warnings": list(result.optimum.warnings),
+        "schedule": dataclasses.asdict(cfg.schedule),
+        "groups": groups,
+        "forward_multipliers": {
+            "logits": p.logit_multiplier(m),
+            "gdn_scale": p.o_multiplier(K),     # the `scale` argument of (fla's) chunk_gated_delta_rule
+        },
+        "target_model": {**target.shapes(), "num_params": count_params(target)},
+        "proxy_model": {**proxy.shapes(), "num_params": count_params(proxy)},
+        "cost": {
+            "proxy_train_flops_per_token": proxy_flops,
+            "target_train_flops_per_token": target_flops,
+            "trial_share": proxy_flops / target_flops,
+            "num_trials": result.num_trials,
+            "sweep_share": result.num_trials * proxy_flops / target_flops,
+        },
+    }
+
+
+def param_groups(model, recommendation: dict) -> list[dict]:
+    """torch optimizer groups for a GDN model (ours or fla's) from a recommendation: every parameter is matched by
+    name to one group's patterns; a parameter no group claims is an error."""
+    groups = recommendation["groups"]
+    buckets: list[list] = [[] for _ in groups]
+    for name, param in model.named_parameters():
+        hits = [i for i, g in enumerate(groups) if any(fnmatch.fnmatchcase(name, pat) for pat in g["patterns"])]
+        if not hits:
+            raise KeyError(f"parameter {name!r} matches no group of the recommendation")
+        buckets[hits[0]].append(param)
+    return [{"params": params, "lr": g["lr"], "weight_decay": g["weight_decay"], "name": g["role"]}
+            for g, params in zip(groups, buckets) if params]
