@@ -98,8 +98,7 @@ class Parametrization:
     name: str
     rules: dict[Role, Rule]
     readout: Readout
-    o_mult: bool                    # o_t x sqrt(head_k_dim) before the head RMSNorm (paper section 4), instead of
-                                    # fla's default query scale head_k_dim^-1/2
+    o_mult: bool                    # fla's o_t x sqrt(head_k_dim) before the head RMSNorm (paper section 4)
     output_mult: float = 1.0        # a constant logit multiplier tuned at the base width and carried as is
     description: str = ""
 
@@ -128,8 +127,10 @@ class Parametrization:
         return self.output_mult * width_mult ** self.readout.logit_exp
 
     def o_multiplier(self, head_k_dim: int) -> float:
-        """The factor on o_t = S_t^T q_hat (unit-norm q): the gated delta rule kernel's `scale` argument."""
-        return head_k_dim ** (0.5 if self.o_mult else -0.5)
+        """The factor on o_t = S_t^T q_hat (unit-norm q): the gated delta rule kernel's `scale` argument.
+        fla's default is head_k_dim^-1/2, under which o_t shrinks as d^-1/2 (measured); the paper's fix multiplies
+        that o_t by sqrt(d), so the factor becomes 1."""
+        return 1.0 if self.o_mult else head_k_dim ** -0.5
 
     def to_dict(self) -> dict:
         return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult}

@@ -1,0 +1,220 @@
+"""The science commands of `deltamu`: sweep, recommend, coordcheck. (`service/cli.py` adds the service ones.)"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from gdn.config import GDNConfig
+from gdn.data import DataSpec
+from gdn.optim import OptimizerSpec
+from gdn.parametrization import PRESETS
+from gdn.train import ScheduleSpec, SweepConfig
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def _add_model_args(p: argparse.ArgumentParser, width: int, depth: int) -> None:
+    p.add_argument("--width", type=int, default=width, help="model width d (the base width)")
+    p.add_argument("--depth", type=int, default=depth)
+    p.add_argument("--width-axis", choices=["head_dim", "heads"], default="head_dim")
+    p.add_argument("--parametrization", default="mup", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--readout", default=None, help="readout rule (default: the preset's)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--weight-decay", type=float, default=None)
+
+
+def _add_schedule_args(p: argparse.ArgumentParser, steps: int, seq_len: int, batch_size: int) -> None:
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of steps)")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--seq-len", type=int, default=seq_len)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--data", default="builtin", help="'builtin', a UTF-8 text file or folder, or a .bin")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a .bin corpus")
+
+
+def _config(args, parametrization: str | None = None) -> SweepConfig:
+    data = DataSpec(args.data, args.vocab_size) if hasattr(args, "data") else DataSpec()
+    vocab = data.vocab_size or 256
+    model = GDNConfig(width=args.width, depth=args.depth, width_axis=args.width_axis, vocab_size=vocab)
+    schedule = ScheduleSpec()
+    if hasattr(args, "steps"):
+        warmup = args.warmup if args.warmup is not None else max(1, args.steps // 10)
+        schedule = ScheduleSpec(steps=args.steps, warmup_steps=warmup, batch_size=args.batch_size,
+                                seq_len=args.seq_len, min_lr=args.min_lr)
+    return SweepConfig(model=model, parametrization=parametrization or args.parametrization, readout=args.readout,
+                       optimizer=OptimizerSpec(name=args.optimizer, weight_decay=args.weight_decay),
+                       schedule=schedule, data=data)
+
+
+# --- sweep ------------------------------------------------------------------------------------------------------
+
+def cmd_sweep(args) -> int:
+    from tqdm import tqdm
+
+    from gdn.sweep import fit_optimum, lr_grid
+    from gdn.train import TrialSpec, train_trial
+
+    config = _config(args)
+    lrs = args.lrs or lr_grid(args.lr_min, args.lr_max, args.count)
+    trials = [(lr, seed) for seed in args.seeds for lr in lrs]
+    total = len(trials) * config.schedule.steps
+    results = []
+    with tqdm(total=total, unit="step", desc="sweep", file=sys.stderr, disable=args.quiet) as bar:
+        for lr, seed in trials:
+            bar.set_postfix(lr=f"{lr:.3g}", seed=seed)
+            done = [0]
+
+            def progress(point, done=done):
+                bar.update(point.step - done[0])
+                bar.set_postfix(lr=f"{lr:.3g}", seed=seed, loss=f"{point.loss:.3f}")
+                done[0] = point.step
+
+            r = train_trial(TrialSpec(config, lr=lr, seed=seed, device=args.device), progress=progress)
+            bar.update(config.schedule.steps - done[0])  # a diverged trial stops early
+            results.append((lr, seed, r))
+
+    optimum = fit_optimum([lr for lr, _, _ in results], [r.final_val_loss for *_, r in results],
+                          [s for _, s, _ in results])
+    print(f"{'lr':>10} {'seed':>5} {'val loss':>9}  status")
+    for lr, seed, r in sorted(results, key=lambda t: (t[0], t[1])):
+        loss = f"{r.final_val_loss:.4f}" if math.isfinite(r.final_val_loss) else "-"
+        print(f"{lr:>10.4g} {seed:>5} {loss:>9}  {r.status}")
+    spread = f" (log2 std {optimum.log2_lr_std:.2f})" if optimum.log2_lr_std is not None else ""
+    print(f"optimum: lr = {optimum.lr:.4g} (log2 {optimum.log2_lr:.2f}){spread}, val loss {optimum.loss:.4f}"
+          f"{'  [on the grid edge]' if optimum.on_edge else ''}")
+    for w in optimum.warnings:
+        print(f"warning: {w}")
+    if args.json:
+        out = {"config": config.to_dict(), "optimum": optimum.to_dict(),
+               "trials": [{"lr": lr, "seed": s, **r.to_dict()} for lr, s, r in results]}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2, default=_json_default)
+    if args.plot:
+        from gdn.plots import plot_sweep
+        plot_sweep([(lr, s, r.final_val_loss) for lr, s, r in results], optimum, args.plot,
+                   title=f"{config.parametrization}, width {config.base_width}")
+    return 0
+
+
+def _json_default(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    raise TypeError(f"not JSON-serialisable: {type(x)}")
+
+
+# --- recommend --------------------------------------------------------------------------------------------------
+
+def cmd_recommend(args) -> int:
+    from gdn.sweep import Optimum, SweepResult, recommend
+
+    config = _config(args)
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
+    optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
+    rec = recommend(SweepResult(config, optimum), args.target_width)
+    if args.json:
+        print(json.dumps(rec, indent=2, default=_json_default))
+        return 0
+    print(f"{rec['parametrization']['name']} ({rec['parametrization']['readout']} readout, "
+          f"{rec['parametrization']['width_axis']} axis), {rec['optimizer']['name']}: base width "
+          f"{rec['base_width']} -> {rec['target_width']} (m = {rec['width_mult']:g}), base lr {rec['base_lr']:.4g}")
+    print(f"{'group':<12} {'lr':>11} {'x lr':>8} {'init':>13} {'init std':>9} {'wd':>6}")
+    for g in rec["groups"]:
+        std = "-" if g["init_std"] is None else f"{g['init_std']:.4g}"
+        print(f"{g['role']:<12} {g['lr']:>11.4g} {g['lr_multiplier']:>8.4g} {g['init']:>13} {std:>9} "
+              f"{g['weight_decay']:>6g}")
+    fm = rec["forward_multipliers"]
+    print(f"logit multiplier {fm['logits']:.4g}; gated-delta-rule scale {fm['gdn_scale']:.4g}")
+    t = rec["target_model"]
+    print(f"target: {t['num_params'] / 1e6:.1f}M params, {t['num_heads']} heads of k {t['head_k_dim']} / "
+          f"v {t['head_v_dim']}, mlp {t['mlp_hidden']}; one proxy trial costs "
+          f"{100 * rec['cost']['trial_share']:.3g}% of a target run of the same tokens")
+    return 0
+
+
+# --- coordcheck -------------------------------------------------------------------------------------------------
+
+def cmd_coordcheck(args) -> int:
+    from gdn.coordcheck import coord_check, format_table, plot
+
+    args.width = args.widths[0]            # the narrowest model is the base
+    checks = [coord_check(_config(args, parametrization=name), args.widths, lr=args.lr, steps=args.steps,
+                          seeds=range(args.seeds))
+              for name in args.parametrization.split(",")]
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"== {c.parametrization} ({'flat' if c.passed else 'FAILS: ' + ', '.join(c.failing)})")
+            print(format_table(c))
+    if args.plot:
+        plot(checks, args.plot)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("sweep", help="run an LR sweep of the proxy here, with a progress bar",
+                       description="Train the proxy at each learning rate (and seed), then fit the optimum.")
+    _add_model_args(p, width=64, depth=2)
+    _add_schedule_args(p, steps=200, seq_len=128, batch_size=16)
+    p.add_argument("--lrs", type=_floats, default=None, help="comma-separated learning rates")
+    p.add_argument("--lr-min", type=float, default=2e-3)
+    p.add_argument("--lr-max", type=float, default=3.2e-2)
+    p.add_argument("--count", type=int, default=5)
+    p.add_argument("--seeds", type=_ints, default=[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write every trial and the optimum to this file")
+    p.add_argument("--plot", default=None, help="write loss vs learning rate to this PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("recommend", help="muP-scaled hyperparameters for a target width, from a tuned base LR")
+    _add_model_args(p, width=256, depth=8)
+    p.add_argument("--base-width", dest="width", type=int, default=256)
+    p.add_argument("--target-width", type=int, required=True)
+    p.add_argument("--lr", type=float, required=True, help="the best LR found at the base width")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("coordcheck", help="activation size vs width per tensor, with a verdict",
+                       description="Train a few steps at each width; compare each tensor's growth with muP's.")
+    _add_model_args(p, width=64, depth=2)
+    _add_schedule_args(p, steps=6, seq_len=32, batch_size=8)
+    p.add_argument("--widths", type=_ints, required=True, help="e.g. 64,128,256,512 (the first is the base)")
+    p.add_argument("--lr", type=float, default=1e-2, help="constant LR of the few training steps")
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds to average")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, help="write size vs width to this PNG")
+    p.set_defaults(func=cmd_coordcheck)
+
+
+def run(args) -> int:
+    """Run a parsed command; bad input becomes a one-line message and exit code 2."""
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"deltamu {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gdn", description="deltamu's science commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    return run(parser.parse_args(argv))
