@@ -114,9 +114,10 @@ def split(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_blocks = -(-len(tokens) // block)
     is_val = (np.arange(n_blocks) % VAL_EVERY) == VAL_EVERY // 2
     blocks = [tokens[i * block:(i + 1) * block] for i in range(n_blocks)]
-    train = np.concatenate([b for b, v in zip(blocks, is_val) if not v])
-    val = np.concatenate([b for b, v in zip(blocks, is_val) if v])
-    return train, val
+    train = [b for b, v in zip(blocks, is_val) if not v]
+    val = [b for b, v in zip(blocks, is_val) if v]
+    empty = tokens[:0]
+    return (np.concatenate(train) if train else empty), (np.concatenate(val) if val else empty)
 
 
 def stdlib_files() -> list[Path]:

@@ -1,0 +1,57 @@
+"""`deltamu` science commands, run as a user would: numbers out, one-line errors for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def deltamu(*args):
+    return subprocess.run([sys.executable, "-m", "gdn", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_recommend_json_prints_the_table_at_m4():
+    adamw = json.loads(deltamu("recommend", "--base-width", "256", "--target-width", "1024",
+                               "--optimizer", "adamw", "--lr", "0.004", "--json").stdout)
+    groups = {g["role"]: g for g in adamw["groups"]}
+    assert groups["hidden"]["lr"] == pytest.approx(0.001)             # 1/4 of the base
+    sgd = json.loads(deltamu("recommend", "--base-width", "256", "--target-width", "1024",
+                             "--optimizer", "sgd", "--lr", "0.2", "--json").stdout)
+    groups = {g["role"]: g for g in sgd["groups"]}
+    assert groups["gate_proj"]["lr"] == pytest.approx(0.1)            # 1/2 of the base
+    assert groups["gate_scalar"]["lr"] == pytest.approx(0.4)          # 2x the base
+    assert groups["hidden"]["lr"] == pytest.approx(0.2)
+    assert sgd["parametrization_version"]
+
+
+def test_bad_input_is_a_one_line_error():
+    r = deltamu("recommend", "--base-width", "256", "--target-width", "1001", "--lr", "0.01")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "1001" in r.stderr
+    r = deltamu("recommend", "--base-width", "256", "--target-width", "512", "--lr", "0.01",
+                "--parametrization", "nope")
+    assert r.returncode == 2 and "unknown parametrization" in r.stderr
+
+
+def test_tiny_sweep_prints_a_table_and_an_optimum(tmp_path):
+    r = deltamu("sweep", "--width", "32", "--depth", "1", "--seq-len", "32", "--batch-size", "4", "--steps", "12",
+                "--lrs", "0.001,0.01,0.1", "--quiet", "--json", str(tmp_path / "s.json"),
+                "--plot", str(tmp_path / "s.png"))
+    assert r.returncode == 0, r.stderr
+    assert "optimum: lr =" in r.stdout and r.stdout.count("COMPLETED") + r.stdout.count("DIVERGED") == 3
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert len(data["trials"]) == 3 and data["optimum"]["lr"] > 0
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_coordcheck_json_and_plot(tmp_path):
+    r = deltamu("coordcheck", "--widths", "32,64", "--parametrization", "mup,sp", "--steps", "2", "--seeds", "1",
+                "--json", "--plot", str(tmp_path / "cc.png"))
+    assert r.returncode == 0, r.stderr
+    checks = json.loads(r.stdout)
+    assert [c["parametrization"] for c in checks] == ["mup", "sp"]
+    assert set(checks[0]["verdicts"]) >= {"logits", "attn.out", "mlp.out"}
+    assert (tmp_path / "cc.png").read_bytes()[:4] == b"\x89PNG"

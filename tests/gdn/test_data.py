@@ -1,0 +1,69 @@
+"""Corpora: fingerprinted, split deterministically, batched as a pure function of (seed, step)."""
+import numpy as np
+import pytest
+import torch
+
+from gdn.data import DataSpec, decode, encode, load_corpus, split, stdlib_files
+
+
+def test_builtin_corpus_is_fingerprinted_and_split():
+    corpus = load_corpus(DataSpec())
+    assert len(corpus.sha256) == 64 and corpus.vocab_size == 256
+    assert len(corpus.train) > 1_000_000 and len(corpus.val) > 10_000
+    assert 0.01 < len(corpus.val) / (len(corpus.train) + len(corpus.val)) < 0.06
+    files = stdlib_files()
+    assert files and all(f.suffix == ".py" and "site-packages" not in f.parts for f in files)
+
+
+def test_split_is_a_partition_in_order():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    train, val = split(tokens)
+    both = np.sort(np.concatenate([train, val]))
+    assert np.array_equal(both, tokens) and len(val) > 0
+    assert not set(train.tolist()) & set(val.tolist())
+
+
+def test_batches_are_a_pure_function_of_seed_and_step():
+    corpus = load_corpus(DataSpec())
+    x1, y1 = corpus.batch(5, seed=1, batch_size=4, seq_len=32)
+    x2, _ = corpus.batch(5, seed=1, batch_size=4, seq_len=32)
+    x3, _ = corpus.batch(6, seed=1, batch_size=4, seq_len=32)
+    x4, _ = corpus.batch(5, seed=2, batch_size=4, seq_len=32)
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3) and not torch.equal(x1, x4)
+    assert torch.equal(x1[:, 1:], y1[:, :-1]) and x1.dtype == torch.int64
+    v1 = corpus.val_batches(2, 4, 32)
+    v2 = corpus.val_batches(2, 4, 32)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(v1, v2))
+
+
+def test_text_file_folder_and_bin(tmp_path):
+    text = "héllo wörld, " * 2000
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    corpus = load_corpus(DataSpec(str(tmp_path / "a.txt")), seq_len=16)
+    assert decode(encode("héllo")) == "héllo"
+    assert len(corpus.train) + len(corpus.val) == len(text.encode())
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "1.md").write_text("alpha " * 500)
+    (folder / "2.bin.dat").write_bytes(b"\xff\xfe\x00\x81" * 100)  # not UTF-8: skipped
+    assert load_corpus(DataSpec(str(folder)), seq_len=8).vocab_size == 256
+    ids = np.random.default_rng().integers(0, 1000, 50_000).astype(np.uint16)
+    ids.tofile(tmp_path / "tok.bin")
+    corpus = load_corpus(DataSpec(str(tmp_path / "tok.bin"), vocab_size=1000), seq_len=16)
+    assert corpus.vocab_size == 1000 and int(corpus.train.max()) < 1000
+
+
+def test_bad_sources_are_clear_errors(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_corpus(DataSpec(str(tmp_path / "bad.txt")))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_corpus(DataSpec(str(tmp_path / "missing.txt")))
+    np.array([5, 7000], dtype=np.uint16).tofile(tmp_path / "t.bin")
+    with pytest.raises(ValueError, match="vocab_size"):
+        load_corpus(DataSpec(str(tmp_path / "t.bin"), vocab_size=1000))
+    with pytest.raises(ValueError, match="needs its vocab_size"):
+        DataSpec(str(tmp_path / "t.bin"))
+    (tmp_path / "short.txt").write_text("tiny")
+    with pytest.raises(ValueError, match="fewer than one window"):
+        load_corpus(DataSpec(str(tmp_path / "short.txt")), seq_len=128)

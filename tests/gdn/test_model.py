@@ -1,0 +1,64 @@
+"""The model against itself along other paths, and its shapes against their formulas."""
+import pytest
+import torch
+
+from gdn.config import GDNConfig
+from gdn.model import GDNModel, count_params, train_flops_per_token
+from gdn.train import SweepConfig, build_model
+
+
+@pytest.mark.parametrize("config", [
+    GDNConfig(width=64, depth=2),
+    GDNConfig(width=128, depth=1, tie_embeddings=False),
+    GDNConfig(width=256, depth=1, width_axis="heads", head_k_dim=16),
+    GDNConfig(width=48, depth=3, vocab_size=1000),
+], ids=["tied", "untied", "heads-axis", "vocab1000"])
+def test_param_count_matches_formula(config):
+    assert GDNModel(config).num_params() == count_params(config)
+    assert train_flops_per_token(config) > 6 * count_params(config) * 0.5
+
+
+@pytest.mark.parametrize("width,msg", [(100, "head_dim axis"), (60, "head_dim axis")])
+def test_widths_the_axis_cannot_take_are_clear_errors(width, msg):
+    with pytest.raises(ValueError, match=msg):
+        GDNConfig(width=width)
+    with pytest.raises(ValueError, match="heads axis"):
+        GDNConfig(width=200, width_axis="heads")
+
+
+def _model(dtype=torch.float64):
+    model, _, _ = build_model(SweepConfig(model=GDNConfig(width=48, depth=2)), 96, seed=0)
+    return model.to(dtype)
+
+
+def test_chunked_forward_equals_the_token_by_token_recurrence(monkeypatch):
+    """The whole model through the chunked kernel vs the naive recurrence, float64, T not a multiple of 64."""
+    model = _model()
+    idx = torch.randint(0, 256, (2, 70))
+    monkeypatch.setenv("DELTAMU_GDN_BACKEND", "chunk")
+    chunked = model(idx)
+    monkeypatch.setenv("DELTAMU_GDN_BACKEND", "naive")
+    naive = model(idx)
+    err = ((chunked - naive).norm() / naive.norm()).item()
+    assert err < 1e-10, err
+
+
+def test_causal():
+    """Logits at position t depend on tokens <= t only."""
+    model = _model()
+    idx = torch.randint(0, 256, (1, 40))
+    changed = idx.clone()
+    changed[0, 25:] = (changed[0, 25:] + 1) % 256
+    a, b = model(idx), model(changed)
+    assert torch.allclose(a[:, :25], b[:, :25], atol=0, rtol=0)
+    assert not torch.allclose(a[:, 25:], b[:, 25:])
+
+
+def test_logit_multiplier_is_applied():
+    config = SweepConfig(model=GDNConfig(width=32, depth=1))
+    m1, _, _ = build_model(config, 128, seed=0)
+    assert m1.mult.logits == pytest.approx(1 / 4)
+    tied = SweepConfig(model=GDNConfig(width=32, depth=1), readout="tied")
+    m2, _, _ = build_model(tied, 128, seed=0)
+    idx = torch.randint(0, 256, (1, 8))
+    assert torch.allclose(m1(idx) * 4, m2(idx), rtol=1e-5, atol=1e-6)

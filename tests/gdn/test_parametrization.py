@@ -1,0 +1,129 @@
+"""The table: every parameter has a role, base-width inits agree, and the multipliers follow the closed form."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gdn.config import GDNConfig
+from gdn.model import GDNModel
+from gdn.parametrization import PRESETS, Role, get_parametrization, role_of
+from gdn.train import SweepConfig, build_model
+
+MUP_PRESETS = [name for name in PRESETS if name != "sp"]
+
+
+def all_variants():
+    for name, preset in PRESETS.items():
+        for readout in preset["readouts"]:
+            yield name, readout
+
+
+@pytest.mark.parametrize("axis,width", [("head_dim", 64), ("heads", 256)])
+@pytest.mark.parametrize("name,readout", list(all_variants()), ids=lambda x: str(x))
+def test_every_parameter_has_a_role(name, readout, axis, width):
+    config = SweepConfig(model=GDNConfig(width=width, depth=2, width_axis=axis), parametrization=name,
+                         readout=readout)
+    model, p, _ = build_model(config, width, seed=0)
+    roles = {role_of(n, t) for n, t in model.named_parameters()}
+    expected = {Role.EMBEDDING, Role.HIDDEN, Role.GATE_PROJ, Role.GATE_SCALAR, Role.CONV, Role.NORM}
+    assert roles == expected | ({Role.READOUT} if not p.readout.tied else set())
+    groups = p.param_groups(model, "adamw", 1.0, lr=1e-3, weight_decay=0.1)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_fla_names_get_roles():
+    """fla's GatedDeltaNetForCausalLM nests the backbone under `model.`; the same patterns must claim it."""
+    class FlaLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = GDNModel(GDNConfig(width=64, depth=1, tie_embeddings=False))
+            self.lm_head = nn.Linear(64, 256, bias=False)
+    for name, t in FlaLike().named_parameters():
+        role_of(name, t)  # raises if unclaimed
+    assert role_of("model.layers.3.attn.b_proj.weight") is Role.GATE_PROJ
+    assert role_of("model.layers.3.attn.dt_bias") is Role.GATE_SCALAR
+    assert role_of("model.layers.3.attn.o_norm.weight") is Role.NORM
+
+
+def test_unassigned_parameter_is_an_error():
+    with pytest.raises(KeyError, match="no role"):
+        role_of("layers.0.attn.mystery_proj.weight")
+    with pytest.raises(ValueError, match="rank"):
+        role_of("layers.0.attn.q_proj.weight", torch.zeros(3))
+    model = GDNModel(GDNConfig(width=64, depth=1))
+    model.layers[0].attn.extra = nn.Parameter(torch.zeros(4))
+    with pytest.raises(KeyError, match="extra"):
+        get_parametrization("mup").init_(model, 1.0)
+
+
+@pytest.mark.parametrize("name", MUP_PRESETS)
+def test_mup_presets_at_base_width_initialise_like_the_base_model(name):
+    """At m = 1 every preset draws the same init: the base model (here: sp, which ignores width)."""
+    config = SweepConfig(model=GDNConfig(width=64, depth=2))
+    base, _, _ = build_model(SweepConfig(model=config.model, parametrization="sp"), 64, seed=3)
+    model, _, _ = build_model(SweepConfig(model=config.model, parametrization=name), 64, seed=3)
+    for (n, a), (_, b) in zip(base.named_parameters(), model.named_parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_multipliers_at_m4_follow_the_closed_form():
+    mup = get_parametrization("mup")
+    assert mup.lr_multiplier(Role.HIDDEN, "adamw", 4) == pytest.approx(1 / 4)
+    assert mup.lr_multiplier(Role.GATE_PROJ, "adamw", 4) == pytest.approx(1 / 4)
+    assert mup.lr_multiplier(Role.GATE_PROJ, "sgd", 4) == pytest.approx(1 / 2)
+    assert mup.lr_multiplier(Role.GATE_SCALAR, "sgd", 4) == pytest.approx(2)
+    assert mup.lr_multiplier(Role.GATE_SCALAR, "adamw", 4) == pytest.approx(1)
+    assert mup.lr_multiplier(Role.EMBEDDING, "sgd", 4) == pytest.approx(4)
+    assert mup.lr_multiplier(Role.HIDDEN, "sgd", 4) == pytest.approx(1)
+    assert mup.init_std(Role.HIDDEN, 4) == pytest.approx(0.01)
+    assert mup.init_std(Role.EMBEDDING, 4) == pytest.approx(0.02)
+    original = get_parametrization("mup-original")
+    assert original.lr_multiplier(Role.GATE_PROJ, "sgd", 4) == pytest.approx(1)
+    assert original.lr_multiplier(Role.GATE_SCALAR, "sgd", 4) == pytest.approx(1)
+    code = get_parametrization("mup-paper-code")
+    assert code.lr_multiplier(Role.CONV, "adamw", 4) == pytest.approx(1 / 4)
+    assert code.lr_multiplier(Role.NORM, "adamw", 4) == pytest.approx(1 / 4)
+    assert code.o_multiplier(32) == pytest.approx(32 ** -0.5)
+    assert mup.o_multiplier(32) == pytest.approx(1.0)
+    assert get_parametrization("mup", "tied-scaled").logit_multiplier(4) == pytest.approx(1 / 4)
+    assert get_parametrization("mup", "tied").logit_multiplier(4) == pytest.approx(1)
+    assert get_parametrization("mup", "tied", output_mult=3.0).logit_multiplier(4) == pytest.approx(3)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_sp_ignores_width(optimizer):
+    sp = get_parametrization("sp")
+    for role in Role:
+        if role is Role.READOUT:
+            continue
+        assert sp.lr_multiplier(role, optimizer, 8) == 1
+        assert sp.init_std(role, 8) == sp.init_std(role, 1)
+    assert sp.logit_multiplier(8) == 1
+
+
+def test_measured_init_std_scales_with_width():
+    """The drawn tensors, not just the table, follow 0.02 / sqrt(m) under mup and 0.02 under sp."""
+    base = GDNConfig(width=64, depth=1)
+    for name, expect in (("mup", 0.02 / math.sqrt(4)), ("sp", 0.02)):
+        model, _, _ = build_model(SweepConfig(model=base, parametrization=name), 256, seed=0)
+        w = model.layers[0].mlp.up_proj.weight
+        assert w.std().item() == pytest.approx(expect, rel=0.05)
+        assert model.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_param_groups_scale_lr_and_decay():
+    config = SweepConfig(model=GDNConfig(width=64, depth=1))
+    model, p, _ = build_model(config, 256, seed=0)
+    groups = {g["role"]: g for g in p.param_groups(model, "adamw", 4.0, lr=1e-2, weight_decay=0.1)}
+    assert groups["hidden"]["lr"] == pytest.approx(1e-2 / 4)
+    assert groups["hidden"]["weight_decay"] == 0.1
+    assert groups["embedding"]["weight_decay"] == 0.0
+    assert groups["gate_scalar"]["lr"] == pytest.approx(1e-2)
+
+
+def test_unknown_preset_and_readout_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown parametrization"):
+        get_parametrization("mup-v9")
+    with pytest.raises(ValueError, match="no readout"):
+        get_parametrization("sp", "tied-scaled")

@@ -1,0 +1,63 @@
+"""Training one trial: it learns, it is deterministic, it reports divergence as a result, it can be stopped."""
+import json
+import math
+
+import pytest
+
+from gdn.config import GDNConfig
+from gdn.optim import OptimizerSpec, lr_at
+from gdn.train import (COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec, train_trial)
+
+
+def tiny(steps=30, optimizer="adamw", **kw):
+    return SweepConfig(model=GDNConfig(width=32, depth=1), optimizer=OptimizerSpec(name=optimizer),
+                       schedule=ScheduleSpec(steps=steps, warmup_steps=3, batch_size=4, seq_len=32),
+                       eval_batches=2, **kw)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 10, 100, min_lr=0.1) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 10, 100, min_lr=0.1) == pytest.approx(0.55)
+    assert lr_at(100, 1.0, 10, 100, min_lr=0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adamw", 1e-2), ("sgd", 0.3)])
+def test_a_trial_learns_and_is_deterministic(optimizer, lr):
+    points = []
+    spec = TrialSpec(tiny(optimizer=optimizer), lr=lr, seed=1)
+    r = train_trial(spec, progress=points.append, log_every=5)
+    assert r.status == COMPLETED and math.isfinite(r.final_val_loss)
+    assert r.curve[-1].loss < r.curve[0].loss - 0.5, [p.loss for p in r.curve]
+    assert [p.step for p in r.curve] == [1, 5, 10, 15, 20, 25, 30] and points == r.curve
+    assert r.tokens == 30 * 4 * 32 and len(r.data_sha256) == 64
+    json.dumps(r.to_dict())
+    again = train_trial(spec, log_every=5)
+    assert [p.loss for p in again.curve] == [p.loss for p in r.curve]
+    assert again.final_val_loss == r.final_val_loss
+
+
+def test_divergence_is_a_result():
+    r = train_trial(TrialSpec(tiny(steps=40, optimizer="sgd"), lr=500.0), log_every=1)
+    assert r.status == DIVERGED and math.isnan(r.final_val_loss)
+    assert r.diverged_step is not None and r.diverged_step <= 40 and r.reason
+
+
+def test_should_stop_cancels():
+    calls = []
+    with pytest.raises(TrialCancelled):
+        train_trial(TrialSpec(tiny(), lr=1e-2), should_stop=lambda: calls.append(1) or len(calls) >= 2,
+                    log_every=5)
+    assert len(calls) == 2
+
+
+def test_sweep_config_round_trips_and_rejects_bad_fields():
+    config = tiny(parametrization="sp")
+    assert SweepConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown"):
+        SweepConfig.from_dict({**config.to_dict(), "colour": "red"})
+    with pytest.raises(ValueError, match="warmup"):
+        SweepConfig.from_dict({**config.to_dict(), "schedule": {"steps": 5, "warmup_steps": 9}})
+    with pytest.raises(ValueError, match="lr"):
+        TrialSpec(config, lr=-1)
