@@ -1,0 +1,80 @@
+"""Request dependencies: settings, a session, the caller (bearer token), the Idempotency-Key header."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from service import crud
+from service.auth import match_token
+from service.problems import ProblemError
+from service.settings import Settings
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int | None          # None: an anonymous reader
+
+    @property
+    def key(self) -> str:
+        return "anonymous" if self.token_id is None else f"token:{self.token_id}"
+
+
+def _authenticate(request: Request, session: Session, authorization: str | None) -> Principal:
+    unauthorized = {"WWW-Authenticate": 'Bearer realm="deltamu"'}
+    if not authorization:
+        raise ProblemError(401, "unauthorized", "Authentication required",
+                           "send 'Authorization: Bearer <token>'", headers=unauthorized)
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ProblemError(401, "unauthorized", "Authentication required",
+                           "the Authorization header must be 'Bearer <token>'", headers=unauthorized)
+    token_id = match_token(token.strip(), crud.active_tokens(session))
+    if token_id is None:
+        raise ProblemError(401, "invalid-token", "Invalid token", "the bearer token is not valid",
+                           headers={"WWW-Authenticate": 'Bearer realm="deltamu", error="invalid_token"'})
+    return Principal(token_id)
+
+
+def writer(request: Request, session: SessionDep,
+           authorization: Annotated[str | None, Header()] = None) -> Principal:
+    return _authenticate(request, session, authorization)
+
+
+def reader(request: Request, session: SessionDep, settings: SettingsDep,
+           authorization: Annotated[str | None, Header()] = None) -> Principal:
+    if settings.auth_reads or authorization:
+        return _authenticate(request, session, authorization)
+    return Principal(None)
+
+
+def idempotency_key(idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> str | None:
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise ProblemError(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
+                           f"the key must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters")
+    return key
+
+
+Writer = Annotated[Principal, Depends(writer)]
+Reader = Annotated[Principal, Depends(reader)]
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]

@@ -1,0 +1,66 @@
+"""What a job produced: the recommendation for a target width (a pure function, cacheable) and the sweep plot."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from gdn.parametrization import PARAMETRIZATION_VERSION
+from gdn.sweep import Optimum, SweepResult, recommend
+from gdn.train import SweepConfig
+from service import crud, floats
+from service.api.deps import Reader, SessionDep, SettingsDep
+from service.api.routes.jobs import PROBLEMS, load_job
+from service.models import TrialState
+from service.plots import sweep_png
+from service.problems import ProblemError
+
+router = APIRouter(prefix="/v1/jobs", tags=["results"])
+CACHE_SECONDS = 86400
+
+
+@router.get("/{job_id}/recommendation", responses={**PROBLEMS, 304: {"description": "Not modified"}},
+            summary="muP hyperparameters for a target width (409 until the job has an optimum)")
+def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: Reader,
+                   width: Annotated[int, Query(ge=1, description="target width")],
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    job = load_job(session, job_id)
+    if job.optimum is None:
+        raise ProblemError(409, "no-optimum-yet", "No optimum yet",
+                           f"job {job_id} is {job.state.value}; a recommendation needs a SUCCEEDED job"
+                           + (f": {job.error}" if job.error else ""))
+    if width > settings.max_target_width:
+        raise ProblemError(422, "width-not-supported", "Width not supported",
+                           f"width {width} exceeds the limit of {settings.max_target_width}")
+    etag = '"' + hashlib.sha256(json.dumps([job.id, job.optimum, width, PARAMETRIZATION_VERSION],
+                                           sort_keys=True).encode()).hexdigest()[:32] + '"'
+    cache = {"ETag": etag, "Cache-Control": f"{'private' if settings.auth_reads else 'public'}, "
+                                           f"max-age={CACHE_SECONDS}"}
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=cache)
+    result = SweepResult(config=SweepConfig.from_dict(job.sweep_config),
+                         optimum=Optimum.from_dict(floats.decode(job.optimum)), num_trials=job.num_points)
+    try:
+        body = recommend(result, width)
+    except ValueError as e:
+        raise ProblemError(422, "width-not-supported", "Width not supported", str(e)) from None
+    return JSONResponse(floats.encode({"job_id": job.id, **body}), headers=cache)
+
+
+@router.get("/{job_id}/plot.png", response_class=Response, responses={**PROBLEMS, 200: {"content": {"image/png": {}}}},
+            summary="Validation loss vs learning rate, the optimum marked, diverged trials shown")
+def plot(job_id: str, request: Request, session: SessionDep, _: Reader) -> Response:
+    job = load_job(session, job_id)
+    trials = [t for t in crud.list_trials(session, job_id=job_id) if not t.retried]
+    optimum = floats.decode(job.optimum) if job.optimum else None
+    png = sweep_png(
+        title=f"job {job.id[:8]} ({job.state.value}), {job.spec['parametrization']}, "
+              f"width {job.sweep_config['model']['width']}",
+        completed=[(t.lr, t.seed, t.final_val_loss) for t in trials if t.state == TrialState.COMPLETED],
+        diverged=[(t.lr, t.seed) for t in trials if t.state == TrialState.DIVERGED],
+        optimum_lr=optimum["lr"] if optimum else None, optimum_loss=optimum["loss"] if optimum else None,
+        on_edge=bool(optimum and optimum["on_edge"]))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,380 @@
+"""The only code that changes a job's or a trial's state. Keyword-only functions that take a session; the caller
+owns the transaction (service.db.transaction) and enqueues Celery tasks only after it has committed.
+
+Concurrency rules, the same on PostgreSQL and SQLite:
+- every transaction that moves a trial to a terminal state, or cancels a job, first touches the job row
+  (`_lock_job`): a row lock on PostgreSQL, the write lock on SQLite. So "is this the last trial?" is answered by one
+  transaction at a time, and the optimum is computed exactly once, by whoever finishes the last trial;
+- a trial is claimed by a conditional UPDATE (PENDING -> RUNNING): a duplicate delivery updates nothing;
+- terminal states never change: every transition is conditional on the state it leaves.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service import floats
+from service.models import (JOB_ACTIVE, JOB_TERMINAL, TRIAL_ACTIVE, TRIAL_RESULT, ApiToken, CurvePoint,
+                            IdempotencyKey, Job, JobState, Trial, TrialState, utcnow)
+
+
+class JobFinished(Exception):
+    """The job is in a terminal state and cannot change."""
+
+
+# --- jobs ----------------------------------------------------------------------------------------------------
+
+def create_job(session: Session, *, spec: dict, sweep_config: dict, spec_sha256: str, grid: list[tuple[float, int]],
+               steps: int, created_by: int | None) -> Job:
+    """A QUEUED job and one PENDING trial per (lr, seed) of `grid`, in the caller's transaction."""
+    job = Job(id=str(uuid.uuid4()), state=JobState.QUEUED, spec=spec, sweep_config=sweep_config,
+              spec_sha256=spec_sha256, num_points=len(grid), steps=steps, created_by=created_by)
+    job.trials = [Trial(point=i, lr=lr, seed=seed, attempt=1, state=TrialState.PENDING)
+                  for i, (lr, seed) in enumerate(grid)]
+    session.add(job)
+    session.flush()
+    return job
+
+
+def find_reusable_job(session: Session, *, spec_sha256: str) -> Job | None:
+    """The newest SUCCEEDED job with this spec hash."""
+    return session.scalars(sa.select(Job).where(Job.spec_sha256 == spec_sha256, Job.state == JobState.SUCCEEDED)
+                           .order_by(Job.created_at.desc(), Job.id.desc()).limit(1)).first()
+
+
+def get_job(session: Session, *, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(session: Session, *, state: JobState | None, limit: int,
+              after: tuple[dt.datetime, str] | None) -> list[Job]:
+    """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
+    q = sa.select(Job)
+    if state is not None:
+        q = q.where(Job.state == state)
+    if after is not None:
+        created, job_id = after
+        q = q.where(sa.or_(Job.created_at < created, sa.and_(Job.created_at == created, Job.id < job_id)))
+    return list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+@dataclass
+class TrialSummary:
+    counts: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in TrialState})
+    retries: int = 0                  # attempts that failed and were requeued
+    running_steps: int = 0            # steps done by the RUNNING trials (for progress)
+    trial_seconds: float = 0.0        # training seconds of finished trials
+
+
+def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialSummary]:
+    """Per job: trial counts by state over the current attempt of each grid point, and progress inputs."""
+    out = {job_id: TrialSummary() for job_id in job_ids}
+    if not job_ids:
+        return out
+    rows = session.execute(sa.select(Trial.job_id, Trial.state, Trial.retried, sa.func.count(),
+                                     sa.func.coalesce(sa.func.sum(Trial.seconds), 0.0))
+                           .where(Trial.job_id.in_(job_ids))
+                           .group_by(Trial.job_id, Trial.state, Trial.retried))
+    for job_id, state, retried, n, seconds in rows:
+        summary = out[job_id]
+        if retried:
+            summary.retries += n
+        else:
+            summary.counts[TrialState(state).value] += n
+        summary.trial_seconds += float(seconds or 0.0)
+    last_step = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.step).label("step"))
+                 .group_by(CurvePoint.trial_id).subquery())
+    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(last_step.c.step))
+                           .join(last_step, last_step.c.trial_id == Trial.id)
+                           .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.RUNNING)
+                           .group_by(Trial.job_id))
+    for job_id, steps in rows:
+        out[job_id].running_steps = int(steps or 0)
+    return out
+
+
+def list_trials(session: Session, *, job_id: str) -> list[Trial]:
+    return list(session.scalars(sa.select(Trial).where(Trial.job_id == job_id)
+                                .order_by(Trial.point, Trial.attempt)))
+
+
+def curve_points(session: Session, *, trial_ids: list[int], after_step: int | None) -> dict[int, list[CurvePoint]]:
+    out: dict[int, list[CurvePoint]] = {t: [] for t in trial_ids}
+    if not trial_ids:
+        return out
+    q = sa.select(CurvePoint).where(CurvePoint.trial_id.in_(trial_ids))
+    if after_step is not None:
+        q = q.where(CurvePoint.step > after_step)
+    for point in session.scalars(q.order_by(CurvePoint.trial_id, CurvePoint.step)):
+        out[point.trial_id].append(point)
+    return out
+
+
+def mark_enqueued(session: Session, *, trial_ids: list[int]) -> None:
+    if trial_ids:
+        session.execute(sa.update(Trial).where(Trial.id.in_(trial_ids)).values(enqueued_at=utcnow()))
+
+
+def unenqueued_trials(session: Session, *, created_before: dt.datetime) -> list[int]:
+    """PENDING trials whose task was never sent (the sender died between commit and enqueue)."""
+    return list(session.scalars(sa.select(Trial.id).where(Trial.state == TrialState.PENDING,
+                                                          Trial.enqueued_at.is_(None),
+                                                          Trial.created_at < created_before)))
+
+
+def cancel_job(session: Session, *, job_id: str) -> Job | None:
+    """Cancel: PENDING trials are CANCELLED at once; a job with RUNNING trials is CANCELLING until its workers
+    stop them (they see it at their next heartbeat), else CANCELLED. None for an unknown job;
+    JobFinished for a terminal one. Cancelling a CANCELLING job changes nothing."""
+    if not _lock_job(session, job_id):
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    if job.state in JOB_TERMINAL:
+        raise JobFinished(f"job {job_id} is already {job.state.value}")
+    now = utcnow()
+    session.execute(sa.update(Trial).where(Trial.job_id == job_id, Trial.state == TrialState.PENDING)
+                    .values(state=TrialState.CANCELLED, finished_at=now))
+    job.state = JobState.CANCELLING
+    _settle(session, job_id)
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+# --- trials, from the worker -------------------------------------------------------------------------------
+
+@dataclass
+class ClaimedTrial:
+    trial_id: int
+    job_id: str
+    lr: float
+    seed: int
+    attempt: int
+    sweep_config: dict
+    spec: dict
+
+
+def claim_trial(session: Session, *, trial_id: int, worker: str) -> ClaimedTrial | None:
+    """PENDING -> RUNNING for `worker`, if the trial is still PENDING and its job active; None otherwise
+    (a duplicate delivery, a cancelled job, a trial someone else claimed)."""
+    job_id = session.scalar(sa.select(Trial.job_id).where(Trial.id == trial_id))
+    if job_id is None or not _lock_job(session, job_id):
+        return None
+    now = utcnow()
+    active_job = sa.select(Job.id).where(Job.id == job_id, Job.state.in_(JOB_ACTIVE))
+    claimed = session.execute(
+        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.PENDING, Trial.job_id.in_(active_job))
+        .values(state=TrialState.RUNNING, worker=worker, started_at=now, heartbeat_at=now)).rowcount
+    if claimed != 1:
+        return None
+    session.execute(sa.update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
+                    .values(state=JobState.RUNNING, started_at=now))
+    trial = session.get(Trial, trial_id, populate_existing=True)
+    job = session.get(Job, job_id, populate_existing=True)
+    return ClaimedTrial(trial_id=trial.id, job_id=job.id, lr=trial.lr, seed=trial.seed, attempt=trial.attempt,
+                        sweep_config=job.sweep_config, spec=job.spec)
+
+
+def heartbeat(session: Session, *, trial_id: int, worker: str) -> bool:
+    """Touch the trial's heartbeat. False when the worker should stop: the trial is no longer RUNNING for this
+    worker (reaped), or its job is being cancelled."""
+    touched = session.execute(
+        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING, Trial.worker == worker)
+        .values(heartbeat_at=utcnow())).rowcount
+    if touched != 1:
+        return False
+    job_state = session.scalar(sa.select(Job.state).join(Trial, Trial.job_id == Job.id).where(Trial.id == trial_id))
+    return job_state in JOB_ACTIVE
+
+
+def append_point(session: Session, *, trial_id: int, worker: str, point: dict) -> bool:
+    """Store one curve point of a RUNNING trial of this worker; a repeated step is ignored."""
+    owner = session.scalar(sa.select(Trial.worker).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING))
+    if owner != worker:
+        return False
+    values = {k: point[k] for k in ("step", "tokens", "loss", "lr", "grad_norm", "seconds")}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(CurvePoint).values(trial_id=trial_id, **values)
+                    .on_conflict_do_nothing(index_elements=["trial_id", "step"]))
+    return True
+
+
+def finish_trial(session: Session, *, trial_id: int, worker: str, result: dict) -> bool:
+    """RUNNING -> COMPLETED | DIVERGED with the result of gdn.train (TrialResult.to_dict()). False if the trial was
+    no longer this worker's (reaped meanwhile): then nothing changes."""
+    status = TrialState(result["status"])
+    if status not in TRIAL_RESULT:
+        raise ValueError(f"a training result is COMPLETED or DIVERGED, got {status}")
+    return _finish(session, trial_id=trial_id, worker=worker, state=status, values=dict(
+        final_val_loss=result["final_val_loss"], diverged_step=result.get("diverged_step"),
+        reason=result.get("reason"), tokens=result.get("tokens"), seconds=result.get("seconds"),
+        num_params=result.get("num_params"), device=result.get("device"), data_sha256=result.get("data_sha256")))
+
+
+def stop_trial(session: Session, *, trial_id: int, worker: str, seconds: float | None = None) -> bool:
+    """RUNNING -> CANCELLED after the worker stopped training because the job is being cancelled."""
+    return _finish(session, trial_id=trial_id, worker=worker, state=TrialState.CANCELLED,
+                   values=dict(seconds=seconds))
+
+
+def fail_trial(session: Session, *, trial_id: int, worker: str | None, error: str, max_attempts: int) -> int | None:
+    """RUNNING -> FAILED (an infrastructure error). While attempts remain, a new PENDING attempt is created and
+    its id returned, for the caller to enqueue after commit. `worker=None` fails it whoever holds it (the reaper)."""
+    job_id = session.scalar(sa.select(Trial.job_id).where(Trial.id == trial_id))
+    if job_id is None or not _lock_job(session, job_id):
+        return None
+    return _fail_locked(session, job_id=job_id, trial_id=trial_id, worker=worker, error=error,
+                        max_attempts=max_attempts)
+
+
+def reap(session: Session, *, stale_before: dt.datetime, max_attempts: int) -> list[int]:
+    """RUNNING trials whose heartbeat is older than `stale_before` belong to a dead worker: FAILED, requeued as a
+    new attempt while attempts remain (or CANCELLED if their job is being cancelled). Returns the ids to enqueue."""
+    stale = session.execute(sa.select(Trial.id, Trial.job_id, Trial.worker, Trial.heartbeat_at)
+                            .where(Trial.state == TrialState.RUNNING, Trial.heartbeat_at < stale_before)).all()
+    retries = []
+    for trial_id, job_id, worker, heartbeat_at in stale:
+        if not _lock_job(session, job_id):
+            continue
+        still_stale = session.scalar(sa.select(Trial.id).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING,
+                                                              Trial.heartbeat_at < stale_before))
+        if still_stale is None:
+            continue
+        error = f"worker {worker} lost: no heartbeat since {heartbeat_at.isoformat()}"
+        new_id = _fail_locked(session, job_id=job_id, trial_id=trial_id, worker=None, error=error,
+                              max_attempts=max_attempts)
+        if new_id is not None:
+            retries.append(new_id)
+    return retries
+
+
+# --- internals ---------------------------------------------------------------------------------------------
+
+def _lock_job(session: Session, job_id: str) -> bool:
+    """Serialise state changes of one job: an UPDATE of its row takes the row lock (PostgreSQL) or the database
+    write lock (SQLite) until commit. False for an unknown job."""
+    return session.execute(sa.update(Job).where(Job.id == job_id).values(updated_at=utcnow())
+                           .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _finish(session: Session, *, trial_id: int, worker: str, state: TrialState, values: dict) -> bool:
+    job_id = session.scalar(sa.select(Trial.job_id).where(Trial.id == trial_id))
+    if job_id is None or not _lock_job(session, job_id):
+        return False
+    done = session.execute(
+        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING, Trial.worker == worker)
+        .values(state=state, finished_at=utcnow(), **values)).rowcount
+    if done != 1:
+        return False
+    _settle(session, job_id)
+    return True
+
+
+def _fail_locked(session: Session, *, job_id: str, trial_id: int, worker: str | None, error: str,
+                 max_attempts: int) -> int | None:
+    where = [Trial.id == trial_id, Trial.state == TrialState.RUNNING]
+    if worker is not None:
+        where.append(Trial.worker == worker)
+    job_state = session.scalar(sa.select(Job.state).where(Job.id == job_id))
+    cancelling = job_state == JobState.CANCELLING
+    state = TrialState.CANCELLED if cancelling else TrialState.FAILED
+    if session.execute(sa.update(Trial).where(*where)
+                       .values(state=state, finished_at=utcnow(), error=error)).rowcount != 1:
+        return None
+    new_id = None
+    trial = session.get(Trial, trial_id, populate_existing=True)
+    if not cancelling and job_state in JOB_ACTIVE and trial.attempt < max_attempts:
+        retry = Trial(job_id=job_id, point=trial.point, lr=trial.lr, seed=trial.seed, attempt=trial.attempt + 1,
+                      retry_of=trial.id, state=TrialState.PENDING)
+        session.add(retry)
+        trial.retried = True
+        session.flush()
+        new_id = retry.id
+    _settle(session, job_id)
+    return new_id
+
+
+def _settle(session: Session, job_id: str) -> None:
+    """If no current trial is PENDING or RUNNING, move the job to its terminal state: CANCELLED when cancelling,
+    else SUCCEEDED with the optimum fitted once here, or FAILED when there is nothing to fit.
+    Runs under the job lock, so exactly one transaction sees the job settle."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job.state in JOB_TERMINAL:
+        return
+    current = list(session.scalars(sa.select(Trial).where(Trial.job_id == job_id, Trial.retried.is_(False))
+                                   .execution_options(populate_existing=True)))
+    if any(t.state in TRIAL_ACTIVE for t in current):
+        return
+    now = utcnow()
+    job.finished_at = now
+    if job.state == JobState.CANCELLING:
+        job.state = JobState.CANCELLED
+        return
+    results = [t for t in current if t.state in TRIAL_RESULT]
+    failed = sorted((t for t in current if t.state == TrialState.FAILED), key=lambda t: t.point)
+    failed_note = ""
+    if failed:
+        failed_note = (f"{len(failed)} trial(s) failed after {max(t.attempt for t in failed)} attempt(s) and are "
+                       f"left out of the fit: " + ", ".join(f"lr {t.lr:.3g} seed {t.seed}" for t in failed))
+    from gdn.sweep import fit_optimum   # numpy only at call time; the API rarely gets here
+    try:
+        if not results:
+            raise ValueError("no trial produced a result")
+        optimum = fit_optimum([t.lr for t in results],
+                              [t.final_val_loss if t.state == TrialState.COMPLETED else float("nan") for t in results],
+                              [t.seed for t in results]).to_dict()
+    except ValueError as e:
+        job.state = JobState.FAILED
+        job.error = "; ".join(filter(None, [str(e), failed_note]))
+        return
+    if failed_note:
+        optimum["warnings"] = list(optimum.get("warnings", [])) + [failed_note]
+    job.optimum = floats.encode(optimum)
+    job.state = JobState.SUCCEEDED
+
+
+# --- idempotency keys --------------------------------------------------------------------------------------
+
+def get_idempotency_record(session: Session, *, principal: str, key: str,
+                           since: dt.datetime) -> IdempotencyKey | None:
+    record = session.get(IdempotencyKey, (principal, key))
+    if record is not None and record.created_at < since:
+        session.delete(record)     # expired: the key may be used afresh
+        session.flush()
+        return None
+    return record
+
+
+def save_idempotency_record(session: Session, *, principal: str, key: str, request_sha256: str,
+                            job_id: str | None, status_code: int, response: dict, headers: dict) -> None:
+    session.add(IdempotencyKey(principal=principal, key=key, request_sha256=request_sha256, job_id=job_id,
+                               status_code=status_code, response=response, headers=headers))
+    session.flush()
+
+
+def delete_expired_idempotency(session: Session, *, before: dt.datetime) -> int:
+    return session.execute(sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < before)).rowcount
+
+
+# --- API tokens ----------------------------------------------------------------------------------------------
+
+def ensure_tokens(session: Session, *, hashes: dict[str, str]) -> None:
+    """Store each {sha256: name} not stored yet (tokens from settings arrive here at startup)."""
+    known = set(session.scalars(sa.select(ApiToken.token_sha256).where(ApiToken.token_sha256.in_(list(hashes)))))
+    for sha, name in hashes.items():
+        if sha not in known:
+            session.add(ApiToken(name=name, token_sha256=sha))
+    session.flush()
+
+
+def active_tokens(session: Session) -> list[tuple[int, str]]:
+    return list(session.execute(sa.select(ApiToken.id, ApiToken.token_sha256).where(ApiToken.revoked_at.is_(None)))
+                .tuples())

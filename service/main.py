@@ -1,0 +1,46 @@
+"""Assembles the app: settings, database, Celery client, routers, problem+json handlers, metrics."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import crud, problems
+from service.api.routes import health, jobs, results
+from service.auth import hash_token
+from service.db import make_engine, make_session_factory, transaction
+from service.jobspec import JobRejected
+from service.metrics import make_registry
+from service.settings import Settings, get_settings
+from worker.celery_app import make_celery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.api_tokens:
+            with transaction(app.state.sessions) as session:
+                crud.ensure_tokens(session, hashes={hash_token(t): "settings" for t in settings.api_tokens})
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(title="deltamu", version="1", lifespan=lifespan,
+                  description="Learning-rate transfer for Gated Delta Networks: tune a small proxy, get muP "
+                              "hyperparameters for any width. Errors are RFC 9457 problem+json.")
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.db_url)
+    app.state.sessions = make_session_factory(app.state.engine)
+    app.state.celery = make_celery(settings)
+    app.state.registry, http_metrics = make_registry(app.state.sessions)
+    app.middleware("http")(http_metrics.middleware)
+    problems.install(app)
+
+    @app.exception_handler(JobRejected)
+    async def _rejected(request, exc: JobRejected):
+        return problems.problem_response(request, 422, "job-rejected", "Job rejected", str(exc))
+
+    for router in (jobs.router, results.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,57 @@
+"""ORM rows -> the API's public types (non-finite floats become null plus a `nonfinite` flag)."""
+from __future__ import annotations
+
+from service import floats
+from service.crud import TrialSummary
+from service.models import JOB_TERMINAL, TRIAL_TERMINAL, CurvePoint, Job, Trial, TrialState, utcnow
+from service.schemas import (CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TrialCounts, TrialPublic)
+
+_OPTIMUM_FLOATS = ("lr", "log2_lr", "loss", "log2_lr_std", "grid_lr")
+
+
+def job_links(job_id: str) -> JobLinks:
+    base = f"/v1/jobs/{job_id}"
+    return JobLinks(self=base, trials=f"{base}/trials", recommendation=f"{base}/recommendation?width={{width}}",
+                    plot=f"{base}/plot.png", cancel=f"{base}/cancel")
+
+
+def optimum_public(stored: dict | None) -> OptimumPublic | None:
+    if stored is None:
+        return None
+    optimum = floats.decode(stored)
+    values, flags = floats.to_public({k: optimum.get(k) for k in _OPTIMUM_FLOATS})
+    per_seed, seed_flags = floats.to_public({str(k): v for k, v in optimum.get("per_seed_lr", {}).items()})
+    flags.update({f"per_seed_lr.{k}": v for k, v in seed_flags.items()})
+    return OptimumPublic(**values, on_edge=optimum["on_edge"], warnings=optimum.get("warnings", []),
+                         per_seed_lr=per_seed, nonfinite=flags)
+
+
+def job_public(job: Job, summary: TrialSummary) -> JobPublic:
+    done_points = sum(n for state, n in summary.counts.items() if TrialState(state) in TRIAL_TERMINAL)
+    total_steps = max(job.num_points * job.steps, 1)
+    progress = 1.0 if job.state in JOB_TERMINAL else min(
+        (done_points * job.steps + summary.running_steps) / total_steps, 1.0)
+    end = job.finished_at or (None if job.started_at is None else utcnow())
+    elapsed = (end - job.started_at).total_seconds() if job.started_at and end else None
+    return JobPublic(
+        id=job.id, state=job.state, created_at=job.created_at, updated_at=job.updated_at,
+        started_at=job.started_at, finished_at=job.finished_at, elapsed_seconds=elapsed,
+        trial_seconds=summary.trial_seconds, progress=progress,
+        trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
+        optimum=optimum_public(job.optimum), error=job.error, spec_sha256=job.spec_sha256, spec=job.spec,
+        links=job_links(job.id))
+
+
+def point_public(p: CurvePoint) -> CurvePointPublic:
+    values, flags = floats.to_public({"loss": p.loss, "grad_norm": p.grad_norm})
+    return CurvePointPublic(step=p.step, tokens=p.tokens, lr=p.lr, seconds=p.seconds, nonfinite=flags, **values)
+
+
+def trial_public(t: Trial, points: list[CurvePoint]) -> TrialPublic:
+    values, flags = floats.to_public({"final_val_loss": t.final_val_loss})
+    return TrialPublic(
+        id=t.id, point=t.point, lr=t.lr, seed=t.seed, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
+        state=t.state, worker=t.worker, started_at=t.started_at, heartbeat_at=t.heartbeat_at,
+        finished_at=t.finished_at, diverged_step=t.diverged_step, reason=t.reason, error=t.error,
+        tokens=t.tokens, seconds=t.seconds, num_params=t.num_params, device=t.device, data_sha256=t.data_sha256,
+        nonfinite=flags, curve=[point_public(p) for p in points], **values)

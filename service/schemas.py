@@ -1,0 +1,225 @@
+"""Pydantic I/O types of the API: JobCreate (input), *Public (output), the list wrappers and the problem body.
+
+Static limits live here (a positive width, a non-empty grid); limits an operator tunes (the largest job a
+deployment accepts) are checked against settings in service.jobspec, with the reason in the answer.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.models import JobState, TrialState
+
+Nonfinite = dict[str, Literal["nan", "inf", "-inf"]]
+NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body and named here"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(BaseModel):
+    """The proxy model at the base width. Other gdn GDNConfig fields (key_ratio, expand_v, mlp_ratio, ...) may be
+    given too; unknown names are refused."""
+    model_config = ConfigDict(extra="allow")
+    width: int = Field(256, ge=1, description="base width d0 of the proxy")
+    depth: int = Field(4, ge=1, description="number of blocks")
+    width_axis: Literal["head_dim", "heads"] = Field(
+        "head_dim", description="head_dim: fixed heads, head dims grow with width (the paper); "
+                                "heads: fixed head dims, heads grow with width")
+    num_heads: int = Field(6, ge=1, description="heads (head_dim axis)")
+    head_k_dim: int = Field(32, ge=1, description="per-head key dim (heads axis)")
+    vocab_size: int | None = Field(None, ge=2, description="default: the data's vocabulary (256 for bytes)")
+
+
+class OptimizerSpecIn(_In):
+    name: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float | None = Field(None, ge=0, description="default: 0.1 for AdamW, 0 for SGD")
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.98, ge=0, lt=1, description="SGD (Nesterov)")
+    grad_clip: float = Field(1.0, ge=0, description="global grad-norm clip; 0 disables")
+
+
+class ScheduleSpecIn(_In):
+    steps: int = Field(200, ge=1)
+    warmup_steps: int = Field(20, ge=0)
+    batch_size: int = Field(16, ge=1)
+    seq_len: int = Field(128, ge=2)
+    min_lr: float = Field(0.0, ge=0, description="absolute, for a group of LR multiplier 1")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "ScheduleSpecIn":
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
+        return self
+
+
+class LRGridIn(_In):
+    """Either explicit `values`, or `min`, `max` and `count` (log-spaced, both ends included)."""
+    values: list[float] | None = Field(None, min_length=1)
+    min: float | None = Field(None, gt=0)
+    max: float | None = Field(None, gt=0)
+    count: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "LRGridIn":
+        ranged = (self.min, self.max, self.count)
+        if self.values is not None:
+            if any(x is not None for x in ranged):
+                raise ValueError("give either values or min/max/count, not both")
+            bad = [x for x in self.values if not (x > 0 and math.isfinite(x))]
+            if bad:
+                raise ValueError(f"learning rates must be positive and finite, got {bad}")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError("learning rates must be distinct")
+        elif any(x is None for x in ranged):
+            raise ValueError("give values, or all of min, max and count")
+        elif self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class DataSpecIn(_In):
+    source: str = Field("builtin", min_length=1, description="'builtin', or a text file / folder / .bin of uint16 "
+                                                            "tokens under one of the server's allowed data dirs")
+    vocab_size: int | None = Field(None, ge=2, description="required for .bin")
+
+
+class JobCreate(_In):
+    """A tuning job: an LR sweep of one proxy model."""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code")
+    readout: str | None = Field(None, description="the readout rule; default: the preset's")
+    output_mult: float = Field(1.0, gt=0)
+    optimizer: OptimizerSpecIn = Field(default_factory=OptimizerSpecIn)
+    schedule: ScheduleSpecIn = Field(default_factory=ScheduleSpecIn)
+    lr_grid: LRGridIn
+    seeds: list[int] = Field([0], min_length=1)
+    data: DataSpecIn = Field(default_factory=DataSpecIn)
+    eval_batches: int = Field(8, ge=1)
+    log_every: int = Field(10, ge=1, description="a curve point every this many steps")
+    reuse: bool = Field(False, description="answer with a SUCCEEDED job of the identical spec instead of running "
+                                           "it again (not part of the spec)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        return v
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "model": {"width": 64, "depth": 2},
+        "optimizer": {"name": "adamw"},
+        "schedule": {"steps": 40, "warmup_steps": 4, "batch_size": 4, "seq_len": 64},
+        "lr_grid": {"min": 0.001, "max": 0.1, "count": 5},
+        "seeds": [0],
+    }]})
+
+
+# --- output --------------------------------------------------------------------------------------------------
+
+class TrialCounts(BaseModel):
+    total: int = Field(description="grid points: learning rates x seeds")
+    by_state: dict[TrialState, int] = Field(description="current attempt of each grid point, by state")
+    retries: int = Field(description="attempts that failed on infrastructure and were requeued")
+
+
+class OptimumPublic(BaseModel):
+    lr: float | None
+    log2_lr: float | None
+    loss: float | None
+    log2_lr_std: float | None
+    on_edge: bool
+    warnings: list[str]
+    grid_lr: float | None = None
+    per_seed_lr: dict[str, float | None] = {}
+    nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
+
+
+class JobLinks(BaseModel):
+    self: str
+    trials: str
+    recommendation: str
+    plot: str
+    cancel: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    state: JobState
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    elapsed_seconds: float | None = Field(description="from start to finish (or to now while running)")
+    trial_seconds: float = Field(description="training seconds summed over every attempt")
+    progress: float = Field(ge=0, le=1, description="share of the grid's training steps done")
+    trials: TrialCounts
+    optimum: OptimumPublic | None
+    error: str | None
+    spec_sha256: str
+    spec: dict
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class CurvePointPublic(BaseModel):
+    step: int
+    tokens: int
+    loss: float | None
+    lr: float
+    grad_norm: float | None
+    seconds: float
+    nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
+
+
+class TrialPublic(BaseModel):
+    id: int
+    point: int = Field(description="index of (lr, seed) in the job's grid")
+    lr: float
+    seed: int
+    attempt: int
+    retry_of: int | None
+    retried: bool = Field(description="a later attempt replaced this one")
+    state: TrialState
+    worker: str | None
+    started_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    final_val_loss: float | None
+    diverged_step: int | None
+    reason: str | None
+    error: str | None
+    tokens: int | None
+    seconds: float | None
+    num_params: int | None
+    device: str | None
+    data_sha256: str | None
+    nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
+    curve: list[CurvePointPublic]
+
+
+class TrialList(BaseModel):
+    job_id: str
+    items: list[TrialPublic]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict] | None = Field(None, description="field errors of a request that failed validation")

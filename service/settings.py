@@ -1,0 +1,124 @@
+"""One settings object for the API, the worker and the CLI, read from DELTAMU_* environment variables (and .env).
+
+The embedded default needs nothing set: a SQLite file and a server-less broker under `data_dir`. Setting
+DELTAMU_DATABASE_URL / DELTAMU_BROKER_URL (or the conventional DATABASE_URL / CELERY_BROKER_URL) switches to
+PostgreSQL and Redis.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DELTAMU_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
+
+    # --- where things live ---------------------------------------------------------------------
+    data_dir: Path = Path(".deltamu")               # embedded default: SQLite files, token, beat schedule
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DELTAMU_DATABASE_URL", "DATABASE_URL"))
+    broker_url: str | None = Field(None, validation_alias=AliasChoices("DELTAMU_BROKER_URL", "CELERY_BROKER_URL"))
+    queue: str = "deltamu"                          # the Celery queue trials go through
+
+    # --- the API -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"                         # the embedded default is reachable from this machine only
+    port: int = 8000
+    # Bearer tokens allowed to write (comma-separated). They are stored hashed in api_tokens at startup.
+    api_tokens: Annotated[list[str], NoDecode] = []
+    auth_reads: bool = False                        # also require a token for GET
+    idempotency_ttl_hours: float = 24.0
+    page_size_default: int = 20
+    page_size_max: int = 200
+    max_target_width: int = 1 << 20                 # largest width a recommendation is computed for
+    allowed_data_dirs: Annotated[list[Path], NoDecode] = []   # a job's data source must lie under one of these
+
+    # --- job limits: a job beyond them is refused with the reason -----------------------------
+    max_trials: int = 64                            # learning rates x seeds
+    max_steps: int = 200_000
+    max_proxy_width: int = 8192
+    max_depth: int = 64
+    max_tokens_per_step: int = 1 << 21             # batch_size x seq_len
+    max_proxy_params: float = 2e9
+    max_job_flops: float = 1e19                     # about a day of one H100 at a realistic throughput
+
+    # --- the worker ----------------------------------------------------------------------------
+    device: str = "auto"                            # "auto": CUDA when the worker sees a GPU, else CPU
+    heartbeat_seconds: float = 15.0                 # a running trial touches its heartbeat this often
+    stale_after_seconds: float = 120.0              # a RUNNING trial silent this long belongs to a dead worker
+    reaper_interval_seconds: float = 30.0
+    max_attempts: int = 3                           # infrastructure failures of one (lr, seed) before it is FAILED
+    trial_time_limit_seconds: int = 6 * 3600        # hard limit of one trial (Celery task_time_limit)
+    trial_soft_time_limit_margin_seconds: int = 60  # soft limit = hard limit - margin: the task records FAILED
+    visibility_timeout_seconds: int = 7 * 3600      # Redis redelivers unacked tasks after this: above the limit
+    worker_max_tasks_per_child: int = 0             # 0: no limit; 1 frees a CUDA context after every trial
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, v):
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @field_validator("allowed_data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v):
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, v: str | None) -> str | None:
+        """postgres:// and postgresql:// (what most platforms hand out) -> the psycopg 3 driver."""
+        if v is None:
+            return v
+        for prefix in ("postgres://", "postgresql://"):
+            if v.startswith(prefix):
+                return "postgresql+psycopg://" + v[len(prefix):]
+        return v
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> "Settings":
+        if self.visibility_timeout_seconds <= self.trial_time_limit_seconds:
+            raise ValueError("visibility_timeout_seconds must exceed trial_time_limit_seconds, or the broker "
+                             "redelivers a trial that is still running")
+        if not 0 <= self.trial_soft_time_limit_margin_seconds < self.trial_time_limit_seconds:
+            raise ValueError("trial_soft_time_limit_margin_seconds must lie in [0, trial_time_limit_seconds)")
+        if self.stale_after_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must exceed two heartbeats, or live trials get reaped")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        return self
+
+    # --- derived ---------------------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'deltamu.sqlite3').as_posix()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite3').as_posix()}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the database is a SQLite file (the one-machine default)."""
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def trial_soft_time_limit_seconds(self) -> int:
+        return self.trial_time_limit_seconds - self.trial_soft_time_limit_margin_seconds
+
+    @property
+    def token_file(self) -> Path:
+        """Where `deltamu up` keeps the token it generated, and where the CLI client looks for one."""
+        return self.data_dir / "token"
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    return Settings()
