@@ -1,0 +1,136 @@
+"""The one public entry to the gated delta rule: check the inputs, set the defaults, pick the backend.
+
+Backends (same contract, same outputs up to rounding):
+    "naive"   token-by-token recurrence (gdn.ops.naive), the spec; slow, float64-capable
+    "chunk"   chunked WY/UT form in plain PyTorch (gdn.ops.chunk); autograd, any device
+    "triton"  our Triton kernels (gdn.ops.triton), imported only when first asked for
+    "auto"    "triton" for CUDA tensors when gdn.ops.triton imports, else "chunk"
+
+The environment variable DELTAMU_GDN_BACKEND, read at every call, replaces "auto" (not an explicit choice), e.g.
+DELTAMU_GDN_BACKEND=naive to run a whole model through the reference.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from typing import Callable
+
+import torch
+
+from gdn.ops.chunk import chunk_gated_delta_rule
+from gdn.ops.naive import naive_recurrent_gated_delta_rule
+
+BACKEND_ENV = "DELTAMU_GDN_BACKEND"
+BACKENDS = ("auto", "chunk", "naive", "triton")
+
+
+@functools.cache
+def _load_triton() -> tuple[Callable | None, str]:
+    """(triton_chunk_gated_delta_rule, "") or (None, why it is not available). Imported once, on first need."""
+    try:
+        from gdn.ops.triton import triton_chunk_gated_delta_rule
+    except ImportError as e:                                       # no triton, or gdn.ops.triton not there (yet)
+        return None, f"{type(e).__name__}: {e}"
+    return triton_chunk_gated_delta_rule, ""
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend a call with `backend` on `device` runs: "chunk", "naive" or "triton"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "").strip() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        if device.type != "cuda":
+            return "chunk"
+        triton_fn, why = _load_triton()
+        if triton_fn is None:
+            warnings.warn(f"gdn.ops.triton is not importable ({why}); the gated delta rule runs on the chunked "
+                          "PyTorch path", RuntimeWarning, stacklevel=3)
+            return "chunk"
+        return "triton"
+    if backend == "triton" and _load_triton()[0] is None:
+        raise RuntimeError(f"backend 'triton' was asked for but gdn.ops.triton is not importable: {_load_triton()[1]}")
+    return backend
+
+
+def _check_dims(name: str, x: torch.Tensor, layout: str, expected: dict[str, int], source: str) -> None:
+    """Raise ValueError if x is not [layout] or if any of its dims named in `expected` differs."""
+    dims = layout.split()
+    if x.ndim != len(dims):
+        raise ValueError(f"{name} must be [{', '.join(dims)}] ({len(dims)} dims), got shape {tuple(x.shape)}")
+    wrong = [f"{d}={size} (expected {expected[d]} from {source})"
+             for d, size in zip(dims, x.shape) if d in expected and size != expected[d]]
+    if wrong:
+        raise ValueError(f"{name} of shape {tuple(x.shape)} must be [{', '.join(dims)}], but has " + ", ".join(wrong))
+
+
+def _check_inputs(q, k, v, g, beta, initial_state) -> None:
+    _check_dims("q", q, "B T H K", {}, "")
+    B, T, H, K = q.shape
+    _check_dims("k", k, "B T H K", dict(B=B, T=T, H=H, K=K), "q")
+    _check_dims("v", v, "B T H V", dict(B=B, T=T, H=H), "q")
+    V = v.shape[-1]
+    _check_dims("g", g, "B T H", dict(B=B, T=T, H=H), "q")
+    _check_dims("beta", beta, "B T H", dict(B=B, T=T, H=H), "q")
+    if K == 0 or V == 0:
+        raise ValueError(f"head dims must be positive, got K={K}, V={V}")
+    if initial_state is not None:
+        _check_dims("initial_state", initial_state, "B H K V", dict(B=B, H=H, K=K, V=V), "q and v")
+
+    named = dict(q=q, k=k, v=v, g=g, beta=beta, initial_state=initial_state)
+    for name, x in named.items():
+        if x is not None and not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if x is not None and x.device != q.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {q.device}; all inputs must share one device")
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gated delta rule  S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,  o_t = S_t^T (scale q_t).
+
+    Args:
+        q, k: [B, T, H, K], one dtype with v.
+        v: [B, T, H, V].
+        g: [B, T, H], log alpha (<= 0, natural log); the backends compute it in float32 (float64 for float64 q).
+        beta: [B, T, H], the write strength (post-sigmoid).
+        scale: multiplies q; default K ** -0.5.
+        initial_state: [B, H, K, V] state before the first token; default zeros.
+        output_final_state: also return the state after the last token.
+        use_qk_l2norm: L2-normalise q and k per head first (eps 1e-6), inside the op.
+        backend: "auto", "chunk", "naive" or "triton" (see the module docstring; DELTAMU_GDN_BACKEND overrides "auto").
+
+    Returns:
+        o [B, T, H, V] in q's dtype, and the final state [B, H, K, V] (float32, float64 for float64 q) or None.
+
+    Raises:
+        ValueError: inputs of the wrong shape, dtype or device (the message names the dims), or an unknown backend.
+        RuntimeError: backend "triton" asked for explicitly but gdn.ops.triton does not import.
+    """
+    _check_inputs(q, k, v, g, beta, initial_state)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    name = resolve_backend(backend, q.device)
+    if name == "triton":
+        impl = _load_triton()[0]
+    else:
+        impl = chunk_gated_delta_rule if name == "chunk" else naive_recurrent_gated_delta_rule
+    return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
