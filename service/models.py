@@ -63,10 +63,14 @@ class FaithfulFloat(sa.TypeDecorator):
     impl = sa.Double
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
-        if value is not None and dialect.name == "sqlite" and math.isnan(value):
-            return "NaN"
-        return value
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # Bypasses Double's own processor on SQLite, which would turn the text back into a float NaN.
+        def process(value):
+            return "NaN" if isinstance(value, float) and math.isnan(value) else value
+        return process
 
     def process_result_value(self, value, dialect):
         return float(value) if value is not None else None

@@ -1,0 +1,299 @@
+"""The `deltamu` command: the science commands of gdn.cli (sweep, recommend, coordcheck), the service itself
+(up, api, worker, migrate) and a client of its API (submit, status, watch, recommendation, cancel).
+
+Bad input ends with a one-line `deltamu: error: ...` and a non-zero exit code: 2 for a bad argument or file,
+1 for a request the server refused or a job that did not succeed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from service.settings import Settings, get_settings
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+HTTP_TIMEOUT_SECONDS = 30.0
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# --- the service ---------------------------------------------------------------------------------------------
+
+def _embedded_environment(settings: Settings) -> Settings:
+    """Pin the data dir to an absolute path and make sure a write token exists, for this process and the workers
+    it starts; returns the settings that result."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["DELTAMU_DATA_DIR"] = str(data_dir)
+    if not settings.api_tokens:
+        from service.auth import generate_token
+        token_file = data_dir / "token"
+        if not token_file.exists():
+            token_file.write_text(generate_token() + "\n")
+            token_file.chmod(0o600)
+        os.environ["DELTAMU_API_TOKENS"] = token_file.read_text().strip()
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def cmd_up(args) -> int:
+    import uvicorn
+
+    from service import migrate
+    from service.main import create_app
+    from worker import launch
+
+    settings = _embedded_environment(get_settings())
+    migrate.upgrade(settings.db_url)
+    procs = launch.start(launch.worker_commands(settings, cpu_workers=args.workers))
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"deltamu: API on http://{host}:{port} (docs at /docs); {len(procs)} worker process(es)\n"
+          f"deltamu: database {settings.db_url}\ndeltamu: broker {settings.broker}\n"
+          f"deltamu: write token in {settings.token_file if settings.token_file.exists() else 'DELTAMU_API_TOKENS'}",
+          flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    finally:
+        launch.stop(procs)
+    return 0
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from service.main import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+                log_level="info", proxy_headers=True)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from worker import launch
+
+    gpus = None if args.gpus is None else [g for g in args.gpus.split(",") if g]
+    return launch.supervise(launch.start(launch.worker_commands(get_settings(), gpus=gpus,
+                                                                cpu_workers=args.workers)))
+
+
+def cmd_migrate(args) -> int:
+    from service import migrate
+
+    migrate.upgrade(get_settings().db_url, args.revision)
+    print(f"deltamu: database at {args.revision}")
+    return 0
+
+
+# --- the client ----------------------------------------------------------------------------------------------
+
+def _client(args) -> httpx.Client:
+    settings = get_settings()
+    url = args.url or os.environ.get("DELTAMU_URL") or f"http://{settings.host}:{settings.port}"
+    token = args.token or os.environ.get("DELTAMU_TOKEN")
+    if not token and settings.api_tokens:
+        token = settings.api_tokens[0]
+    if not token and settings.token_file.exists():
+        token = settings.token_file.read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+
+
+def _request(client: httpx.Client, method: str, path: str, **kwargs) -> httpx.Response:
+    try:
+        response = client.request(method, path, **kwargs)
+    except httpx.TransportError as e:
+        raise CliError(f"cannot reach the deltamu API at {client.base_url} ({e}); is `deltamu up` running?") from None
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+            message = f"{problem.get('title', 'error')}: {problem.get('detail') or ''}".rstrip(": ")
+        except ValueError:
+            message = response.text.strip()[:200]
+        raise CliError(f"{response.status_code} {message}")
+    return response
+
+
+def cmd_submit(args) -> int:
+    path = Path(args.job)
+    try:
+        body = json.loads(path.read_text())
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}", 2) from None
+    except json.JSONDecodeError as e:
+        raise CliError(f"{path} is not valid JSON: {e}", 2) from None
+    if args.reuse:
+        body = {**body, "reuse": True}
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    with _client(args) as client:
+        response = _request(client, "POST", "/v1/jobs", json=body, headers=headers)
+        job = response.json()
+        if args.json:
+            print(json.dumps(job, indent=2))
+        else:
+            reused = " (an identical finished job, reused)" if response.status_code == 200 else ""
+            print(f"{job['id']} {job['state']}{reused}  {response.headers.get('Location', '')}")
+        if args.watch:
+            return _watch(client, job["id"], args.interval)
+    return 0
+
+
+def cmd_status(args) -> int:
+    with _client(args) as client:
+        job = _request(client, "GET", f"/v1/jobs/{args.id}").json()
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in job["trials"]["by_state"].items() if n)
+    print(f"{job['id']} {job['state']} {100 * job['progress']:.0f}%  trials: {counts or 'none'}"
+          + (f", {job['trials']['retries']} retried" if job["trials"]["retries"] else ""))
+    if job["optimum"]:
+        opt = job["optimum"]
+        edge = " (on the grid edge)" if opt["on_edge"] else ""
+        print(f"optimum: lr {opt['lr']:.4g}{edge}, loss {opt['loss']:.4f}")
+        for warning in opt["warnings"]:
+            print(f"warning: {warning}")
+    if job["error"]:
+        print(f"error: {job['error']}")
+    return 0
+
+
+def _watch(client: httpx.Client, job_id: str, interval: float) -> int:
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
+        while True:
+            job = _request(client, "GET", f"/v1/jobs/{job_id}").json()
+            done = sum(job["trials"]["by_state"].get(s, 0) for s in ("COMPLETED", "DIVERGED", "FAILED", "CANCELLED"))
+            bar.set_description_str(f"{job['state']} {done}/{job['trials']['total']} trials")
+            bar.update(round(100 * job["progress"]) - bar.n)
+            if job["state"] in TERMINAL:
+                break
+            time.sleep(interval)
+    if job["state"] == "SUCCEEDED":
+        print(f"{job_id} SUCCEEDED: optimum lr {job['optimum']['lr']:.4g}")
+        return 0
+    print(f"{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else ""))
+    return 1
+
+
+def cmd_watch(args) -> int:
+    with _client(args) as client:
+        return _watch(client, args.id, args.interval)
+
+
+def cmd_recommendation(args) -> int:
+    if args.width < 1:
+        raise CliError(f"--width must be a positive integer, got {args.width}", 2)
+    with _client(args) as client:
+        body = _request(client, "GET", f"/v1/jobs/{args.id}/recommendation", params={"width": args.width}).json()
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    with _client(args) as client:
+        job = _request(client, "POST", f"/v1/jobs/{args.id}/cancel").json()
+    print(f"{job['id']} {job['state']}")
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deltamu", description="Learning-rate transfer for Gated Delta Networks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if importlib.util.find_spec("gdn.cli") is not None:
+        from gdn import cli as gdn_cli
+        gdn_cli.add_commands(sub)
+
+    p = sub.add_parser("up", help="the whole service on this machine: migrate, API and worker(s)",
+                       description="Embedded default: a SQLite file and a server-less broker under .deltamu/ "
+                                   "(DELTAMU_DATA_DIR); DELTAMU_DATABASE_URL / DELTAMU_BROKER_URL switch to "
+                                   "PostgreSQL and Redis. One worker per GPU, else --workers CPU workers.")
+    p.add_argument("--host", default=None, help="default 127.0.0.1 (DELTAMU_HOST)")
+    p.add_argument("--port", type=int, default=None, help="default 8000 (DELTAMU_PORT)")
+    p.add_argument("--workers", type=int, default=1, help="CPU worker processes when there is no GPU")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="the API only (production: migrations run separately)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="Celery workers only: one per visible GPU, else --workers CPU workers")
+    p.add_argument("--gpus", default=None, help="comma-separated GPU ids (default: every visible GPU)")
+    p.add_argument("--workers", type=int, default=1, help="CPU worker processes when there is no GPU")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    def client_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default=None, help="API base URL (DELTAMU_URL; default http://127.0.0.1:8000)")
+        p.add_argument("--token", default=None, help="bearer token (DELTAMU_TOKEN; default: the embedded one)")
+
+    p = sub.add_parser("submit", help="submit a job file: POST /v1/jobs")
+    p.add_argument("job", help="a job JSON file, e.g. examples/tiny-cpu-job.json")
+    p.add_argument("--idempotency-key", default=None, help="resubmitting with the same key makes no second job")
+    p.add_argument("--reuse", action="store_true", help="reuse an identical finished job's results")
+    p.add_argument("--watch", action="store_true", help="then show a progress bar until the job is done")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --watch")
+    p.add_argument("--json", action="store_true", help="print the whole job")
+    client_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's state, progress and optimum")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    client_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("watch", help="a progress bar until the job is done (exit 0 if it SUCCEEDED)")
+    p.add_argument("id")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    client_args(p)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("recommendation", help="muP hyperparameters of a finished job for a target width")
+    p.add_argument("id")
+    p.add_argument("--width", type=int, required=True, help="target width")
+    client_args(p)
+    p.set_defaults(func=cmd_recommendation)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("id")
+    client_args(p)
+    p.set_defaults(func=cmd_cancel)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.func.__module__ == "gdn.cli":
+        from gdn import cli as gdn_cli
+        return gdn_cli.run(args)      # its own one-line errors for bad input
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"deltamu: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
