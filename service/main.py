@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import logging
+
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import crud, problems
 from service.api.routes import health, jobs, results
@@ -14,15 +17,27 @@ from service.metrics import make_registry
 from service.settings import Settings, get_settings
 from worker.celery_app import make_celery
 
+log = logging.getLogger("deltamu.api")
+
+
+def sync_settings_tokens(app: FastAPI) -> None:
+    """Store the hashes of the tokens named in settings (once per process)."""
+    tokens = app.state.settings.api_tokens
+    if tokens and not app.state.tokens_synced:
+        with transaction(app.state.sessions) as session:
+            crud.ensure_tokens(session, hashes={hash_token(t): "settings" for t in tokens})
+    app.state.tokens_synced = True
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.api_tokens:
-            with transaction(app.state.sessions) as session:
-                crud.ensure_tokens(session, hashes={hash_token(t): "settings" for t in settings.api_tokens})
+        try:
+            sync_settings_tokens(app)
+        except SQLAlchemyError as e:  # e.g. schema not migrated yet: /readyz says so; auth retries the sync
+            log.warning("could not store the settings' API tokens yet: %s", e)
         yield
         app.state.engine.dispose()
 
@@ -30,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Learning-rate transfer for Gated Delta Networks: tune a small proxy, get muP "
                               "hyperparameters for any width. Errors are RFC 9457 problem+json.")
     app.state.settings = settings
+    app.state.tokens_synced = False
     app.state.engine = make_engine(settings.db_url)
     app.state.sessions = make_session_factory(app.state.engine)
     app.state.celery = make_celery(settings)

@@ -46,6 +46,9 @@ def _authenticate(request: Request, session: Session, authorization: str | None)
     if scheme.lower() != "bearer" or not token.strip():
         raise ProblemError(401, "unauthorized", "Authentication required",
                            "the Authorization header must be 'Bearer <token>'", headers=unauthorized)
+    if not request.app.state.tokens_synced:
+        from service.main import sync_settings_tokens
+        sync_settings_tokens(request.app)
     token_id = match_token(token.strip(), crud.active_tokens(session))
     if token_id is None:
         raise ProblemError(401, "invalid-token", "Invalid token", "the bearer token is not valid",

@@ -1,0 +1,282 @@
+"""The HTTP API through the real app (TestClient) on real databases; the broker is real too (Redis, or kombu's
+SQL transport for the embedded default). Trials are finished through crud, the path a worker takes."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from gdn.sweep import SweepResult, fit_optimum, recommend
+from gdn.train import SweepConfig
+from service import crud, floats
+from service.db import make_engine, make_session_factory, transaction
+from service.models import IdempotencyKey, Job, Trial
+from service.testing import TEST_TOKEN, tiny_job
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and "instance" in body
+    if slug:
+        assert body["type"].endswith("/" + slug)
+    return body
+
+
+def run_trials_through_crud(env, job_id: str, losses: list[float]) -> None:
+    """Finish every trial the way a worker does: claim, then finish (DIVERGED for a NaN loss)."""
+    engine = make_engine(env["DELTAMU_DATABASE_URL"])
+    sessions = make_session_factory(engine)
+    with sessions() as s:
+        ids = [t.id for t in crud.list_trials(s, job_id=job_id)]
+    for trial_id, loss in zip(ids, losses):
+        with transaction(sessions) as s:
+            assert crud.claim_trial(s, trial_id=trial_id, worker="test")
+        diverged = math.isnan(loss)
+        with transaction(sessions) as s:
+            crud.finish_trial(s, trial_id=trial_id, worker="test", result={
+                "status": "DIVERGED" if diverged else "COMPLETED", "final_val_loss": loss, "tokens": 10,
+                "seconds": 0.5, "diverged_step": 5 if diverged else None, "reason": "nan" if diverged else None})
+    engine.dispose()
+
+
+def count_rows(env, model) -> int:
+    engine = make_engine(env["DELTAMU_DATABASE_URL"])
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(model)).scalar_one()
+    engine.dispose()
+    return n
+
+
+def test_submit_answers_202_with_location_and_stores_the_trials(any_env, make_client, auth):
+    client = make_client(any_env)
+    r = client.post("/v1/jobs", json=tiny_job(seeds=[0, 1]), headers=auth)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] == "QUEUED" and job["trials"]["total"] == 6 and job["trials"]["by_state"]["PENDING"] == 6
+    got = client.get(r.headers["Location"]).json()
+    assert got["id"] == job["id"] and got["spec"]["lr_grid"]["values"] == [0.002, 0.01, 0.05]
+    trials = client.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+    assert sorted((t["lr"], t["seed"]) for t in trials) == sorted(
+        (lr, s) for lr in (0.002, 0.01, 0.05) for s in (0, 1))
+
+
+def test_min_max_count_grid(any_env, make_client, auth):
+    client = make_client(any_env)
+    r = client.post("/v1/jobs", json=tiny_job(lr_grid={"min": 1e-3, "max": 1.6e-2, "count": 5}), headers=auth)
+    assert r.status_code == 202
+    lrs = sorted(t["lr"] for t in client.get(f"/v1/jobs/{r.json()['id']}/trials").json()["items"])
+    assert lrs == pytest.approx([1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+
+
+@pytest.mark.parametrize("body, status, slug", [
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 33}}, 422, "job-rejected"),        # width the axis can't take
+    ({"lr_grid": {"values": [0.01]}, "schedule": {"steps": 10 ** 7}}, 422, "job-rejected"),  # too long
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 4096, "depth": 64},
+      "schedule": {"steps": 200000, "batch_size": 512, "seq_len": 4096}}, 422, "job-rejected"),
+    ({"lr_grid": {"min": 1e-4, "max": 1e-1, "count": 500}}, 422, "job-rejected"),        # too many trials
+    ({"lr_grid": {"values": [-1.0]}}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01], "min": 0.1}}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "optimizer": {"name": "lion"}}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "parametrization": "nope"}, 422, "job-rejected"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64, "bogus": 1}}, 422, "job-rejected"),
+    ({"lr_grid": {"values": [0.01]}, "unknown_field": 1}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "data": {"source": "/etc/passwd"}}, 422, "job-rejected"),
+    ({}, 422, "validation-error"),
+    ([1, 2], 422, "validation-error"),
+])
+def test_bad_bodies_get_4xx_problems(pg_env, make_client, auth, body, status, slug):
+    client = make_client(pg_env)
+    problem = assert_problem(client.post("/v1/jobs", json=body, headers=auth), status, slug)
+    assert problem["detail"]
+    assert count_rows(pg_env, Job) == 0
+
+
+def test_malformed_json_is_400(pg_env, make_client, auth):
+    client = make_client(pg_env)
+    r = client.post("/v1/jobs", content=b'{"lr_grid": ', headers={**auth, "Content-Type": "application/json"})
+    assert_problem(r, 400, "malformed-json")
+
+
+def test_writes_need_a_valid_token(pg_env, make_client):
+    client = make_client(pg_env)
+    assert_problem(client.post("/v1/jobs", json=tiny_job()), 401, "unauthorized")
+    r = client.post("/v1/jobs", json=tiny_job(), headers={"Authorization": "Bearer wrong"})
+    assert_problem(r, 401, "invalid-token")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_problem(client.post("/v1/jobs", json=tiny_job(), headers={"Authorization": "Basic abc"}), 401)
+    assert_problem(client.post("/v1/jobs/x/cancel"), 401)
+    assert count_rows(pg_env, Job) == 0
+    # the token is stored hashed, never in clear
+    engine = make_engine(pg_env["DELTAMU_DATABASE_URL"])
+    with engine.connect() as conn:
+        stored = [row[0] for row in conn.execute(sa.text("SELECT token_sha256 FROM api_tokens"))]
+    engine.dispose()
+    assert stored and TEST_TOKEN not in stored and all(len(h) == 64 for h in stored)
+
+
+def test_reads_can_require_a_token(pg_env, make_client, auth):
+    client = make_client(pg_env, auth_reads=True)
+    assert_problem(client.get("/v1/jobs"), 401)
+    assert client.get("/v1/jobs", headers=auth).status_code == 200
+    assert make_client(pg_env).get("/v1/jobs").status_code == 200     # the default: reads are open
+
+
+def test_unknown_ids_routes_and_methods(pg_env, make_client, auth):
+    client = make_client(pg_env)
+    for path in ("/v1/jobs/nope", "/v1/jobs/nope/trials", "/v1/jobs/nope/recommendation?width=64",
+                 "/v1/jobs/nope/plot.png"):
+        assert_problem(client.get(path), 404, "job-not-found")
+    assert_problem(client.post("/v1/jobs/nope/cancel", headers=auth), 404, "job-not-found")
+    assert_problem(client.get("/v2/nothing"), 404)
+    assert_problem(client.delete("/v1/jobs"), 405)
+    assert_problem(client.get("/v1/jobs?limit=0"), 422, "validation-error")
+    assert_problem(client.get("/v1/jobs?state=DONE"), 422, "validation-error")
+    assert_problem(client.get("/v1/jobs?cursor=!!notacursor"), 400, "invalid-cursor")
+    assert_problem(client.post("/v1/jobs", json=tiny_job(), headers={**auth, "Idempotency-Key": "x" * 300}), 400)
+
+
+def test_idempotency_key(pg_env, make_client, auth):
+    client = make_client(pg_env)
+    headers = {**auth, "Idempotency-Key": "key-1"}
+    first = client.post("/v1/jobs", json=tiny_job(), headers=headers)
+    again = client.post("/v1/jobs", json=tiny_job(), headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert count_rows(pg_env, Job) == 1
+    other = client.post("/v1/jobs", json=tiny_job(seeds=[7]), headers=headers)
+    assert_problem(other, 422, "idempotency-key-reused")
+    assert count_rows(pg_env, Job) == 1
+    assert client.post("/v1/jobs", json=tiny_job(), headers={**auth, "Idempotency-Key": "key-2"}).status_code == 202
+    assert count_rows(pg_env, Job) == 2
+
+
+def test_concurrent_posts_with_one_key_make_one_job(pg_env, make_client, auth):
+    client = make_client(pg_env)
+    headers = {**auth, "Idempotency-Key": "concurrent"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/v1/jobs", json=tiny_job(), headers=headers), range(8)))
+    assert {a.status_code for a in answers} <= {202, 409}
+    ids = {a.json()["id"] for a in answers if a.status_code == 202}
+    assert len(ids) == 1
+    assert count_rows(pg_env, Job) == 1 and count_rows(pg_env, IdempotencyKey) == 1
+    assert count_rows(pg_env, Trial) == 3
+
+
+def test_pagination_and_state_filter(any_env, make_client, auth):
+    client = make_client(any_env)
+    created = [client.post("/v1/jobs", json=tiny_job(seeds=[i]), headers=auth).json()["id"] for i in range(5)]
+    client.post(f"/v1/jobs/{created[0]}/cancel", headers=auth)
+    seen, cursor = [], None
+    while True:
+        page = client.get("/v1/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        assert len(page["items"]) <= 2
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == created[::-1]                                   # newest first, each exactly once
+    cancelled = client.get("/v1/jobs", params={"state": "CANCELLED"}).json()["items"]
+    assert [j["id"] for j in cancelled] == [created[0]]
+
+
+def test_recommendation_plot_and_reuse(any_env, make_client, auth):
+    client = make_client(any_env)
+    job_id = client.post("/v1/jobs", json=tiny_job(), headers=auth).json()["id"]
+    assert_problem(client.get(f"/v1/jobs/{job_id}/recommendation?width=4096"), 409, "no-optimum-yet")
+    losses = [3.1, 2.7, float("nan")]
+    run_trials_through_crud(any_env, job_id, losses)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "SUCCEEDED" and job["progress"] == 1.0
+    trials = client.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+    diverged = [t for t in trials if t["state"] == "DIVERGED"]
+    assert len(diverged) == 1 and diverged[0]["final_val_loss"] is None
+    assert diverged[0]["nonfinite"] == {"final_val_loss": "nan"}
+
+    r = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 4096})
+    assert r.status_code == 200
+    assert "max-age" in r.headers["Cache-Control"] and r.headers["ETag"]
+    config = SweepConfig.from_dict(_sweep_config(any_env, job_id))
+    optimum = fit_optimum([0.002, 0.01, 0.05], losses, [0, 0, 0])
+    expected = recommend(SweepResult(config=config, optimum=optimum, num_trials=3), 4096)
+    body = r.json()
+    assert body.pop("job_id") == job_id
+    assert body == json.loads(json.dumps(floats.encode(expected)))    # exactly gdn's answer, through JSON
+    assert client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 4096},
+                      headers={"If-None-Match": r.headers["ETag"]}).status_code == 304
+    other = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 2048})
+    assert other.headers["ETag"] != r.headers["ETag"]
+    for width in ("1001", "0", "-5", "abc", str(10 ** 9)):
+        assert_problem(client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": width}), 422)
+    assert_problem(client.get(f"/v1/jobs/{job_id}/recommendation"), 422)
+
+    png = client.get(f"/v1/jobs/{job_id}/plot.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 5000
+
+    reused = client.post("/v1/jobs", json={**tiny_job(), "reuse": True}, headers=auth)
+    assert reused.status_code == 200 and reused.json()["id"] == job_id
+    fresh = client.post("/v1/jobs", json=tiny_job(), headers=auth)      # without reuse: a new job
+    assert fresh.status_code == 202 and fresh.json()["id"] != job_id
+    assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=auth), 409, "job-finished")
+
+
+def _sweep_config(env, job_id) -> dict:
+    engine = make_engine(env["DELTAMU_DATABASE_URL"])
+    with make_session_factory(engine)() as s:
+        config = s.get(Job, job_id).sweep_config
+    engine.dispose()
+    return config
+
+
+def test_cancel_a_queued_job(any_env, make_client, auth):
+    client = make_client(any_env)
+    job_id = client.post("/v1/jobs", json=tiny_job(), headers=auth).json()["id"]
+    r = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+    assert r.status_code == 202 and r.json()["state"] == "CANCELLED"
+    assert r.json()["trials"]["by_state"]["CANCELLED"] == 3
+
+
+def test_health_readiness_metrics(any_env, make_client, auth):
+    client = make_client(any_env)
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["database"]["ok"] and ready.json()["checks"]["broker"]["ok"]
+    client.post("/v1/jobs", json=tiny_job(), headers=auth)
+    text = client.get("/metrics").text
+    assert 'deltamu_jobs{state="QUEUED"} 1.0' in text
+    assert 'deltamu_trials{state="PENDING"} 3.0' in text
+    assert "deltamu_queue_depth 3.0" in text
+    assert "deltamu_trial_seconds_count" in text
+    assert 'deltamu_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
+
+
+def test_readiness_fails_when_the_schema_is_behind_or_the_broker_is_down(tmp_path, make_client, sqlite_env):
+    from service import migrate
+    behind = {**sqlite_env, "DELTAMU_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    r = make_client(behind).get("/readyz")
+    body = assert_problem(r, 503, "not-ready")
+    assert not body["checks"]["database"]["ok"] and "alembic upgrade head" in body["detail"]
+    migrate.upgrade(behind["DELTAMU_DATABASE_URL"])
+    assert make_client(behind).get("/readyz").status_code == 200
+    down = {**sqlite_env, "DELTAMU_BROKER_URL": "redis://127.0.0.1:1/0"}
+    body = assert_problem(make_client(down).get("/readyz"), 503, "not-ready")
+    assert not body["checks"]["broker"]["ok"] and body["checks"]["database"]["ok"]
+
+
+def test_openapi_documents_the_routes(pg_env, make_client):
+    spec = make_client(pg_env).get("/openapi.json").json()
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/trials", "/v1/jobs/{job_id}/cancel",
+                 "/v1/jobs/{job_id}/recommendation", "/v1/jobs/{job_id}/plot.png", "/healthz", "/readyz",
+                 "/metrics"):
+        assert path in spec["paths"], path
+    assert "JobCreate" in spec["components"]["schemas"]
