@@ -31,7 +31,7 @@ def _to_chunks(x: torch.Tensor, C: int, pad: int) -> torch.Tensor:
     tail = x.ndim - 2                                              # H plus the feature dim, if any
     x = F.pad(x, (0, 0) * (tail - 1) + (0, 0, 0, pad))             # (B, N*C, H, *D)
     x = x.unflatten(1, (-1, C))                                    # (B, N, C, H, *D)
-    return x.movedim(3, 1)                                         # (B, H, N, C, *D)
+    return x.movedim(3, 1).contiguous()                            # (B, H, N, C, *D)
 
 
 def _from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -55,9 +55,11 @@ def _gate_decays(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 def _wy_representation(k, v, beta, gamma, Gam):
     """W = T diag(beta o gamma) K and U = T diag(beta) V with T = (I + A)^-1, by one triangular solve per chunk."""
     K = k.shape[-1]
-    A = torch.tril(beta[..., :, None] * (k @ k.transpose(-1, -2)) * Gam, diagonal=-1)  # (B, H, N, C, C)
-    rhs = torch.cat([(beta * gamma)[..., None] * k, beta[..., None] * v], dim=-1)      # (B, H, N, C, K+V)
-    # unitriangular: the solve reads only A's strict lower part and takes the diagonal as 1, i.e. solves (I + A) X = rhs
+    beta_k = beta[..., None] * k                                   # (B, H, N, C, K)
+    A = (beta_k @ k.transpose(-1, -2)) * Gam                       # (B, H, N, C, C), zero above the diagonal
+    rhs = torch.cat([gamma[..., None] * beta_k, beta[..., None] * v], dim=-1)          # (B, H, N, C, K+V)
+    # unitriangular: the solve reads only A's strict lower part and takes its diagonal as 1, i.e. it solves
+    # (I + strict_lower(A)) X = rhs, and its gradient w.r.t. A is zero outside the strict lower part
     WU = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
     return WU[..., :K], WU[..., K:]                                # W (B, H, N, C, K), U (B, H, N, C, V)
 

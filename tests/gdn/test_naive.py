@@ -12,6 +12,16 @@ from gdn.ops import l2_normalize, naive_recurrent_gated_delta_rule
 FLOAT64_TOL = 1e-12  # two float64 evaluations of the same products in another order: rounding only
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a second intra-op thread only adds synchronisation, and on a busy 2-core box every op
+    then waits for a descheduled thread (this file and test_ops.py: 67 s with 2 threads, 5 s with 1, under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _inputs(B=2, T=20, H=2, K=6, V=5, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(B, T, H, K, generator=gen, dtype=torch.float64)

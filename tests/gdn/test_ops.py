@@ -22,7 +22,15 @@ FLOAT32_TOL = 1e-5
 # bf16 inputs: o and the input gradients come back rounded to bf16 (2^-9 relative); measured at most 2.3e-3 (o)
 BF16_TOL = 1e-2
 
-GRAD_NAMES = ("q", "k", "v", "g", "beta", "initial_state")
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a second intra-op thread only adds synchronisation, and on a busy 2-core box every op
+    then waits for a descheduled thread (this file and test_naive.py: 67 s with 2 threads, 5 s with 1, under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
