@@ -98,6 +98,8 @@ def chunk_gated_delta_rule(
     is dropped from o. Computes in float64 for float64 q, else in float32 (gates included).
     Returns o [B, T, H, V] in q's dtype and, if asked, the final state [B, H, K, V] in the compute dtype.
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     B, T, H, K = q.shape
     V = v.shape[-1]
     if scale is None:
