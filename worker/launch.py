@@ -15,19 +15,26 @@ STOP_GRACE_SECONDS = 10.0
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids this machine offers: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else none."""
+    """GPU ids this machine offers: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else what torch
+    counts in a child process (a container may lack nvidia-smi), else none."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
+    if smi is not None:
+        out = _run([smi, "--query-gpu=index", "--format=csv,noheader"])
+        if out is not None:
+            return [line.strip() for line in out.splitlines() if line.strip()]
+    out = _run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"])
+    count = int(out.strip()) if out and out.strip().isdigit() else 0
+    return [str(i) for i in range(count)]
+
+
+def _run(argv: list[str]) -> str | None:
     try:
-        out = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
     except (subprocess.SubprocessError, OSError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+        return None
 
 
 def worker_commands(settings: Settings, *, name: str = "deltamu", gpus: list[str] | None = None,
