@@ -93,7 +93,8 @@ def chunk_gated_delta_rule(
     """The gated delta rule, chunked. Same contract as `naive_recurrent_gated_delta_rule`; inputs are not checked
     here (gdn.ops.gated_delta_rule does that).
 
-    q, k [B, T, H, K]; v [B, T, H, V]; g (log alpha, <= 0) and beta [B, T, H]; initial_state [B, H, K, V].
+    q, k [B, T, H, K]; v [B, T, H, V]; g (log alpha, <= 0, finite: -inf would make G_i - G_j = -inf + inf)
+    and beta [B, T, H]; initial_state [B, H, K, V].
     Any T: the last chunk is zero-padded (k = v = beta = g = 0 leaves the state exactly unchanged) and the padding
     is dropped from o. Computes in float64 for float64 q, else in float32 (gates included).
     Returns o [B, T, H, V] in q's dtype and, if asked, the final state [B, H, K, V] in the compute dtype.
