@@ -29,7 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from gdn.data import load_corpus
 from gdn.model import count_params
 from gdn.optim import OptimizerSpec, lr_at
-from gdn.parametrization import Parametrization
+from gdn.parametrization import Parametrization, Role, role_of
 from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, TrialCancelled, TrialResult, TrialSpec,
                        build_model, resolve_device)
 
@@ -62,9 +62,9 @@ def _check_packable(specs: list[TrialSpec]) -> None:
 
 # ---- the optimizer -------------------------------------------------------------------------------------------
 
-def _rows(tensors: list[torch.Tensor], n_rows: int) -> list[torch.Tensor]:
-    """Per-trial slices, trial-major within each tensor: [t0[0], t0[1], ..., t1[0], ...]."""
-    return [t[r] for t in tensors for r in range(n_rows)]
+def _rows(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-trial slices, row by row within each tensor: [t0[0], t0[1], ..., t1[0], ...]."""
+    return [row for t in tensors for row in t.unbind(0)]
 
 
 class PackedOptimizer:
@@ -95,7 +95,6 @@ class PackedOptimizer:
 
     def _adamw(self, ps, states, lrs, weight_decay) -> None:
         beta1, beta2 = self.spec.betas
-        R = len(lrs)
         grads = [p.grad for p in ps]
         for p, s in zip(ps, states):
             if not s:
@@ -103,7 +102,7 @@ class PackedOptimizer:
                 s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
         if weight_decay != 0:
-            torch._foreach_mul_(_rows(ps, R), [1 - lr * weight_decay for _ in ps for lr in lrs])
+            torch._foreach_mul_(_rows(ps), [1 - lr * weight_decay for _ in ps for lr in lrs])
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
@@ -113,7 +112,7 @@ class PackedOptimizer:
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, [bias_correction2 ** 0.5] * len(denom))
         torch._foreach_add_(denom, self.spec.eps)
-        torch._foreach_addcdiv_(_rows(ps, R), _rows(exp_avgs, R), _rows(denom, R), step_sizes)
+        torch._foreach_addcdiv_(_rows(ps), _rows(exp_avgs), _rows(denom), step_sizes)
 
     def _sgd(self, ps, states, lrs, weight_decay) -> None:
         momentum = self.spec.momentum
@@ -130,8 +129,9 @@ class PackedOptimizer:
                 for s, buf in zip(states, bufs):
                     s["momentum_buffer"] = buf
             torch._foreach_add_(grads, bufs, alpha=momentum)      # Nesterov (gdn.optim: nesterov iff momentum > 0)
+        p_rows, g_rows = [p.unbind(0) for p in ps], [g.unbind(0) for g in grads]
         for r, lr in enumerate(lrs):                               # alpha is one scalar per call: one call per trial
-            torch._foreach_add_([p[r] for p in ps], [g[r] for g in grads], alpha=-lr)
+            torch._foreach_add_([p[r] for p in p_rows], [g[r] for g in g_rows], alpha=-lr)
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the trial rows in `index` (the others left the pack)."""
@@ -146,7 +146,7 @@ def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float) -> tor
     clipping and scales each row's gradients by min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
     grads = [p.grad for p in params]
     R = grads[0].shape[0]
-    norms = torch._foreach_norm(_rows(grads, R), 2.0)                # [param][trial] order
+    norms = torch._foreach_norm(_rows(grads), 2.0)                # [param][trial] order
     per_param = torch.stack(norms).view(len(grads), R)                # (P, R)
     total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)  # (R,)
     coef = ((max_norm if max_norm > 0 else math.inf) / (total + CLIP_EPS)).clamp(max=1.0)
@@ -176,6 +176,9 @@ class _Pack:
         dtype = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64}[specs[0].dtype]
         use_bf16 = specs[0].dtype == "auto" and self.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        # Under vmap, conv1d reaches autocast as `convolution`, which autocast may not list (CPU's does not), so
+        # the bf16 conv input would meet an fp32 weight: cast the conv weights as autocast would.
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
         # The skeleton carries the architecture and no weights; its logit multiplier is 1, each trial's own
         # multiplier is applied in _trial_loss (output_mult may differ between trials).
@@ -188,11 +191,14 @@ class _Pack:
         self.logit_mult = torch.tensor([m.mult.logits for m in models], dtype=dtype, device=self.device)
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
         self.rows = list(range(len(specs)))                          # spec index of each row
+        self.conv_weights = {n for n, p in skeleton.named_parameters() if role_of(n, p) is Role.CONV}
         self._logits = vmap(self._trial_logits, in_dims=(0, 0, 0))
         self._val_logits = vmap(self._trial_logits, in_dims=(0, 0, None))
 
     def _trial_logits(self, params, logit_mult, x):
         """One trial's float32 logits (B, T, vocab) for tokens x (B, T), as train_trial computes them."""
+        if self.autocast_dtype is not None:
+            params = {n: p.to(self.autocast_dtype) if n in self.conv_weights else p for n, p in params.items()}
         with self.autocast():
             logits = functional_call(self.skeleton, params, (x,))    # (B, T, vocab)
         return (logits * logit_mult).float()

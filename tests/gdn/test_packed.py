@@ -11,8 +11,9 @@ from gdn.data import DataSpec
 from gdn.model import count_params
 from gdn.ops import chunk_gated_delta_rule
 from gdn.optim import OptimizerSpec
-from gdn.packed import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, pack_key, plan_packs, train_packed
-from gdn.train import COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec, train_trial
+from gdn.packed import _Pack, estimate_trial_bytes, fit_pack_size, measure_pack_bytes, pack_key, plan_packs, train_packed
+from gdn.train import (COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec, build_model,
+                       train_trial)
 
 EQUAL_RTOL = 1e-9   # float64 packed vs separate runs (issue 6)
 CORPUS: DataSpec
@@ -176,3 +177,18 @@ def test_fit_pack_size_keeps_the_measured_peak_under_the_budget():
     size = fit_pack_size(specs, budget)
     assert 1 <= size < 8
     assert measure_pack_bytes(specs[:size]) <= budget
+
+
+def test_bf16_autocast_logits_equal_the_single_models():
+    """Under vmap, conv1d reaches autocast as `convolution` (unlisted on the CPU): the pack casts the conv weights
+    itself. Checked with CPU autocast, bit for bit against each trial's own GDNModel."""
+    specs = [TrialSpec(tiny(output_mult=m), lr=1e-2, seed=s) for s, m in ((0, 1.0), (1, 2.0))]
+    pack = _Pack(specs)
+    pack.autocast, pack.autocast_dtype = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), torch.bfloat16
+    x, _ = pack.batches(0)
+    logits = pack._logits(pack.params, pack.logit_mult, x)
+    for i, spec in enumerate(specs):
+        model, _, _ = build_model(spec.config, spec.config.base_width, spec.seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = model(x[i]).float()
+        assert torch.equal(logits[i], expected)
