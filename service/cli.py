@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def cmd_up(args) -> int:
           f"deltamu: database {settings.db_url}\ndeltamu: broker {settings.broker}\n"
           f"deltamu: write token in {settings.token_file if settings.token_file.exists() else 'DELTAMU_API_TOKENS'}",
           flush=True)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with this handler that becomes a normal exit,
+    # so the workers below are stopped instead of orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:

@@ -47,7 +47,8 @@ def _check_broker(state) -> dict:
     try:
         with state.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-            conn.default_channel  # opens a channel: for the SQL broker, touches its database
+            # a round trip to the broker's storage (Redis LLEN, or a query of the SQL broker's tables)
+            _, depth, _ = conn.default_channel.queue_declare(queue=state.settings.queue, passive=False)
     except Exception as e:
         return {"ok": False, "detail": f"unreachable ({type(e).__name__}: {e})"}
-    return {"ok": True, "detail": "reachable"}
+    return {"ok": True, "detail": "reachable", "queue": state.settings.queue, "messages": depth}

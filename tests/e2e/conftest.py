@@ -1,0 +1,1 @@
+from service.testing import *  # noqa: F401,F403  (the shared fixtures)
