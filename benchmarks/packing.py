@@ -1,0 +1,229 @@
+"""Packed training throughput (issue 6): K trials of one architecture trained as one model (gdn.packed) against the
+same K trials run one after another (gdn.train.train_trial), in aggregate trained tokens per second.
+
+Every run trains real trials (muP, AdamW, bf16 autocast, builtin corpus, LRs spread over 2^-9..2^-8, one data seed)
+for `--steps` steps; the first `--untimed` steps (compilation, autotuning, allocator warm-up) are left out, and the
+clock is read at curve points, which follow a device sync. K sequential trials train K x tokens in K x the time of
+one, so their aggregate rate is the single trial's rate. Then fit_pack_size says how many trials plan_packs would
+put in one pack at each width, and the allocator peaks are set against estimate_trial_bytes.
+
+    PYTHONPATH=. python benchmarks/packing.py --out $OUT          # the GPU run: widths 256 128 512, K 1..16
+    python benchmarks/packing.py --widths 32 --packs 1 2 --depth 1 --seq-len 64 --batch-size 2 --steps 4 \\
+        --untimed 2 --no-plan                                       # a CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from gdn.config import GDNConfig  # noqa: E402
+from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
+from gdn.optim import OptimizerSpec  # noqa: E402
+from gdn.packed import estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
+from gdn.train import COMPLETED, ScheduleSpec, SweepConfig, TrialSpec, resolve_device, train_trial  # noqa: E402
+
+LOG2_LR_RANGE = (-9.0, -8.0)   # muP AdamW's optimum at these widths lies near 2^-8 (DESIGN.md): no trial diverges
+PLAN_TRIALS = 32               # the job size fit_pack_size is asked about
+PLAN_RESERVE_S = 60            # a fit_pack_size call starts only this long before the time budget ends
+GIB = 2 ** 30
+BACKEND_RTOL = 2e-2            # bf16 inputs: a backend further than this from the chunked path is not used
+CHECK_STEPS = 10               # steps of the bf16 packed-vs-alone curve check
+
+
+def sweep_config(width: int, args) -> SweepConfig:
+    return SweepConfig(model=GDNConfig(width=width, depth=args.depth), parametrization="mup",
+                       optimizer=OptimizerSpec(name="adamw"),
+                       schedule=ScheduleSpec(steps=args.steps, warmup_steps=max(1, args.steps // 5),
+                                             batch_size=args.batch_size, seq_len=args.seq_len),
+                       eval_batches=1)
+
+
+def specs_for(width: int, n: int, args) -> list[TrialSpec]:
+    lo, hi = LOG2_LR_RANGE
+    return [TrialSpec(sweep_config(width, args), lr=2.0 ** (lo + (hi - lo) * i / max(1, n - 1)), seed=0)
+            for i in range(n)]
+
+
+def timed_rate(times: dict[int, float], trials: int, args) -> tuple[float, float]:
+    """(aggregate tokens/s, ms per step) between the curve points at --untimed and --steps."""
+    seconds = times[args.steps] - times[args.untimed]
+    steps = args.steps - args.untimed
+    return trials * steps * args.batch_size * args.seq_len / seconds, 1e3 * seconds / steps
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None
+
+
+def run_single(width: int, args, device) -> dict:
+    spec = specs_for(width, 1, args)[0]
+    times: dict[int, float] = {}
+    reset_peak(device)
+    result = train_trial(spec, progress=lambda p: times.__setitem__(p.step, p.seconds), log_every=args.untimed)
+    rate, step_ms = timed_rate(times, 1, args)
+    return dict(mode="sequential", width=width, trials=1, tokens_per_s=rate, step_ms=step_ms,
+                peak_gib=peak_gib(device), statuses=[result.status])
+
+
+def run_packed(width: int, k: int, args, device) -> dict:
+    specs = specs_for(width, k, args)
+    times: dict[int, float] = {}
+    reset_peak(device)
+    try:
+        results = train_packed(specs, progress=lambda i, p: times.setdefault(p.step, p.seconds),
+                               log_every=args.untimed)
+    except torch.cuda.OutOfMemoryError:
+        return dict(mode="packed", width=width, trials=k, error="out of memory")
+    row = dict(mode="packed", width=width, trials=k, peak_gib=peak_gib(device),
+               estimate_gib=k * estimate_trial_bytes(specs[0]) / GIB, statuses=[r.status for r in results])
+    if any(r.status != COMPLETED for r in results):
+        row["error"] = "a trial diverged: the pack shrank, so the rate is not comparable"
+    rate, step_ms = timed_rate(times, k, args)
+    return {**row, "tokens_per_s": rate, "step_ms": step_ms}
+
+
+def backend_check(device) -> dict:
+    """The backend dispatch picks, and its forward against the chunked PyTorch path on one random input; a
+    backend that fails or disagrees is replaced by "chunk" for the whole run (said in the output)."""
+    backend = resolve_backend("auto", device)
+    row = dict(check="backend", backend=backend)
+    if backend == "chunk":
+        return row
+    gen = torch.Generator(device).manual_seed(0)
+    B, T, H, K, V = 2, 1024, 6, 32, 64
+    q, k = (torch.randn(B, T, H, K, device=device, generator=gen, dtype=torch.bfloat16) for _ in range(2))
+    v = torch.randn(B, T, H, V, device=device, generator=gen, dtype=torch.bfloat16)
+    g = -torch.rand(B, T, H, device=device, generator=gen) * 0.1
+    beta = torch.rand(B, T, H, device=device, generator=gen)
+    try:
+        o = gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0].float()
+        ref = gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True, backend="chunk")[0].float()
+        row["rel_rms_vs_chunk"] = float((o - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
+    except Exception as e:  # a kernel still being written: measure the chunked path instead, and say so
+        row["error"] = f"{type(e).__name__}: {e}"
+    if "error" in row or not row["rel_rms_vs_chunk"] < BACKEND_RTOL:
+        os.environ[BACKEND_ENV] = "chunk"
+        row["backend"] = f"chunk (instead of {backend})"
+    return row
+
+
+def curve_check(width: int, args) -> dict:
+    """Two trials packed vs each alone, bf16: the largest relative difference of their loss curves."""
+    short = argparse.Namespace(**{**vars(args), "steps": CHECK_STEPS})
+    specs = specs_for(width, 2, short)
+    packed = train_packed(specs, log_every=1)
+    single = [train_trial(spec, log_every=1) for spec in specs]
+    diff = max(abs(a.loss - b.loss) / b.loss for p, s in zip(packed, single) for a, b in zip(p.curve, s.curve))
+    return dict(check="loss curves, 2 trials packed vs alone", width=width, steps=CHECK_STEPS,
+                max_rel_diff=diff, first_loss=single[0].curve[0].loss, last_loss=single[0].curve[-1].loss)
+
+
+def table(rows: list[dict]) -> str:
+    single = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "sequential"}
+    lines = ["| width | K | packed tokens/s | K sequential tokens/s | speed-up | step ms | peak GiB | estimate GiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["mode"] == "packed"), key=lambda r: (r["width"], r["trials"])):
+        base = single.get(r["width"])
+        if "tokens_per_s" not in r:
+            lines.append(f"| {r['width']} | {r['trials']} | {r.get('error')} | "
+                         f"{base or float('nan'):,.0f} | | | | |")
+            continue
+        peak = "" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
+        lines.append(f"| {r['width']} | {r['trials']} | {r['tokens_per_s']:,.0f} | {base or float('nan'):,.0f} | "
+                     f"{r['tokens_per_s'] / base if base else float('nan'):.2f}x | {r['step_ms']:.1f} | {peak} | "
+                     f"{r['estimate_gib']:.1f} |" + (f" {r['error']}" if "error" in r else ""))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--widths", type=int, nargs="+", default=[256, 128, 512], help="run in this order")
+    ap.add_argument("--packs", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=8, help="sequences per trial and step")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--untimed", type=int, default=5, help="first steps left out of the timing")
+    ap.add_argument("--no-plan", dest="plan", action="store_false", help="skip the fit_pack_size check")
+    ap.add_argument("--no-check", dest="check", action="store_false", help="skip the bf16 curve check")
+    ap.add_argument("--time-budget", type=float, default=500.0, help="seconds; later runs are skipped past it")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    if args.steps % args.untimed:
+        ap.error("--steps must be a multiple of --untimed (the curve is logged every --untimed steps)")
+
+    device = resolve_device("auto")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    checks = [backend_check(device)]
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+                backend=checks[0]["backend"], torch=torch.__version__, python=platform.python_version(),
+                command="python benchmarks/packing.py " + " ".join(sys.argv[1:]), args=vars(args))
+    print(json.dumps(meta), flush=True)
+    print(json.dumps(checks[0]), flush=True)
+    if args.check:
+        checks.append(curve_check(min(args.widths), args))
+        print(json.dumps(checks[-1]), flush=True)
+    rows: list[dict] = []
+    log = (out / "packing.jsonl").open("w")
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        print(json.dumps(row), flush=True)
+
+    for width in args.widths:
+        runs = [("single", None)] + [("packed", k) for k in args.packs]
+        for mode, k in runs:
+            if time.perf_counter() - start > args.time_budget:
+                record(dict(mode=mode if mode == "packed" else "sequential", width=width, trials=k or 1,
+                            error="skipped: time budget"))
+                continue
+            record(run_single(width, args, device) if mode == "single" else run_packed(width, k, args, device))
+
+    plans = []
+    if args.plan and device.type == "cuda":
+        for width in args.widths:
+            if time.perf_counter() - start > args.time_budget - PLAN_RESERVE_S:
+                break
+            t0 = time.perf_counter()
+            size = fit_pack_size(specs_for(width, PLAN_TRIALS, args))
+            plans.append(dict(width=width, trials=PLAN_TRIALS, pack_size=size,
+                              free_gib=torch.cuda.mem_get_info(device)[0] / GIB,
+                              seconds=time.perf_counter() - t0))
+            print(json.dumps(plans[-1]), flush=True)
+
+    md = table(rows)
+    if plans:
+        md += "\n\nfit_pack_size for a job of {} trials: ".format(PLAN_TRIALS) + ", ".join(
+            f"d = {p['width']}: {p['pack_size']} per pack ({p['seconds']:.0f} s to decide)" for p in plans)
+    md += "\n\nChecks: " + "; ".join(json.dumps(c) for c in checks)
+    (out / "packing.json").write_text(json.dumps(dict(meta=meta, checks=checks, rows=rows, plans=plans), indent=1))
+    (out / "packing.md").write_text(md + "\n")
+    print(f"\n{meta['device']}, backend {meta['backend']}, torch {meta['torch']}, {meta['date']}, "
+          f"{time.perf_counter() - start:.0f} s")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
