@@ -2,6 +2,8 @@
 worker process; no PostgreSQL, no Redis), then the `deltamu` client commands."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -11,6 +13,8 @@ import httpx
 
 from e2e_flow import check_finished_job, e2e_job, wait_until_serving
 from service.testing import REPO_ROOT, Process, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 JOB_TIMEOUT = 300
 SERVER_VARIABLES = ("DELTAMU_DATABASE_URL", "DATABASE_URL", "DELTAMU_BROKER_URL", "CELERY_BROKER_URL",

@@ -2,6 +2,9 @@
 (the commands docker-compose.yml runs) on the real PostgreSQL and Redis, driven over HTTP."""
 from __future__ import annotations
 
+import pytest
+
+import os
 import subprocess
 import sys
 
@@ -10,6 +13,8 @@ import httpx
 from e2e_flow import check_finished_job, e2e_job, poll_job, submit, wait_until_serving
 from service.testing import REPO_ROOT, TEST_TOKEN, free_port, start_api, start_worker, temporary_postgres_database
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 JOB_TIMEOUT = 300
 
 
@@ -17,7 +22,7 @@ def test_tiny_job_over_http(redis_broker, pg_env, tmp_path):
     with temporary_postgres_database() as url:          # empty: `deltamu migrate` creates the schema
         env = {**pg_env, "DELTAMU_DATABASE_URL": url}
         migrate = subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=REPO_ROOT,
-                                 env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=120)
+                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
         assert migrate.returncode == 0, migrate.stderr
         port = free_port()
         api = start_api(env, tmp_path / "api.log", port)

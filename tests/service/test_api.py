@@ -16,6 +16,8 @@ from service.db import make_engine, make_session_factory, transaction
 from service.models import IdempotencyKey, Job, Trial
 from service.testing import TEST_TOKEN, tiny_job
 
+pytestmark = pytest.mark.integration
+
 PROBLEM = "application/problem+json"
 
 

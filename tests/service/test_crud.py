@@ -13,6 +13,8 @@ from service import crud, floats
 from service.db import transaction
 from service.models import CurvePoint, Job, JobState, Trial, TrialState, utcnow
 
+pytestmark = pytest.mark.integration
+
 GRID = [(1e-3, 0), (4e-3, 0), (1.6e-2, 0)]
 
 

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from service.models import Base
 from service.testing import REPO_ROOT, temporary_postgres_database
 
+pytestmark = pytest.mark.integration
+
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 

@@ -14,6 +14,8 @@ from service.models import CurvePoint, Job, JobState, Trial, TrialState
 from service.testing import TEST_TOKEN, settings_from_env, start_worker, tiny_job, wait_for
 from worker.celery_app import make_celery
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 JOB_TIMEOUT = 240     # seconds; generous: the CI machine has 2 cores shared with other work
 
