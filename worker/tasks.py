@@ -26,8 +26,6 @@ def run_trial(self, trial_id: int) -> str:
     if claimed is None:
         log.info("trial %s not claimable (duplicate delivery, taken, or job cancelled): skipped", trial_id)
         return "skipped"
-    spec = TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
-                     device=settings.device)
 
     def store_point(point) -> None:
         with transaction(sessions()) as session:
@@ -35,6 +33,8 @@ def run_trial(self, trial_id: int) -> str:
 
     retry_id, outcome = None, "failed"
     try:
+        spec = TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
+                         device=settings.device)
         with Heartbeat(trial_id, worker, settings.heartbeat_seconds) as beat:
             result = train_trial(spec, progress=store_point, should_stop=beat.should_stop,
                                  log_every=claimed.spec["log_every"])

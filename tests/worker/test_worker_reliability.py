@@ -131,3 +131,31 @@ def test_cancel_stops_a_running_job(deployment, workers):
     assert 0 < steps_of(sessions, stopped.id)[-1] < 5000                # stopped part-way, not run to the end
     assert all(not steps_of(sessions, t.id) for t in trials if t.id != running.id)
     assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "CANCELLED"
+
+
+def test_infrastructure_failures_are_retried_then_fail_the_job(sqlite_env, tmp_path, workers):
+    """On the embedded backend (SQLite + kombu's SQL transport): a trial whose data vanished after submission
+    fails on the worker, is retried as new attempts up to max_attempts, and the job ends FAILED with the reason."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 2000)
+    env = {**sqlite_env, "DELTAMU_ALLOWED_DATA_DIRS": str(tmp_path), "DELTAMU_MAX_ATTEMPTS": "2"}
+    settings = settings_from_env(env)
+    engine = make_engine(settings.db_url)
+    sessions = make_session_factory(engine)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/jobs", json=tiny_job(lr_grid={"values": [0.01]}, data={"source": str(corpus)}),
+                        headers=AUTH)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        corpus.unlink()
+        worker = workers(env, "unlucky")
+        wait_for(lambda: job_state(sessions, job_id) == JobState.FAILED, JOB_TIMEOUT, what="job FAILED",
+                 on_timeout=lambda: logs(worker))
+        trials = trials_of(sessions, job_id)
+        assert [(t.attempt, t.state) for t in trials] == [(1, TrialState.FAILED), (2, TrialState.FAILED)]
+        assert trials[0].retried and not trials[1].retried and trials[1].retry_of == trials[0].id
+        assert "does not exist" in trials[1].error
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["state"] == "FAILED" and "failed after 2 attempt" in job["error"]
+        assert job["trials"]["retries"] == 1 and job["trials"]["by_state"]["FAILED"] == 1
+    engine.dispose()
