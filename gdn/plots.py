@@ -29,7 +29,7 @@ def plot_sweep(points: Iterable[tuple[float, int, float]], optimum=None, path=No
                  (by_width[w][lr] for lr in lrs)]
         best = min((m for m in means if math.isfinite(m)), default=0.0)
         ys = [m - best if shift_to_best else m for m in means]
-        label = f"width {w}" if w is not None else "mean over seeds"
+        label = f"width {w}" if w is not None else "validation loss (mean over seeds)"
         line, = ax.plot(lrs, ys, marker="o", label=label)
         for lr, vals in by_width[w].items():
             if len(vals) > 1 and w is None:

@@ -1,0 +1,400 @@
+"""The transfer study: does the LR tuned at the base width hold at every width, and is the model it gives as good
+as SP tuned by hand at that width? Writes every trial to a JSONL file as it finishes and docs/transfer.md from it.
+
+Per arm (optimizer x parametrization x readout) and horizon (training steps), widths are swept in order: the base
+width on a grid around the arm's starting point, each wider width on a grid centred on the previous width's
+optimum, every grid extended on a side whose best point is its edge (until the optimum is interior or the edge
+diverged). All grid points lie on one lattice, 2^(k/2), so argmin shifts are counted in grid steps. Then, at every
+width, a "transfer" trial runs at exactly the base width's fitted optimum: the LR a user of deltamu would get.
+
+    python benchmarks/transfer.py --scale cpu                     # the CPU study (widths 32..256), resumable
+    python benchmarks/transfer.py --scale gpu --out $OUT/t.jsonl  # the GPU study (widths 128..1024)
+    python benchmarks/transfer.py --report-only --results docs/transfer/cpu.jsonl --md docs/transfer.md
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gdn.config import GDNConfig  # noqa: E402
+from gdn.data import DataSpec  # noqa: E402
+from gdn.optim import OptimizerSpec  # noqa: E402
+from gdn.sweep import fit_optimum  # noqa: E402
+from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial  # noqa: E402
+
+STEP_LOG2 = 0.5          # grid spacing: 2^0.5
+GRID_POINTS = 6          # initial points per grid
+MAX_EXTENSIONS = 4       # rounds of extending a grid whose best point is on its edge
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    optimizer: str
+    parametrization: str
+    readout: str | None = None
+    output_mults: tuple[float, ...] = (1.0,)   # several: tuned at the base width, the best one carried
+    start_log2_lr: float = -7.0                # where the base width's grid is centred
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in [
+    Arm("adamw-sp", "adamw", "sp", start_log2_lr=-7.5),
+    Arm("adamw-mup", "adamw", "mup", "tied-scaled", start_log2_lr=-7.5),
+    Arm("adamw-mup-tied", "adamw", "mup", "tied", start_log2_lr=-7.5),
+    Arm("adamw-mup-untied-zero", "adamw", "mup", "untied-zero", start_log2_lr=-7.5),
+    Arm("adamw-mup-untied-scaled", "adamw", "mup", "untied-scaled", start_log2_lr=-7.5),
+    Arm("adamw-mup-alpha", "adamw", "mup", "tied-scaled", output_mults=(1.0, 2.0, 4.0, 8.0), start_log2_lr=-7.5),
+    Arm("adamw-mup-paper-code", "adamw", "mup-paper-code", start_log2_lr=-7.5),
+    Arm("sgd-sp", "sgd", "sp", start_log2_lr=-2.5),
+    Arm("sgd-mup-original", "sgd", "mup-original", start_log2_lr=-2.5),
+    Arm("sgd-mup", "sgd", "mup", "tied-scaled", start_log2_lr=-2.5),
+    Arm("sgd-mup-tied", "sgd", "mup", "tied", start_log2_lr=-2.5),
+]}
+SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    widths: tuple[int, ...]
+    depth: int
+    seq_len: int
+    batch_size: int
+    horizons: tuple[int, ...]
+    seeds: tuple[int, ...]
+    eval_batches: int
+    arms: tuple[str, ...]
+    warmup_frac: float = 0.1
+    grid_points: int = GRID_POINTS
+
+
+SCALES = {
+    "tiny": Scale(widths=(32, 64), depth=1, seq_len=32, batch_size=4, horizons=(20,), seeds=(0,), eval_batches=2,
+                  arms=("adamw-sp", "adamw-mup"), grid_points=3),
+    "cpu": Scale(widths=(32, 64, 128, 256), depth=2, seq_len=64, batch_size=16, horizons=(300, 1200),
+                 seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
+    "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(500, 2000),
+                 seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
+}
+
+
+def lattice(k: int) -> float:
+    return 2.0 ** (k * STEP_LOG2)
+
+
+def nearest_k(log2_lr: float) -> int:
+    return round(log2_lr / STEP_LOG2)
+
+
+# --- running trials -----------------------------------------------------------------------------------------------
+
+def _config(scale: Scale, arm: Arm, horizon: int, output_mult: float) -> SweepConfig:
+    return SweepConfig(
+        model=GDNConfig(width=scale.widths[0], depth=scale.depth),
+        parametrization=arm.parametrization, readout=arm.readout, output_mult=output_mult,
+        optimizer=OptimizerSpec(name=arm.optimizer),
+        schedule=ScheduleSpec(steps=horizon, warmup_steps=max(1, int(scale.warmup_frac * horizon)),
+                              batch_size=scale.batch_size, seq_len=scale.seq_len),
+        data=DataSpec("builtin"), eval_batches=scale.eval_batches)
+
+
+def _run_one(job: dict) -> dict:
+    spec = TrialSpec(SweepConfig.from_dict(job["config"]), lr=job["lr"], seed=job["seed"], width=job["width"])
+    r = train_trial(spec, log_every=max(1, spec.config.schedule.steps // 20))
+    return {**job["key"], "lr": job["lr"], "status": r.status, "final_val_loss": r.final_val_loss,
+            "seconds": r.seconds, "tokens": r.tokens, "num_params": r.num_params, "device": r.device,
+            "data_sha256": r.data_sha256, "diverged_step": r.diverged_step,
+            "curve": [(p.step, round(p.loss, 5)) for p in r.curve]}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+class Study:
+    def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int):
+        self.scale = scale
+        self.path = results_path
+        self.workers = workers
+        self.threads = threads
+        self.records: list[dict] = []
+        if results_path.exists():
+            self.records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+
+    def _key(self, arm: str, horizon: int, width: int, kind: str, lr: float, seed: int, output_mult: float):
+        return {"arm": arm, "horizon": horizon, "width": width, "kind": kind, "lr_key": f"{lr:.10g}",
+                "seed": seed, "output_mult": output_mult}
+
+    def _have(self, key: dict) -> bool:
+        return any(all(r.get(k) == v for k, v in key.items()) for r in self.records)
+
+    def run(self, jobs: list[dict]) -> None:
+        """Run the jobs not yet in the results file, in parallel processes, appending each result as it lands."""
+        jobs = [j for j in jobs if not self._have(j["key"])]
+        if not jobs:
+            return
+        print(f"  running {len(jobs)} trials on {self.workers} workers", flush=True)
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                    initargs=(self.threads,)) as pool, self.path.open("a") as out:
+            futures = [pool.submit(_run_one, j) for j in jobs]
+            for i, fut in enumerate(cf.as_completed(futures), 1):
+                rec = fut.result()
+                self.records.append(rec)
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+                print(f"  [{i}/{len(jobs)}] {rec['arm']} h={rec['horizon']} w={rec['width']} {rec['kind']} "
+                      f"lr={rec['lr']:.4g} seed={rec['seed']} -> {rec['status']} {rec['final_val_loss']:.4f} "
+                      f"({rec['seconds']:.0f}s)", flush=True)
+
+    def job(self, arm: Arm, horizon: int, width: int, kind: str, lr: float, seed: int, output_mult: float) -> dict:
+        return {"key": self._key(arm.name, horizon, width, kind, lr, seed, output_mult), "lr": lr, "seed": seed,
+                "width": width, "config": _config(self.scale, arm, horizon, output_mult).to_dict()}
+
+    def grid_records(self, arm: str, horizon: int, width: int, output_mult: float | None = None) -> list[dict]:
+        return [r for r in self.records if r["arm"] == arm and r["horizon"] == horizon and r["width"] == width
+                and r["kind"] == "grid" and (output_mult is None or r["output_mult"] == output_mult)]
+
+    def fit(self, arm: str, horizon: int, width: int, output_mult: float | None = None):
+        recs = self.grid_records(arm, horizon, width, output_mult)
+        return fit_optimum([r["lr"] for r in recs], [_loss(r) for r in recs], [r["seed"] for r in recs])
+
+    # --- one width of one arm: a grid, extended until its optimum is interior ---
+    def sweep_width(self, items: list[tuple[Arm, int, int, float, int]]) -> None:
+        """items: (arm, horizon, width, output_mult, centre k). Runs all grids together, then extends edges."""
+        n = self.scale.grid_points
+        jobs = []
+        for arm, horizon, width, om, k0 in items:
+            ks = range(k0 - n // 2, k0 - n // 2 + n)
+            jobs += [self.job(arm, horizon, width, "grid", lattice(k), s, om) for k in ks for s in self.scale.seeds]
+        self.run(jobs)
+        for _ in range(MAX_EXTENSIONS):
+            jobs = []
+            for arm, horizon, width, om, _k0 in items:
+                jobs += self._extension(arm, horizon, width, om)
+            if not jobs:
+                break
+            self.run(jobs)
+
+    def _extension(self, arm: Arm, horizon: int, width: int, om: float) -> list[dict]:
+        recs = self.grid_records(arm.name, horizon, width, om)
+        ks = sorted({nearest_k(math.log2(r["lr"])) for r in recs})
+        mean = {k: _mean([_loss(r) for r in recs if nearest_k(math.log2(r["lr"])) == k]) for k in ks}
+        best = min(ks, key=lambda k: mean[k])
+        if not math.isfinite(mean[best]):
+            return []
+        if best == ks[0]:
+            new = [ks[0] - 1, ks[0] - 2]
+        elif best == ks[-1] and math.isfinite(mean[ks[-1]]):
+            new = [ks[-1] + 1, ks[-1] + 2]
+        else:
+            return []
+        return [self.job(arm, horizon, width, "grid", lattice(k), s, om) for k in new for s in self.scale.seeds]
+
+    def run_study(self) -> None:
+        scale = self.scale
+        arms = [ARMS[a] for a in scale.arms]
+        base = scale.widths[0]
+        # base width: every arm, every horizon, every output multiplier candidate
+        print(f"width {base} (base)", flush=True)
+        self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr))
+                          for arm in arms for h in scale.horizons for om in arm.output_mults])
+        chosen = {(arm.name, h): self.best_output_mult(arm, h) for arm in arms for h in scale.horizons}
+        previous = {key: nearest_k(self.fit(key[0], key[1], base, om).log2_lr) for key, om in chosen.items()}
+        for width in scale.widths[1:]:
+            print(f"width {width}", flush=True)
+            self.sweep_width([(arm, h, width, chosen[arm.name, h], previous[arm.name, h])
+                              for arm in arms for h in scale.horizons])
+            previous = {(arm.name, h): nearest_k(self.fit(arm.name, h, width, chosen[arm.name, h]).log2_lr)
+                        for arm in arms for h in scale.horizons}
+        # transfer trials: every width at the base width's fitted optimum
+        jobs = []
+        for arm in arms:
+            for h in scale.horizons:
+                om = chosen[arm.name, h]
+                lr = self.fit(arm.name, h, base, om).lr
+                jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in scale.widths for s in scale.seeds]
+        print("transfer trials", flush=True)
+        self.run(jobs)
+
+    def best_output_mult(self, arm: Arm, horizon: int) -> float:
+        if len(arm.output_mults) == 1:
+            return arm.output_mults[0]
+        base = self.scale.widths[0]
+        return min(arm.output_mults, key=lambda om: self.fit(arm.name, horizon, base, om).loss)
+
+
+def _loss(r: dict) -> float:
+    v = r["final_val_loss"]
+    return v if v is not None and math.isfinite(v) else math.inf
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.inf
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ArmSummary:
+    arm: str
+    horizon: int
+    output_mult: float
+    rows: list[dict] = field(default_factory=list)
+    argmin_range_steps: float = math.nan
+    worst_vs_sp_pct: float = math.nan
+    monotone: bool = False
+
+
+def summarise(records: list[dict], scale_widths: list[int] | None = None) -> list[ArmSummary]:
+    by = defaultdict(list)
+    for r in records:
+        by[r["arm"], r["horizon"]].append(r)
+    summaries = []
+    for (arm, horizon), recs in sorted(by.items()):
+        widths = sorted({r["width"] for r in recs if r["kind"] == "grid"})
+        oms = [r["output_mult"] for r in recs if r["kind"] == "transfer"] or [r["output_mult"] for r in recs]
+        om = oms[0]
+        base = widths[0]
+        s = ArmSummary(arm, horizon, om)
+        base_fit = _fit(recs, base, om)
+        for w in widths:
+            fit = _fit(recs, w, om)
+            grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and r["output_mult"] == om]
+            best = min(_grid_means(grid).values())
+            transfer = [_loss(r) for r in recs if r["kind"] == "transfer" and r["width"] == w]
+            row = {"width": w, "argmin_lr": fit.lr if fit else math.nan,
+                   "shift_steps": ((fit.log2_lr - base_fit.log2_lr) / STEP_LOG2) if fit and base_fit else math.nan,
+                   "on_edge": bool(fit and fit.on_edge), "best_loss": best,
+                   "transfer_loss": _mean(transfer) if transfer else math.nan,
+                   "seconds": sum(r["seconds"] for r in recs if r["width"] == w)}
+            row["regret"] = row["transfer_loss"] - best
+            s.rows.append(row)
+        shifts = [r["shift_steps"] for r in s.rows if math.isfinite(r["shift_steps"])]
+        s.argmin_range_steps = (max(shifts) - min(shifts)) if shifts else math.nan
+        t = [r["transfer_loss"] for r in s.rows]
+        s.monotone = all(math.isfinite(a) and math.isfinite(b) and b < a for a, b in zip(t, t[1:]))
+        summaries.append(s)
+    # criterion (2): against SP's own best at every width (same optimizer and horizon)
+    best_sp = {(x.arm, x.horizon, r["width"]): r["best_loss"] for x in summaries for r in x.rows}
+    for s in summaries:
+        sp = SP_OF.get(ARMS[s.arm].optimizer if s.arm in ARMS else "", None)
+        excess = []
+        for r in s.rows:
+            ref = best_sp.get((sp, s.horizon, r["width"]))
+            r["sp_best"] = ref if ref is not None else math.nan
+            r["vs_sp_pct"] = 100 * (r["transfer_loss"] - ref) / ref if ref else math.nan
+            if math.isfinite(r["vs_sp_pct"]):
+                excess.append(r["vs_sp_pct"])
+        s.worst_vs_sp_pct = max(excess) if excess else math.nan
+    return summaries
+
+
+def _grid_means(grid: list[dict]) -> dict[float, float]:
+    by = defaultdict(list)
+    for r in grid:
+        by[r["lr_key"]].append(_loss(r))
+    return {float(k): _mean(v) for k, v in by.items()}
+
+
+def _fit(recs: list[dict], width: int, om: float):
+    grid = [r for r in recs if r["kind"] == "grid" and r["width"] == width and r["output_mult"] == om]
+    try:
+        return fit_optimum([r["lr"] for r in grid], [_loss(r) for r in grid], [r["seed"] for r in grid])
+    except ValueError:
+        return None
+
+
+def plot_arm(recs: list[dict], s: ArmSummary, path: Path) -> None:
+    from gdn.plots import plot_sweep
+    grid = [r for r in recs if r["kind"] == "grid" and r["arm"] == s.arm and r["horizon"] == s.horizon
+            and r["output_mult"] == s.output_mult]
+    plot_sweep([(r["lr"], r["seed"], _loss(r)) for r in grid], None, path, widths=[r["width"] for r in grid],
+               shift_to_best=True, title=f"{s.arm}, {s.horizon} steps")
+
+
+def _f(x: float, fmt: str = ".4f") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str) -> str:
+    summaries = summarise(records)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    lines = [header, "", "| arm | horizon | (1) argmin range, grid steps | (2) worst vs tuned SP | (3) wider is better |",
+             "|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s.arm} | {s.horizon} | {_f(s.argmin_range_steps, '.1f')} | "
+                     f"{_f(s.worst_vs_sp_pct, '+.2f')} % | {'yes' if s.monotone else 'no'} |")
+    for s in summaries:
+        png = plot_dir / f"{s.arm}-{s.horizon}.png"
+        plot_arm(records, s, png)
+        lines += ["", f"#### {s.arm}, {s.horizon} steps" + (f" (output multiplier {s.output_mult:g})"
+                                                             if s.output_mult != 1 else ""), "",
+                  f"![{s.arm} {s.horizon}]({os.path.relpath(png, md_path.parent)})", "",
+                  "| width | argmin lr | shift (steps) | best loss | loss at transferred lr | regret | SP best | vs SP | "
+                  "trial seconds |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in s.rows:
+            lines.append(f"| {r['width']} | {_f(r['argmin_lr'], '.3g')}{' (edge)' if r['on_edge'] else ''} | "
+                         f"{_f(r['shift_steps'], '+.1f')} | {_f(r['best_loss'])} | {_f(r['transfer_loss'])} | "
+                         f"{_f(r['regret'], '+.4f')} | {_f(r['sp_best'])} | {_f(r['vs_sp_pct'], '+.2f')} % | "
+                         f"{r['seconds']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    md_path.write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    ap.add_argument("--arms", default=None, help="comma-separated subset of the scale's arms")
+    ap.add_argument("--horizons", default=None, help="comma-separated steps, overriding the scale's")
+    ap.add_argument("--widths", default=None, help="comma-separated widths, overriding the scale's")
+    ap.add_argument("--results", default=None, help="JSONL of trials (appended; existing trials are skipped)")
+    ap.add_argument("--md", default=None, help="write the report here (default: docs/transfer/<scale>.md)")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+
+    scale = SCALES[args.scale]
+    if args.arms:
+        scale = dataclasses.replace(scale, arms=tuple(args.arms.split(",")))
+    if args.horizons:
+        scale = dataclasses.replace(scale, horizons=tuple(int(x) for x in args.horizons.split(",")))
+    if args.widths:
+        scale = dataclasses.replace(scale, widths=tuple(int(x) for x in args.widths.split(",")))
+    repo = Path(__file__).resolve().parents[1]
+    results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
+    study = Study(scale, results, args.workers, args.threads)
+    start = time.time()
+    if not args.report_only:
+        study.run_study()
+    wall = time.time() - start
+    import torch
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'}, {os.cpu_count()} cores)"
+    header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
+              f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}\n\n"
+              f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "
+              f"Wall time of this invocation: {wall:.0f} s.\n"
+              f"Command: `python benchmarks/transfer.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    print(write_report(study.records, md, md.parent / "plots", header))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
