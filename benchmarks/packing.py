@@ -25,12 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from gdn.config import GDNConfig  # noqa: E402
+from gdn.data import load_corpus  # noqa: E402
 from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
-from gdn.optim import OptimizerSpec  # noqa: E402
-from gdn.packed import estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
-from gdn.train import COMPLETED, ScheduleSpec, SweepConfig, TrialSpec, resolve_device, train_trial  # noqa: E402
+from gdn.optim import OptimizerSpec, build_optimizer, clip_grad_norm, set_lr  # noqa: E402
+from gdn.packed import _Pack, clip_grad_norm_per_trial, estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
+from gdn.train import (COMPLETED, ScheduleSpec, SweepConfig, TrialSpec, build_model, resolve_device,  # noqa: E402
+                       train_trial)
 
 LOG2_LR_RANGE = (-9.0, -8.0)   # muP AdamW's optimum at these widths lies near 2^-8 (DESIGN.md): no trial diverges
 PLAN_TRIALS = 32               # the job size fit_pack_size is asked about
@@ -38,6 +41,7 @@ PLAN_RESERVE_S = 60            # a fit_pack_size call starts only this long befo
 GIB = 2 ** 30
 BACKEND_RTOL = 2e-2            # bf16 inputs: a backend further than this from the chunked path is not used
 CHECK_STEPS = 10               # steps of the bf16 packed-vs-alone curve check
+PROFILE_STEPS = 5              # steps averaged in the per-phase timing
 
 
 def sweep_config(width: int, args) -> SweepConfig:
@@ -135,6 +139,82 @@ def curve_check(width: int, args) -> dict:
                 max_rel_diff=diff, first_loss=single[0].curve[0].loss, last_loss=single[0].curve[-1].loss)
 
 
+def phase_times(width: int, k: int | None, args, device) -> dict:
+    """Where a step's time goes, per phase: host time to queue it, and the wait for the device after (a sync after
+    each phase, so the phases do not overlap here as they do in training). k None: the train_trial step."""
+    spec = specs_for(width, 1, args)[0]
+    if k is None:
+        model, param, width_mult = build_model(spec.config, width, spec.seed)
+        model.to(device)
+        optimizer = build_optimizer(model, param, spec.config.optimizer, spec.lr, width_mult)
+        corpus = load_corpus(spec.config.data, args.seq_len)
+
+        def phases(step):
+            x, y = corpus.batch(step, 0, args.batch_size, args.seq_len, device)
+            yield "data"
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            yield "forward"
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            yield "backward"
+            clip_grad_norm(model, spec.config.optimizer.grad_clip)
+            yield "clip"
+            set_lr(optimizer, spec.lr)
+            optimizer.step()
+            yield "optimizer"
+    else:
+        pack = _Pack(specs_for(width, k, args))
+
+        def phases(step):
+            x, y = pack.batches(step)
+            yield "data"
+            losses = pack._losses(pack._logits(pack.params, pack.logit_mult, x), y)
+            yield "forward"
+            for q in pack.params.values():
+                q.grad = None
+            losses.sum().backward()
+            yield "backward"
+            clip_grad_norm_per_trial(list(pack.params.values()), spec.config.optimizer.grad_clip)
+            yield "clip"
+            pack.optimizer.step(pack.params, [spec.lr] * k)
+            yield "optimizer"
+
+    host: dict[str, float] = {}
+    wait: dict[str, float] = {}
+    for step in range(PROFILE_STEPS + 3):
+        t = time.perf_counter()
+        for name in phases(step):
+            queued = time.perf_counter()
+            torch.cuda.synchronize(device)
+            done = time.perf_counter()
+            if step >= 3:
+                host[name] = host.get(name, 0.0) + (queued - t) / PROFILE_STEPS * 1e3
+                wait[name] = wait.get(name, 0.0) + (done - queued) / PROFILE_STEPS * 1e3
+            t = time.perf_counter()
+    return dict(check="phase ms (host queueing / then waiting for the device)", width=width,
+                trials=k or "train_trial", host_ms={n: round(v, 1) for n, v in host.items()},
+                wait_ms={n: round(v, 1) for n, v in wait.items()})
+
+
+def kernel_profile(width: int, k: int, args, out: Path) -> str:
+    """torch.profiler over PROFILE_STEPS steps of a pack of k: the ops that take the most device time."""
+    pack = _Pack(specs_for(width, k, args))
+    for step in range(3):
+        pack.train_step(step)
+    torch.cuda.synchronize(pack.device)
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        for step in range(PROFILE_STEPS):
+            pack.train_step(3 + step)
+        torch.cuda.synchronize(pack.device)
+    averages = prof.key_averages()
+    full = averages.table(sort_by="self_cuda_time_total", row_limit=40)
+    (out / f"profile_d{width}_k{k}.txt").write_text(full)
+    return averages.table(sort_by="self_cuda_time_total", row_limit=12)
+
+
 def table(rows: list[dict]) -> str:
     single = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "sequential"}
     lines = ["| width | K | packed tokens/s | K sequential tokens/s | speed-up | step ms | peak GiB | estimate GiB |",
@@ -163,6 +243,8 @@ def main() -> None:
     ap.add_argument("--untimed", type=int, default=5, help="first steps left out of the timing")
     ap.add_argument("--no-plan", dest="plan", action="store_false", help="skip the fit_pack_size check")
     ap.add_argument("--no-check", dest="check", action="store_false", help="skip the bf16 curve check")
+    ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-phase timing")
+    ap.add_argument("--profile-width", type=int, default=256)
     ap.add_argument("--time-budget", type=float, default=500.0, help="seconds; later runs are skipped past it")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
@@ -207,11 +289,21 @@ def main() -> None:
             if time.perf_counter() - start > args.time_budget - PLAN_RESERVE_S:
                 break
             t0 = time.perf_counter()
-            size = fit_pack_size(specs_for(width, PLAN_TRIALS, args))
-            plans.append(dict(width=width, trials=PLAN_TRIALS, pack_size=size,
-                              free_gib=torch.cuda.mem_get_info(device)[0] / GIB,
-                              seconds=time.perf_counter() - t0))
+            try:
+                size = fit_pack_size(specs_for(width, PLAN_TRIALS, args))
+            except Exception as e:  # report it with the table rather than lose the table
+                size = f"{type(e).__name__}: {e}"
+            plans.append(dict(width=width, trials=PLAN_TRIALS, pack_size=size, seconds=time.perf_counter() - t0))
             print(json.dumps(plans[-1]), flush=True)
+
+    if args.profile and device.type == "cuda":
+        try:
+            for k in (None, 1, 8):
+                checks.append(phase_times(args.profile_width, k, args, device))
+                print(json.dumps(checks[-1]), flush=True)
+            print(kernel_profile(args.profile_width, 8, args, out), flush=True)
+        except Exception as e:  # report it with the table rather than lose the table
+            checks.append(dict(check="profile", error=f"{type(e).__name__}: {e}"))
 
     md = table(rows)
     if plans:

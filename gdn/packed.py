@@ -164,10 +164,12 @@ def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float) -> tor
     clipping and scales each row's gradients by min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
     grads = [p.grad for p in params]
     R = grads[0].shape[0]
-    per_param = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2.0, dim=1) for g in grads])  # (P, R)
-    total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)                  # (R,)
+    rows = [row for g in grads for row in g.unbind(0)]                  # [param][trial] order
+    per_param = torch.stack(torch._foreach_norm(rows, 2.0)).view(len(grads), R)   # (P, R)
+    total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)      # (R,)
     coef = ((max_norm if max_norm > 0 else math.inf) / (total + CLIP_EPS)).clamp(max=1.0)
-    torch._foreach_mul_(grads, [coef.view(R, *[1] * (g.dim() - 1)) for g in grads])
+    for r in range(R):
+        torch._foreach_mul_(rows[r::R], coef[r])
     return total
 
 
@@ -228,16 +230,19 @@ class _Pack:
         return torch.stack([F.cross_entropy(lg.flatten(0, 1), yr.flatten()) for lg, yr in zip(logits, ys)])
 
     def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each row's training batch `step`: x, y (R, B, T); rows of one seed get the same batch."""
+        """Each row's training batch `step`: x, y (R, B, T); rows of one seed get the same batch. On CUDA the copy
+        goes from pinned memory without blocking, so the host can queue this step while the last one runs."""
         sched = self.schedule
         by_seed = {}
         for r in self.rows:
             seed = self.specs[r].seed
             if seed not in by_seed:
-                by_seed[seed] = self.corpus.batch(step, seed, sched.batch_size, sched.seq_len, self.device)
+                by_seed[seed] = self.corpus.batch(step, seed, sched.batch_size, sched.seq_len)
         x = torch.stack([by_seed[self.specs[r].seed][0] for r in self.rows])   # (R, B, T)
         y = torch.stack([by_seed[self.specs[r].seed][1] for r in self.rows])   # (R, B, T)
-        return x, y
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
         """One update of every row: (losses (R,), grad norms (R,), base LRs), tensors not synced."""
@@ -366,18 +371,26 @@ def estimate_trial_bytes(spec: TrialSpec) -> int:
     return weights + tokens * per_token * value_bytes // 4
 
 
+def _free_cuda_bytes(device: torch.device) -> int:
+    """What this process could still allocate: free device memory plus what its caching allocator holds unused."""
+    return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
-    """Peak CUDA memory of a steady-state training step of `specs` as one pack (the second step, once the
-    optimizer state exists), or None if it runs out of memory."""
+    """CUDA memory a steady-state training step of `specs` as one pack allocates at its peak (the second step, once
+    the optimizer state exists), beyond what was allocated before; None if it runs out of memory."""
+    device = resolve_device(specs[0].device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
     pack = None
     try:
         pack = _Pack(specs)
         pack.train_step(0)
-        torch.cuda.synchronize(pack.device)
-        torch.cuda.reset_peak_memory_stats(pack.device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
         pack.train_step(1)
-        torch.cuda.synchronize(pack.device)
-        return torch.cuda.max_memory_allocated(pack.device)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     except torch.cuda.OutOfMemoryError:
         return None
     finally:
@@ -387,13 +400,14 @@ def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
 
 def fit_pack_size(specs: list[TrialSpec], budget_bytes: int | None = None, max_measurements: int = 4) -> int:
     """The largest pack of the first n of `specs` (one pack_key) whose training step fits `budget_bytes` of CUDA
-    memory (default: MEMORY_HEADROOM of what is free): estimated from the shapes, then measured and corrected."""
+    memory (default: MEMORY_HEADROOM of what this process could still allocate): estimated from the shapes, then
+    measured and corrected."""
     _check_packable(specs)
     device = resolve_device(specs[0].device)
     if device.type != "cuda":
         return len(specs)
     if budget_bytes is None:
-        budget_bytes = int(torch.cuda.mem_get_info(device)[0] * MEMORY_HEADROOM)
+        budget_bytes = int(_free_cuda_bytes(device) * MEMORY_HEADROOM)
     size = max(1, min(len(specs), budget_bytes // estimate_trial_bytes(specs[0])))
     fits = 0                                                         # the largest size measured to fit
     for _ in range(max_measurements):
