@@ -42,6 +42,9 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     if model.get("vocab_size") is None:
         model["vocab_size"] = job.data.vocab_size or BYTE_VOCAB
     _check_data_source(job.data.source, settings)
+    grid_size = (len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count) * len(job.seeds)
+    if grid_size > settings.max_trials:     # before building the grid
+        raise JobRejected(f"{grid_size} trials (learning rates x seeds) exceed the limit of {settings.max_trials}")
     try:
         config = SweepConfig.from_dict({
             "model": model, "parametrization": job.parametrization, "readout": job.readout,

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.models import JobState, TrialState
 
 Nonfinite = dict[str, Literal["nan", "inf", "-inf"]]
+INT32_MAX = 2**31 - 1            # seeds and counts are stored in 32-bit integer columns
+GRID_MAX = 10_000                # a hard ceiling before the deployment's own limit on trials is checked
+EVAL_BATCHES_MAX = 10_000
 NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body and named here"
 
 
@@ -45,10 +48,10 @@ class OptimizerSpecIn(_In):
 
 
 class ScheduleSpecIn(_In):
-    steps: int = Field(200, ge=1)
-    warmup_steps: int = Field(20, ge=0)
-    batch_size: int = Field(16, ge=1)
-    seq_len: int = Field(128, ge=2)
+    steps: int = Field(200, ge=1, le=INT32_MAX)
+    warmup_steps: int = Field(20, ge=0, le=INT32_MAX)
+    batch_size: int = Field(16, ge=1, le=INT32_MAX)
+    seq_len: int = Field(128, ge=2, le=INT32_MAX)
     min_lr: float = Field(0.0, ge=0, description="absolute, for a group of LR multiplier 1")
 
     @model_validator(mode="after")
@@ -60,10 +63,10 @@ class ScheduleSpecIn(_In):
 
 class LRGridIn(_In):
     """Either explicit `values`, or `min`, `max` and `count` (log-spaced, both ends included)."""
-    values: list[float] | None = Field(None, min_length=1)
+    values: list[float] | None = Field(None, min_length=1, max_length=GRID_MAX)
     min: float | None = Field(None, gt=0)
     max: float | None = Field(None, gt=0)
-    count: int | None = Field(None, ge=1)
+    count: int | None = Field(None, ge=1, le=GRID_MAX)
 
     @model_validator(mode="after")
     def _one_form(self) -> "LRGridIn":
@@ -98,10 +101,10 @@ class JobCreate(_In):
     optimizer: OptimizerSpecIn = Field(default_factory=OptimizerSpecIn)
     schedule: ScheduleSpecIn = Field(default_factory=ScheduleSpecIn)
     lr_grid: LRGridIn
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[int] = Field([0], min_length=1, max_length=GRID_MAX)
     data: DataSpecIn = Field(default_factory=DataSpecIn)
-    eval_batches: int = Field(8, ge=1)
-    log_every: int = Field(10, ge=1, description="a curve point every this many steps")
+    eval_batches: int = Field(8, ge=1, le=EVAL_BATCHES_MAX)
+    log_every: int = Field(10, ge=1, le=INT32_MAX, description="a curve point every this many steps")
     reuse: bool = Field(False, description="answer with a SUCCEEDED job of the identical spec instead of running "
                                            "it again (not part of the spec)")
 
@@ -110,8 +113,8 @@ class JobCreate(_In):
     def _distinct_seeds(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
-        if any(s < 0 for s in v):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s <= INT32_MAX for s in v):
+            raise ValueError(f"seeds must lie in [0, {INT32_MAX}]")
         return v
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{

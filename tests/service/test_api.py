@@ -84,6 +84,11 @@ def test_min_max_count_grid(any_env, make_client, auth):
     ({"lr_grid": {"values": [0.01]}, "model": {"width": 4096, "depth": 64},
       "schedule": {"steps": 200000, "batch_size": 512, "seq_len": 4096}}, 422, "job-rejected"),
     ({"lr_grid": {"min": 1e-4, "max": 1e-1, "count": 500}}, 422, "job-rejected"),        # too many trials
+    ({"lr_grid": {"min": 1e-4, "max": 1e-1, "count": 10 ** 9}}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "seeds": [2 ** 40]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "seeds": [1, 1]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 10 ** 12}}, 422, "job-rejected"),
+    ({"lr_grid": {"values": [0.01]}, "schedule": {"steps": 10, "warmup_steps": 20}}, 422, "validation-error"),
     ({"lr_grid": {"values": [-1.0]}}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01], "min": 0.1}}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01]}, "optimizer": {"name": "lion"}}, 422, "validation-error"),
@@ -282,3 +287,36 @@ def test_openapi_documents_the_routes(pg_env, make_client):
                  "/metrics"):
         assert path in spec["paths"], path
     assert "JobCreate" in spec["components"]["schemas"]
+
+
+def test_no_mutated_body_gets_a_500(sqlite_env, make_client, auth):
+    """Every leaf of a valid job replaced by values of the wrong kind or range: a 2xx or a 4xx, never a 5xx."""
+    import copy
+    import random
+    client = make_client(sqlite_env)
+    base = tiny_job(lr_grid={"min": 1e-3, "max": 1e-2, "count": 2})
+    strange = [None, "", "x", -1, 0, 2 ** 63, -2 ** 63, 1e308, -0.0, True, [], {}, [1, "a"], {"a": 1}, 1.5]
+
+    def leaves(obj, path=()):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from leaves(v, path + (k,))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                yield from leaves(v, path + (i,))
+        else:
+            yield path
+
+    rng = random.Random(0)
+    paths = list(leaves(base))
+    for _ in range(120):
+        body = copy.deepcopy(base)
+        path = rng.choice(paths)
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = rng.choice(strange)
+        r = client.post("/v1/jobs", json=body, headers=auth)
+        assert r.status_code < 500, (path, target[path[-1]], r.text)
+        if r.status_code >= 400:
+            assert r.headers["content-type"].startswith(PROBLEM)
