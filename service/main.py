@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import crud, problems
-from service.api.routes import health, jobs, results
+from service.api.routes import health, jobs, recommendations
 from service.auth import hash_token
 from service.db import make_engine, make_session_factory, transaction
 from service.jobspec import JobRejected
@@ -57,6 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _rejected(request, exc: JobRejected):
         return problems.problem_response(request, 422, "job-rejected", "Job rejected", str(exc))
 
-    for router in (jobs.router, results.router, health.router):
+    for router in (jobs.router, recommendations.router, health.router):
         app.include_router(router)
     return app
