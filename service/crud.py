@@ -141,7 +141,6 @@ def cancel_job(session: Session, *, job_id: str) -> Job | None:
     job.state = JobState.CANCELLING
     _settle(session, job_id)
     session.flush()
-    session.refresh(job)
     return job
 
 
@@ -306,6 +305,7 @@ def _settle(session: Session, job_id: str) -> None:
     """If no current trial is PENDING or RUNNING, move the job to its terminal state: CANCELLED when cancelling,
     else SUCCEEDED with the optimum fitted once here, or FAILED when there is nothing to fit.
     Runs under the job lock, so exactly one transaction sees the job settle."""
+    session.flush()                        # pending changes first: the reload below must not discard them
     job = session.get(Job, job_id, populate_existing=True)
     if job.state in JOB_TERMINAL:
         return

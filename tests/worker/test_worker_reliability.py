@@ -82,7 +82,7 @@ def test_duplicate_delivery_runs_the_trial_once(deployment, workers):
 
 def test_worker_killed_mid_trial_is_replaced(deployment, workers):
     client, sessions, env = deployment
-    job = tiny_job(lr_grid={"values": [0.004, 0.016]}, schedule={"steps": 60, "warmup_steps": 6, "batch_size": 2,
+    job = tiny_job(lr_grid={"values": [0.004, 0.016]}, schedule={"steps": 100, "warmup_steps": 10, "batch_size": 2,
                                                                    "seq_len": 32}, log_every=2)
     job_id = client.post("/v1/jobs", json=job, headers=AUTH).json()["id"]
     first = workers(env, "doomed")
@@ -110,7 +110,7 @@ def test_worker_killed_mid_trial_is_replaced(deployment, workers):
     for t in results:
         steps = steps_of(sessions, t.id)
         assert steps == sorted(set(steps))
-        assert t.state == TrialState.DIVERGED or steps[-1] == 60
+        assert t.state == TrialState.DIVERGED or steps[-1] == 100
 
 
 def test_cancel_stops_a_running_job(deployment, workers):
