@@ -34,7 +34,7 @@ from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, Trial
                        build_model, resolve_device)
 
 CLIP_EPS = 1e-6          # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
-MEMORY_HEADROOM = 0.9    # plan_packs fills at most this share of the free GPU memory
+MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
 ACTIVATION_BYTES_PER_TOKEN = {"width": 160, "vocab": 16}  # estimate_trial_bytes: per token, per layer x width and
                                                           # per vocab entry (bf16 autocast); plan_packs verifies it
 
@@ -200,7 +200,7 @@ class _Pack:
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
         # The skeleton carries the architecture and no weights; its logit multiplier is 1, each trial's own
-        # multiplier is applied in _trial_loss (output_mult may differ between trials).
+        # multiplier is applied in _trial_logits (output_mult may differ between trials).
         skeleton = copy.deepcopy(models[0]).to("meta")
         skeleton.mult = dataclasses.replace(skeleton.mult, logits=1.0)
         self.skeleton = skeleton
