@@ -85,7 +85,7 @@ SCALES = {
                   arms=("adamw-sp", "adamw-mup"), grid_points=3),
     "cpu": Scale(widths=(32, 64, 128, 256), depth=2, seq_len=64, batch_size=16, horizons=(300, 1200),
                  seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
-    "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(500, 2000),
+    "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(250, 1000),
                  seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
 }
 
@@ -110,13 +110,26 @@ def _config(scale: Scale, arm: Arm, horizon: int, output_mult: float) -> SweepCo
         data=DataSpec("builtin"), eval_batches=scale.eval_batches)
 
 
-def _run_one(job: dict) -> dict:
-    spec = TrialSpec(SweepConfig.from_dict(job["config"]), lr=job["lr"], seed=job["seed"], width=job["width"])
-    r = train_trial(spec, log_every=max(1, spec.config.schedule.steps // 20))
+def _spec(job: dict) -> TrialSpec:
+    return TrialSpec(SweepConfig.from_dict(job["config"]), lr=job["lr"], seed=job["seed"], width=job["width"])
+
+
+def _record(job: dict, r, packed: int = 1) -> dict:
     return {**job["key"], "lr": job["lr"], "status": r.status, "final_val_loss": r.final_val_loss,
-            "seconds": r.seconds, "tokens": r.tokens, "num_params": r.num_params, "device": r.device,
-            "data_sha256": r.data_sha256, "diverged_step": r.diverged_step,
+            "seconds": r.seconds / packed, "tokens": r.tokens, "num_params": r.num_params, "device": r.device,
+            "data_sha256": r.data_sha256, "diverged_step": r.diverged_step, "packed": packed,
             "curve": [(p.step, round(p.loss, 5)) for p in r.curve]}
+
+
+def _run_jobs(jobs: list[dict]) -> list[dict]:
+    """One trial alone (train_trial), or several of one architecture as a pack (gdn.packed.train_packed)."""
+    specs = [_spec(j) for j in jobs]
+    log_every = max(1, specs[0].config.schedule.steps // 20)
+    if len(jobs) == 1:
+        return [_record(jobs[0], train_trial(specs[0], log_every=log_every))]
+    from gdn.packed import train_packed
+    results = train_packed(specs, log_every=log_every)
+    return [_record(j, r, packed=len(jobs)) for j, r in zip(jobs, results)]
 
 
 def _init_worker(threads: int) -> None:
@@ -125,11 +138,12 @@ def _init_worker(threads: int) -> None:
 
 
 class Study:
-    def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int):
+    def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1):
         self.scale = scale
         self.path = results_path
         self.workers = workers
         self.threads = threads
+        self.pack = pack
         self.records: list[dict] = []
         if results_path.exists():
             self.records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
@@ -146,19 +160,26 @@ class Study:
         jobs = [j for j in jobs if not self._have(j["key"])]
         if not jobs:
             return
-        print(f"  running {len(jobs)} trials on {self.workers} workers", flush=True)
+        groups = defaultdict(list)   # trials of one architecture and schedule can share a pack
+        for j in jobs:
+            groups[json.dumps(j["config"], sort_keys=True), j["width"]].append(j)
+        units = [g[i:i + self.pack] for g in groups.values() for i in range(0, len(g), self.pack)]
+        units.sort(key=lambda u: -u[0]["width"])                 # widest first: the stragglers are the cheap ones
+        print(f"  running {len(jobs)} trials as {len(units)} packs on {self.workers} workers", flush=True)
         ctx = multiprocessing.get_context("spawn")
+        done = 0
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                     initargs=(self.threads,)) as pool, self.path.open("a") as out:
-            futures = [pool.submit(_run_one, j) for j in jobs]
-            for i, fut in enumerate(cf.as_completed(futures), 1):
-                rec = fut.result()
-                self.records.append(rec)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
-                print(f"  [{i}/{len(jobs)}] {rec['arm']} h={rec['horizon']} w={rec['width']} {rec['kind']} "
-                      f"lr={rec['lr']:.4g} seed={rec['seed']} -> {rec['status']} {rec['final_val_loss']:.4f} "
-                      f"({rec['seconds']:.0f}s)", flush=True)
+            futures = [pool.submit(_run_jobs, u) for u in units]
+            for fut in cf.as_completed(futures):
+                for rec in fut.result():
+                    done += 1
+                    self.records.append(rec)
+                    out.write(json.dumps(rec) + "\n")
+                    out.flush()
+                    print(f"  [{done}/{len(jobs)}] {rec['arm']} h={rec['horizon']} w={rec['width']} {rec['kind']} "
+                          f"lr={rec['lr']:.4g} seed={rec['seed']} -> {rec['status']} {rec['final_val_loss']:.4f} "
+                          f"({rec['seconds']:.0f}s)", flush=True)
 
     def job(self, arm: Arm, horizon: int, width: int, kind: str, lr: float, seed: int, output_mult: float) -> dict:
         return {"key": self._key(arm.name, horizon, width, kind, lr, seed, output_mult), "lr": lr, "seed": seed,
@@ -366,6 +387,7 @@ def main(argv=None) -> int:
     ap.add_argument("--md", default=None, help="write the report here (default: docs/transfer/<scale>.md)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--pack", type=int, default=1, help="train up to this many trials of one width as one pack")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
 
@@ -380,7 +402,7 @@ def main(argv=None) -> int:
     results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
-    study = Study(scale, results, args.workers, args.threads)
+    study = Study(scale, results, args.workers, args.threads, args.pack)
     start = time.time()
     if not args.report_only:
         study.run_study()

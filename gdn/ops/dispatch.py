@@ -132,11 +132,14 @@ def gated_delta_rule(
         impl = _load_triton()[0]
     else:
         impl = chunk_gated_delta_rule if name == "chunk" else naive_recurrent_gated_delta_rule
-    if torch._C._are_functorch_transforms_active():   # under torch.func.vmap (gdn.packed): one call for all trials
-        return _FoldVmappedAxis.apply(impl, q, k, v, g, beta, scale, initial_state, output_final_state,
-                                      use_qk_l2norm)
-    return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
+    # Each backend owns its precision (the chunked path computes half-precision inputs in float32): an enclosing
+    # autocast region must not push its inner matmuls back down to bf16.
+    with torch.autocast(q.device.type, enabled=False):
+        if torch._C._are_functorch_transforms_active():   # under torch.func.vmap (gdn.packed): one call, all trials
+            return _FoldVmappedAxis.apply(impl, q, k, v, g, beta, scale, initial_state, output_final_state,
+                                          use_qk_l2norm)
+        return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                    output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
 
 
 class _FoldVmappedAxis(torch.autograd.Function):
