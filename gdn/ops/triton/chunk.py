@@ -1,0 +1,182 @@
+"""The Triton chunked gated delta rule: launchers, the autograd Function and the public entry.
+
+Forward: 2 launches (prep, state). Backward: 2 launches (state, grad).
+Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
+products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
+intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
+
+Saved for the backward (besides the inputs): w [B,T,H,K]; Aqk, T [B,T,H,64]; G, 1/|q|, 1/|k| [B,T,H]; the state at
+every chunk start h [B,NT,H,K,V]; vn [B,T,H,V].
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import triton
+
+from gdn.ops.triton.chunk_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
+from gdn.ops.triton.chunk_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
+
+CHUNK_SIZE = 64            # tokens per chunk; the in-kernel solve splits a chunk into four 16-row blocks
+MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
+MAX_TILE = 64              # K and V tiles of the per-chunk kernels
+L2NORM_EPS = 1e-6          # as gdn.ops.naive.l2_normalize
+SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block solve
+
+# Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
+# tests/gdn/test_triton.py on the GPU; change them only together with that run.
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=4)
+NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
+GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+@functools.cache
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
+    """V tile of the sequential state passes: they have only B*H*ceil(V/BV) programs, so narrow the tile until
+    the GPU has two programs per SM (never below 16, never above 32 for K = 256 where the state tile is big)."""
+    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 132
+    BV = min(_pow2(V), MAX_TILE if BKP <= 128 else 32)
+    while BV > 16 and BH * triton.cdiv(V, BV) < 2 * sms:
+        BV //= 2
+    return BV
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm, save_for_bwd):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
+    BK, BV = min(_pow2(K), MAX_TILE), min(_pow2(V), MAX_TILE)
+    prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
+    w = torch.empty(B, T, H, K, dtype=f32, device=dev)
+    u = torch.empty(B, T, H, V, dtype=f32, device=dev)
+    Aqk, Tinv = (torch.empty(B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
+    Gcum, rq, rk = (torch.empty(B, T, H, dtype=f32, device=dev) for _ in range(3))
+    scratch = torch.empty(NT * B * H * SOLVE_SCRATCH, dtype=f32, device=dev)
+    _chunk_prep_kernel[(NT, B * H)](
+        q, k, v, g, beta, w, u, Aqk, Tinv, Gcum, rq, rk, scratch, scale, T,
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
+        num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
+
+    BKP = _pow2(K)
+    BVS = _state_block_v(B * H, V, BKP, dev)
+    o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
+    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if save_for_bwd else w
+    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if save_for_bwd else w
+    ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
+    _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
+        q, k, w, u, Aqk, Gcum, rq, rk, initial_state if initial_state is not None else w, o, h, vn,
+        ht if ht is not None else w, scale, T,
+        H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
+        STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, num_warps=NUM_WARPS["state_fwd"],
+        num_stages=NUM_STAGES["state_fwd"])
+    saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
+    return o, ht, saved
+
+
+def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
+    w, Aqk, Tinv, Gcum, rq, rk, h, vn = saved
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
+    BK, BVG = min(_pow2(K), MAX_TILE), min(_pow2(V), GRAD_BLOCK_V)
+    prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
+
+    BKP = _pow2(K)
+    BVS = _state_block_v(B * H, V, BKP, dev)
+    dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
+    dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
+    dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
+    _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
+        q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
+        scale, T, H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
+        STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS["state_bwd"],
+        num_stages=NUM_STAGES["state_bwd"])
+
+    dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dv = torch.empty_like(v)
+    dg = torch.empty_like(g)
+    dbeta = torch.empty_like(beta)
+    scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=f32, device=dev)
+    _chunk_grad_kernel[(NT, B * H)](
+        q, k, v, g, beta, do, h, dh, vn, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scratch, scale, T,
+        H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
+        num_warps=NUM_WARPS["grad"], num_stages=NUM_STAGES["grad"])
+    return dq, dk, dv, dg, dbeta, dh0
+
+
+class ChunkGatedDeltaRuleFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
+        q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
+        h0 = initial_state.contiguous() if initial_state is not None else None
+        save_for_bwd = any(ctx.needs_input_grad[:5]) or ctx.needs_input_grad[6]
+        o, ht, saved = chunk_fwd(q, k, v, g, beta, scale, h0, output_final_state, use_qk_l2norm, save_for_bwd)
+        if save_for_bwd:
+            ctx.save_for_backward(q, k, v, g, beta, *saved)
+        ctx.scale, ctx.use_qk_l2norm = scale, use_qk_l2norm
+        ctx.h0_dtype = None if h0 is None else h0.dtype
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, beta, *saved = ctx.saved_tensors
+        do = do.contiguous()
+        dht = dht.contiguous() if dht is not None else None
+        dq, dk, dv, dg, dbeta, dh0 = chunk_bwd(q, k, v, g, beta, ctx.scale, ctx.use_qk_l2norm, saved, do, dht,
+                                               has_h0=ctx.h0_dtype is not None)
+        if dh0 is not None:
+            dh0 = dh0.to(ctx.h0_dtype)
+        return dq, dk, dv, dg, dbeta, None, dh0, None, None
+
+
+def triton_chunk_gated_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gated delta rule on our Triton kernels; same contract as gdn.ops.chunk.chunk_gated_delta_rule.
+
+    q, k [B, T, H, K] and v [B, T, H, V] share one dtype (bf16, fp16 or fp32); g (log alpha <= 0) and beta are
+    [B, T, H] of any float dtype (read as fp32); initial_state [B, H, K, V] (fp32 recommended). Returns o [B, T, H, V]
+    in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256.
+
+    float64 inputs, and K > 256, run on the chunked PyTorch path instead (the kernels have no fp64 mode and hold a
+    whole K column of the state in registers)."""
+    K = q.shape[-1]
+    if scale is None:
+        scale = K ** -0.5
+    if q.dtype == torch.float64 or K > MAX_HEAD_DIM_K or q.shape[1] == 0:
+        from gdn.ops.chunk import chunk_gated_delta_rule
+        if K > MAX_HEAD_DIM_K:
+            warnings.warn(f"triton gated delta rule supports K <= {MAX_HEAD_DIM_K}, got K={K}: running the chunked "
+                          "PyTorch path", RuntimeWarning, stacklevel=2)
+        return chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                                      output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
+    if not q.dtype == k.dtype == v.dtype:
+        raise ValueError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    o, ht = ChunkGatedDeltaRuleFunction.apply(q, k, v, g, beta, float(scale), initial_state, output_final_state,
+                                              use_qk_l2norm)
+    return o, ht
