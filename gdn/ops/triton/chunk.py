@@ -27,7 +27,7 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=4)
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
@@ -43,10 +43,10 @@ def _num_sms(device_index: int) -> int:
 
 def _state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
     """V tile of the sequential state passes: they have only B*H*ceil(V/BV) programs, so narrow the tile until
-    the GPU has two programs per SM (never below 16, never above 32 for K = 256 where the state tile is big)."""
+    the GPU has two programs per SM (never below 16; at most 32 for K >= 128, where the state tile is big)."""
     sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else 132
-    BV = min(_pow2(V), MAX_TILE if BKP <= 128 else 32)
+    BV = min(_pow2(V), MAX_TILE if BKP < 128 else 32)
     while BV > 16 and BH * triton.cdiv(V, BV) < 2 * sms:
         BV //= 2
     return BV

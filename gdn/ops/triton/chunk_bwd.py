@@ -32,7 +32,7 @@ def _chunk_state_bwd_kernel(
     dh, dvn,                             # out fp32: [B,NT,H,K,V] grad of the state at each chunk's end, [B,T,H,V]
     dh0,                                 # out fp32 [B,H,K,V], or dummy
     scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
@@ -88,7 +88,7 @@ def _chunk_grad_kernel(
     dq, dk, dv, dg, dbeta,               # out
     scratch,                             # fp32, 2 * BT * BT floats per program
     scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
 ):
     # The passes are ordered so that few fp32 [BT, BT] tiles are live at once (each is 32 registers a thread at

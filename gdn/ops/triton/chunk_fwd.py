@@ -93,7 +93,7 @@ def _chunk_prep_kernel(
     Gcum, rq_out, rk_out,                # out, fp32 [B,T,H]: gate cumsum, 1/|q|, 1/|k| (these two with USE_L2NORM)
     scratch,                             # fp32, BT * 16 floats per program
     scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -170,7 +170,7 @@ def _chunk_state_fwd_kernel(
     h, vn,                               # out fp32 [B,NT,H,K,V], [B,T,H,V] (written when SAVE_FOR_BWD)
     ht,                                  # out fp32 [B,H,K,V] (written when STORE_FINAL)
     scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE_FOR_BWD: tl.constexpr,
     PRECISION: tl.constexpr,
 ):

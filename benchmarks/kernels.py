@@ -1,0 +1,287 @@
+"""The gated delta rule kernels on the GPU: ours (gdn.ops.triton) vs fla 0.6.0 vs our chunked PyTorch path, then
+the whole proxy model's training step with our kernels vs the chunked PyTorch path.
+
+One device call (fla-core and flash-linear-attention 0.6.0 installed from carried wheels):
+
+    PYTHONPATH=. python benchmarks/kernels.py --out $OUT
+
+Per shape (B, T, H, K, V) and implementation: forward ms and forward+backward ms (medians of
+triton.testing.do_bench, inputs requiring grad, as in training), TFLOP/s by the FLOP model of
+shared/reference/gdn-kernels.md section 6, and the relative error (|x - ref| / |ref|) of o and of every gradient
+against a float64 reference computed on the GPU at B <= 2 (the recurrence where its autograd graph fits, else the
+chunked PyTorch path in float64). Inputs as fla's benchmark registry: q, k, v ~ randn, g = logsigmoid(U(0,1)),
+beta = sigmoid(U(0,1)), all bf16, L2 norm of q and k inside the op.
+
+Every (shape, implementation) cell runs in its own process: fla's backward dies with an illegal memory access at
+K = 32 on Triton 3.6, which would take the CUDA context (and every later cell) with it. A cell prints one JSON line
+per finished measurement, so a crash keeps what came before it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
+          (2, 16384, 16, 128, 128)]
+IMPLS = ("ours", "fla", "chunk")
+CHUNK = 64                     # C of the FLOP model (every implementation here uses 64-token chunks)
+ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
+MODEL_WIDTHS = (256, 1024)
+MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
+
+
+def flops_per_token_head(K: int, V: int, C: int = CHUNK) -> tuple[float, float]:
+    """(forward, backward) FLOPs per token and head, gdn-kernels.md section 6 (triangular parts counted dense)."""
+    fwd = 6 * C * K + 4 * C * V + 6 * K * V + C * C / 3
+    bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
+    return fwd, bwd
+
+
+# ---------------------------------------------------------------------------------------------- one cell, in-process
+def _emit(**record) -> None:
+    print("RESULT " + json.dumps(record), flush=True)
+
+
+def _impl(name: str):
+    """fn(q, k, v, g, beta) -> o for one implementation, with L2 norm inside."""
+    if name == "ours":
+        from gdn.ops.triton import triton_chunk_gated_delta_rule
+        return lambda q, k, v, g, beta: triton_chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
+    if name == "chunk":
+        from gdn.ops.chunk import chunk_gated_delta_rule
+        return lambda q, k, v, g, beta: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
+    if name == "fla":
+        os.environ["FLA_DISABLE_BACKEND_DISPATCH"] = "1"         # pure Triton fla, no TileLang/FlashQLA
+        os.environ["FLA_FLASH_QLA"] = "0"
+        import fla.ops.common.chunk_o as chunk_o
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+        chunk_o.TRITON_ABOVE_3_7_1 = True                        # else its backward refuses Triton 3.6 (fla #640)
+        return lambda q, k, v, g, beta: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)[0]
+    raise ValueError(name)
+
+
+def _inputs(B, T, H, K, V, seed=0):
+    import torch
+    import torch.nn.functional as F
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    bf16 = torch.bfloat16
+    q = torch.randn(B, T, H, K, generator=gen, device="cuda", dtype=bf16)
+    k = torch.randn(B, T, H, K, generator=gen, device="cuda", dtype=bf16)
+    v = torch.randn(B, T, H, V, generator=gen, device="cuda", dtype=bf16)
+    g = F.logsigmoid(torch.rand(B, T, H, generator=gen, device="cuda")).to(bf16)
+    beta = torch.rand(B, T, H, generator=gen, device="cuda").sigmoid().to(bf16)
+    do = torch.randn(B, T, H, V, generator=gen, device="cuda", dtype=bf16)
+    return [q, k, v, g, beta], do
+
+
+def _reference(xs, do):
+    """o and grads of q, k, v, g, beta in float64 on the GPU."""
+    import torch
+    from gdn.ops.chunk import chunk_gated_delta_rule
+    from gdn.ops.naive import naive_recurrent_gated_delta_rule
+    B, T, H, K = xs[0].shape
+    V = xs[2].shape[-1]
+    fits = 4 * 8 * B * H * K * V * T < 8e9                        # states the recurrence's autograd graph keeps
+    fn = naive_recurrent_gated_delta_rule if fits else chunk_gated_delta_rule
+    leaves = [x.detach().double().requires_grad_() for x in xs]
+    o, _ = fn(*leaves, use_qk_l2norm=True)
+    o.backward(do.double())
+    return [o.detach()] + [x.grad for x in leaves], ("recurrence" if fits else "chunked") + " float64"
+
+
+def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
+    import torch
+    import triton
+    B, T, H, K, V = shape
+    fn = _impl(impl)
+    xs, do = _inputs(B, T, H, K, V)
+    fwd_flop, bwd_flop = flops_per_token_head(K, V)
+    tokens_heads = B * T * H
+
+    def rel(x, r):
+        return ((x.double() - r).norm() / r.norm()).item()
+
+    leaves = [x.detach().requires_grad_() for x in xs]
+    fwd_ms = triton.testing.do_bench(lambda: fn(*leaves), warmup=warmup, rep=rep, return_mode="median")
+    _emit(metric="fwd_ms", value=fwd_ms, tflops=tokens_heads * fwd_flop / fwd_ms / 1e9)
+
+    # accuracy at B <= ERROR_BATCH, forward first (fla's backward may crash the process)
+    xe = [x[:ERROR_BATCH].contiguous() for x in xs]
+    de = do[:ERROR_BATCH].contiguous()
+    ref, ref_name = _reference(xe, de)
+    le = [x.detach().requires_grad_() for x in xe]
+    o = fn(*le)
+    _emit(metric="err_o", value=rel(o, ref[0]), reference=ref_name, error_batch=xe[0].shape[0])
+    o.backward(de)
+    torch.cuda.synchronize()
+    for name, x, r in zip(("dq", "dk", "dv", "dg", "dbeta"), le, ref[1:]):
+        _emit(metric=f"err_{name}", value=rel(x.grad, r))
+    del ref, le, o
+
+    def step():
+        fn(*leaves).backward(do)
+    ms = triton.testing.do_bench(step, warmup=warmup, rep=rep, grad_to_none=leaves, return_mode="median")
+    _emit(metric="fwdbwd_ms", value=ms, tflops=tokens_heads * (fwd_flop + bwd_flop) / ms / 1e9)
+
+
+def model_cell(width: int, backend: str) -> None:
+    """Tokens/s of the proxy model's training step (gdn.train.train_trial: bf16 autocast, muP AdamW, clipping)."""
+    os.environ["DELTAMU_GDN_BACKEND"] = backend
+    import torch
+    from gdn.config import GDNConfig
+    from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial
+    config = SweepConfig(model=GDNConfig(width=width, depth=MODEL_DEPTH),
+                         schedule=ScheduleSpec(steps=MODEL_STEPS, warmup_steps=2, batch_size=MODEL_BATCH,
+                                               seq_len=MODEL_SEQ), eval_batches=1)
+    log_every = 10
+    train_trial(TrialSpec(config, lr=1e-3, seed=1), log_every=MODEL_STEPS)      # warm-up: compiles, caches
+    r = train_trial(TrialSpec(config, lr=1e-3), log_every=log_every)
+    torch.cuda.synchronize()
+    first, last = r.curve[1], r.curve[-1]                      # points at steps 10 and 30, each after a sync
+    s_per_step = (last.seconds - first.seconds) / (last.step - first.step)
+    _emit(metric="model_step", status=r.status, s_per_step=s_per_step,
+          tokens_per_s=MODEL_BATCH * MODEL_SEQ / s_per_step, loss_first=r.curve[0].loss, loss_last=last.loss,
+          final_val_loss=r.final_val_loss, losses=[p.loss for p in r.curve], peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+def run_cell(args: list[str], timeout: float) -> tuple[list[dict], str | None]:
+    """Run one cell in a fresh process; returns its records and, if it failed, the reason."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        out, err, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err, rc = f"timed out after {timeout:.0f} s", -1
+    records = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    if rc == 0:
+        return records, None
+    lines = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
+    why = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else f"rc={rc}")
+    return records, why.strip()[:300]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=".out")
+    ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--shapes", default="all", help="'all' or indices into SHAPES, e.g. 0,1")
+    ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms")
+    ap.add_argument("--rep", type=int, default=300, help="do_bench repetitions, ms")
+    ap.add_argument("--cell-timeout", type=float, default=240)
+    ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds")
+    ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.cell:
+        kind, *rest = args.cell
+        if kind == "kernel":
+            kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep)
+        else:
+            model_cell(int(rest[0]), rest[1])
+        return
+
+    import torch
+    import triton
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fla
+        fla_version = fla.__version__
+    except ImportError:
+        fla_version = None
+    env = dict(date=time.strftime("%Y-%m-%d"), card=torch.cuda.get_device_name(), torch=torch.__version__,
+               triton=triton.__version__, fla=fla_version, python=sys.version.split()[0])
+    print(json.dumps(env), flush=True)
+    shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    results = dict(env=env, kernels=[], model=[])
+    start = time.perf_counter()
+
+    def budget() -> float:
+        """Seconds the next cell may take: the cell timeout, cut to what is left before the deadline."""
+        return min(args.cell_timeout, args.deadline - (time.perf_counter() - start))
+
+    for shape in shapes:
+        for impl in args.impls.split(","):
+            if budget() < 20:
+                print(f"{shape} {impl}: skipped, past the deadline", flush=True)
+                continue
+            t0 = time.perf_counter()
+            records, why = run_cell(["kernel", ",".join(map(str, shape)), impl], budget())
+            cell = dict(shape=shape, impl=impl, error=why, seconds=time.perf_counter() - t0,
+                        **{r["metric"]: r for r in records})
+            results["kernels"].append(cell)
+            (out / "kernels.json").write_text(json.dumps(results, indent=1))
+            m = {k: v["value"] for k, v in cell.items() if isinstance(v, dict) and "value" in v}
+            print(f"{shape} {impl:5s} fwd {m.get('fwd_ms', float('nan')):8.3f} ms  fwd+bwd "
+                  f"{m.get('fwdbwd_ms', float('nan')):8.3f} ms  err o {m.get('err_o', float('nan')):.1e} "
+                  f"dg {m.get('err_dg', float('nan')):.1e}  ({cell['seconds']:.0f} s){'  FAILED: ' + why if why else ''}",
+                  flush=True)
+
+    if not args.no_model:
+        for width in MODEL_WIDTHS:
+            for backend in ("triton", "chunk"):
+                if budget() < 20:
+                    print(f"model d={width} {backend}: skipped, past the deadline", flush=True)
+                    continue
+                t0 = time.perf_counter()
+                records, why = run_cell(["model", str(width), backend], budget())
+                rec = records[0] if records else {}
+                results["model"].append(dict(width=width, backend=backend, error=why,
+                                             seconds=time.perf_counter() - t0, **rec))
+                (out / "kernels.json").write_text(json.dumps(results, indent=1))
+                print(f"model d={width} {backend:6s} {rec.get('tokens_per_s', float('nan')):10.0f} tokens/s "
+                      f"loss {rec.get('loss_first', float('nan')):.3f} -> {rec.get('loss_last', float('nan')):.3f} "
+                      f"{rec.get('status', '')}{'  FAILED: ' + why if why else ''}", flush=True)
+
+    print(table(results))
+    (out / "kernels.md").write_text(table(results))
+
+
+def table(results: dict) -> str:
+    """The markdown tables of docs/benchmarks.md, from kernels.json."""
+    def val(cell, key):
+        return cell.get(key, {}).get("value") if isinstance(cell.get(key), dict) else None
+
+    def f(x, spec):
+        return format(x, spec) if x is not None else "-"
+
+    by = {(tuple(c["shape"]), c["impl"]): c for c in results["kernels"]}
+    rows = ["| B, T, H, K, V | impl | fwd ms | fwd+bwd ms | fwd+bwd TFLOP/s | fwd+bwd ours/fla | err o | err dq | "
+            "err dk | err dv | err dg | err dbeta | failure |", "|" + "---|" * 13]
+    for c in results["kernels"]:
+        shape = tuple(c["shape"])
+        fla = by.get((shape, "fla"), {})
+        ours = by.get((shape, "ours"), {})
+        ratio = None
+        if c["impl"] == "ours" and val(ours, "fwdbwd_ms") and val(fla, "fwdbwd_ms"):
+            ratio = val(ours, "fwdbwd_ms") / val(fla, "fwdbwd_ms")
+        tfl = c.get("fwdbwd_ms", {}).get("tflops") if isinstance(c.get("fwdbwd_ms"), dict) else None
+        rows.append(f"| {', '.join(map(str, shape))} | {c['impl']} | {f(val(c, 'fwd_ms'), '.3f')} | "
+                    f"{f(val(c, 'fwdbwd_ms'), '.3f')} | {f(tfl, '.1f')} | {f(ratio, '.2f')} | "
+                    + " | ".join(f(val(c, f'err_{n}'), '.1e') for n in ("o", "dq", "dk", "dv", "dg", "dbeta"))
+                    + f" | {c['error'] or ''} |")
+    lines = rows
+    if results["model"]:
+        lines += ["", "| width | backend | tokens/s | s/step | loss step 1 -> 30 | status | peak GiB | failure |",
+                  "|" + "---|" * 8]
+        for m in results["model"]:
+            lines.append(f"| {m['width']} | {m['backend']} | {f(m.get('tokens_per_s'), ',.0f')} | "
+                         f"{f(m.get('s_per_step'), '.4f')} | {f(m.get('loss_first'), '.3f')} -> "
+                         f"{f(m.get('loss_last'), '.3f')} | {m.get('status', '')} | {f(m.get('peak_gib'), '.1f')} | "
+                         f"{m['error'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

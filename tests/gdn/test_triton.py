@@ -1,0 +1,147 @@
+"""gdn.ops.triton against the float64 reference: output, final state and every gradient (dq, dk, dv, dg, dbeta, dh0).
+
+Without CUDA the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, set here before the kernels are
+defined) at tiny shapes. With CUDA the same checks run on the GPU, plus the benchmark shapes (skipped without CUDA), which
+also validates every fixed launch config the kernels use at those shapes.
+
+Error metric: relative Frobenius norm |x - ref| / |ref| over the whole tensor, in float64; the measured error is
+printed (pytest -s) and named in the failure. Tolerances: fp32 inputs 1e-4 (no TF32), bf16 inputs 1e-2.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+    # Triton decides compile-or-interpret when a kernel is defined: drop kernels an earlier test imported compiled
+    for name in [m for m in sys.modules if m.startswith("gdn.ops.triton")]:
+        del sys.modules[name]
+pytest.importorskip("triton")
+
+from gdn.ops.chunk import chunk_gated_delta_rule  # noqa: E402
+from gdn.ops.naive import naive_recurrent_gated_delta_rule  # noqa: E402
+from gdn.ops.triton import triton_chunk_gated_delta_rule  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
+
+
+def make_inputs(B, T, H, K, V, dtype, gates, seed, with_h0):
+    """Fresh random inputs. gates: "moderate" (g = logsigmoid(U(0,1)), fla's benchmark gates), "strong" (down to
+    about -40 per token, as trained Qwen-style gates reach), or "zero" (no decay: the chunked form's hard case)."""
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, device=DEVICE)
+
+    q, k, v = randn(B, T, H, K).to(dtype), randn(B, T, H, K).to(dtype), randn(B, T, H, V).to(dtype)
+    u = torch.rand(B, T, H, generator=gen, device=DEVICE)
+    g = {"moderate": F.logsigmoid(u), "strong": -40.0 * u ** 3, "zero": torch.zeros_like(u)}[gates]
+    beta = torch.sigmoid(randn(B, T, H))
+    h0 = 0.5 * randn(B, H, K, V) if with_h0 else None
+    return q, k, v, g, beta, h0
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-300)).item()
+
+
+def run(fn, q, k, v, g, beta, h0, do, dht, use_qk_l2norm, dtype=None):
+    """Forward and backward of fn on copies of the inputs (cast to dtype if given); returns outputs and grads."""
+    leaves = [x.detach().to(dtype or x.dtype).requires_grad_() for x in (q, k, v, g, beta)]
+    h0_leaf = None if h0 is None else h0.detach().to(dtype or h0.dtype).requires_grad_()
+    o, ht = fn(*leaves, initial_state=h0_leaf, output_final_state=dht is not None, use_qk_l2norm=use_qk_l2norm)
+    loss = (o.double() * do.double()).sum()
+    if dht is not None:
+        loss = loss + (ht.double() * dht.double()).sum()
+    loss.backward()
+    grads = [x.grad for x in leaves] + ([h0_leaf.grad] if h0 is not None else [])
+    return o, ht, grads
+
+
+def check(B, T, H, K, V, dtype, gates="moderate", use_qk_l2norm=True, with_h0=True, with_ht=True, seed=0,
+          reference=naive_recurrent_gated_delta_rule):
+    q, k, v, g, beta, h0 = make_inputs(B, T, H, K, V, dtype, gates, seed, with_h0)
+    gen = torch.Generator(device=DEVICE).manual_seed(seed + 1)
+    do = torch.randn(B, T, H, V, generator=gen, device=DEVICE).to(dtype)
+    dht = torch.randn(B, H, K, V, generator=gen, device=DEVICE) if with_ht else None
+
+    o, ht, grads = run(triton_chunk_gated_delta_rule, q, k, v, g, beta, h0, do, dht, use_qk_l2norm)
+    ro, rht, rgrads = run(reference, q, k, v, g, beta, h0, do, dht, use_qk_l2norm, dtype=torch.float64)
+
+    names = ["o"] + (["ht"] if with_ht else []) + ["dq", "dk", "dv", "dg", "dbeta"] + (["dh0"] if with_h0 else [])
+    got = [o] + ([ht] if with_ht else []) + grads
+    ref = [ro] + ([rht] if with_ht else []) + rgrads
+    tol = TOL[dtype]
+    errors = {}
+    for name, x, r in zip(names, got, ref):
+        assert x is not None and x.shape == r.shape, f"{name}: shape {None if x is None else x.shape} vs {r.shape}"
+        assert torch.isfinite(x).all(), f"{name} has NaN/inf"
+        errors[name] = rel_err(x, r)
+    print(f"\n[{B},{T},{H},{K},{V}] {dtype} gates={gates} l2={use_qk_l2norm}: "
+          + " ".join(f"{n}={e:.1e}" for n, e in errors.items()))
+    bad = {n: e for n, e in errors.items() if not e <= tol}
+    assert not bad, f"relative error over {tol:g}: " + ", ".join(f"{n}={e:.2e}" for n, e in bad.items())
+    assert o.dtype == q.dtype and grads[0].dtype == q.dtype and grads[3].dtype == g.dtype
+
+
+# Tiny shapes: every branch (T = 1, one exact chunk, a ragged last chunk, 3 chunks, head dims that are not powers
+# of two, K over one 64-wide tile, no L2 norm, no initial/final state, zero and strong gates, bf16).
+TINY = [
+    pytest.param(dict(B=2, T=70, H=2, K=32, V=16, dtype=torch.float32), id="fp32-T70-K32-V16"),
+    pytest.param(dict(B=2, T=1, H=1, K=16, V=16, dtype=torch.float32, use_qk_l2norm=False, with_h0=False,
+                      with_ht=False), id="fp32-T1-no-l2-no-state"),
+    pytest.param(dict(B=1, T=130, H=1, K=24, V=40, dtype=torch.float32, gates="strong"), id="fp32-T130-K24-V40-strong"),
+    pytest.param(dict(B=1, T=64, H=1, K=80, V=24, dtype=torch.float32, gates="zero"), id="fp32-T64-K80-zero-gates"),
+    pytest.param(dict(B=1, T=70, H=2, K=32, V=32, dtype=torch.bfloat16), id="bf16-T70-K32-V32"),
+]
+
+
+@pytest.mark.parametrize("case", TINY)
+def test_tiny_shapes_match_float64_recurrence(case):
+    check(**case)
+
+
+def test_no_grad_forward_matches_and_saves_nothing():
+    """Under no_grad the forward skips the tensors saved for the backward; the output must not change."""
+    q, k, v, g, beta, h0 = make_inputs(1, 70, 1, 16, 16, torch.float32, "moderate", 3, True)
+    o_grad, ht_grad = triton_chunk_gated_delta_rule(q, k, v, g, beta, initial_state=h0.requires_grad_(),
+                                                    output_final_state=True, use_qk_l2norm=True)
+    with torch.no_grad():
+        o, ht = triton_chunk_gated_delta_rule(q, k, v, g, beta, initial_state=h0, output_final_state=True,
+                                              use_qk_l2norm=True)
+    assert torch.equal(o, o_grad.detach()) and torch.equal(ht, ht_grad.detach())
+    assert triton_chunk_gated_delta_rule(q, k, v, g, beta)[1] is None
+
+
+# GPU only: the benchmark shapes (benchmarks/kernels.py) and a ragged one, in bf16 (as trained) and fp32.
+# Reference: the recurrence where its autograd graph fits; above that the chunked PyTorch path in float64
+# (itself tested against the recurrence in tests/gdn/test_ops.py), at B <= 2.
+GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
+              (2, 16384, 16, 128, 128), (3, 1000, 4, 48, 80)]
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_benchmark_shapes_match_float64_reference(shape, dtype):
+    B, T, H, K, V = shape
+    recurrence_bytes = 4 * 8 * B * H * K * V * T                   # states its autograd graph keeps
+    reference = naive_recurrent_gated_delta_rule if recurrence_bytes < 8e9 else chunk_gated_delta_rule
+    if reference is chunk_gated_delta_rule:
+        B = min(B, 2)
+    check(B, T, H, K, V, dtype, reference=reference)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_auto_backend_is_triton_on_cuda():
+    from gdn.ops.dispatch import resolve_backend
+    if os.environ.get("DELTAMU_GDN_BACKEND"):
+        pytest.skip("DELTAMU_GDN_BACKEND overrides auto")
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"
