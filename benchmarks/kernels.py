@@ -211,38 +211,35 @@ def main() -> None:
         """Seconds the next cell may take: the cell timeout, cut to what is left before the deadline."""
         return min(args.cell_timeout, args.deadline - (time.perf_counter() - start))
 
-    for shape in shapes:
-        for impl in args.impls.split(","):
-            if budget() < 20:
-                print(f"{shape} {impl}: skipped, past the deadline", flush=True)
-                continue
-            t0 = time.perf_counter()
-            records, why = run_cell(["kernel", ",".join(map(str, shape)), impl], budget())
-            cell = dict(shape=shape, impl=impl, error=why, seconds=time.perf_counter() - t0,
+    # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
+    impls = args.impls.split(",")
+    cells = [("kernel", shape, impl) for impl in ("ours", "fla") if impl in impls for shape in shapes]
+    if not args.no_model:
+        cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]
+    cells += [("kernel", shape, "chunk") for shape in shapes if "chunk" in impls]
+    for kind, what, impl in cells:
+        name = f"{what} {impl}" if kind == "kernel" else f"model d={what} {impl}"
+        if budget() < 20:
+            print(f"{name}: skipped, past the deadline", flush=True)
+            continue
+        t0 = time.perf_counter()
+        records, why = run_cell([kind, ",".join(map(str, what)) if kind == "kernel" else str(what), impl], budget())
+        if kind == "kernel":
+            cell = dict(shape=what, impl=impl, error=why, seconds=time.perf_counter() - t0,
                         **{r["metric"]: r for r in records})
             results["kernels"].append(cell)
-            (out / "kernels.json").write_text(json.dumps(results, indent=1))
             m = {k: v["value"] for k, v in cell.items() if isinstance(v, dict) and "value" in v}
-            print(f"{shape} {impl:5s} fwd {m.get('fwd_ms', float('nan')):8.3f} ms  fwd+bwd "
-                  f"{m.get('fwdbwd_ms', float('nan')):8.3f} ms  err o {m.get('err_o', float('nan')):.1e} "
-                  f"dg {m.get('err_dg', float('nan')):.1e}  ({cell['seconds']:.0f} s){'  FAILED: ' + why if why else ''}",
+            print(f"{name:32s} fwd {m.get('fwd_ms', float('nan')):8.3f} ms  fwd+bwd {m.get('fwdbwd_ms', float('nan')):8.3f}"
+                  f" ms  err o {m.get('err_o', float('nan')):.1e} dg {m.get('err_dg', float('nan')):.1e}"
+                  f"  ({cell['seconds']:.0f} s){'  FAILED: ' + why if why else ''}", flush=True)
+        else:
+            rec = records[0] if records else {}
+            results["model"].append(dict(width=what, backend=impl, error=why, seconds=time.perf_counter() - t0, **rec))
+            print(f"{name:32s} {rec.get('tokens_per_s', float('nan')):10.0f} tokens/s  loss "
+                  f"{rec.get('loss_first', float('nan')):.3f} -> {rec.get('loss_last', float('nan')):.3f} "
+                  f"{rec.get('status', '')}  ({time.perf_counter() - t0:.0f} s){'  FAILED: ' + why if why else ''}",
                   flush=True)
-
-    if not args.no_model:
-        for width in MODEL_WIDTHS:
-            for backend in ("triton", "chunk"):
-                if budget() < 20:
-                    print(f"model d={width} {backend}: skipped, past the deadline", flush=True)
-                    continue
-                t0 = time.perf_counter()
-                records, why = run_cell(["model", str(width), backend], budget())
-                rec = records[0] if records else {}
-                results["model"].append(dict(width=width, backend=backend, error=why,
-                                             seconds=time.perf_counter() - t0, **rec))
-                (out / "kernels.json").write_text(json.dumps(results, indent=1))
-                print(f"model d={width} {backend:6s} {rec.get('tokens_per_s', float('nan')):10.0f} tokens/s "
-                      f"loss {rec.get('loss_first', float('nan')):.3f} -> {rec.get('loss_last', float('nan')):.3f} "
-                      f"{rec.get('status', '')}{'  FAILED: ' + why if why else ''}", flush=True)
+        (out / "kernels.json").write_text(json.dumps(results, indent=1))
 
     print(table(results))
     (out / "kernels.md").write_text(table(results))
