@@ -287,14 +287,18 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
     summaries = []
     for (arm, horizon), recs in sorted(by.items()):
         widths = sorted({r["width"] for r in recs if r["kind"] == "grid"})
-        oms = [r["output_mult"] for r in recs if r["kind"] == "transfer"] or [r["output_mult"] for r in recs]
-        om = oms[0]
         base = widths[0]
+        # the carried output multiplier: the one the wider widths (or the transfer trials) ran with
+        oms = [r["output_mult"] for r in recs if r["kind"] == "transfer" or r["width"] != base]
+        om = oms[0] if oms else min({r["output_mult"] for r in recs},
+                                    key=lambda m: min(_grid_means([r for r in recs if r["output_mult"] == m]).values()))
         s = ArmSummary(arm, horizon, om)
         base_fit = _fit(recs, base, om)
         for w in widths:
             fit = _fit(recs, w, om)
             grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and r["output_mult"] == om]
+            if not grid:
+                continue
             best = min(_grid_means(grid).values())
             transfer = [_loss(r) for r in recs if r["kind"] == "transfer" and r["width"] == w]
             row = {"width": w, "argmin_lr": fit.lr if fit else math.nan,

@@ -98,7 +98,7 @@ class Parametrization:
     name: str
     rules: dict[Role, Rule]
     readout: Readout
-    o_mult: bool                    # fla's o_t x sqrt(head_k_dim) before the head RMSNorm (paper section 4)
+    o_mult: bool                    # fla's o_t x sqrt(d / d0) before the head RMSNorm (paper section 4)
     output_mult: float = 1.0        # a constant logit multiplier tuned at the base width and carried as is
     description: str = ""
 
@@ -126,11 +126,12 @@ class Parametrization:
     def logit_multiplier(self, width_mult: float) -> float:
         return self.output_mult * width_mult ** self.readout.logit_exp
 
-    def o_multiplier(self, head_k_dim: int) -> float:
+    def o_multiplier(self, head_k_dim: int, base_head_k_dim: int) -> float:
         """The factor on o_t = S_t^T q_hat (unit-norm q): the gated delta rule kernel's `scale` argument.
-        fla's default is head_k_dim^-1/2, under which o_t shrinks as d^-1/2 (measured); the paper's fix multiplies
-        that o_t by sqrt(d), so the factor becomes 1."""
-        return 1.0 if self.o_mult else head_k_dim ** -0.5
+        fla's default is head_k_dim^-1/2, under which o_t shrinks as d^-1/2 on the head_dim axis; the paper's fix
+        multiplies that o_t by sqrt(d / d0), i.e. holds the scale at the base width's. Only the RMSNorm's eps sees
+        this factor, but it sees it: at the base width the two differ by ~2 % of loss (docs/transfer.md)."""
+        return (base_head_k_dim if self.o_mult else head_k_dim) ** -0.5
 
     def to_dict(self) -> dict:
         return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult}

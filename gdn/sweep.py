@@ -139,6 +139,7 @@ def recommend(result: SweepResult, target_width: int) -> dict:
     opt = cfg.optimizer
     lr = result.optimum.lr
     _, K, _ = target.heads_and_dims()
+    _, K_base, _ = proxy.heads_and_dims()
     patterns = _role_patterns()
     roles = [r for r in Role if r is not Role.READOUT] + ([] if p.readout.tied else [Role.READOUT])
     groups = []
@@ -172,7 +173,7 @@ def recommend(result: SweepResult, target_width: int) -> dict:
         "groups": groups,
         "forward_multipliers": {
             "logits": p.logit_multiplier(m),
-            "gdn_scale": p.o_multiplier(K),     # the `scale` argument of (fla's) chunk_gated_delta_rule
+            "gdn_scale": p.o_multiplier(K, K_base),   # the `scale` argument of (fla's) chunk_gated_delta_rule
         },
         "target_model": {**target.shapes(), "num_params": count_params(target)},
         "proxy_model": {**proxy.shapes(), "num_params": count_params(proxy)},

@@ -150,9 +150,11 @@ class TrialCancelled(Exception):
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if resolved.type == "cuda":
+        # float32 matmuls outside autocast (the chunked gated delta rule) may use TF32, as fla's kernels do
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return resolved
 
 
 def build_model(config: SweepConfig, width: int, seed: int) -> tuple[GDNModel, Parametrization, float]:
@@ -161,7 +163,8 @@ def build_model(config: SweepConfig, width: int, seed: int) -> tuple[GDNModel, P
     model_config = config.model_at(width)
     width_mult = width / config.base_width
     _, K, _ = model_config.heads_and_dims()
-    mult = ForwardMultipliers(logits=p.logit_multiplier(width_mult), o=p.o_multiplier(K))
+    _, K_base, _ = config.model_at(config.base_width).heads_and_dims()
+    mult = ForwardMultipliers(logits=p.logit_multiplier(width_mult), o=p.o_multiplier(K, K_base))
     model = GDNModel(model_config, mult)
     p.init_(model, width_mult, generator=torch.Generator().manual_seed(seed))
     return model, p, width_mult

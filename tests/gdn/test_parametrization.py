@@ -84,8 +84,9 @@ def test_multipliers_at_m4_follow_the_closed_form():
     code = get_parametrization("mup-paper-code")
     assert code.lr_multiplier(Role.CONV, "adamw", 4) == pytest.approx(1 / 4)
     assert code.lr_multiplier(Role.NORM, "adamw", 4) == pytest.approx(1 / 4)
-    assert code.o_multiplier(32) == pytest.approx(32 ** -0.5)
-    assert mup.o_multiplier(32) == pytest.approx(1.0)
+    assert code.o_multiplier(128, 32) == pytest.approx(128 ** -0.5)   # fla's default, shrinking with width
+    assert mup.o_multiplier(128, 32) == pytest.approx(32 ** -0.5)     # held at the base width's
+    assert mup.o_multiplier(32, 32) == code.o_multiplier(32, 32)
     assert get_parametrization("mup", "tied-scaled").logit_multiplier(4) == pytest.approx(1 / 4)
     assert get_parametrization("mup", "tied").logit_multiplier(4) == pytest.approx(1)
     assert get_parametrization("mup", "tied", output_mult=3.0).logit_multiplier(4) == pytest.approx(3)
