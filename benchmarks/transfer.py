@@ -83,8 +83,9 @@ class Scale:
 SCALES = {
     "tiny": Scale(widths=(32, 64), depth=1, seq_len=32, batch_size=4, horizons=(20,), seeds=(0,), eval_batches=2,
                   arms=("adamw-sp", "adamw-mup"), grid_points=3),
-    "cpu": Scale(widths=(32, 64, 128, 256), depth=2, seq_len=64, batch_size=16, horizons=(300, 1200),
-                 seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
+    "cpu": Scale(widths=(32, 64, 128, 256), depth=2, seq_len=64, batch_size=8, horizons=(250, 1000),
+                 seeds=(0, 1), eval_batches=16, grid_points=5,
+                 arms=("adamw-sp", "adamw-mup-alpha", "adamw-mup-tied", "sgd-sp", "sgd-mup")),
     "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(250, 1000),
                  seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
 }
