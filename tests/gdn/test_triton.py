@@ -99,7 +99,8 @@ TINY = [
                       with_ht=False), id="fp32-T1-no-l2-no-state"),
     pytest.param(dict(B=1, T=130, H=1, K=24, V=40, dtype=torch.float32, gates="strong"), id="fp32-T130-K24-V40-strong"),
     pytest.param(dict(B=1, T=64, H=1, K=80, V=24, dtype=torch.float32, gates="zero"), id="fp32-T64-K80-zero-gates"),
-    pytest.param(dict(B=1, T=70, H=2, K=32, V=32, dtype=torch.bfloat16), id="bf16-T70-K32-V32"),
+    pytest.param(dict(B=1, T=70, H=2, K=32, V=32, dtype=torch.bfloat16), id="bf16-T70-K32-V32"),   # split-bf16 products
+    pytest.param(dict(B=1, T=70, H=1, K=48, V=24, dtype=torch.bfloat16, gates="strong"), id="bf16-T70-K48-V24-tf32"),
 ]
 
 

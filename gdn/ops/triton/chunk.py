@@ -29,6 +29,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
+# Split-bf16 products of input tiles with fp32 tiles (see _dot_input) up to this K; TF32 above. On Triton 3.6 / H100
+# the split form is validated at K = 32 (forward and backward); at K >= 64 it crashed the forward state pass
+# (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
+SPLIT_MAX_K = 32
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
@@ -82,7 +86,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         q, k, w, u, Aqk, Gcum, rq, rk, initial_state if initial_state is not None else w, o, h, vn,
         ht if ht is not None else w, scale, T,
         H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
-        STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, num_warps=NUM_WARPS["state_fwd"],
+        STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K,
+        num_warps=NUM_WARPS["state_fwd"],
         num_stages=NUM_STAGES["state_fwd"])
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
@@ -104,7 +109,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
         q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
         scale, T, H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
-        STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS["state_bwd"],
+        STORE_DH0=has_h0, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["state_bwd"],
         num_stages=NUM_STAGES["state_bwd"])
 
     dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
@@ -116,7 +121,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     _chunk_grad_kernel[(NT, B * H)](
         q, k, v, g, beta, do, h, dh, vn, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scratch, scale, T,
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
-        num_warps=NUM_WARPS["grad"], num_stages=NUM_STAGES["grad"])
+        SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["grad"], num_stages=NUM_STAGES["grad"])
     return dq, dk, dv, dg, dbeta, dh0
 
 

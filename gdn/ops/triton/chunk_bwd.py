@@ -34,6 +34,7 @@ def _chunk_state_bwd_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -72,9 +73,9 @@ def _chunk_state_bwd_kernel(
             q_scale *= tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
             k_scale *= tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
 
-        dvn_t = _dot(aT_t, do_t, PRECISION) + k_scale[:, None] * _dot_input(k_t, dS, PRECISION)
+        dvn_t = _dot(aT_t, do_t, PRECISION) + k_scale[:, None] * _dot_input(k_t, dS, PRECISION, SPLIT)
         tl.store(dvn + row0 * V + rv_off, dvn_t, mask=mv)
-        dS = dS * tl.exp(G_end) + _dot_input(qT_t, do_t * q_scale[:, None], PRECISION) \
+        dS = dS * tl.exp(G_end) + _dot_input(qT_t, do_t * q_scale[:, None], PRECISION, SPLIT) \
             - _dot(wT_t, dvn_t, PRECISION)
     if STORE_DH0:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + kv_off, dS, mask=kv_ok)
@@ -89,7 +90,7 @@ def _chunk_grad_kernel(
     scratch,                             # fp32, 2 * BT * BT floats per program
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     # The passes are ordered so that few fp32 [BT, BT] tiles are live at once (each is 32 registers a thread at
     # 4 warps); [BT, K] products go through global scratch (L2), [BT, BT] ones through this program's scratch.
@@ -124,7 +125,7 @@ def _chunk_grad_kernel(
             dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
             S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
             dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
-            dqi_t += _dot_input(do_t, tl.trans(S_t), PRECISION)
+            dqi_t += _dot_input(do_t, tl.trans(S_t), PRECISION, SPLIT)
             dw_t -= _dot(dvn_t, tl.trans(S_t), PRECISION)
             dkt_t += _dot(vn_t, tl.trans(dS_t), PRECISION)
             sdS += tl.sum(tl.sum(S_t * dS_t, 1), 0)
@@ -146,7 +147,7 @@ def _chunk_grad_kernel(
         vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
         dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
         v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
-        dP += _dot_input(do_t, tl.trans(vn_t), PRECISION)
+        dP += _dot_input(do_t, tl.trans(vn_t), PRECISION, SPLIT)
         dTu += _dot(dvn_t, tl.trans(v_t.to(tl.float32)), PRECISION)
 
     # 3. per K tile: norms, K K^T, Q K^T and the row products with step 1's tiles

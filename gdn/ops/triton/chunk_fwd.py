@@ -38,11 +38,15 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _dot_input(a, b, PRECISION: tl.constexpr):
-    """a @ b for an input tile a (bf16, fp16 or fp32, as loaded) and an fp32 b. For bf16 a, b is split into bf16 high
-    and low parts: the product keeps ~16 mantissa bits of b (TF32 keeps 10), runs on the bf16 tensor cores, and a
-    stays in shared memory instead of being widened to fp32 in registers (the main cause of spills here)."""
-    if a.dtype == tl.bfloat16:
+def _dot_input(a, b, PRECISION: tl.constexpr, SPLIT: tl.constexpr):
+    """a @ b for an input tile a (bf16, fp16 or fp32, as loaded) and an fp32 b.
+
+    SPLIT (bf16 a only): b is split into bf16 high and low parts, so the product keeps ~16 mantissa bits of b (TF32
+    keeps 10), runs on the bf16 tensor cores, and a stays in shared memory instead of being widened to fp32 in
+    registers. On Triton 3.6 / H100 this gave illegal memory accesses and NaN in the forward state pass once a
+    transposed bf16 tile [K, 64] with K >= 64 is the A operand; it is validated only for K <= 32 (see chunk.py).
+    Otherwise a is widened to fp32 and the product runs in PRECISION (TF32 for 16-bit inputs)."""
+    if a.dtype == tl.bfloat16 and SPLIT:
         b_hi = b.to(tl.bfloat16)
         b_lo = (b - b_hi.to(tl.float32)).to(tl.bfloat16)
         c = _dot(a, b_hi, PRECISION) + _dot(a, b_lo, PRECISION)
@@ -172,7 +176,7 @@ def _chunk_state_fwd_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKP: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE_FOR_BWD: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -212,10 +216,10 @@ def _chunk_state_fwd_kernel(
             k_scale *= tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
 
         vn_t = u_t - _dot(w_t, S, PRECISION)
-        o_t = q_scale[:, None] * _dot_input(q_t, S, PRECISION) + _dot(a_t, vn_t, PRECISION)
+        o_t = q_scale[:, None] * _dot_input(q_t, S, PRECISION, SPLIT) + _dot(a_t, vn_t, PRECISION)
         tl.store(o + row0 * V + rv_off, o_t.to(o.dtype.element_ty), mask=mv)
         if SAVE_FOR_BWD:
             tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
-        S = S * tl.exp(G_end) + _dot_input(kT_t, vn_t * k_scale[:, None], PRECISION)
+        S = S * tl.exp(G_end) + _dot_input(kT_t, vn_t * k_scale[:, None], PRECISION, SPLIT)
     if STORE_FINAL:
         tl.store(ht + i_bh.to(tl.int64) * K * V + kv_off, S, mask=kv_ok)
