@@ -35,8 +35,16 @@ def _load_triton() -> tuple[Callable | None, str]:
     return triton_chunk_gated_delta_rule, ""
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend a call with `backend` on `device` runs: "chunk", "naive" or "triton"."""
+# Where "auto" may pick the Triton kernels: the head dims whose forward and every gradient have been checked
+# against the float64 recurrence on an H100 (tests/gdn/test_triton.py, docs/benchmarks.md). Elsewhere "auto" takes
+# the chunked path until that check has run; an explicit backend="triton" is always honoured.
+TRITON_VALIDATED_MAX_K = {torch.bfloat16: 32, torch.float16: 32, torch.float32: 64}
+
+
+def resolve_backend(backend: str, device: torch.device, head_k_dim: int | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+    """The backend a call with `backend` on `device` runs: "chunk", "naive" or "triton". With the call's head_k_dim
+    and dtype, "auto" picks Triton only where it is validated on the GPU (TRITON_VALIDATED_MAX_K)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -50,6 +58,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if triton_fn is None:
             warnings.warn(f"gdn.ops.triton is not importable ({why}); the gated delta rule runs on the chunked "
                           "PyTorch path", RuntimeWarning, stacklevel=3)
+            return "chunk"
+        if head_k_dim is not None and head_k_dim > TRITON_VALIDATED_MAX_K.get(dtype, 0):
             return "chunk"
         return "triton"
     if backend == "triton" and _load_triton()[0] is None:
@@ -127,7 +137,7 @@ def gated_delta_rule(
     _check_inputs(q, k, v, g, beta, initial_state)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    name = resolve_backend(backend, q.device)
+    name = resolve_backend(backend, q.device, q.shape[-1], q.dtype)
     if name == "triton":
         impl = _load_triton()[0]
     else:
