@@ -227,29 +227,31 @@ class Study:
         return [self.job(arm, horizon, width, "grid", lattice(k), s, om) for k in new for s in self.scale.seeds]
 
     def run_study(self) -> None:
+        """Horizon by horizon (the short one first, so a partial run still covers every width), width by width."""
+        for horizon in self.scale.horizons:
+            self.run_horizon(horizon)
+
+    def run_horizon(self, h: int) -> None:
         scale = self.scale
         arms = [ARMS[a] for a in scale.arms]
         base = scale.widths[0]
-        # base width: every arm, every horizon, every output multiplier candidate
-        print(f"width {base} (base)", flush=True)
+        # base width: every arm, every output multiplier candidate
+        print(f"horizon {h}, width {base} (base)", flush=True)
         self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr))
-                          for arm in arms for h in scale.horizons for om in arm.output_mults])
-        chosen = {(arm.name, h): self.best_output_mult(arm, h) for arm in arms for h in scale.horizons}
-        previous = {key: nearest_k(self.fit(key[0], key[1], base, om).log2_lr) for key, om in chosen.items()}
+                          for arm in arms for om in arm.output_mults])
+        chosen = {arm.name: self.best_output_mult(arm, h) for arm in arms}
+        previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
         for width in scale.widths[1:]:
-            print(f"width {width}", flush=True)
-            self.sweep_width([(arm, h, width, chosen[arm.name, h], previous[arm.name, h])
-                              for arm in arms for h in scale.horizons])
-            previous = {(arm.name, h): nearest_k(self.fit(arm.name, h, width, chosen[arm.name, h]).log2_lr)
-                        for arm in arms for h in scale.horizons}
+            print(f"horizon {h}, width {width}", flush=True)
+            self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in arms])
+            previous = {arm.name: nearest_k(self.fit(arm.name, h, width, chosen[arm.name]).log2_lr) for arm in arms}
         # transfer trials: every width at the base width's fitted optimum
         jobs = []
         for arm in arms:
-            for h in scale.horizons:
-                om = chosen[arm.name, h]
-                lr = self.fit(arm.name, h, base, om).lr
-                jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in scale.widths for s in scale.seeds]
-        print("transfer trials", flush=True)
+            om = chosen[arm.name]
+            lr = self.fit(arm.name, h, base, om).lr
+            jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in scale.widths for s in scale.seeds]
+        print(f"horizon {h}, transfer trials", flush=True)
         self.run(jobs)
 
     def best_output_mult(self, arm: Arm, horizon: int) -> float:
