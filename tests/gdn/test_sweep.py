@@ -12,7 +12,8 @@ from gdn.config import GDNConfig
 from gdn.model import GDNModel
 from gdn.optim import OptimizerSpec
 from gdn.parametrization import Role, get_parametrization
-from gdn.sweep import Optimum, SweepResult, fit_optimum, lr_grid, lr_grid_around, param_groups, recommend
+from gdn.sweep import (Optimum, SweepResult, TransferSummary, fit_optimum, grid_step_log2, lr_grid, lr_grid_around,
+                       param_groups, recommend, transfer_summary)
 from gdn.train import SweepConfig
 
 
@@ -128,3 +129,112 @@ def test_param_groups_for_our_model_and_an_fla_named_one():
     stray.bonus = nn.Parameter(torch.zeros(2))
     with pytest.raises(KeyError, match="bonus"):
         param_groups(stray, rec)
+
+
+# --- transfer_summary: a study of one LR grid at several widths ----------------------------------------------
+
+def _study(centres: dict, curvature=0.3, grid=None, seeds=(0,)):
+    """Trials whose loss is an exact parabola in log2 lr per width: width -> (x0, floor)."""
+    grid = grid or lr_grid(2 ** -11, 2 ** -5, 7)
+    widths, lrs, losses, seed_of = [], [], [], []
+    for w, (x0, floor) in centres.items():
+        for lr in grid:
+            for s in seeds:
+                widths.append(w), lrs.append(lr), seed_of.append(s)
+                losses.append(curvature * (math.log2(lr) - x0) ** 2 + floor)
+    return widths, lrs, losses, seed_of
+
+
+def test_grid_step_of_ranged_and_explicit_grids():
+    assert grid_step_log2(lr_grid(1e-3, 1.6e-2, 5)) == pytest.approx(1.0)
+    assert grid_step_log2(lr_grid_around(1e-2, 6, step_log2=0.5)) == pytest.approx(0.5)
+    assert grid_step_log2([1e-3, 2e-3, 4e-3, 3.2e-2]) == pytest.approx(1.0)     # median of 1, 1, 3
+    assert grid_step_log2([1e-3, 1e-3]) is None
+
+
+def test_transfer_summary_of_known_parabolas():
+    """Shifts, losses at the base lr* and regrets equal their closed forms; the base width's regret is 0."""
+    rng = random.Random()
+    for _ in range(10):
+        centres = {64: (rng.uniform(-8.4, -7.6), 3.0), 128: (rng.uniform(-8.4, -7.6), 2.8),
+                   256: (rng.uniform(-8.4, -7.6), 2.6)}
+        a = rng.uniform(0.05, 0.5)
+        s = transfer_summary(*_study(centres, a), base_width=64)
+        x_base = centres[64][0]
+        assert s.base_width == 64 and s.grid_step_log2 == pytest.approx(1.0)
+        assert math.log2(s.base_lr) == pytest.approx(x_base, abs=1e-9)
+        assert [r.width for r in s.widths] == [64, 128, 256]
+        for r in s.widths:
+            x0, floor = centres[r.width]
+            assert r.optimum.log2_lr == pytest.approx(x0, abs=1e-9)
+            assert r.shift_steps == pytest.approx(x0 - x_base, abs=1e-9)
+            assert r.transfer_loss == pytest.approx(a * (x_base - x0) ** 2 + floor, abs=1e-9)
+            assert r.regret == pytest.approx(a * (x_base - x0) ** 2, abs=1e-9) and r.regret >= 0
+            assert r.regret_method == "parabola" and r.num_trials == 7
+        assert s.widths[0].regret == 0.0
+        shifts = [centres[w][0] - x_base for w in centres]
+        assert s.argmin_range_steps == pytest.approx(max(shifts) - min(shifts), abs=1e-9)
+        assert s.max_abs_shift_steps == pytest.approx(max(map(abs, shifts)), abs=1e-9)
+        assert s.argmin_within_one_step is True                     # centres lie within 0.8 of each other
+        assert s.loss_falls_with_width is (
+            a * (x_base - centres[128][0]) ** 2 + 2.8 < 3.0 and
+            a * (x_base - centres[256][0]) ** 2 + 2.6 < a * (x_base - centres[128][0]) ** 2 + 2.8)
+        assert not s.warnings and "interpolated" in s.regret_note
+        json.dumps(s.to_dict(), allow_nan=False)
+        assert TransferSummary.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_transfer_summary_flags_a_drifting_argmin_and_rising_loss():
+    """An argmin that moves 2.5 grid steps (a half-step grid): not within one step; the loss at the base lr* is
+    read between grid points when it lies outside the width's own bracket; the loss rose with width."""
+    grid = lr_grid_around(2 ** -8, 9, step_log2=0.5)
+    s = transfer_summary(*_study({32: (-8.0, 3.0), 64: (-6.75, 3.5)}, 0.2, grid), base_width=32)
+    wide = s.widths[1]
+    assert wide.shift_steps == pytest.approx(2.5, abs=1e-9) and s.grid_step_log2 == pytest.approx(0.5)
+    assert s.argmin_within_one_step is False and s.loss_falls_with_width is False
+    assert wide.regret_method == "grid-point"                  # lr* = 2^-8 is a grid point of width 64
+    assert wide.transfer_loss == pytest.approx(0.2 * 1.25 ** 2 + 3.5, abs=1e-12)
+    off_grid = transfer_summary(*_study({32: (-8.1, 3.0), 64: (-6.75, 3.5)}, 0.2, grid), base_width=32)
+    x, (lo, hi) = -8.1, (-8.5, -8.0)
+    t = (x - lo) / (hi - lo)
+    expected = (1 - t) * (0.2 * (lo + 6.75) ** 2 + 3.5) + t * (0.2 * (hi + 6.75) ** 2 + 3.5)
+    assert off_grid.widths[1].regret_method == "grid-linear"
+    assert off_grid.widths[1].transfer_loss == pytest.approx(expected, abs=1e-12)
+    assert off_grid.widths[1].regret == pytest.approx(expected - 3.5, abs=1e-9)
+
+
+def test_transfer_summary_with_seeds_fits_the_seed_means():
+    widths, lrs, losses, seeds = _study({64: (-8.0, 3.0), 128: (-7.5, 2.9)}, seeds=(0, 1))
+    noisy = [loss + (0.01 if s == 1 else -0.01) * (1 + k % 3) for k, (loss, s) in enumerate(zip(losses, seeds))]
+    s = transfer_summary(widths, lrs, noisy, seeds, base_width=64)
+    for r in s.widths:
+        own = [k for k, w in enumerate(widths) if w == r.width]
+        expected = fit_optimum([lrs[k] for k in own], [noisy[k] for k in own], [seeds[k] for k in own])
+        assert r.optimum == expected and sorted(r.optimum.per_seed_lr) == [0, 1]
+
+
+def test_transfer_summary_without_an_optimum_at_a_width():
+    """A width where every LR diverged has no optimum: the criteria are unknown (None), a warning says why; a
+    base LR next to a diverged LR of another width gives no loss there."""
+    widths, lrs, losses, seeds = _study({64: (-8.0, 3.0), 128: (-8.0, 2.9)})
+    losses = [math.nan if w == 128 else x for w, x in zip(widths, losses)]
+    s = transfer_summary(widths, lrs, losses, seeds, base_width=64)
+    wide = s.widths[1]
+    assert wide.optimum is None and "diverged" in wide.error and wide.regret is None
+    assert s.argmin_within_one_step is None and s.loss_falls_with_width is None
+    assert any("width 128" in w for w in s.warnings)
+    json.dumps(s.to_dict(), allow_nan=False)
+
+    widths, lrs, losses, seeds = _study({64: (-8.3, 3.0), 128: (-9.0, 2.9)})
+    losses = [math.inf if w == 128 and math.log2(lr) >= -8 else x for w, lr, x in zip(widths, lrs, losses)]
+    s = transfer_summary(widths, lrs, losses, seeds, base_width=64)
+    assert s.widths[1].optimum is not None and s.widths[1].transfer_loss is None
+    assert s.widths[1].regret_method is None and s.loss_falls_with_width is None
+    assert any("no loss at the base width's lr*" in w for w in s.warnings)
+
+
+def test_transfer_summary_refuses_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        transfer_summary([64], [1e-3, 2e-3], [1.0, 2.0], base_width=64)
+    with pytest.raises(ValueError, match="base width 32"):
+        transfer_summary([64, 64], [1e-3, 2e-3], [1.0, 2.0], base_width=32)
