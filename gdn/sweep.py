@@ -301,13 +301,14 @@ def _loss_at(xs: np.ndarray, ys: np.ndarray, x: float) -> tuple[float | None, st
 
 
 def transfer_summary(widths: Sequence[int], lrs: Sequence[float], losses: Sequence[float],
-                     seeds: Sequence[int] | None = None, *, base_width: int,
-                     grid_step: float | None = None) -> TransferSummary:
+                     seeds: Sequence[int] | None = None, *, base_width: int, grid_step: float | None = None,
+                     swept_widths: Sequence[int] = ()) -> TransferSummary:
     """A transfer study from its trials (one entry per trial: width, lr, final loss (nan/inf: diverged), seed).
 
     Each width gets its own optimum (fit_optimum); its argmin shift is counted in grid steps (`grid_step`, log2
     units; default: grid_step_log2 of the LRs given) from the base width's; its regret is its loss at the base
-    width's lr* (interpolated, see REGRET_NOTE) minus its own fitted best. A pure function."""
+    width's lr* (interpolated, see REGRET_NOTE) minus its own fitted best. A width of `swept_widths` without
+    trials here is reported without an optimum (and leaves the criteria unknown). A pure function."""
     n = len(widths)
     if not (len(lrs) == len(losses) == n and (seeds is None or len(seeds) == n)):
         raise ValueError("widths, lrs, losses and seeds must have the same length")
@@ -315,9 +316,9 @@ def transfer_summary(widths: Sequence[int], lrs: Sequence[float], losses: Sequen
     if base_width not in widths:
         raise ValueError(f"no trial at the base width {base_width}")
     step = grid_step if grid_step is not None else grid_step_log2(lrs)
-    trials_of: dict[int, list[int]] = defaultdict(list)
+    trials_of: dict[int, list[int]] = {w: [] for w in swept_widths}
     for k, w in enumerate(widths):
-        trials_of[w].append(k)
+        trials_of.setdefault(w, []).append(k)
 
     optima: dict[int, Optimum | None] = {}
     errors: dict[int, str | None] = {}

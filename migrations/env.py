@@ -1,5 +1,7 @@
 """Alembic environment: the URL from service.settings (unless the caller set sqlalchemy.url), the metadata from
-service.models. SQLite gets batch mode so later ALTERs work there too."""
+service.models. SQLite gets batch mode so later ALTERs work there too, with foreign keys off while it migrates:
+batch mode copies a table, drops it and renames the copy, and with foreign keys on that drop would first delete
+the table's rows and cascade to every table that references it (trials -> curve_points)."""
 from __future__ import annotations
 
 from logging.config import fileConfig
@@ -32,6 +34,9 @@ def run_migrations_online() -> None:
     url = database_url()
     engine = make_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")   # outside a transaction, where it takes effect
+            connection.commit()
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=connection.dialect.name == "sqlite")
         with context.begin_transaction():

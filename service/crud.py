@@ -5,7 +5,8 @@ Concurrency rules, the same on PostgreSQL and SQLite:
 - every transaction that moves a trial to a terminal state, or cancels a job, first touches the job row
   (`_lock_job`): a row lock on PostgreSQL, the write lock on SQLite. So "is this the last trial?" is answered by one
   transaction at a time, and the optimum is computed exactly once, by whoever finishes the last trial;
-- a trial is claimed by a conditional UPDATE (PENDING -> RUNNING): a duplicate delivery updates nothing;
+- a trial is claimed by a conditional UPDATE (PENDING -> RUNNING): a duplicate delivery updates nothing; a worker
+  that trains a pack claims each further trial of it by the same UPDATE;
 - terminal states never change: every transition is conditional on the state it leaves.
 """
 from __future__ import annotations
@@ -28,13 +29,14 @@ class JobFinished(Exception):
 
 # --- jobs ----------------------------------------------------------------------------------------------------
 
-def create_job(session: Session, *, spec: dict, sweep_config: dict, spec_sha256: str, grid: list[tuple[float, int]],
-               steps: int, created_by: int | None) -> Job:
-    """A QUEUED job and one PENDING trial per (lr, seed) of `grid`, in the caller's transaction."""
+def create_job(session: Session, *, spec: dict, sweep_config: dict, spec_sha256: str, widths: list[int],
+               grid: list[tuple[int, float, int]], steps: int, created_by: int | None) -> Job:
+    """A QUEUED job sweeping `widths` (the base width first) and one PENDING trial per (width, lr, seed) of
+    `grid`, in the caller's transaction."""
     job = Job(id=str(uuid.uuid4()), state=JobState.QUEUED, spec=spec, sweep_config=sweep_config,
-              spec_sha256=spec_sha256, num_points=len(grid), steps=steps, created_by=created_by)
-    job.trials = [Trial(point=i, lr=lr, seed=seed, attempt=1, state=TrialState.PENDING)
-                  for i, (lr, seed) in enumerate(grid)]
+              spec_sha256=spec_sha256, widths=list(widths), num_points=len(grid), steps=steps, created_by=created_by)
+    job.trials = [Trial(point=i, width=width, lr=lr, seed=seed, attempt=1, state=TrialState.PENDING)
+                  for i, (width, lr, seed) in enumerate(grid)]
     session.add(job)
     session.flush()
     return job
@@ -150,6 +152,7 @@ def cancel_job(session: Session, *, job_id: str) -> Job | None:
 class ClaimedTrial:
     trial_id: int
     job_id: str
+    width: int
     lr: float
     seed: int
     attempt: int
@@ -164,29 +167,52 @@ def claim_trial(session: Session, *, trial_id: int, worker: str) -> ClaimedTrial
     if job_id is None or not _lock_job(session, job_id):
         return None
     now = utcnow()
-    active_job = sa.select(Job.id).where(Job.id == job_id, Job.state.in_(JOB_ACTIVE))
-    claimed = session.execute(
-        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.PENDING, Trial.job_id.in_(active_job))
-        .values(state=TrialState.RUNNING, worker=worker, started_at=now, heartbeat_at=now)).rowcount
-    if claimed != 1:
+    if not _claim_locked(session, job_id=job_id, trial_id=trial_id, worker=worker, now=now):
         return None
     session.execute(sa.update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
                     .values(state=JobState.RUNNING, started_at=now))
-    trial = session.get(Trial, trial_id, populate_existing=True)
-    job = session.get(Job, job_id, populate_existing=True)
-    return ClaimedTrial(trial_id=trial.id, job_id=job.id, lr=trial.lr, seed=trial.seed, attempt=trial.attempt,
-                        sweep_config=job.sweep_config, spec=job.spec)
+    return _claimed(session, job_id, [trial_id])[0]
 
 
-def heartbeat(session: Session, *, trial_id: int, worker: str) -> bool:
-    """Touch the trial's heartbeat. False when the worker should stop: the trial is no longer RUNNING for this
-    worker (reaped), or its job is being cancelled."""
-    touched = session.execute(
-        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING, Trial.worker == worker)
-        .values(heartbeat_at=utcnow())).rowcount
-    if touched != 1:
+def count_pack_mates(session: Session, *, trial_id: int) -> int:
+    """PENDING trials that could share a pack with `trial_id`: of its job, at its width."""
+    lead = session.get(Trial, trial_id)
+    if lead is None:
+        return 0
+    return session.scalar(sa.select(sa.func.count()).where(
+        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.state == TrialState.PENDING)) or 0
+
+
+def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:
+    """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width, in grid order,
+    each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks finds them
+    taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
+    lead = session.get(Trial, trial_id)
+    if lead is None or limit < 1 or not _lock_job(session, lead.job_id):
+        return []
+    session.refresh(lead)
+    if lead.state != TrialState.RUNNING or lead.worker != worker:
+        return []
+    candidates = session.scalars(sa.select(Trial.id).where(
+        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.state == TrialState.PENDING)
+        .order_by(Trial.point, Trial.attempt).limit(limit)).all()
+    now = utcnow()
+    claimed = [t for t in candidates if _claim_locked(session, job_id=lead.job_id, trial_id=t, worker=worker, now=now)]
+    return _claimed(session, lead.job_id, claimed)
+
+
+def heartbeat(session: Session, *, trial_ids: list[int], worker: str) -> bool:
+    """Touch the heartbeat of the trials (one job's) this worker trains. False when the worker should stop: none
+    of them is RUNNING for this worker any more (reaped), or their job is being cancelled."""
+    if not trial_ids:
         return False
-    job_state = session.scalar(sa.select(Job.state).join(Trial, Trial.job_id == Job.id).where(Trial.id == trial_id))
+    touched = session.execute(
+        sa.update(Trial).where(Trial.id.in_(trial_ids), Trial.state == TrialState.RUNNING, Trial.worker == worker)
+        .values(heartbeat_at=utcnow())).rowcount
+    if touched < 1:
+        return False
+    job_state = session.scalar(sa.select(Job.state).join(Trial, Trial.job_id == Job.id)
+                               .where(Trial.id == trial_ids[0]))
     return job_state in JOB_ACTIVE
 
 
@@ -264,6 +290,21 @@ def _lock_job(session: Session, job_id: str) -> bool:
                            .execution_options(synchronize_session=False)).rowcount == 1
 
 
+def _claim_locked(session: Session, *, job_id: str, trial_id: int, worker: str, now: dt.datetime) -> bool:
+    """The conditional UPDATE that claims a trial: PENDING -> RUNNING, only while its job is active."""
+    active_job = sa.select(Job.id).where(Job.id == job_id, Job.state.in_(JOB_ACTIVE))
+    return session.execute(
+        sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.PENDING, Trial.job_id.in_(active_job))
+        .values(state=TrialState.RUNNING, worker=worker, started_at=now, heartbeat_at=now)).rowcount == 1
+
+
+def _claimed(session: Session, job_id: str, trial_ids: list[int]) -> list[ClaimedTrial]:
+    job = session.get(Job, job_id, populate_existing=True)
+    trials = [session.get(Trial, t, populate_existing=True) for t in trial_ids]
+    return [ClaimedTrial(trial_id=t.id, job_id=job.id, width=t.width, lr=t.lr, seed=t.seed, attempt=t.attempt,
+                         sweep_config=job.sweep_config, spec=job.spec) for t in trials]
+
+
 def _finish(session: Session, *, trial_id: int, worker: str, state: TrialState, values: dict) -> bool:
     job_id = session.scalar(sa.select(Trial.job_id).where(Trial.id == trial_id))
     if job_id is None or not _lock_job(session, job_id):
@@ -291,8 +332,8 @@ def _fail_locked(session: Session, *, job_id: str, trial_id: int, worker: str | 
     new_id = None
     trial = session.get(Trial, trial_id, populate_existing=True)
     if not cancelling and job_state in JOB_ACTIVE and trial.attempt < max_attempts:
-        retry = Trial(job_id=job_id, point=trial.point, lr=trial.lr, seed=trial.seed, attempt=trial.attempt + 1,
-                      retry_of=trial.id, state=TrialState.PENDING)
+        retry = Trial(job_id=job_id, point=trial.point, width=trial.width, lr=trial.lr, seed=trial.seed,
+                      attempt=trial.attempt + 1, retry_of=trial.id, state=TrialState.PENDING)
         session.add(retry)
         trial.retried = True
         session.flush()
@@ -320,17 +361,22 @@ def _settle(session: Session, job_id: str) -> None:
         return
     results = [t for t in current if t.state in TRIAL_RESULT]
     failed = sorted((t for t in current if t.state == TrialState.FAILED), key=lambda t: t.point)
+    multi_width = len(job.widths) > 1
     failed_note = ""
     if failed:
         failed_note = (f"{len(failed)} trial(s) failed after {max(t.attempt for t in failed)} attempt(s) and are "
-                       f"left out of the fit: " + ", ".join(f"lr {t.lr:.3g} seed {t.seed}" for t in failed))
-    from gdn.sweep import fit_optimum   # numpy only at call time; the API rarely gets here
+                       f"left out of the fit: " + ", ".join(
+                           (f"width {t.width} " if multi_width else "") + f"lr {t.lr:.3g} seed {t.seed}"
+                           for t in failed))
+    from gdn.sweep import fit_optimum, grid_step_log2, transfer_summary   # numpy at call time; rare in the API
+    base_width = job.widths[0]
+    base_results = [t for t in results if t.width == base_width]
     try:
-        if not results:
-            raise ValueError("no trial produced a result")
-        optimum = fit_optimum([t.lr for t in results],
-                              [t.final_val_loss if t.state == TrialState.COMPLETED else float("nan") for t in results],
-                              [t.seed for t in results]).to_dict()
+        if not base_results:
+            raise ValueError("no trial produced a result" + (f" at the base width {base_width}" if multi_width
+                                                              else ""))
+        optimum = fit_optimum([t.lr for t in base_results], [_final_loss(t) for t in base_results],
+                              [t.seed for t in base_results]).to_dict()
     except ValueError as e:
         job.state = JobState.FAILED
         job.error = "; ".join(filter(None, [str(e), failed_note]))
@@ -338,7 +384,20 @@ def _settle(session: Session, job_id: str) -> None:
     if failed_note:
         optimum["warnings"] = list(optimum.get("warnings", [])) + [failed_note]
     job.optimum = floats.encode(optimum)
+    if multi_width:
+        summary = transfer_summary([t.width for t in results], [t.lr for t in results],
+                                   [_final_loss(t) for t in results], [t.seed for t in results],
+                                   base_width=base_width, grid_step=grid_step_log2([t.lr for t in current]),
+                                   swept_widths=job.widths)
+        if failed_note:
+            summary.warnings.append(failed_note)
+        job.transfer = floats.encode(summary.to_dict())
     job.state = JobState.SUCCEEDED
+
+
+def _final_loss(trial: Trial) -> float:
+    """A trial's result as the fit takes it: its validation loss, NaN for a diverged trial."""
+    return trial.final_val_loss if trial.state == TrialState.COMPLETED else float("nan")
 
 
 # --- idempotency keys --------------------------------------------------------------------------------------

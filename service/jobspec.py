@@ -1,5 +1,6 @@
-"""A JobCreate -> what gdn and the database need: the SweepConfig, the (lr, seed) grid, the spec hash, and the
-deployment's limits checked with the reason spelled out. Pure: no database, no torch computation."""
+"""A JobCreate -> what gdn and the database need: the SweepConfig, the (width, lr, seed) grid, the spec hash, and
+the deployment's limits checked, over every width, with the reason spelled out. Pure: no database, no torch
+computation."""
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,8 @@ class JobRejected(ValueError):
 class PreparedJob:
     spec: dict                  # the request, normalised: defaults filled, `reuse` dropped
     sweep_config: dict          # SweepConfig.to_dict()
-    grid: list[tuple[float, int]]
+    widths: list[int]           # the base width first
+    grid: list[tuple[int, float, int]]   # (width, lr, seed)
     spec_sha256: str
     steps: int
 
@@ -38,13 +40,17 @@ def canonical_sha256(obj) -> str:
 
 def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     spec = job.model_dump(mode="json", exclude={"reuse"})
+    widths = job.all_widths
+    spec["widths"] = widths
     model = dict(spec["model"])
     if model.get("vocab_size") is None:
         model["vocab_size"] = job.data.vocab_size or BYTE_VOCAB
     _check_data_source(job.data.source, settings)
-    grid_size = (len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count) * len(job.seeds)
+    num_lrs = len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count
+    grid_size = len(widths) * num_lrs * len(job.seeds)
     if grid_size > settings.max_trials:     # before building the grid
-        raise JobRejected(f"{grid_size} trials (learning rates x seeds) exceed the limit of {settings.max_trials}")
+        raise JobRejected(f"{grid_size} trials (widths x learning rates x seeds) exceed the limit of "
+                          f"{settings.max_trials}")
     try:
         config = SweepConfig.from_dict({
             "model": model, "parametrization": job.parametrization, "readout": job.readout,
@@ -54,13 +60,21 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
                else lr_grid(job.lr_grid.min, job.lr_grid.max, job.lr_grid.count))
     except (ValueError, TypeError) as e:
         raise JobRejected(str(e)) from None
-    grid = [(lr, seed) for lr in lrs for seed in job.seeds]
-    _check_limits(config, len(grid), settings)
+    for width in widths[1:]:
+        try:
+            config.model_at(width)
+        except ValueError as e:
+            raise JobRejected(f"widths: {e}") from None
+    _check_limits(config, widths, len(lrs) * len(job.seeds), settings)
     sweep_config = config.to_dict()
-    digest = canonical_sha256({"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
-                               "sweep_config": sweep_config, "grid": grid, "log_every": job.log_every})
-    return PreparedJob(spec=spec, sweep_config=sweep_config, grid=grid, spec_sha256=digest,
-                       steps=config.schedule.steps)
+    identity = {"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
+                "sweep_config": sweep_config, "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
+                "log_every": job.log_every}
+    if len(widths) > 1:      # absent for one width, so a single-width job's hash is what it was before widths
+        identity["widths"] = widths
+    return PreparedJob(spec=spec, sweep_config=sweep_config, widths=widths,
+                       grid=[(width, lr, seed) for width in widths for lr in lrs for seed in job.seeds],
+                       spec_sha256=canonical_sha256(identity), steps=config.schedule.steps)
 
 
 def _check_data_source(source: str, settings: Settings) -> None:
@@ -75,14 +89,17 @@ def _check_data_source(source: str, settings: Settings) -> None:
         raise JobRejected(f"data source {source!r} does not exist on the server")
 
 
-def _check_limits(config: SweepConfig, num_trials: int, settings: Settings) -> None:
+def _check_limits(config: SweepConfig, widths: list[int], trials_per_width: int, settings: Settings) -> None:
+    """Every width's trials count: trials, the widest proxy's width and parameters, and the FLOPs of them all."""
     sched, model = config.schedule, config.model
+    num_trials = len(widths) * trials_per_width
+    widest = max(widths)
     checks = [
         (num_trials <= settings.max_trials,
-         f"{num_trials} trials (learning rates x seeds) exceed the limit of {settings.max_trials}"),
+         f"{num_trials} trials (widths x learning rates x seeds) exceed the limit of {settings.max_trials}"),
         (sched.steps <= settings.max_steps, f"{sched.steps} steps exceed the limit of {settings.max_steps}"),
-        (model.width <= settings.max_proxy_width,
-         f"proxy width {model.width} exceeds the limit of {settings.max_proxy_width}"),
+        (widest <= settings.max_proxy_width,
+         f"proxy width {widest} exceeds the limit of {settings.max_proxy_width}"),
         (model.depth <= settings.max_depth, f"depth {model.depth} exceeds the limit of {settings.max_depth}"),
         (sched.batch_size * sched.seq_len <= settings.max_tokens_per_step,
          f"batch_size x seq_len = {sched.batch_size * sched.seq_len} tokens per step exceed the limit of "
@@ -91,10 +108,13 @@ def _check_limits(config: SweepConfig, num_trials: int, settings: Settings) -> N
     for ok, reason in checks:
         if not ok:
             raise JobRejected(reason)
-    params = count_params(config.model_at(model.width))
+    params = count_params(config.model_at(widest))
     if params > settings.max_proxy_params:
-        raise JobRejected(f"the proxy has {params:.3g} parameters, above the limit of {settings.max_proxy_params:.3g}")
-    flops = num_trials * sched.steps * sched.batch_size * sched.seq_len * train_flops_per_token(model)
+        raise JobRejected(f"the proxy at width {widest} has {params:.3g} parameters, above the limit of "
+                          f"{settings.max_proxy_params:.3g}")
+    tokens = sched.steps * sched.batch_size * sched.seq_len
+    flops = trials_per_width * tokens * sum(train_flops_per_token(config.model_at(w)) for w in widths)
     if flops > settings.max_job_flops:
         raise JobRejected(f"the job needs about {flops:.3g} training FLOPs, above the limit of "
-                          f"{settings.max_job_flops:.3g} (days of GPU time): use fewer steps, trials or tokens")
+                          f"{settings.max_job_flops:.3g} (days of GPU time): use fewer steps, trials, widths or "
+                          f"tokens")

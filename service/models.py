@@ -1,4 +1,5 @@
-"""The tables: jobs -> trials (one row per attempt of one (lr, seed)) -> curve points; idempotency keys; API tokens.
+"""The tables: jobs -> trials (one row per attempt of one (width, lr, seed)) -> curve points; idempotency keys; API
+tokens.
 
 The schema changes only through Alembic revisions in migrations/. States are Enums shared by the DB and the API.
 """
@@ -108,9 +109,12 @@ class Job(Base):
     spec: Mapped[dict] = mapped_column(sa.JSON)                # the request body, normalised (defaults filled)
     sweep_config: Mapped[dict] = mapped_column(sa.JSON)        # gdn SweepConfig.to_dict()
     spec_sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
-    num_points: Mapped[int] = mapped_column(sa.Integer)        # learning rates x seeds
+    widths: Mapped[list] = mapped_column(sa.JSON)              # widths swept, the base (proxy) width first
+    num_points: Mapped[int] = mapped_column(sa.Integer)        # widths x learning rates x seeds
     steps: Mapped[int] = mapped_column(sa.Integer)             # training steps of one trial, for progress
-    optimum: Mapped[dict | None] = mapped_column(sa.JSON)      # gdn Optimum.to_dict(), non-finite floats encoded
+    optimum: Mapped[dict | None] = mapped_column(sa.JSON)      # the base width's gdn Optimum.to_dict(), non-finite
+                                                               # floats encoded
+    transfer: Mapped[dict | None] = mapped_column(sa.JSON)     # gdn TransferSummary.to_dict() of a multi-width job
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("api_tokens.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -126,12 +130,13 @@ class Job(Base):
 
 
 class Trial(Base):
-    """One attempt at one grid point (lr, seed). A retry after an infrastructure failure is a new row with
+    """One attempt at one grid point (width, lr, seed). A retry after an infrastructure failure is a new row with
     attempt + 1 and retry_of pointing at the failed one, whose `retried` turns true."""
     __tablename__ = "trials"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    point: Mapped[int] = mapped_column(sa.Integer)                 # index of (lr, seed) in the job's grid
+    point: Mapped[int] = mapped_column(sa.Integer)                 # index of (width, lr, seed) in the job's grid
+    width: Mapped[int] = mapped_column(sa.Integer)                 # the proxy's width in this trial
     lr: Mapped[float] = mapped_column(sa.Double)
     seed: Mapped[int] = mapped_column(sa.Integer)
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)

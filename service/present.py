@@ -4,7 +4,8 @@ from __future__ import annotations
 from service import floats
 from service.crud import TrialSummary
 from service.models import JOB_TERMINAL, TRIAL_TERMINAL, CurvePoint, Job, Trial, TrialState, utcnow
-from service.schemas import (CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TrialCounts, TrialPublic)
+from service.schemas import (CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TransferPublic, TrialCounts,
+                             TrialPublic, WidthTransferPublic)
 
 _OPTIMUM_FLOATS = ("lr", "log2_lr", "loss", "log2_lr_std", "grid_lr")
 
@@ -26,6 +27,15 @@ def optimum_public(stored: dict | None) -> OptimumPublic | None:
                          per_seed_lr=per_seed, nonfinite=flags)
 
 
+def transfer_public(stored: dict | None) -> TransferPublic | None:
+    """gdn's TransferSummary as stored; its floats are finite or None by construction, but for the optima."""
+    if stored is None:
+        return None
+    transfer = floats.decode(stored)
+    widths = [WidthTransferPublic(**{**w, "optimum": optimum_public(w["optimum"])}) for w in transfer["widths"]]
+    return TransferPublic(**{**transfer, "widths": widths})
+
+
 def job_public(job: Job, summary: TrialSummary) -> JobPublic:
     done_points = sum(n for state, n in summary.counts.items() if TrialState(state) in TRIAL_TERMINAL)
     total_steps = max(job.num_points * job.steps, 1)
@@ -37,8 +47,8 @@ def job_public(job: Job, summary: TrialSummary) -> JobPublic:
         id=job.id, state=job.state, created_at=job.created_at, updated_at=job.updated_at,
         started_at=job.started_at, finished_at=job.finished_at, elapsed_seconds=elapsed,
         trial_seconds=summary.trial_seconds, progress=progress,
-        trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
-        optimum=optimum_public(job.optimum), error=job.error, spec_sha256=job.spec_sha256, spec=job.spec,
+        widths=job.widths, trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
+        optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer), error=job.error, spec_sha256=job.spec_sha256, spec=job.spec,
         links=job_links(job.id))
 
 
@@ -50,7 +60,7 @@ def point_public(p: CurvePoint) -> CurvePointPublic:
 def trial_public(t: Trial, points: list[CurvePoint]) -> TrialPublic:
     values, flags = floats.to_public({"final_val_loss": t.final_val_loss})
     return TrialPublic(
-        id=t.id, point=t.point, lr=t.lr, seed=t.seed, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
+        id=t.id, point=t.point, width=t.width, lr=t.lr, seed=t.seed, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
         state=t.state, worker=t.worker, started_at=t.started_at, heartbeat_at=t.heartbeat_at,
         finished_at=t.finished_at, diverged_step=t.diverged_step, reason=t.reason, error=t.error,
         tokens=t.tokens, seconds=t.seconds, num_params=t.num_params, device=t.device, data_sha256=t.data_sha256,

@@ -16,6 +16,7 @@ from service.models import JobState, TrialState
 Nonfinite = dict[str, Literal["nan", "inf", "-inf"]]
 INT32_MAX = 2**31 - 1            # seeds and counts are stored in 32-bit integer columns
 GRID_MAX = 10_000                # a hard ceiling before the deployment's own limit on trials is checked
+WIDTHS_MAX = 32                  # widths of one transfer study
 EVAL_BATCHES_MAX = 10_000
 NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body and named here"
 
@@ -93,8 +94,13 @@ class DataSpecIn(_In):
 
 
 class JobCreate(_In):
-    """A tuning job: an LR sweep of one proxy model."""
+    """A tuning job: an LR sweep of one proxy model, or, with several `widths`, a transfer study (the same sweep at
+    every width, the base width's optimum carried to the others)."""
     model: ModelSpec = Field(default_factory=ModelSpec)
+    widths: list[int] | None = Field(
+        None, min_length=1, max_length=WIDTHS_MAX,
+        description="a transfer study: the widths to sweep, the base width (model.width) first; default: "
+                    "[model.width]. Every width is trained with the parametrization at width / model.width")
     parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code")
     readout: str | None = Field(None, description="the readout rule; default: the preset's")
     output_mult: float = Field(1.0, gt=0)
@@ -107,6 +113,30 @@ class JobCreate(_In):
     log_every: int = Field(10, ge=1, le=INT32_MAX, description="a curve point every this many steps")
     reuse: bool = Field(False, description="answer with a SUCCEEDED job of the identical spec instead of running "
                                            "it again (not part of the spec)")
+
+    @field_validator("widths")
+    @classmethod
+    def _distinct_widths(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if len(set(v)) != len(v):
+            raise ValueError("widths must be distinct")
+        bad = [w for w in v if not 1 <= w <= INT32_MAX]
+        if bad:
+            raise ValueError(f"widths must lie in [1, {INT32_MAX}], got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _base_width_first(self) -> "JobCreate":
+        if self.widths is not None and self.widths[0] != self.model.width:
+            raise ValueError(f"widths[0] must be the base width model.width = {self.model.width}, "
+                             f"got {self.widths[0]}")
+        return self
+
+    @property
+    def all_widths(self) -> list[int]:
+        """The widths this job sweeps, the base width first."""
+        return list(self.widths) if self.widths is not None else [self.model.width]
 
     @field_validator("seeds")
     @classmethod
@@ -129,7 +159,7 @@ class JobCreate(_In):
 # --- output --------------------------------------------------------------------------------------------------
 
 class TrialCounts(BaseModel):
-    total: int = Field(description="grid points: learning rates x seeds")
+    total: int = Field(description="grid points: widths x learning rates x seeds")
     by_state: dict[TrialState, int] = Field(description="current attempt of each grid point, by state")
     retries: int = Field(description="attempts that failed on infrastructure and were requeued")
 
@@ -144,6 +174,34 @@ class OptimumPublic(BaseModel):
     grid_lr: float | None = None
     per_seed_lr: dict[str, float | None] = {}
     nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
+
+
+class WidthTransferPublic(BaseModel):
+    width: int
+    num_trials: int = Field(description="grid points at this width")
+    optimum: OptimumPublic | None = Field(description="this width's own optimum (null: every LR diverged)")
+    error: str | None = Field(description="why there is no optimum")
+    shift_steps: float | None = Field(description="(log2 lr* of this width - log2 lr* of the base width) / grid step")
+    transfer_loss: float | None = Field(description="this width's loss at the base width's lr* (interpolated)")
+    regret: float | None = Field(description="transfer_loss - this width's own best (fitted) loss")
+    regret_method: Literal["parabola", "grid-linear", "grid-point"] | None = Field(
+        description="how transfer_loss was read off this width's sweep (see regret_note)")
+
+
+class TransferPublic(BaseModel):
+    """How the base width's learning rate transfers across the widths of a transfer study (docs/transfer.md)."""
+    base_width: int
+    base_lr: float | None = Field(description="the base width's lr*: what the recommendation uses")
+    grid_step_log2: float | None = Field(description="the LR grid's spacing in log2 units: one grid step")
+    widths: list[WidthTransferPublic] = Field(description="ascending width")
+    argmin_range_steps: float | None = Field(description="max - min of shift_steps")
+    max_abs_shift_steps: float | None
+    argmin_within_one_step: bool | None = Field(description="argmin_range_steps <= 1 (null: a width had no optimum)")
+    loss_falls_with_width: bool | None = Field(
+        description="the loss at the base width's lr* falls strictly as width grows (null: unknown at a width)")
+    regret_is_interpolated: bool = Field(True, description="always true: no trial ran at exactly the base lr*")
+    regret_note: str
+    warnings: list[str]
 
 
 class JobLinks(BaseModel):
@@ -164,8 +222,11 @@ class JobPublic(BaseModel):
     elapsed_seconds: float | None = Field(description="from start to finish (or to now while running)")
     trial_seconds: float = Field(description="training seconds summed over every attempt")
     progress: float = Field(ge=0, le=1, description="share of the grid's training steps done")
+    widths: list[int] = Field(description="widths swept, the base width first")
     trials: TrialCounts
-    optimum: OptimumPublic | None
+    optimum: OptimumPublic | None = Field(description="the base width's optimum: what the recommendation uses")
+    transfer: TransferPublic | None = Field(description="a transfer study's summary once it has finished; "
+                                                        "null for a job of one width")
     error: str | None
     spec_sha256: str
     spec: dict
@@ -189,7 +250,8 @@ class CurvePointPublic(BaseModel):
 
 class TrialPublic(BaseModel):
     id: int
-    point: int = Field(description="index of (lr, seed) in the job's grid")
+    point: int = Field(description="index of (width, lr, seed) in the job's grid")
+    width: int
     lr: float
     seed: int
     attempt: int

@@ -50,8 +50,8 @@ def submit_job(state, *, principal_key: str, token_id: int | None, key: str | No
                 job, status = existing, 200
             else:
                 job = crud.create_job(session, spec=prepared.spec, sweep_config=prepared.sweep_config,
-                                      spec_sha256=prepared.spec_sha256, grid=prepared.grid, steps=prepared.steps,
-                                      created_by=token_id)
+                                      spec_sha256=prepared.spec_sha256, widths=prepared.widths, grid=prepared.grid,
+                                      steps=prepared.steps, created_by=token_id)
                 trial_ids = [t.id for t in job.trials]
                 status = 202
             summary = crud.trial_summaries(session, job_ids=[job.id])[job.id]

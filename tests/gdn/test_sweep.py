@@ -238,3 +238,11 @@ def test_transfer_summary_refuses_bad_input():
         transfer_summary([64], [1e-3, 2e-3], [1.0, 2.0], base_width=64)
     with pytest.raises(ValueError, match="base width 32"):
         transfer_summary([64, 64], [1e-3, 2e-3], [1.0, 2.0], base_width=32)
+
+
+def test_transfer_summary_reports_a_swept_width_without_trials():
+    widths, lrs, losses, seeds = _study({64: (-8.0, 3.0), 128: (-8.0, 2.9)})
+    s = transfer_summary(widths, lrs, losses, seeds, base_width=64, swept_widths=[64, 128, 256])
+    assert [r.width for r in s.widths] == [64, 128, 256]
+    assert s.widths[2].num_trials == 0 and s.widths[2].optimum is None and s.widths[2].error
+    assert s.argmin_within_one_step is None and s.loss_falls_with_width is None

@@ -98,6 +98,15 @@ def test_min_max_count_grid(any_env, make_client, auth):
     ({"lr_grid": {"values": [0.01]}, "data": {"source": "/etc/passwd"}}, 422, "job-rejected"),
     ({}, 422, "validation-error"),
     ([1, 2], 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [64, 100]}, 422, "job-rejected"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [32, 64]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [64, 128, 64]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": []}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [64, -8]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [64, 2 ** 40]}, 422, "validation-error"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64}, "widths": [64, 16384]}, 422, "job-rejected"),
+    ({"lr_grid": {"min": 1e-4, "max": 1e-1, "count": 20}, "model": {"width": 64}, "widths": [64, 128, 256, 512]},
+     422, "job-rejected"),                                                   # 80 trials over the widths
 ])
 def test_bad_bodies_get_4xx_problems(pg_env, make_client, auth, body, status, slug):
     client = make_client(pg_env)
@@ -320,3 +329,97 @@ def test_no_mutated_body_gets_a_500(sqlite_env, make_client, auth):
         assert r.status_code < 500, (path, target[path[-1]], r.text)
         if r.status_code >= 400:
             assert r.headers["content-type"].startswith(PROBLEM)
+
+
+# --- transfer studies ------------------------------------------------------------------------------------------
+
+def transfer_job(**overrides) -> dict:
+    return tiny_job(widths=[32, 64], **overrides)
+
+
+def test_a_width_the_axis_cannot_take_is_named(pg_env, make_client, auth):
+    client = make_client(pg_env)
+    problem = assert_problem(client.post("/v1/jobs", json=tiny_job(widths=[32, 64, 100]), headers=auth), 422,
+                             "job-rejected")
+    assert "width 100" in problem["detail"] and "head_dim axis" in problem["detail"]
+    problem = assert_problem(client.post("/v1/jobs", json=tiny_job(widths=[64, 32]), headers=auth), 422,
+                             "validation-error")
+    assert "widths[0] must be the base width" in problem["detail"] and "32" in problem["detail"]
+    assert count_rows(pg_env, Job) == 0
+
+
+def test_limits_count_every_width(pg_env, make_client, auth):
+    """A transfer study is refused when its widths together exceed the trial or FLOP limit, though its base
+    width alone fits."""
+    from gdn.model import train_flops_per_token
+    job = transfer_job()
+    config = SweepConfig.from_dict(prepare_config(job))
+    tokens = job["schedule"]["steps"] * job["schedule"]["batch_size"] * job["schedule"]["seq_len"]
+    per_width = {w: 3 * tokens * train_flops_per_token(config.model_at(w)) for w in (32, 64)}
+    limit = (per_width[32] + per_width[64]) * 0.99
+    assert per_width[32] < limit
+    client = make_client(pg_env, max_job_flops=limit)
+    assert client.post("/v1/jobs", json=tiny_job(), headers=auth).status_code == 202
+    assert "FLOPs" in assert_problem(client.post("/v1/jobs", json=job, headers=auth), 422, "job-rejected")["detail"]
+    client = make_client(pg_env, max_trials=5)
+    assert client.post("/v1/jobs", json=tiny_job(), headers=auth).status_code == 202      # 3 trials
+    detail = assert_problem(client.post("/v1/jobs", json=job, headers=auth), 422, "job-rejected")["detail"]
+    assert "6 trials (widths x learning rates x seeds)" in detail
+
+
+def prepare_config(job: dict) -> dict:
+    from service.jobspec import prepare
+    from service.schemas import JobCreate
+    from service.settings import Settings
+    return prepare(JobCreate.model_validate(job), Settings()).sweep_config
+
+
+def test_a_transfer_study_reports_its_summary_plot_and_base_recommendation(any_env, make_client, auth):
+    from gdn.sweep import grid_step_log2, transfer_summary
+    client = make_client(any_env)
+    r = client.post("/v1/jobs", json=transfer_job(seeds=[0, 1]), headers=auth)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["widths"] == [32, 64] and job["spec"]["widths"] == [32, 64] and job["trials"]["total"] == 12
+    assert job["transfer"] is None
+    trials = client.get(f"/v1/jobs/{job['id']}/trials").json()["items"]
+    assert sorted((t["width"], t["lr"], t["seed"]) for t in trials) == sorted(
+        (w, lr, s) for w in (32, 64) for lr in (0.002, 0.01, 0.05) for s in (0, 1))
+    by_trial = {(32, 0.002): 3.2, (32, 0.01): 2.9, (32, 0.05): 3.0, (64, 0.002): 3.0, (64, 0.01): 2.7,
+                (64, 0.05): 2.95}
+    losses = [by_trial[t["width"], t["lr"]] + 0.01 * t["seed"] for t in sorted(trials, key=lambda t: t["point"])]
+    run_trials_through_crud(any_env, job["id"], losses)
+
+    job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["state"] == "SUCCEEDED"
+    ordered = sorted(trials, key=lambda t: t["point"])
+    base = [(t["lr"], loss, t["seed"]) for t, loss in zip(ordered, losses) if t["width"] == 32]
+    optimum = fit_optimum(*zip(*base))
+    assert job["optimum"]["lr"] == optimum.lr                           # the base width's optimum
+    expected = transfer_summary([t["width"] for t in ordered], [t["lr"] for t in ordered], losses,
+                                [t["seed"] for t in ordered], base_width=32,
+                                grid_step=grid_step_log2([0.002, 0.01, 0.05]), swept_widths=[32, 64])
+    transfer = job["transfer"]
+    assert transfer["base_width"] == 32 and transfer["base_lr"] == optimum.lr
+    assert transfer["grid_step_log2"] == pytest.approx(math.log2(5))
+    assert transfer["regret_is_interpolated"] is True and "interpolated" in transfer["regret_note"]
+    for got, want in zip(transfer["widths"], expected.widths):
+        assert got["width"] == want.width and got["optimum"]["lr"] == want.optimum.lr
+        assert got["shift_steps"] == want.shift_steps and got["regret"] == want.regret
+        assert got["transfer_loss"] == want.transfer_loss and got["regret_method"] == want.regret_method
+    assert transfer["widths"][0]["regret"] == 0.0
+    assert transfer["argmin_within_one_step"] == expected.argmin_within_one_step
+    assert transfer["loss_falls_with_width"] == expected.loss_falls_with_width is True
+
+    rec = client.get(f"/v1/jobs/{job['id']}/recommendation", params={"width": 1024})
+    assert rec.status_code == 200
+    config = SweepConfig.from_dict(_sweep_config(any_env, job["id"]))
+    body = rec.json()
+    body.pop("job_id")
+    assert body == json.loads(json.dumps(floats.encode(recommend(SweepResult(config, optimum, num_trials=6), 1024))))
+
+    png = client.get(f"/v1/jobs/{job['id']}/plot.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 5000
+    single = client.post("/v1/jobs", json=tiny_job(), headers=auth).json()
+    assert single["widths"] == [32] and single["transfer"] is None      # widths absent: just the base

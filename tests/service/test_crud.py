@@ -18,10 +18,14 @@ pytestmark = pytest.mark.integration
 GRID = [(1e-3, 0), (4e-3, 0), (1.6e-2, 0)]
 
 
-def new_job(sessions, grid=GRID) -> tuple[str, list[int]]:
+WIDTH = 64
+
+
+def new_job(sessions, grid=GRID, widths=(WIDTH,)) -> tuple[str, list[int]]:
+    """A job of `grid` (lr, seed) at every width of `widths`."""
     with transaction(sessions) as s:
-        job = crud.create_job(s, spec={"log_every": 5}, sweep_config={}, spec_sha256="x" * 64, grid=grid,
-                              steps=10, created_by=None)
+        job = crud.create_job(s, spec={"log_every": 5}, sweep_config={}, spec_sha256="x" * 64, widths=list(widths),
+                              grid=[(w, lr, seed) for w in widths for lr, seed in grid], steps=10, created_by=None)
         return job.id, [t.id for t in job.trials]
 
 
@@ -56,8 +60,8 @@ def test_claim_is_conditional(sessions):
         assert trial.state == TrialState.RUNNING and trial.worker == "w1"
         assert s.get(Job, job_id).state == JobState.RUNNING
     with transaction(sessions) as s:
-        assert crud.heartbeat(s, trial_id=t1, worker="w2") is False   # not the owner
-        assert crud.heartbeat(s, trial_id=t1, worker="w1") is True
+        assert crud.heartbeat(s, trial_ids=[t1], worker="w2") is False   # not the owner
+        assert crud.heartbeat(s, trial_ids=[t1], worker="w1") is True
 
 
 def test_last_trial_fits_the_optimum(sessions):
@@ -156,7 +160,7 @@ def test_cancel(sessions):
         job = crud.cancel_job(s, job_id=job_id)
         assert job.state == JobState.CANCELLING            # t1 is still running
     with transaction(sessions) as s:
-        assert crud.heartbeat(s, trial_id=t1, worker="w1") is False   # the worker is told to stop
+        assert crud.heartbeat(s, trial_ids=[t1], worker="w1") is False   # the worker is told to stop
     assert claim(sessions, t2) is None                      # cancelled trials cannot be claimed
     with transaction(sessions) as s:
         assert crud.stop_trial(s, trial_id=t1, worker="w1")
@@ -194,3 +198,88 @@ def test_concurrent_finishes_settle_the_job_exactly_once(sessions, any_env):
         assert not errors
         job = job_row(sessions, job_id)
         assert job.state == JobState.SUCCEEDED and job.optimum is not None
+
+
+# --- packs and transfer studies ------------------------------------------------------------------------------
+
+def test_pack_mates_are_claimed_by_the_same_conditional_update(sessions):
+    """A worker that holds a trial claims more PENDING trials of its job at its width, in grid order, all with
+    one start time; their own deliveries then find them taken. Other widths, other workers: nothing."""
+    grid = [(1e-3, 0), (2e-3, 0), (4e-3, 0), (8e-3, 0)]
+    job_id, ids = new_job(sessions, grid, widths=(64, 128))
+    narrow, wide = ids[:4], ids[4:]
+    assert claim(sessions, narrow[1], "w1")
+    with sessions() as s:
+        assert crud.count_pack_mates(s, trial_id=narrow[1]) == 3
+    with transaction(sessions) as s:
+        assert crud.claim_pack_mates(s, trial_id=narrow[1], worker="w2", limit=3) == []   # not w2's trial
+    with transaction(sessions) as s:
+        mates = crud.claim_pack_mates(s, trial_id=narrow[1], worker="w1", limit=2)
+    assert [m.trial_id for m in mates] == [narrow[0], narrow[2]] and {m.width for m in mates} == {64}
+    assert [m.lr for m in mates] == [1e-3, 4e-3] and all(m.job_id == job_id for m in mates)
+    assert claim(sessions, narrow[0], "w3") is None                    # the mate's own delivery does nothing
+    with sessions() as s:
+        rows = {t.id: t for t in s.scalars(sa.select(Trial).where(Trial.job_id == job_id))}
+        assert crud.count_pack_mates(s, trial_id=narrow[1]) == 1
+    assert {rows[t].state for t in narrow[:3]} == {TrialState.RUNNING}
+    assert {rows[t].worker for t in narrow[:3]} == {"w1"} and rows[narrow[0]].started_at == rows[narrow[2]].started_at
+    assert rows[narrow[3]].state == TrialState.PENDING
+    assert {rows[t].state for t in wide} == {TrialState.PENDING}
+    with transaction(sessions) as s:                                   # a cancelled job gives out nothing
+        crud.cancel_job(s, job_id=job_id)
+    with transaction(sessions) as s:
+        assert crud.claim_pack_mates(s, trial_id=narrow[1], worker="w1", limit=3) == []
+
+
+def test_one_heartbeat_covers_a_pack_and_the_reaper_requeues_all_of_a_dead_one(sessions):
+    job_id, ids = new_job(sessions)
+    claim(sessions, ids[0], "w1")
+    with transaction(sessions) as s:
+        crud.claim_pack_mates(s, trial_id=ids[0], worker="w1", limit=2)
+    with transaction(sessions) as s:
+        assert crud.heartbeat(s, trial_ids=ids, worker="w1") is True
+        assert crud.heartbeat(s, trial_ids=ids, worker="w2") is False
+    assert finish(sessions, ids[0], 3.0, worker="w1")                  # one result lands, the others go on
+    with transaction(sessions) as s:
+        assert crud.heartbeat(s, trial_ids=ids[1:], worker="w1") is True
+    with transaction(sessions) as s:                                   # the worker dies
+        retries = crud.reap(s, stale_before=utcnow() + dt.timedelta(seconds=1), max_attempts=3)
+    assert len(retries) == 2
+    with sessions() as s:
+        new = [s.get(Trial, r) for r in retries]
+        assert sorted((t.retry_of, t.attempt, t.state) for t in new) == [
+            (ids[1], 2, TrialState.PENDING), (ids[2], 2, TrialState.PENDING)]
+        assert {t.width for t in new} == {WIDTH}
+        assert s.get(Trial, ids[0]).state == TrialState.COMPLETED
+    with transaction(sessions) as s:
+        assert crud.heartbeat(s, trial_ids=ids[1:], worker="w1") is False   # a late beat: told to stop
+
+
+def test_a_transfer_study_settles_with_the_base_optimum_and_its_summary(sessions):
+    from gdn.sweep import grid_step_log2, transfer_summary
+    grid = [(1e-3, 0), (2e-3, 0), (4e-3, 0), (8e-3, 0)]
+    job_id, ids = new_job(sessions, grid, widths=(64, 128, 32))
+    losses = {64: [3.0, 2.6, 2.7, 3.1], 128: [2.9, 2.5, 2.4, float("nan")], 32: [3.3, 3.0, 3.2, 3.4]}
+    flat = [loss for w in (64, 128, 32) for loss in losses[w]]
+    for trial_id, loss in zip(ids, flat):
+        claim(sessions, trial_id)
+        finish(sessions, trial_id, loss, "DIVERGED" if math.isnan(loss) else "COMPLETED")
+    job = job_row(sessions, job_id)
+    assert job.state == JobState.SUCCEEDED and job.widths == [64, 128, 32]
+    lrs = [lr for lr, _ in grid]
+    assert floats.decode(job.optimum) == fit_optimum(lrs, losses[64]).to_dict()     # the base width's own fit
+    widths = [w for w in (64, 128, 32) for _ in grid]
+    expected = transfer_summary(widths, lrs * 3, flat, [0] * 12, base_width=64, grid_step=grid_step_log2(lrs),
+                                swept_widths=[64, 128, 32])
+    assert floats.decode(job.transfer) == expected.to_dict()
+    assert [w["width"] for w in job.transfer["widths"]] == [32, 64, 128]
+    assert job.transfer["grid_step_log2"] == 1.0
+
+
+def test_a_transfer_study_without_a_base_optimum_fails(sessions):
+    job_id, ids = new_job(sessions, widths=(64, 128))
+    for trial_id, loss in zip(ids, [math.nan] * 3 + [2.0, 1.9, 2.1]):
+        claim(sessions, trial_id)
+        finish(sessions, trial_id, loss, "DIVERGED" if math.isnan(loss) else "COMPLETED")
+    job = job_row(sessions, job_id)
+    assert job.state == JobState.FAILED and "diverged" in job.error and job.transfer is None

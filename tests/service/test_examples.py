@@ -14,7 +14,7 @@ EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.json"))
 
 
 def test_the_readme_examples_exist():
-    assert {p.name for p in EXAMPLES} >= {"tiny-cpu-job.json", "gpu-proxy-job.json"}
+    assert {p.name for p in EXAMPLES} >= {"tiny-cpu-job.json", "gpu-proxy-job.json", "transfer-study-cpu.json"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -27,3 +27,10 @@ def test_gpu_proxy_is_the_default_proxy():
     job = json.loads((REPO_ROOT / "examples" / "gpu-proxy-job.json").read_text())
     assert (job["model"]["width"], job["model"]["depth"], job["schedule"]["seq_len"]) == (256, 8, 1024)
     assert job["lr_grid"]["count"] == 8
+
+
+def test_cpu_transfer_study_is_small():
+    job = json.loads((REPO_ROOT / "examples" / "transfer-study-cpu.json").read_text())
+    prepared = prepare(JobCreate.model_validate(job), Settings())
+    assert prepared.widths == [32, 64, 128] and 4 <= job["lr_grid"]["count"] <= 5
+    assert prepared.steps <= 100 and len(prepared.grid) == 3 * job["lr_grid"]["count"]

@@ -2,6 +2,7 @@
 SQLite; the migrated schema matches the models (`alembic check`)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,4 +57,51 @@ def test_upgrade_downgrade_upgrade(empty_database):
     assert not (TABLES & tables(url))
     alembic(url, "upgrade", "head")
     assert TABLES <= tables(url)
-    assert "0001 (head)" in alembic(url, "current")
+    assert "0002 (head)" in alembic(url, "current")
+
+
+def columns(url: str, table: str) -> set[str]:
+    engine = sa.create_engine(url)
+    names = {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    engine.dispose()
+    return names
+
+
+def test_0002_fills_the_widths_of_existing_jobs_and_keeps_their_rows(empty_database):
+    """A job stored at 0001 (one width) gets widths = [its proxy's width] and its trials that width; its trials
+    and curve points survive the upgrade (SQLite rebuilds the tables), the downgrade, and a second upgrade."""
+    url = empty_database
+    alembic(url, "upgrade", "0001")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO jobs (id, state, spec, sweep_config, spec_sha256, num_points, steps, created_at, updated_at) "
+            "VALUES ('j1', 'SUCCEEDED', '{}', :config, :sha, 2, 10, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+            {"config": '{"model": {"width": 48, "depth": 1}}', "sha": "0" * 64})
+        for point in (0, 1):
+            conn.execute(sa.text(
+                "INSERT INTO trials (job_id, point, lr, seed, attempt, retried, state, created_at) "
+                "VALUES ('j1', :point, 0.01, 0, 1, false, 'COMPLETED', CURRENT_TIMESTAMP)"), {"point": point})
+        trial_ids = [row[0] for row in conn.execute(sa.text("SELECT id FROM trials ORDER BY point"))]
+        conn.execute(sa.text("INSERT INTO curve_points (trial_id, step, tokens, loss, lr, grad_norm, seconds) "
+                             "VALUES (:t, 1, 64, 3.0, 0.01, 1.0, 0.1)"), {"t": trial_ids[0]})
+    engine.dispose()
+    assert "width" not in columns(url, "trials") and "widths" not in columns(url, "jobs")
+
+    def stored() -> tuple:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            widths = conn.execute(sa.text("SELECT widths FROM jobs WHERE id = 'j1'")).scalar_one()
+            trial_widths = [r[0] for r in conn.execute(sa.text("SELECT width FROM trials ORDER BY point"))]
+            points = conn.execute(sa.text("SELECT count(*) FROM curve_points")).scalar_one()
+        engine.dispose()
+        return json.loads(widths) if isinstance(widths, str) else widths, trial_widths, points
+
+    alembic(url, "upgrade", "head")
+    assert stored() == ([48], [48, 48], 1)
+    assert {"widths", "transfer"} <= columns(url, "jobs") and "width" in columns(url, "trials")
+    assert "No new upgrade operations detected" in alembic(url, "check")
+    alembic(url, "downgrade", "0001")
+    assert "width" not in columns(url, "trials") and not {"widths", "transfer"} & columns(url, "jobs")
+    alembic(url, "upgrade", "head")
+    assert stored() == ([48], [48, 48], 1)

@@ -5,7 +5,7 @@ import hashlib
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from gdn.parametrization import PARAMETRIZATION_VERSION
@@ -14,8 +14,7 @@ from gdn.train import SweepConfig
 from service import crud, floats
 from service.api.deps import Reader, SessionDep, SettingsDep
 from service.api.routes.jobs import PROBLEMS, load_job
-from service.models import TrialState
-from service.plots import sweep_png
+from service.plots import job_png
 from service.problems import ProblemError
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
@@ -41,8 +40,10 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
                                            f"max-age={CACHE_SECONDS}"}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=cache)
+    # the base width's sweep: its optimum and its trials (a transfer study's other widths do not change either)
     result = SweepResult(config=SweepConfig.from_dict(job.sweep_config),
-                         optimum=Optimum.from_dict(floats.decode(job.optimum)), num_trials=job.num_points)
+                         optimum=Optimum.from_dict(floats.decode(job.optimum)),
+                         num_trials=job.num_points // len(job.widths))
     try:
         body = recommend(result, width)
     except ValueError as e:
@@ -51,16 +52,9 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
 
 
 @router.get("/{job_id}/plot.png", response_class=Response, responses={**PROBLEMS, 200: {"content": {"image/png": {}}}},
-            summary="Validation loss vs learning rate, the optimum marked, diverged trials shown")
-def plot(job_id: str, request: Request, session: SessionDep, _: Reader) -> Response:
+            summary="Validation loss vs learning rate, the optimum marked, diverged trials shown; a transfer study: "
+                    "one line per width, each minus its best")
+def plot(job_id: str, session: SessionDep, _: Reader) -> Response:
     job = load_job(session, job_id)
-    trials = [t for t in crud.list_trials(session, job_id=job_id) if not t.retried]
-    optimum = floats.decode(job.optimum) if job.optimum else None
-    png = sweep_png(
-        title=f"job {job.id[:8]} ({job.state.value}), {job.spec['parametrization']}, "
-              f"width {job.sweep_config['model']['width']}",
-        completed=[(t.lr, t.seed, t.final_val_loss) for t in trials if t.state == TrialState.COMPLETED],
-        diverged=[(t.lr, t.seed) for t in trials if t.state == TrialState.DIVERGED],
-        optimum_lr=optimum["lr"] if optimum else None, optimum_loss=optimum["loss"] if optimum else None,
-        on_edge=bool(optimum and optimum["on_edge"]))
+    png = job_png(job, [t for t in crud.list_trials(session, job_id=job_id) if not t.retried])
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
