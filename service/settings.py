@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     trial_soft_time_limit_margin_seconds: int = 60  # soft limit = hard limit - margin: the task records FAILED
     visibility_timeout_seconds: int = 7 * 3600      # Redis redelivers unacked tasks after this: above the limit
     worker_max_tasks_per_child: int = 0             # 0: no limit; 1 frees a CUDA context after every trial
+    # A CUDA worker trains up to this many PENDING trials of one job and width as one pack (gdn.packed), as many
+    # as fit the GPU; 1 disables packing. CPU workers train one trial per task (a pack does not pay on a CPU)
+    # unless pack_on_cpu, which exists so the packed path can be tested without a GPU.
+    max_pack: int = Field(16, ge=1)
+    pack_on_cpu: bool = False
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
 """Per-process resources of a worker: settings, the session factory (rebuilt after a fork, never shared
-between processes), and the heartbeat thread of the trial being trained."""
+between processes), and the heartbeat thread of the trials being trained."""
 from __future__ import annotations
 
 import logging
@@ -24,14 +24,17 @@ def sessions() -> sessionmaker[Session]:
 
 
 class Heartbeat:
-    """Touches the trial's heartbeat every `interval` seconds from a daemon thread, and turns `should_stop` true
-    once the job is being cancelled or the trial is no longer ours (the reaper gave it to someone else)."""
+    """Touches the heartbeat of the trials being trained (one, or a pack of one job's) every `interval` seconds
+    from a daemon thread, and turns `should_stop` true once the job is being cancelled or none of the trials is
+    ours any more (the reaper gave them to someone else). A trial leaves the beat when its result is stored."""
 
-    def __init__(self, trial_id: int, worker: str, interval: float):
-        self.trial_id, self.worker, self.interval = trial_id, worker, interval
+    def __init__(self, trial_ids: list[int], worker: str, interval: float):
+        self.worker, self.interval = worker, interval
+        self._trial_ids = list(trial_ids)
+        self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_ids[0]}", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -41,16 +44,29 @@ class Heartbeat:
         self._done.set()
         self._thread.join()
 
+    def add(self, trial_ids: list[int]) -> None:
+        with self._lock:
+            self._trial_ids.extend(t for t in trial_ids if t not in self._trial_ids)
+
+    def release(self, trial_id: int) -> None:
+        with self._lock:
+            if trial_id in self._trial_ids:
+                self._trial_ids.remove(trial_id)
+
     def should_stop(self) -> bool:
         return self._stop_requested.is_set()
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
+            with self._lock:
+                trial_ids = list(self._trial_ids)
+            if not trial_ids:
+                continue
             try:
                 with transaction(sessions()) as session:
-                    keep_going = crud.heartbeat(session, trial_id=self.trial_id, worker=self.worker)
+                    keep_going = crud.heartbeat(session, trial_ids=trial_ids, worker=self.worker)
             except Exception as e:  # a missed beat is not fatal; the reaper's grace covers a few
-                log.warning("heartbeat of trial %s failed: %s", self.trial_id, e)
+                log.warning("heartbeat of trial(s) %s failed: %s", trial_ids, e)
                 continue
             if not keep_going:
                 self._stop_requested.set()

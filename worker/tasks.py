@@ -1,18 +1,22 @@
-"""Celery tasks: thin glue from a queued trial to gdn.train and back to the database. Tasks take ids only,
-re-read state from the database, and are idempotent: a duplicate delivery finds the trial claimed and returns."""
+"""Celery tasks: thin glue from a queued trial to gdn.train (or, packed with more trials of its job and width,
+gdn.packed) and back to the database. Tasks take ids only, re-read state from the database, and are idempotent:
+a duplicate delivery, or the delivery of a trial another task packed, finds the trial claimed and returns."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 
-from gdn.train import SweepConfig, TrialCancelled, TrialSpec, train_trial
+from gdn.packed import train_packed
+from gdn.train import TrialCancelled, train_trial
 from service import crud
+from service.crud import ClaimedTrial
 from service.db import transaction
 from service.queue import enqueue_trials
-from service.settings import get_settings
-from worker import reaper
+from service.settings import Settings, get_settings
+from worker import packing, reaper
 from worker.celery_app import app
 from worker.runtime import Heartbeat, log, sessions
 
@@ -24,36 +28,64 @@ def run_trial(self, trial_id: int) -> str:
     with transaction(sessions()) as session:
         claimed = crud.claim_trial(session, trial_id=trial_id, worker=worker)
     if claimed is None:
-        log.info("trial %s not claimable (duplicate delivery, taken, or job cancelled): skipped", trial_id)
+        log.info("trial %s not claimable (duplicate delivery, packed by another task, taken, or job cancelled): "
+                 "skipped", trial_id)
         return "skipped"
 
-    def store_point(point) -> None:
-        with transaction(sessions()) as session:
-            crud.append_point(session, trial_id=trial_id, worker=worker, point=vars(point))
-
-    retry_id, outcome = None, "failed"
+    trials, stored, retry_ids = [claimed], {}, []       # stored: trial id -> status, as results land
     try:
-        spec = TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
-                         device=settings.device)
-        with Heartbeat(trial_id, worker, settings.heartbeat_seconds) as beat:
-            result = train_trial(spec, progress=store_point, should_stop=beat.should_stop,
-                                 log_every=claimed.spec["log_every"])
-        with transaction(sessions()) as session:
-            crud.finish_trial(session, trial_id=trial_id, worker=worker, result=result.to_dict())
-        outcome = result.status
+        with Heartbeat([trial_id], worker, settings.heartbeat_seconds) as beat:
+            trials += packing.claim_mates(claimed, worker, settings)
+            beat.add([t.trial_id for t in trials[1:]])
+            _train(trials, worker, beat, stored, settings)
+        outcome = ", ".join(f"{n} {status}" for status, n in Counter(stored.values()).items())
     except TrialCancelled:
-        with transaction(sessions()) as session:
-            crud.stop_trial(session, trial_id=trial_id, worker=worker)
+        for t in trials:
+            if t.trial_id not in stored:
+                with transaction(sessions()) as session:
+                    crud.stop_trial(session, trial_id=t.trial_id, worker=worker)
         outcome = "cancelled"
     except Exception as e:  # an infrastructure error: FAILED, retried as a new attempt while attempts remain
-        log.exception("trial %s failed", trial_id)
+        log.exception("trial(s) %s failed", [t.trial_id for t in trials if t.trial_id not in stored])
         timed_out = isinstance(e, SoftTimeLimitExceeded)    # it would time out again: no retry
-        with transaction(sessions()) as session:
-            retry_id = crud.fail_trial(session, trial_id=trial_id, worker=worker, error=f"{type(e).__name__}: {e}",
-                                       max_attempts=0 if timed_out else settings.max_attempts)
-    if retry_id is not None:
-        enqueue_trials(app, sessions(), settings.queue, [retry_id])
+        for t in trials:
+            if t.trial_id not in stored:
+                with transaction(sessions()) as session:
+                    retry_ids.append(crud.fail_trial(session, trial_id=t.trial_id, worker=worker,
+                                                     error=f"{type(e).__name__}: {e}",
+                                                     max_attempts=0 if timed_out else settings.max_attempts))
+        outcome = "failed"
+    retry_ids = [r for r in retry_ids if r is not None]
+    if retry_ids:
+        enqueue_trials(app, sessions(), settings.queue, retry_ids)
     return outcome
+
+
+def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dict[int, str],
+           settings: Settings) -> None:
+    """Train one trial (train_trial) or a pack (train_packed); every curve point and every result is stored as
+    soon as it is known, a result also taking its trial out of the heartbeat."""
+    specs = [packing.trial_spec(t, settings) for t in trials]
+    log_every = trials[0].spec["log_every"]
+
+    def store_point(i: int, point) -> None:
+        with transaction(sessions()) as session:
+            crud.append_point(session, trial_id=trials[i].trial_id, worker=worker, point=vars(point))
+
+    def store_result(i: int, result) -> None:
+        with transaction(sessions()) as session:
+            crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
+        stored[trials[i].trial_id] = result.status
+        beat.release(trials[i].trial_id)
+
+    if len(trials) == 1:
+        store_result(0, train_trial(specs[0], progress=lambda point: store_point(0, point),
+                                    should_stop=beat.should_stop, log_every=log_every))
+        return
+    log.info("trial %s: training a pack of %d trials %s (job %s, width %s)", trials[0].trial_id, len(trials),
+             [t.trial_id for t in trials], trials[0].job_id, trials[0].width)
+    train_packed(specs, progress=store_point, should_stop=beat.should_stop, log_every=log_every,
+                 on_result=store_result)
 
 
 @app.task(name="deltamu.reap", ignore_result=True)

@@ -1,0 +1,60 @@
+"""Packing a job's trials: a CUDA worker whose run_trial task claimed a trial also claims up to K - 1 more PENDING
+trials of the same job and width (one gdn.packed.pack_key) and trains them together with gdn.packed.train_packed.
+
+K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, then measured on the device),
+at most settings.max_pack, cached per (job, width) in this process. CPU workers train one trial per task (a pack
+of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
+settings.pack_on_cpu, which lets the tests drive the packed path without a GPU.
+"""
+from __future__ import annotations
+
+from gdn.packed import fit_pack_size
+from gdn.train import SweepConfig, TrialSpec, resolve_device
+from service import crud
+from service.crud import ClaimedTrial
+from service.db import transaction
+from service.settings import Settings
+from worker.runtime import log, sessions
+
+PACK_SIZE_CACHE_ENTRIES = 256
+# (job id, width) -> (trials that fit, how many were tried): a size below what was tried is the device's limit
+_pack_sizes: dict[tuple[str, int], tuple[int, int]] = {}
+
+
+def trial_spec(claimed: ClaimedTrial, settings: Settings) -> TrialSpec:
+    return TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
+                     width=claimed.width, device=settings.device)
+
+
+def packs_here(settings: Settings) -> bool:
+    return settings.max_pack > 1 and (resolve_device(settings.device).type == "cuda" or settings.pack_on_cpu)
+
+
+def pack_size(claimed: ClaimedTrial, settings: Settings, available: int) -> int:
+    """How many trials to train as one pack, the claimed one included: what fits the device, at most max_pack
+    and at most `available`."""
+    wanted = min(settings.max_pack, available)
+    key = (claimed.job_id, claimed.width)
+    cached = _pack_sizes.get(key)
+    if cached is None or cached[0] == cached[1] < wanted:     # never measured, or only smaller packs were
+        if len(_pack_sizes) >= PACK_SIZE_CACHE_ENTRIES:
+            _pack_sizes.pop(next(iter(_pack_sizes)))
+        fits = fit_pack_size([trial_spec(claimed, settings)] * wanted)
+        cached = _pack_sizes[key] = (fits, wanted)
+        log.info("job %s, width %s: packs of up to %d trial(s) fit (%d tried)", *key, fits, wanted)
+    return min(wanted, cached[0])
+
+
+def claim_mates(claimed: ClaimedTrial, worker: str, settings: Settings) -> list[ClaimedTrial]:
+    """The further trials of `claimed`'s pack, claimed for `worker`; none where this worker does not pack."""
+    if not packs_here(settings):
+        return []
+    with sessions()() as session:
+        available = crud.count_pack_mates(session, trial_id=claimed.trial_id)
+    if available == 0:
+        return []
+    size = pack_size(claimed, settings, 1 + available)
+    if size < 2:
+        return []
+    with transaction(sessions()) as session:
+        return crud.claim_pack_mates(session, trial_id=claimed.trial_id, worker=worker, limit=size - 1)
