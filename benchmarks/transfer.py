@@ -40,6 +40,14 @@ GRID_POINTS = 6          # initial points per grid
 MAX_EXTENSIONS = 4       # rounds of extending a grid whose best point is on its edge
 
 
+Mults = tuple[float, float]          # (output_mult, init_mult): base-width hyperparameters that μP carries
+RECORD_DEFAULTS = {"init_mult": 1.0}  # fields that older result lines lack
+
+
+def mults_of(record: dict) -> Mults:
+    return record["output_mult"], record.get("init_mult", 1.0)
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
@@ -47,7 +55,12 @@ class Arm:
     parametrization: str
     readout: str | None = None
     output_mults: tuple[float, ...] = (1.0,)   # several: tuned at the base width, the best one carried
+    init_mults: tuple[float, ...] = (1.0,)     # likewise for sigma_0 of the matrices
     start_log2_lr: float = -7.0                # where the base width's grid is centred
+
+    @property
+    def mults(self) -> list[Mults]:
+        return [(om, im) for om in self.output_mults for im in self.init_mults]
 
 
 ARMS: dict[str, Arm] = {a.name: a for a in [
@@ -57,6 +70,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("adamw-mup-untied-zero", "adamw", "mup", "untied-zero", start_log2_lr=-7.5),
     Arm("adamw-mup-untied-scaled", "adamw", "mup", "untied-scaled", start_log2_lr=-7.5),
     Arm("adamw-mup-alpha", "adamw", "mup", "tied-scaled", output_mults=(1.0, 2.0, 4.0, 8.0), start_log2_lr=-7.5),
+    Arm("adamw-mup-tuned", "adamw", "mup", "tied-scaled", output_mults=(2.0, 4.0, 8.0), init_mults=(1.0, 2.0, 4.0),
+        start_log2_lr=-7.5),
     Arm("adamw-mup-paper-code", "adamw", "mup-paper-code", start_log2_lr=-7.5),
     Arm("sgd-sp", "sgd", "sp", start_log2_lr=-2.5),
     Arm("sgd-mup-original", "sgd", "mup-original", start_log2_lr=-2.5),
@@ -85,7 +100,7 @@ SCALES = {
                   arms=("adamw-sp", "adamw-mup"), grid_points=3),
     "cpu": Scale(widths=(32, 64, 128, 256), depth=2, seq_len=64, batch_size=8, horizons=(250, 1000),
                  seeds=(0, 1), eval_batches=16, grid_points=5,
-                 arms=("adamw-sp", "adamw-mup-alpha", "adamw-mup-tied", "sgd-sp", "sgd-mup")),
+                 arms=("adamw-sp", "adamw-mup-tuned", "adamw-mup-tied", "sgd-sp", "sgd-mup")),
     "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(250, 1000),
                  seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
 }
@@ -101,10 +116,10 @@ def nearest_k(log2_lr: float) -> int:
 
 # --- running trials -----------------------------------------------------------------------------------------------
 
-def _config(scale: Scale, arm: Arm, horizon: int, output_mult: float) -> SweepConfig:
+def _config(scale: Scale, arm: Arm, horizon: int, mults: tuple[float, float]) -> SweepConfig:
     return SweepConfig(
         model=GDNConfig(width=scale.widths[0], depth=scale.depth),
-        parametrization=arm.parametrization, readout=arm.readout, output_mult=output_mult,
+        parametrization=arm.parametrization, readout=arm.readout, output_mult=mults[0], init_mult=mults[1],
         optimizer=OptimizerSpec(name=arm.optimizer),
         schedule=ScheduleSpec(steps=horizon, warmup_steps=max(1, int(scale.warmup_frac * horizon)),
                               batch_size=scale.batch_size, seq_len=scale.seq_len),
@@ -149,12 +164,12 @@ class Study:
         if results_path.exists():
             self.records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
 
-    def _key(self, arm: str, horizon: int, width: int, kind: str, lr: float, seed: int, output_mult: float):
+    def _key(self, arm: str, horizon: int, width: int, kind: str, lr: float, seed: int, mults: Mults):
         return {"arm": arm, "horizon": horizon, "width": width, "kind": kind, "lr_key": f"{lr:.10g}",
-                "seed": seed, "output_mult": output_mult}
+                "seed": seed, "output_mult": mults[0], "init_mult": mults[1]}
 
     def _have(self, key: dict) -> bool:
-        return any(all(r.get(k) == v for k, v in key.items()) for r in self.records)
+        return any(all(r.get(k, RECORD_DEFAULTS.get(k)) == v for k, v in key.items()) for r in self.records)
 
     def run(self, jobs: list[dict]) -> None:
         """Run the jobs not yet in the results file, in parallel processes, appending each result as it lands."""
@@ -182,21 +197,21 @@ class Study:
                           f"lr={rec['lr']:.4g} seed={rec['seed']} -> {rec['status']} {rec['final_val_loss']:.4f} "
                           f"({rec['seconds']:.0f}s)", flush=True)
 
-    def job(self, arm: Arm, horizon: int, width: int, kind: str, lr: float, seed: int, output_mult: float) -> dict:
-        return {"key": self._key(arm.name, horizon, width, kind, lr, seed, output_mult), "lr": lr, "seed": seed,
-                "width": width, "config": _config(self.scale, arm, horizon, output_mult).to_dict()}
+    def job(self, arm: Arm, horizon: int, width: int, kind: str, lr: float, seed: int, mults: Mults) -> dict:
+        return {"key": self._key(arm.name, horizon, width, kind, lr, seed, mults), "lr": lr, "seed": seed,
+                "width": width, "config": _config(self.scale, arm, horizon, mults).to_dict()}
 
-    def grid_records(self, arm: str, horizon: int, width: int, output_mult: float | None = None) -> list[dict]:
+    def grid_records(self, arm: str, horizon: int, width: int, mults: Mults | None = None) -> list[dict]:
         return [r for r in self.records if r["arm"] == arm and r["horizon"] == horizon and r["width"] == width
-                and r["kind"] == "grid" and (output_mult is None or r["output_mult"] == output_mult)]
+                and r["kind"] == "grid" and (mults is None or mults_of(r) == mults)]
 
-    def fit(self, arm: str, horizon: int, width: int, output_mult: float | None = None):
-        recs = self.grid_records(arm, horizon, width, output_mult)
+    def fit(self, arm: str, horizon: int, width: int, mults: Mults | None = None):
+        recs = self.grid_records(arm, horizon, width, mults)
         return fit_optimum([r["lr"] for r in recs], [_loss(r) for r in recs], [r["seed"] for r in recs])
 
     # --- one width of one arm: a grid, extended until its optimum is interior ---
     def sweep_width(self, items: list[tuple[Arm, int, int, float, int]]) -> None:
-        """items: (arm, horizon, width, output_mult, centre k). Runs all grids together, then extends edges."""
+        """items: (arm, horizon, width, mults, centre k). Runs all grids together, then extends edges."""
         n = self.scale.grid_points
         jobs = []
         for arm, horizon, width, om, k0 in items:
@@ -211,7 +226,7 @@ class Study:
                 break
             self.run(jobs)
 
-    def _extension(self, arm: Arm, horizon: int, width: int, om: float) -> list[dict]:
+    def _extension(self, arm: Arm, horizon: int, width: int, om: Mults) -> list[dict]:
         recs = self.grid_records(arm.name, horizon, width, om)
         ks = sorted({nearest_k(math.log2(r["lr"])) for r in recs})
         mean = {k: _mean([_loss(r) for r in recs if nearest_k(math.log2(r["lr"])) == k]) for k in ks}
@@ -237,9 +252,8 @@ class Study:
         base = scale.widths[0]
         # base width: every arm, every output multiplier candidate
         print(f"horizon {h}, width {base} (base)", flush=True)
-        self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr))
-                          for arm in arms for om in arm.output_mults])
-        chosen = {arm.name: self.best_output_mult(arm, h) for arm in arms}
+        self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr)) for arm in arms for om in arm.mults])
+        chosen = {arm.name: self.best_mults(arm, h) for arm in arms}
         previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
         for width in scale.widths[1:]:
             print(f"horizon {h}, width {width}", flush=True)
@@ -254,11 +268,10 @@ class Study:
         print(f"horizon {h}, transfer trials", flush=True)
         self.run(jobs)
 
-    def best_output_mult(self, arm: Arm, horizon: int) -> float:
-        if len(arm.output_mults) == 1:
-            return arm.output_mults[0]
+    def best_mults(self, arm: Arm, horizon: int) -> Mults:
+        """The (output, init) multipliers with the best fitted loss at the base width: what μP then carries."""
         base = self.scale.widths[0]
-        return min(arm.output_mults, key=lambda om: self.fit(arm.name, horizon, base, om).loss)
+        return min(arm.mults, key=lambda om: self.fit(arm.name, horizon, base, om).loss)
 
 
 def _loss(r: dict) -> float:
@@ -276,7 +289,7 @@ def _mean(xs: list[float]) -> float:
 class ArmSummary:
     arm: str
     horizon: int
-    output_mult: float
+    mults: Mults
     rows: list[dict] = field(default_factory=list)
     argmin_range_steps: float = math.nan
     worst_vs_sp_pct: float = math.nan
@@ -292,14 +305,14 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
         widths = sorted({r["width"] for r in recs if r["kind"] == "grid"})
         base = widths[0]
         # the carried output multiplier: the one the wider widths (or the transfer trials) ran with
-        oms = [r["output_mult"] for r in recs if r["kind"] == "transfer" or r["width"] != base]
-        om = oms[0] if oms else min({r["output_mult"] for r in recs},
-                                    key=lambda m: min(_grid_means([r for r in recs if r["output_mult"] == m]).values()))
+        oms = [mults_of(r) for r in recs if r["kind"] == "transfer" or r["width"] != base]
+        om = oms[0] if oms else min({mults_of(r) for r in recs},
+                                    key=lambda m: min(_grid_means([r for r in recs if mults_of(r) == m]).values()))
         s = ArmSummary(arm, horizon, om)
         base_fit = _fit(recs, base, om)
         for w in widths:
             fit = _fit(recs, w, om)
-            grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and r["output_mult"] == om]
+            grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and mults_of(r) == om]
             if not grid:
                 continue
             best = min(_grid_means(grid).values())
@@ -338,8 +351,8 @@ def _grid_means(grid: list[dict]) -> dict[float, float]:
     return {float(k): _mean(v) for k, v in by.items()}
 
 
-def _fit(recs: list[dict], width: int, om: float):
-    grid = [r for r in recs if r["kind"] == "grid" and r["width"] == width and r["output_mult"] == om]
+def _fit(recs: list[dict], width: int, om: Mults):
+    grid = [r for r in recs if r["kind"] == "grid" and r["width"] == width and mults_of(r) == om]
     try:
         return fit_optimum([r["lr"] for r in grid], [_loss(r) for r in grid], [r["seed"] for r in grid])
     except ValueError:
@@ -349,7 +362,7 @@ def _fit(recs: list[dict], width: int, om: float):
 def plot_arm(recs: list[dict], s: ArmSummary, path: Path) -> None:
     from gdn.plots import plot_sweep
     grid = [r for r in recs if r["kind"] == "grid" and r["arm"] == s.arm and r["horizon"] == s.horizon
-            and r["output_mult"] == s.output_mult]
+            and mults_of(r) == s.mults]
     plot_sweep([(r["lr"], r["seed"], _loss(r)) for r in grid], None, path, widths=[r["width"] for r in grid],
                shift_to_best=True, title=f"{s.arm}, {s.horizon} steps")
 
@@ -369,8 +382,9 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
     for s in summaries:
         png = plot_dir / f"{s.arm}-{s.horizon}.png"
         plot_arm(records, s, png)
-        lines += ["", f"#### {s.arm}, {s.horizon} steps" + (f" (output multiplier {s.output_mult:g})"
-                                                             if s.output_mult != 1 else ""), "",
+        tuned = "" if s.mults == (1.0, 1.0) else f" (tuned at the base width: output multiplier {s.mults[0]:g}, " \
+                                                 f"init multiplier {s.mults[1]:g})"
+        lines += ["", f"#### {s.arm}, {s.horizon} steps{tuned}", "",
                   f"![{s.arm} {s.horizon}]({os.path.relpath(png, md_path.parent)})", "",
                   "| width | argmin lr | shift (steps) | best loss | loss at transferred lr | regret | SP best | vs SP | "
                   "trial seconds |", "|---|---|---|---|---|---|---|---|---|"]

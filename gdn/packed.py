@@ -42,10 +42,11 @@ ACTIVATION_BYTES_PER_TOKEN = {"width": 160, "vocab": 16}  # estimate_trial_bytes
 # ---- which trials can share a pack ---------------------------------------------------------------------------
 
 def pack_key(spec: TrialSpec) -> tuple:
-    """Trials with equal keys can be trained in one pack: everything but the LR, the seed and the output multiplier
-    is shared (architecture, width, parametrization, optimizer, schedule, data, device, dtype)."""
+    """Trials with equal keys can be trained in one pack: everything but the LR, the seed and the base width's output
+    and init multipliers is shared (architecture, width, parametrization, optimizer, schedule, data, device, dtype).
+    The init multiplier only changes a trial's starting point, which each trial draws for itself."""
     width = spec.width or spec.config.base_width
-    return dataclasses.replace(spec.config, output_mult=1.0), width, spec.device, spec.dtype
+    return dataclasses.replace(spec.config, output_mult=1.0, init_mult=1.0), width, spec.device, spec.dtype
 
 
 def _check_packable(specs: list[TrialSpec]) -> None:
@@ -54,7 +55,7 @@ def _check_packable(specs: list[TrialSpec]) -> None:
     first = pack_key(specs[0])
     for i, spec in enumerate(specs[1:], start=1):
         if pack_key(spec) != first:
-            fields = ("config (but output_mult)", "width", "device", "dtype")
+            fields = ("config (but output_mult and init_mult)", "width", "device", "dtype")
             differ = [name for name, a, b in zip(fields, first, pack_key(spec)) if a != b]
             raise ValueError(f"trial {i} cannot share a pack with trial 0: its {', '.join(differ)} differ(s); "
                              "group trials by gdn.packed.pack_key first")

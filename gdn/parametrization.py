@@ -54,6 +54,10 @@ ROLE_PATTERNS: tuple[tuple[Role, tuple[str, ...], int], ...] = (
 )
 
 
+# The roles whose init std is sigma_0 (times init_mult): the weight matrices between width-sized spaces.
+MATRIX_ROLES = frozenset({Role.HIDDEN, Role.GATE_PROJ})
+
+
 def role_of(name: str, param: torch.Tensor | None = None) -> Role:
     """The role of a parameter, by name (and rank when the tensor is given). Unknown names raise KeyError."""
     for role, patterns, rank in ROLE_PATTERNS:
@@ -100,6 +104,8 @@ class Parametrization:
     readout: Readout
     o_mult: bool                    # fla's o_t x sqrt(d / d0) before the head RMSNorm (paper section 4)
     output_mult: float = 1.0        # a constant logit multiplier tuned at the base width and carried as is
+    init_mult: float = 1.0          # sigma_0 of the matrices (hidden, gate projections) x this: tuned at the base
+                                    # width and carried as is, like output_mult
     description: str = ""
 
     # ---- what the table yields, as functions of m ----
@@ -118,10 +124,13 @@ class Parametrization:
         """The std of a normal init, or None for the fixed inits (ones, GDN gate inits, conv default)."""
         init = self.rule(role).init
         if init.kind == "normal":
-            return BASE_STD * width_mult ** init.std_exp
+            return BASE_STD * self._std_mult(role) * width_mult ** init.std_exp
         if init.kind == "zeros":
             return 0.0
         return None
+
+    def _std_mult(self, role: Role) -> float:
+        return self.init_mult if role in MATRIX_ROLES else 1.0
 
     def logit_multiplier(self, width_mult: float) -> float:
         return self.output_mult * width_mult ** self.readout.logit_exp
@@ -134,15 +143,16 @@ class Parametrization:
         return (base_head_k_dim if self.o_mult else head_k_dim) ** -0.5
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult}
+        return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult,
+                "init_mult": self.init_mult}
 
     # ---- applying it to a model ----
     @torch.no_grad()
     def init_(self, model: nn.Module, width_mult: float, generator: torch.Generator | None = None) -> None:
         """Initialise every parameter of `model` by its role."""
         for name, p in model.named_parameters():
-            init = self.rule(role_of(name, p)).init
-            _apply_init(p, name, init, width_mult, generator)
+            role = role_of(name, p)
+            _apply_init(p, name, self.rule(role).init, width_mult, generator, self._std_mult(role))
 
     def param_groups(self, model: nn.Module, optimizer: str, width_mult: float, lr: float,
                      weight_decay: float) -> list[dict]:
@@ -164,9 +174,9 @@ def _check_optimizer(optimizer: str) -> None:
 
 
 def _apply_init(p: torch.Tensor, name: str, init: Init, width_mult: float,
-                generator: torch.Generator | None) -> None:
+                generator: torch.Generator | None, std_mult: float = 1.0) -> None:
     if init.kind == "normal":
-        p.normal_(0.0, BASE_STD * width_mult ** init.std_exp, generator=generator)
+        p.normal_(0.0, BASE_STD * std_mult * width_mult ** init.std_exp, generator=generator)
     elif init.kind == "zeros":
         p.zero_()
     elif init.kind == "ones":
@@ -246,8 +256,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float = 1.0) -> Parametrization:
-    """A preset, optionally with another readout rule and a constant output multiplier."""
+def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float = 1.0,
+                        init_mult: float = 1.0) -> Parametrization:
+    """A preset, optionally with another readout rule and the base width's output and init multipliers."""
     if name not in PRESETS:
         raise ValueError(f"unknown parametrization {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
@@ -255,11 +266,12 @@ def get_parametrization(name: str = "mup", readout: str | None = None, output_mu
     if readout not in preset["readouts"]:
         raise ValueError(f"parametrization {name!r} has no readout {readout!r}; choose one of "
                          f"{sorted(preset['readouts'])}")
-    if not (output_mult > 0 and math.isfinite(output_mult)):
-        raise ValueError(f"output_mult must be a positive number, got {output_mult}")
+    for label, value in (("output_mult", output_mult), ("init_mult", init_mult)):
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{label} must be a positive number, got {value}")
     rules = dict(preset["rules"])
     return Parametrization(name=name, rules=rules, readout=preset["readouts"][readout], o_mult=preset["o_mult"],
-                           output_mult=output_mult, description=preset["description"])
+                           output_mult=output_mult, init_mult=init_mult, description=preset["description"])
 
 
 def role_table(p: Parametrization, width_mult: float, optimizer: str) -> list[dict]:

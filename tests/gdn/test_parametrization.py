@@ -128,3 +128,17 @@ def test_unknown_preset_and_readout_are_clear_errors():
         get_parametrization("mup-v9")
     with pytest.raises(ValueError, match="no readout"):
         get_parametrization("sp", "tied-scaled")
+
+
+def test_init_mult_scales_the_matrices_only():
+    """sigma_0 tuned at the base width (init_mult) multiplies the hidden and gate-projection stds, nothing else."""
+    p = get_parametrization("mup", init_mult=3.0)
+    assert p.init_std(Role.HIDDEN, 4) == pytest.approx(3 * 0.01)
+    assert p.init_std(Role.GATE_PROJ, 4) == pytest.approx(3 * 0.01)
+    assert p.init_std(Role.EMBEDDING, 4) == pytest.approx(0.02)
+    base = GDNConfig(width=64, depth=1)
+    model, _, _ = build_model(SweepConfig(model=base, init_mult=3.0), 256, seed=0)
+    assert model.layers[0].mlp.up_proj.weight.std().item() == pytest.approx(0.03, rel=0.05)
+    assert model.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    with pytest.raises(ValueError, match="init_mult"):
+        get_parametrization("mup", init_mult=0.0)
