@@ -5,63 +5,16 @@ from __future__ import annotations
 import signal
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.db import make_engine, make_session_factory
 from service.main import create_app
-from service.models import CurvePoint, Job, JobState, Trial, TrialState
-from service.testing import TEST_TOKEN, settings_from_env, start_worker, tiny_job, wait_for
+from service.models import JobState, TrialState
+from service.testing import settings_from_env, tiny_job, wait_for
 from worker.celery_app import make_celery
+from worker_helpers import AUTH, JOB_TIMEOUT, job_state, logs, steps_of, trials_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
-JOB_TIMEOUT = 240     # seconds; generous: the CI machine has 2 cores shared with other work
-
-
-@pytest.fixture
-def deployment(pg_env, tmp_path):
-    """The API in-process and a handle on the database; workers are started by each test."""
-    settings = settings_from_env(pg_env)
-    engine = make_engine(settings.db_url)
-    with TestClient(create_app(settings)) as client:
-        yield client, make_session_factory(engine), pg_env
-    engine.dispose()
-
-
-@pytest.fixture
-def workers(tmp_path):
-    started = []
-
-    def start(env, name):
-        w = start_worker(env, tmp_path / f"{name}.log", name=name)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
-
-
-def trials_of(sessions, job_id) -> list[Trial]:
-    with sessions() as s:
-        return list(s.scalars(sa.select(Trial).where(Trial.job_id == job_id).order_by(Trial.point, Trial.attempt)))
-
-
-def job_state(sessions, job_id) -> JobState:
-    with sessions() as s:
-        return s.get(Job, job_id).state
-
-
-def steps_of(sessions, trial_id) -> list[int]:
-    with sessions() as s:
-        return list(s.scalars(sa.select(CurvePoint.step).where(CurvePoint.trial_id == trial_id)
-                              .order_by(CurvePoint.step)))
-
-
-def logs(*procs) -> str:
-    return "\n".join(f"--- {p.log_path.name}\n{p.log()[-4000:]}" for p in procs)
 
 
 def test_duplicate_delivery_runs_the_trial_once(deployment, workers):
