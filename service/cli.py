@@ -168,9 +168,30 @@ def cmd_status(args) -> int:
         print(f"optimum: lr {opt['lr']:.4g}{edge}, loss {opt['loss']:.4f}")
         for warning in opt["warnings"]:
             print(f"warning: {warning}")
+    if job.get("transfer"):
+        _print_transfer(job["transfer"])
     if job["error"]:
         print(f"error: {job['error']}")
     return 0
+
+
+def _print_transfer(transfer: dict) -> None:
+    def fmt(x, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    def verdict(x) -> str:
+        return {True: "yes", False: "no", None: "unknown"}[x]
+
+    print(f"transfer from width {transfer['base_width']} (lr* {fmt(transfer['base_lr'], '.4g')}; one grid step = "
+          f"x2^{fmt(transfer['grid_step_log2'], '.3g')}):")
+    for w in transfer["widths"]:
+        lr = w["optimum"]["lr"] if w["optimum"] else None
+        print(f"  width {w['width']:>6}: argmin lr {fmt(lr, '.4g')}, shift {fmt(w['shift_steps'], '+.2f')} steps, "
+              f"regret {fmt(w['regret'], '+.4f')}" + (f" ({w['error']})" if w["error"] else ""))
+    print(f"argmin within one grid step: {verdict(transfer['argmin_within_one_step'])}; "
+          f"loss falls with width: {verdict(transfer['loss_falls_with_width'])} (regret interpolated)")
+    for warning in transfer["warnings"]:
+        print(f"warning: {warning}")
 
 
 def _watch(client: httpx.Client, job_id: str, interval: float) -> int:
