@@ -68,19 +68,32 @@ def _fit_curve(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, bool, list
         side = "smallest" if i == 0 else "largest"
         return xs[i], ys[i], True, [f"the best loss is at the {side} learning rate of the grid "
                                     f"({2 ** xs[i]:.3g}): extend the grid past it; this optimum is a bound"]
-    (x0, x1, x2), (y0, y1, y2) = xs[i - 1:i + 2], ys[i - 1:i + 2]
+    (x0, _, x2), (y0, _, y2) = xs[i - 1:i + 2], ys[i - 1:i + 2]
     if not (np.isfinite(y0) and np.isfinite(y2)):
         return xs[i], ys[i], False, [f"a neighbour of the best learning rate diverged: the optimum is the grid "
                                      f"point {2 ** xs[i]:.3g}, not a fit"]
-    # Parabola through three points (Lagrange form), vertex clamped to the bracket.
+    a, b, c = _parabola(xs[i - 1:i + 2], ys[i - 1:i + 2])
+    if a <= 0:
+        return xs[i], ys[i], False, []
+    x_star = float(np.clip(-b / (2 * a), x0, x2))          # the vertex, clamped to the bracket
+    return x_star, float(a * x_star ** 2 + b * x_star + c), False, []
+
+
+def _parabola(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float]:
+    """(a, b, c) of the parabola a x^2 + b x + c through three points (Lagrange form)."""
+    (x0, x1, x2), (y0, y1, y2) = xs, ys
     denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
     a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
     b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
-    c = y1 - a * x1 * x1 - b * x1
-    if a <= 0:
-        return xs[i], ys[i], False, []
-    x_star = float(np.clip(-b / (2 * a), x0, x2))
-    return x_star, float(a * x_star ** 2 + b * x_star + c), False, []
+    return a, b, y1 - a * x1 * x1 - b * x1
+
+
+def _group_by_lr(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[int]) -> dict[float, dict[int, float]]:
+    """lr -> {seed: loss}, equal learning rates grouped to GRID_ROUND digits, non-finite losses as +inf."""
+    by_lr: dict[float, dict[int, float]] = defaultdict(dict)
+    for lr, loss, seed in zip(lrs, losses, seeds):
+        by_lr[float(f"{lr:.{GRID_ROUND}g}")][seed] = loss if math.isfinite(loss) else math.inf
+    return by_lr
 
 
 def fit_optimum(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[int] | None = None) -> Optimum:
@@ -93,11 +106,9 @@ def fit_optimum(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[i
     if not lrs:
         raise ValueError("no trials to fit")
     seeds = list(seeds) if seeds is not None else [0] * len(lrs)
-    by_lr: dict[float, dict[int, float]] = defaultdict(dict)
-    for lr, loss, seed in zip(lrs, losses, seeds):
-        if not lr > 0:
-            raise ValueError(f"learning rates must be positive, got {lr}")
-        by_lr[float(f"{lr:.{GRID_ROUND}g}")][seed] = loss if math.isfinite(loss) else math.inf
+    if not all(lr > 0 for lr in lrs):
+        raise ValueError(f"learning rates must be positive, got {min(lrs)}")
+    by_lr = _group_by_lr(lrs, losses, seeds)
     grid = sorted(by_lr)
     xs = np.log2(grid)
     mean = np.array([np.mean(list(by_lr[lr].values())) for lr in grid])
@@ -266,9 +277,7 @@ class TransferSummary:
 
 def _grid_means(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(log2 lr, mean loss over seeds) on the sorted grid, as fit_optimum groups them (non-finite -> +inf)."""
-    by_lr: dict[float, dict[int, float]] = defaultdict(dict)
-    for lr, loss, seed in zip(lrs, losses, seeds):
-        by_lr[float(f"{lr:.{GRID_ROUND}g}")][seed] = loss if math.isfinite(loss) else math.inf
+    by_lr = _group_by_lr(lrs, losses, seeds)
     grid = sorted(by_lr)
     return np.log2(grid), np.array([np.mean(list(by_lr[lr].values())) for lr in grid])
 
@@ -280,11 +289,7 @@ def _loss_at(xs: np.ndarray, ys: np.ndarray, x: float) -> tuple[float | None, st
     finite = np.where(np.isfinite(ys), ys, np.inf)
     i = int(np.argmin(finite))
     if 0 < i < len(xs) - 1 and np.isfinite(ys[i - 1]) and np.isfinite(ys[i + 1]) and xs[i - 1] <= x <= xs[i + 1]:
-        (x0, x1, x2), (y0, y1, y2) = xs[i - 1:i + 2], ys[i - 1:i + 2]
-        denom = (x0 - x1) * (x0 - x2) * (x1 - x2)
-        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denom
-        b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / denom
-        c = y1 - a * x1 * x1 - b * x1
+        a, b, c = _parabola(xs[i - 1:i + 2], ys[i - 1:i + 2])
         if a > 0:
             return float(a * x ** 2 + b * x + c), "parabola"
     exact = np.flatnonzero(np.abs(xs - x) <= GRID_POINT_TOLERANCE_LOG2)

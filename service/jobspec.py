@@ -54,7 +54,7 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     try:
         config = SweepConfig.from_dict({
             "model": model, "parametrization": job.parametrization, "readout": job.readout,
-            "output_mult": job.output_mult, "optimizer": spec["optimizer"], "schedule": spec["schedule"],
+            "output_mult": job.output_mult, "init_mult": job.init_mult, "optimizer": spec["optimizer"], "schedule": spec["schedule"],
             "data": spec["data"], "eval_batches": job.eval_batches})
         lrs = (list(job.lr_grid.values) if job.lr_grid.values is not None
                else lr_grid(job.lr_grid.min, job.lr_grid.max, job.lr_grid.count))
