@@ -360,11 +360,16 @@ def _fit(recs: list[dict], width: int, om: Mults):
 
 
 def plot_arm(recs: list[dict], s: ArmSummary, path: Path) -> None:
-    from gdn.plots import plot_sweep
-    grid = [r for r in recs if r["kind"] == "grid" and r["arm"] == s.arm and r["horizon"] == s.horizon
-            and mults_of(r) == s.mults]
-    plot_sweep([(r["lr"], r["seed"], _loss(r)) for r in grid], None, path, widths=[r["width"] for r in grid],
-               shift_to_best=True, title=f"{s.arm}, {s.horizon} steps")
+    from gdn.plots import transfer_png
+    mine = [r for r in recs if r["arm"] == s.arm and r["horizon"] == s.horizon and mults_of(r) == s.mults]
+    grid = [r for r in mine if r["kind"] == "grid"]
+    base_lr = next((r["lr"] for r in mine if r["kind"] == "transfer"), None)
+    optima = {row["width"]: (row["argmin_lr"], row["best_loss"]) for row in s.rows}
+    png = transfer_png(title=f"{s.arm}, {s.horizon} steps",
+                       completed=[(r["width"], r["lr"], r["seed"], _loss(r)) for r in grid if r["status"] == "COMPLETED"],
+                       diverged=[(r["width"], r["lr"]) for r in grid if r["status"] != "COMPLETED"],
+                       optima=optima, base_lr=base_lr)
+    path.write_bytes(png)
 
 
 def _f(x: float, fmt: str = ".4f") -> str:

@@ -105,9 +105,13 @@ def cmd_sweep(args) -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2, default=_json_default)
     if args.plot:
-        from gdn.plots import plot_sweep
-        plot_sweep([(lr, s, r.final_val_loss) for lr, s, r in results], optimum, args.plot,
-                   title=f"{config.parametrization}, width {config.base_width}")
+        from gdn.plots import sweep_png
+        png = sweep_png(title=f"{config.parametrization}, width {config.base_width}, {config.schedule.steps} steps",
+                        completed=[(lr, s, r.final_val_loss) for lr, s, r in results if r.status == "COMPLETED"],
+                        diverged=[(lr, s) for lr, s, r in results if r.status != "COMPLETED"],
+                        optimum_lr=optimum.lr, optimum_loss=optimum.loss, on_edge=optimum.on_edge)
+        with open(args.plot, "wb") as f:
+            f.write(png)
     return 0
 
 

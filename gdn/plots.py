@@ -1,55 +1,96 @@
-"""Plots people would rather see than read: validation loss vs learning rate (one line per width)."""
+"""Plots people would rather see than read: validation loss vs learning rate, for one sweep or one line per width.
+
+Rendered with the Agg canvas and no pyplot, so the API may draw them from several threads at once. Each returns PNG
+bytes; diverged trials are crosses along the top edge."""
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
-from typing import Iterable
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+FIGSIZE = (6.4, 4.0)
+DPI = 110
 
 
-def plot_sweep(points: Iterable[tuple[float, int, float]], optimum=None, path=None, title: str = "",
-               widths: Iterable[int] | None = None, shift_to_best: bool = False):
-    """points: (lr, seed, val_loss) or, with `widths`, one width per point. Diverged trials (non-finite loss)
-    are drawn as crosses at the top of the plot. Writes a PNG to `path` (a path or a binary file object)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = list(points)
-    widths = list(widths) if widths is not None else [None] * len(points)
-    by_width: dict = defaultdict(lambda: defaultdict(list))
-    for (lr, _seed, loss), w in zip(points, widths):
-        by_width[w][lr].append(loss)
-    finite = [loss for _, _, loss in points if math.isfinite(loss)]
-    top = max(finite) if finite else 1.0
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for w in sorted(by_width, key=lambda x: (x is None, x)):
-        lrs = sorted(by_width[w])
-        means = [sum(v) / len(v) if all(math.isfinite(x) for x in v) else math.nan for v in
-                 (by_width[w][lr] for lr in lrs)]
-        best = min((m for m in means if math.isfinite(m)), default=0.0)
-        ys = [m - best if shift_to_best else m for m in means]
-        label = f"width {w}" if w is not None else "validation loss (mean over seeds)"
-        line, = ax.plot(lrs, ys, marker="o", label=label)
-        for lr, vals in by_width[w].items():
-            if len(vals) > 1 and w is None:
-                ax.scatter([lr] * len(vals), vals, s=10, color=line.get_color(), alpha=0.4)
-        diverged = [lr for lr, m in zip(lrs, means) if not math.isfinite(m)]
-        if diverged:
-            y = (top - best if shift_to_best else top) if finite else 0.0
-            ax.scatter(diverged, [y] * len(diverged), marker="x", color=line.get_color(), s=50,
-                       label=f"diverged{'' if w is None else f' (width {w})'}")
-    if optimum is not None and not shift_to_best:
-        ax.axvline(optimum.lr, color="k", ls="--", lw=1, label=f"optimum lr {optimum.lr:.3g}")
-        if math.isfinite(optimum.loss):
-            ax.plot([optimum.lr], [optimum.loss], marker="*", color="k", ms=12)
+def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
+              optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False) -> bytes:
+    """completed: (lr, seed, final loss); diverged: (lr, seed)."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.set_xscale("log", base=2)
     ax.set_xlabel("learning rate")
-    ax.set_ylabel("validation loss" + (" minus the width's best" if shift_to_best else ""))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("final validation loss")
+    ax.set_title(title, fontsize=10)
+    seeds = sorted({s for _, s, _ in completed} | {s for _, s in diverged})
+    finite = [loss for _, _, loss in completed if math.isfinite(loss)]
+    top = (max(finite) + 0.05 * (max(finite) - min(finite) + 1e-3)) if finite else 1.0
+    for i, seed in enumerate(seeds):
+        color = f"C{i % 10}"
+        pts = sorted((lr, loss) for lr, s, loss in completed if s == seed)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"seed {seed}")
+        div = [lr for lr, s in diverged if s == seed]
+        if div:
+            ax.plot(div, [top] * len(div), "x", color=color, markersize=9, mew=2,
+                    label=f"diverged (seed {seed})")
+    if optimum_lr is not None:
+        edge = " (grid edge: a bound)" if on_edge else ""
+        ax.axvline(optimum_lr, color="k", ls="--", lw=1)
+        if optimum_loss is not None and math.isfinite(optimum_loss):
+            ax.plot([optimum_lr], [optimum_loss], "*", color="k", markersize=14,
+                    label=f"optimum lr={optimum_lr:.3g}{edge}")
+    if not completed and not diverged:
+        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
+    else:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, format="png", dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], diverged: list[tuple[int, float]],
+                 optima: dict[int, tuple[float, float]], base_lr: float | None) -> bytes:
+    """A transfer study: per width, the seed-mean final loss minus that width's best vs LR. completed: (width, lr,
+    seed, loss); diverged: (width, lr); optima: width -> (lr*, fitted loss); base_lr: the base width's lr*."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final validation loss minus the width's best")
+    ax.set_title(title, fontsize=10)
+    by_width: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for width, lr, _seed, loss in completed:
+        by_width[width][lr].append(loss)
+    excess_top = 0.0
+    lines = {}
+    for i, width in enumerate(sorted(set(by_width) | {w for w, _ in diverged})):
+        color = f"C{i % 10}"
+        means = sorted((lr, sum(v) / len(v)) for lr, v in by_width.get(width, {}).items())
+        finite = [m for _, m in means if math.isfinite(m)]
+        best = min(finite) if finite else 0.0
+        if means:
+            ax.plot([lr for lr, _ in means], [m - best for _, m in means], "o-", color=color, label=f"width {width}")
+            excess_top = max([excess_top] + [m - best for m in finite])
+        if width in optima and math.isfinite(optima[width][1]):
+            ax.plot([optima[width][0]], [optima[width][1] - best], "*", color=color, markersize=12)
+        lines[width] = color
+    for width, lr in diverged:
+        ax.plot([lr], [excess_top * 1.05 or 1.0], "x", color=lines[width], markersize=9, mew=2)
+    if base_lr is not None:
+        ax.axvline(base_lr, color="k", ls="--", lw=1, label=f"base width's lr* {base_lr:.3g}")
+    if not completed and not diverged:
+        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
+    else:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -1,21 +1,11 @@
 """The sweep plot: final validation loss vs learning rate (log2 axis), one marker per trial, diverged trials as
 crosses along the top edge, the fitted optimum as a vertical line; for a transfer study, one line per width of
-the loss minus that width's best. Rendered with the Agg backend, no pyplot (thread-safe inside the API; that is
-why gdn.plots.plot_sweep, which uses pyplot, is not called here)."""
+the loss minus that width's best (drawn by gdn.plots: Agg canvas, no pyplot, thread-safe inside the API)."""
 from __future__ import annotations
 
-import io
-import math
-from collections import defaultdict
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from gdn.plots import sweep_png, transfer_png
 from service import floats
 from service.models import Job, Trial, TrialState
-
-FIGSIZE = (6.4, 4.0)
-DPI = 110
 
 
 def job_png(job: Job, trials: list[Trial]) -> bytes:
@@ -36,84 +26,3 @@ def job_png(job: Job, trials: list[Trial]) -> bytes:
                      diverged=[(t.lr, t.seed) for t in diverged],
                      optimum_lr=optimum["lr"] if optimum else None, optimum_loss=optimum["loss"] if optimum else None,
                      on_edge=bool(optimum and optimum["on_edge"]))
-
-
-def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
-              optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False) -> bytes:
-    """completed: (lr, seed, final loss); diverged: (lr, seed)."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation loss")
-    ax.set_title(title, fontsize=10)
-    seeds = sorted({s for _, s, _ in completed} | {s for _, s in diverged})
-    finite = [loss for _, _, loss in completed if math.isfinite(loss)]
-    top = (max(finite) + 0.05 * (max(finite) - min(finite) + 1e-3)) if finite else 1.0
-    for i, seed in enumerate(seeds):
-        color = f"C{i % 10}"
-        pts = sorted((lr, loss) for lr, s, loss in completed if s == seed)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"seed {seed}")
-        div = [lr for lr, s in diverged if s == seed]
-        if div:
-            ax.plot(div, [top] * len(div), "x", color=color, markersize=9, mew=2,
-                    label=f"diverged (seed {seed})")
-    if optimum_lr is not None:
-        edge = " (grid edge: a bound)" if on_edge else ""
-        ax.axvline(optimum_lr, color="k", ls="--", lw=1)
-        if optimum_loss is not None and math.isfinite(optimum_loss):
-            ax.plot([optimum_lr], [optimum_loss], "*", color="k", markersize=14,
-                    label=f"optimum lr={optimum_lr:.3g}{edge}")
-    if not completed and not diverged:
-        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
-    else:
-        ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], diverged: list[tuple[int, float]],
-                 optima: dict[int, tuple[float, float]], base_lr: float | None) -> bytes:
-    """A transfer study: per width, the seed-mean final loss minus that width's best vs LR. completed: (width, lr,
-    seed, loss); diverged: (width, lr); optima: width -> (lr*, fitted loss); base_lr: the base width's lr*."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation loss minus the width's best")
-    ax.set_title(title, fontsize=10)
-    by_width: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for width, lr, _seed, loss in completed:
-        by_width[width][lr].append(loss)
-    excess_top = 0.0
-    lines = {}
-    for i, width in enumerate(sorted(set(by_width) | {w for w, _ in diverged})):
-        color = f"C{i % 10}"
-        means = sorted((lr, sum(v) / len(v)) for lr, v in by_width.get(width, {}).items())
-        finite = [m for _, m in means if math.isfinite(m)]
-        best = min(finite) if finite else 0.0
-        if means:
-            ax.plot([lr for lr, _ in means], [m - best for _, m in means], "o-", color=color, label=f"width {width}")
-            excess_top = max([excess_top] + [m - best for m in finite])
-        if width in optima and math.isfinite(optima[width][1]):
-            ax.plot([optima[width][0]], [optima[width][1] - best], "*", color=color, markersize=12)
-        lines[width] = color
-    for width, lr in diverged:
-        ax.plot([lr], [excess_top * 1.05 or 1.0], "x", color=lines[width], markersize=9, mew=2)
-    if base_lr is not None:
-        ax.axvline(base_lr, color="k", ls="--", lw=1, label=f"base width's lr* {base_lr:.3g}")
-    if not completed and not diverged:
-        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
-    else:
-        ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
