@@ -293,7 +293,7 @@ class ArmSummary:
     rows: list[dict] = field(default_factory=list)
     argmin_range_steps: float = math.nan
     worst_vs_sp_pct: float = math.nan
-    monotone: bool = False
+    monotone: bool | None = None      # None: a width lacks its transfer trials (not run yet)
 
 
 def summarise(records: list[dict], scale_widths: list[int] | None = None) -> list[ArmSummary]:
@@ -325,9 +325,10 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
             row["regret"] = row["transfer_loss"] - best
             s.rows.append(row)
         shifts = [r["shift_steps"] for r in s.rows if math.isfinite(r["shift_steps"])]
-        s.argmin_range_steps = (max(shifts) - min(shifts)) if shifts else math.nan
+        s.argmin_range_steps = (max(shifts) - min(shifts)) if len(shifts) > 1 else math.nan
         t = [r["transfer_loss"] for r in s.rows]
-        s.monotone = all(math.isfinite(a) and math.isfinite(b) and b < a for a, b in zip(t, t[1:]))
+        s.monotone = (all(b < a for a, b in zip(t, t[1:])) if len(t) > 1 and all(map(math.isfinite, t))
+                      else None)
         summaries.append(s)
     # criterion (2): against SP's own best at every width (same optimizer and horizon)
     best_sp = {(x.arm, x.horizon, r["width"]): r["best_loss"] for x in summaries for r in x.rows}
@@ -383,7 +384,7 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
              "|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s.arm} | {s.horizon} | {_f(s.argmin_range_steps, '.1f')} | "
-                     f"{_f(s.worst_vs_sp_pct, '+.2f')} % | {'yes' if s.monotone else 'no'} |")
+                     f"{_f(s.worst_vs_sp_pct, '+.2f')} % | { {True: 'yes', False: 'no', None: '-'}[s.monotone]} |")
     for s in summaries:
         png = plot_dir / f"{s.arm}-{s.horizon}.png"
         plot_arm(records, s, png)
@@ -438,7 +439,8 @@ def main(argv=None) -> int:
     header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
               f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}\n\n"
               f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "
-              f"Wall time of this invocation: {wall:.0f} s.\n"
+              f"Trial time: {sum(r['seconds'] for r in study.records) / 3600:.1f} h in all (packed trials counted "
+              f"as their share of the pack). Wall time of this invocation: {wall:.0f} s.\n"
               f"Command: `python benchmarks/transfer.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
     print(write_report(study.records, md, md.parent / "plots", header))
     return 0
