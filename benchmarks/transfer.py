@@ -416,6 +416,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--pack", type=int, default=1, help="train up to this many trials of one width as one pack")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--card", default=None, help="the card the results came from (for --report-only elsewhere)")
     args = ap.parse_args(argv)
 
     scale = SCALES[args.scale]
@@ -435,7 +436,8 @@ def main(argv=None) -> int:
         study.run_study()
     wall = time.time() - start
     import torch
-    card = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86_64'}, {os.cpu_count()} cores)"
+    card = args.card or (torch.cuda.get_device_name() if torch.cuda.is_available()
+                         else f"CPU ({platform.processor() or 'x86_64'}, {os.cpu_count()} cores)")
     header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
               f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}\n\n"
               f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "
