@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -242,9 +241,14 @@ SP_READOUTS: dict[str, Readout] = {
     "untied": Readout("untied", tied=False, logit_exp=0, rule=_rule(NORMAL_CONST, 0, 0, False)),
 }
 
+# The base-width multipliers (output_mult, init_mult) a preset uses unless a job sets them, per optimizer: the
+# values the transfer study tuned at the base width (docs/transfer.md). Nothing was shown for SGD: it keeps 1, 1.
+BASE_MULTS: dict[str, dict[str, tuple[float, float]]] = {"mup": {"adamw": (4.0, 2.0)}}
+
 PRESETS: dict[str, dict] = {
     "mup": dict(rules=MUP_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
-                description="muP for GDN (paper + TP5 for the vector-like conv and norm gains)"),
+                description="muP for GDN (paper + TP5 for the vector-like conv and norm gains), tied readout with "
+                            "logits x output_mult / m"),
     "sp": dict(rules=SP_RULES, readouts=SP_READOUTS, default_readout="tied", o_mult=False,
                description="standard parametrization: base-width inits and one LR at every width"),
     "mup-original": dict(rules=MUP_ORIGINAL_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
@@ -256,12 +260,17 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float = 1.0,
-                        init_mult: float = 1.0) -> Parametrization:
-    """A preset, optionally with another readout rule and the base width's output and init multipliers."""
+def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float | None = None,
+                        init_mult: float | None = None, optimizer: str = "adamw") -> Parametrization:
+    """A preset, optionally with another readout rule and the base width's output and init multipliers (None: the
+    preset's tuned values for this optimizer, BASE_MULTS, else 1)."""
     if name not in PRESETS:
         raise ValueError(f"unknown parametrization {name!r}; choose one of {sorted(PRESETS)}")
+    _check_optimizer(optimizer)
     preset = PRESETS[name]
+    default_output, default_init = BASE_MULTS.get(name, {}).get(optimizer, (1.0, 1.0))
+    output_mult = default_output if output_mult is None else output_mult
+    init_mult = default_init if init_mult is None else init_mult
     readout = readout or preset["default_readout"]
     if readout not in preset["readouts"]:
         raise ValueError(f"parametrization {name!r} has no readout {readout!r}; choose one of "
@@ -272,14 +281,3 @@ def get_parametrization(name: str = "mup", readout: str | None = None, output_mu
     rules = dict(preset["rules"])
     return Parametrization(name=name, rules=rules, readout=preset["readouts"][readout], o_mult=preset["o_mult"],
                            output_mult=output_mult, init_mult=init_mult, description=preset["description"])
-
-
-def role_table(p: Parametrization, width_mult: float, optimizer: str) -> list[dict]:
-    """The table at one width, one row per role: what `deltamu recommend` prints."""
-    rows = []
-    roles: Iterable[Role] = [r for r in Role if r is not Role.READOUT] + ([] if p.readout.tied else [Role.READOUT])
-    for role in roles:
-        rule = p.rule(role)
-        rows.append({"role": role.value, "init": rule.init.kind, "init_std": p.init_std(role, width_mult),
-                     "lr_mult": p.lr_multiplier(role, optimizer, width_mult), "weight_decay": rule.weight_decay})
-    return rows

@@ -49,8 +49,8 @@ class SweepConfig:
     model: GDNConfig = field(default_factory=GDNConfig)
     parametrization: str = "mup"
     readout: str | None = None           # None: the preset's default readout rule
-    output_mult: float = 1.0             # a constant logit multiplier, tuned at the base width and carried as is
-    init_mult: float = 1.0               # sigma_0 of the matrices x this, tuned at the base width and carried as is
+    output_mult: float | None = None     # a constant logit multiplier, tuned at the base width and carried as is
+    init_mult: float | None = None       # sigma_0 of the matrices x this, likewise (None: the preset's, BASE_MULTS)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -66,7 +66,8 @@ class SweepConfig:
         return self.model.width
 
     def param(self) -> Parametrization:
-        return get_parametrization(self.parametrization, self.readout, self.output_mult, self.init_mult)
+        return get_parametrization(self.parametrization, self.readout, self.output_mult, self.init_mult,
+                                   self.optimizer.name)
 
     def model_at(self, width: int) -> GDNConfig:
         """The proxy's architecture at `width`, tied or not as the readout rule says."""

@@ -103,8 +103,10 @@ class JobCreate(_In):
                     "[model.width]. Every width is trained with the parametrization at width / model.width")
     parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code")
     readout: str | None = Field(None, description="the readout rule; default: the preset's")
-    output_mult: float = Field(1.0, gt=0, description="a constant logit multiplier, tuned at the base width")
-    init_mult: float = Field(1.0, gt=0, description="sigma_0 of the matrices x this, tuned at the base width")
+    output_mult: float | None = Field(None, gt=0, description="a constant logit multiplier, tuned at the base "
+                                      "width; default: the preset's (mup with AdamW: 4)")
+    init_mult: float | None = Field(None, gt=0, description="sigma_0 of the matrices x this, tuned at the base "
+                                    "width; default: the preset's (mup with AdamW: 2)")
     optimizer: OptimizerSpecIn = Field(default_factory=OptimizerSpecIn)
     schedule: ScheduleSpecIn = Field(default_factory=ScheduleSpecIn)
     lr_grid: LRGridIn

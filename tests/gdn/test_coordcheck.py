@@ -9,7 +9,7 @@ WIDTHS = [64, 128, 256, 512]
 
 
 def config(name):
-    return SweepConfig(model=GDNConfig(width=64, depth=2), parametrization=name,
+    return SweepConfig(model=GDNConfig(width=64, depth=2), parametrization=name, output_mult=1.0, init_mult=1.0,
                        schedule=ScheduleSpec(steps=6, warmup_steps=0, batch_size=8, seq_len=32))
 
 

@@ -55,10 +55,10 @@ def test_causal():
 
 
 def test_logit_multiplier_is_applied():
-    config = SweepConfig(model=GDNConfig(width=32, depth=1))
+    config = SweepConfig(model=GDNConfig(width=32, depth=1), output_mult=1.0)
     m1, _, _ = build_model(config, 128, seed=0)
     assert m1.mult.logits == pytest.approx(1 / 4)
-    tied = SweepConfig(model=GDNConfig(width=32, depth=1), readout="tied")
+    tied = SweepConfig(model=GDNConfig(width=32, depth=1), readout="tied", output_mult=1.0)
     m2, _, _ = build_model(tied, 128, seed=0)
     idx = torch.randint(0, 256, (1, 8))
     assert torch.allclose(m1(idx) * 4, m2(idx), rtol=1e-5, atol=1e-6)

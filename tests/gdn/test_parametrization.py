@@ -62,13 +62,14 @@ def test_mup_presets_at_base_width_initialise_like_the_base_model(name):
     """At m = 1 every preset draws the same init: the base model (here: sp, which ignores width)."""
     config = SweepConfig(model=GDNConfig(width=64, depth=2))
     base, _, _ = build_model(SweepConfig(model=config.model, parametrization="sp"), 64, seed=3)
-    model, _, _ = build_model(SweepConfig(model=config.model, parametrization=name), 64, seed=3)
+    model, _, _ = build_model(SweepConfig(model=config.model, parametrization=name, output_mult=1.0,
+                                          init_mult=1.0), 64, seed=3)
     for (n, a), (_, b) in zip(base.named_parameters(), model.named_parameters()):
         assert torch.equal(a, b), n
 
 
 def test_multipliers_at_m4_follow_the_closed_form():
-    mup = get_parametrization("mup")
+    mup = get_parametrization("mup", output_mult=1.0, init_mult=1.0)   # the table alone, no base-width constants
     assert mup.lr_multiplier(Role.HIDDEN, "adamw", 4) == pytest.approx(1 / 4)
     assert mup.lr_multiplier(Role.GATE_PROJ, "adamw", 4) == pytest.approx(1 / 4)
     assert mup.lr_multiplier(Role.GATE_PROJ, "sgd", 4) == pytest.approx(1 / 2)
@@ -87,8 +88,9 @@ def test_multipliers_at_m4_follow_the_closed_form():
     assert code.o_multiplier(128, 32) == pytest.approx(128 ** -0.5)   # fla's default, shrinking with width
     assert mup.o_multiplier(128, 32) == pytest.approx(32 ** -0.5)     # held at the base width's
     assert mup.o_multiplier(32, 32) == code.o_multiplier(32, 32)
-    assert get_parametrization("mup", "tied-scaled").logit_multiplier(4) == pytest.approx(1 / 4)
-    assert get_parametrization("mup", "tied").logit_multiplier(4) == pytest.approx(1)
+    assert get_parametrization("mup", "tied-scaled", output_mult=1).logit_multiplier(4) == pytest.approx(1 / 4)
+    assert get_parametrization("mup", "tied-scaled").logit_multiplier(4) == pytest.approx(4 / 4)   # alpha = 4
+    assert get_parametrization("mup", "tied", output_mult=1).logit_multiplier(4) == pytest.approx(1)
     assert get_parametrization("mup", "tied", output_mult=3.0).logit_multiplier(4) == pytest.approx(3)
 
 
@@ -107,7 +109,7 @@ def test_measured_init_std_scales_with_width():
     """The drawn tensors, not just the table, follow 0.02 / sqrt(m) under mup and 0.02 under sp."""
     base = GDNConfig(width=64, depth=1)
     for name, expect in (("mup", 0.02 / math.sqrt(4)), ("sp", 0.02)):
-        model, _, _ = build_model(SweepConfig(model=base, parametrization=name), 256, seed=0)
+        model, _, _ = build_model(SweepConfig(model=base, parametrization=name, init_mult=1.0), 256, seed=0)
         w = model.layers[0].mlp.up_proj.weight
         assert w.std().item() == pytest.approx(expect, rel=0.05)
         assert model.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
@@ -142,3 +144,22 @@ def test_init_mult_scales_the_matrices_only():
     assert model.embeddings.weight.std().item() == pytest.approx(0.02, rel=0.05)
     with pytest.raises(ValueError, match="init_mult"):
         get_parametrization("mup", init_mult=0.0)
+
+
+def test_base_width_multipliers_default_per_preset_and_optimizer():
+    """mup with AdamW carries the study's tuned base multipliers (alpha 4, sigma_0 x 2); SGD and sp keep 1, 1."""
+    assert (get_parametrization("mup").output_mult, get_parametrization("mup").init_mult) == (4.0, 2.0)
+    sgd = get_parametrization("mup", optimizer="sgd")
+    assert (sgd.output_mult, sgd.init_mult) == (1.0, 1.0)
+    sp = get_parametrization("sp")
+    assert (sp.output_mult, sp.init_mult) == (1.0, 1.0)
+    mine = get_parametrization("mup", output_mult=2.0, init_mult=1.0)
+    assert (mine.output_mult, mine.init_mult) == (2.0, 1.0)
+    assert mine.logit_multiplier(4) == pytest.approx(0.5)
+    # at m = 1 the default mup model differs from the table's base model only by those two constants
+    base = GDNConfig(width=64, depth=1)
+    tuned, _, _ = build_model(SweepConfig(model=base), 64, seed=0)
+    plain, _, _ = build_model(SweepConfig(model=base, output_mult=1.0, init_mult=1.0), 64, seed=0)
+    assert torch.allclose(tuned.layers[0].mlp.up_proj.weight, 2 * plain.layers[0].mlp.up_proj.weight)
+    assert torch.equal(tuned.embeddings.weight, plain.embeddings.weight)
+    assert tuned.mult.logits == 4 * plain.mult.logits

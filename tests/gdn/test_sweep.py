@@ -86,7 +86,7 @@ def test_recommend_matches_the_table(parametrization, optimizer):
     result = _result(parametrization, optimizer)
     rec = recommend(result, 1024)
     json.dumps(rec, allow_nan=False)
-    p = get_parametrization(parametrization)
+    p = get_parametrization(parametrization, optimizer=optimizer)
     groups = {g["role"]: g for g in rec["groups"]}
     for role in Role:
         if role is Role.READOUT:
