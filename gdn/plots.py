@@ -43,15 +43,7 @@ def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged
         if optimum_loss is not None and math.isfinite(optimum_loss):
             ax.plot([optimum_lr], [optimum_loss], "*", color="k", markersize=14,
                     label=f"optimum lr={optimum_lr:.3g}{edge}")
-    if not completed and not diverged:
-        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
-    else:
-        ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png(fig, ax, empty=not completed and not diverged)
 
 
 def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], diverged: list[tuple[int, float]],
@@ -85,7 +77,11 @@ def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], 
         ax.plot([lr], [excess_top * 1.05 or 1.0], "x", color=lines[width], markersize=9, mew=2)
     if base_lr is not None:
         ax.axvline(base_lr, color="k", ls="--", lw=1, label=f"base width's lr* {base_lr:.3g}")
-    if not completed and not diverged:
+    return _png(fig, ax, empty=not completed and not diverged)
+
+
+def _png(fig: Figure, ax, empty: bool) -> bytes:
+    if empty:
         ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
     else:
         ax.legend(fontsize=8)
