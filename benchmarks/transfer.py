@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.data import DataSpec  # noqa: E402
 from gdn.optim import OptimizerSpec  # noqa: E402
+from gdn.parametrization import BASE_MULTS  # noqa: E402
 from gdn.sweep import fit_optimum  # noqa: E402
 from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial  # noqa: E402
 
@@ -69,6 +70,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("adamw-mup-tied", "adamw", "mup", "tied", start_log2_lr=-7.5),
     Arm("adamw-mup-untied-zero", "adamw", "mup", "untied-zero", start_log2_lr=-7.5),
     Arm("adamw-mup-untied-scaled", "adamw", "mup", "untied-scaled", start_log2_lr=-7.5),
+    Arm("adamw-mup-default", "adamw", "mup", "tied-scaled", output_mults=(BASE_MULTS["mup"]["adamw"][0],),
+        init_mults=(BASE_MULTS["mup"]["adamw"][1],), start_log2_lr=-7.5),     # the preset as shipped
     Arm("adamw-mup-alpha", "adamw", "mup", "tied-scaled", output_mults=(1.0, 2.0, 4.0, 8.0), start_log2_lr=-7.5),
     Arm("adamw-mup-tuned", "adamw", "mup", "tied-scaled", output_mults=(2.0, 4.0, 8.0), init_mults=(1.0, 2.0, 4.0),
         start_log2_lr=-7.5),

@@ -125,7 +125,8 @@ def test_no_grad_forward_matches_and_saves_nothing():
 # Reference: the recurrence where its autograd graph fits; above that the chunked PyTorch path in float64
 # (itself tested against the recurrence in tests/gdn/test_ops.py), at B <= 2.
 GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
-              (2, 16384, 16, 128, 128), (3, 1000, 4, 48, 80)]
+              (2, 16384, 16, 128, 128), (3, 1000, 4, 48, 80),
+              (4, 512, 6, 16, 32)]   # the GPU transfer study's base width (d = 128: K = 16, V = 32)
 
 
 GPU_CASES = [(shape, torch.bfloat16) for shape in GPU_SHAPES] + \

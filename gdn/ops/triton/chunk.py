@@ -11,6 +11,7 @@ every chunk start h [B,NT,H,K,V]; vn [B,T,H,V].
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import torch
@@ -32,7 +33,8 @@ NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
 # Split-bf16 products of input tiles with fp32 tiles (see _dot_input) up to this K; TF32 above. On Triton 3.6 / H100
 # the split form is validated at K = 32 (forward and backward); at K >= 64 it crashed the forward state pass
 # (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
-SPLIT_MAX_K = 32
+# DELTAMU_TRITON_SPLIT_MAX_K overrides it, to check a new card or Triton version against the reference.
+SPLIT_MAX_K = int(os.environ.get("DELTAMU_TRITON_SPLIT_MAX_K", "32"))
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
