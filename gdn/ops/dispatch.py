@@ -35,16 +35,18 @@ def _load_triton() -> tuple[Callable | None, str]:
     return triton_chunk_gated_delta_rule, ""
 
 
-# Where "auto" may pick the Triton kernels: the head dims whose forward and every gradient have been checked
-# against the float64 recurrence on an H100 (tests/gdn/test_triton.py, docs/benchmarks.md). Elsewhere "auto" takes
-# the chunked path until that check has run; an explicit backend="triton" is always honoured.
-TRITON_VALIDATED_MAX_K = {torch.bfloat16: 32, torch.float16: 32, torch.float32: 64}
+# Where "auto" may pick the Triton kernels: the head dims (K, inclusive range) whose forward and every gradient
+# have been checked against the float64 reference on a Hopper card (tests/gdn/test_triton.py; docs/benchmarks.md,
+# Kernels): bf16 at K = 32, 48, 64, 128 and fp32 at K = 32, 48, 64. fp16 has not run on a card beyond the shapes
+# bf16 shares with it, and K < 32 crashes there (gdn.ops.triton.chunk.MIN_CUDA_HEAD_DIM_K). Elsewhere "auto" takes
+# the chunked path until that check has run.
+TRITON_VALIDATED_K = {torch.bfloat16: (32, 128), torch.float16: (32, 32), torch.float32: (32, 64)}
 
 
 def resolve_backend(backend: str, device: torch.device, head_k_dim: int | None = None,
                     dtype: torch.dtype | None = None) -> str:
     """The backend a call with `backend` on `device` runs: "chunk", "naive" or "triton". With the call's head_k_dim
-    and dtype, "auto" picks Triton only where it is validated on the GPU (TRITON_VALIDATED_MAX_K)."""
+    and dtype, "auto" picks Triton only where it is validated on the GPU (TRITON_VALIDATED_K)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -59,7 +61,8 @@ def resolve_backend(backend: str, device: torch.device, head_k_dim: int | None =
             warnings.warn(f"gdn.ops.triton is not importable ({why}); the gated delta rule runs on the chunked "
                           "PyTorch path", RuntimeWarning, stacklevel=3)
             return "chunk"
-        if head_k_dim is not None and head_k_dim > TRITON_VALIDATED_MAX_K.get(dtype, 0):
+        lo, hi = TRITON_VALIDATED_K.get(dtype, (0, -1))
+        if head_k_dim is not None and not lo <= head_k_dim <= hi:
             return "chunk"
         return "triton"
     if backend == "triton" and _load_triton()[0] is None:

@@ -35,6 +35,10 @@ NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
 # (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
 # DELTAMU_TRITON_SPLIT_MAX_K overrides it, to check a new card or Triton version against the reference.
 SPLIT_MAX_K = int(os.environ.get("DELTAMU_TRITON_SPLIT_MAX_K", "32"))
+# On the card the kernels crash (illegal memory access, split or TF32 products alike) at K = 16 (K tile 16):
+# seen on an H100 with Triton 3.6, 2026-11-26 (docs/benchmarks.md, Kernels). The interpreter runs them right, so
+# tests cover K < 32 there; on CUDA such calls take the chunked path until the cause is found.
+MIN_CUDA_HEAD_DIM_K = 32
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
@@ -168,18 +172,20 @@ def triton_chunk_gated_delta_rule(
 
     q, k [B, T, H, K] and v [B, T, H, V] share one dtype (bf16, fp16 or fp32); g (log alpha <= 0) and beta are
     [B, T, H] of any float dtype (read as fp32); initial_state [B, H, K, V] (fp32 recommended). Returns o [B, T, H, V]
-    in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256.
+    in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256 (on CUDA K >= 32).
 
-    float64 inputs, and K > 256, run on the chunked PyTorch path instead (the kernels have no fp64 mode and hold a
+    float64 inputs, K > 256 and K < 32 on CUDA run on the chunked PyTorch path instead (the kernels have no fp64 mode and hold a
     whole K column of the state in registers)."""
     K = q.shape[-1]
     if scale is None:
         scale = K ** -0.5
-    if q.dtype == torch.float64 or K > MAX_HEAD_DIM_K or q.shape[1] == 0:
+    too_small = q.is_cuda and K < MIN_CUDA_HEAD_DIM_K
+    if q.dtype == torch.float64 or K > MAX_HEAD_DIM_K or too_small or q.shape[1] == 0:
         from gdn.ops.chunk import chunk_gated_delta_rule
-        if K > MAX_HEAD_DIM_K:
-            warnings.warn(f"triton gated delta rule supports K <= {MAX_HEAD_DIM_K}, got K={K}: running the chunked "
-                          "PyTorch path", RuntimeWarning, stacklevel=2)
+        if K > MAX_HEAD_DIM_K or too_small:
+            lo = MIN_CUDA_HEAD_DIM_K if q.is_cuda else 1
+            warnings.warn(f"triton gated delta rule supports {lo} <= K <= {MAX_HEAD_DIM_K} here, got K={K}: running "
+                          "the chunked PyTorch path", RuntimeWarning, stacklevel=2)
         return chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                                       output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
     if not q.dtype == k.dtype == v.dtype:
