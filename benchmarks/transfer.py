@@ -389,7 +389,7 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
         lines.append(f"| {s.arm} | {s.horizon} | {_f(s.argmin_range_steps, '.1f')} | "
                      f"{_f(s.worst_vs_sp_pct, '+.2f')} % | { {True: 'yes', False: 'no', None: '-'}[s.monotone]} |")
     for s in summaries:
-        png = plot_dir / f"{s.arm}-{s.horizon}.png"
+        png = plot_dir / f"{md_path.stem}-{s.arm}-{s.horizon}.png"     # one folder serves every scale
         plot_arm(records, s, png)
         tuned = "" if s.mults == (1.0, 1.0) else f" (tuned at the base width: output multiplier {s.mults[0]:g}, " \
                                                  f"init multiplier {s.mults[1]:g})"
