@@ -101,6 +101,7 @@ TINY = [
     pytest.param(dict(B=1, T=64, H=1, K=80, V=24, dtype=torch.float32, gates="zero"), id="fp32-T64-K80-zero-gates"),
     pytest.param(dict(B=1, T=70, H=2, K=32, V=32, dtype=torch.bfloat16), id="bf16-T70-K32-V32"),   # split-bf16 products
     pytest.param(dict(B=1, T=70, H=1, K=48, V=24, dtype=torch.bfloat16, gates="strong"), id="bf16-T70-K48-V24-tf32"),
+    pytest.param(dict(B=2, T=70, H=2, K=16, V=32, dtype=torch.bfloat16), id="bf16-T70-K16-V32-masked-tile"),
 ]
 
 

@@ -35,15 +35,21 @@ NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
 # (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
 # DELTAMU_TRITON_SPLIT_MAX_K overrides it, to check a new card or Triton version against the reference.
 SPLIT_MAX_K = int(os.environ.get("DELTAMU_TRITON_SPLIT_MAX_K", "32"))
-# On the card the kernels crash (illegal memory access, split or TF32 products alike) at K = 16 (K tile 16):
-# seen on an H100 with Triton 3.6, 2026-11-26 (docs/benchmarks.md, Kernels). The interpreter runs them right, so
-# tests cover K < 32 there; on CUDA such calls take the chunked path until the cause is found.
+# On the card the kernels crashed (illegal memory access, split or TF32 products alike) at K = 16 with 16-wide K
+# tiles: seen on an H100 with Triton 3.6, 2026-11-26 (docs/benchmarks.md, Kernels). K tiles are now at least 32
+# wide (_k_tile), which has not yet run on a card; until it has, such calls take the chunked path on CUDA.
 MIN_CUDA_HEAD_DIM_K = 32
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
 def _pow2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
+
+
+def _k_tile(K: int) -> int:
+    """K tiles are never narrower than 32: K < 32 then runs the tile shapes checked on the card at K = 32, with
+    the extra columns masked to zero (K = 16 tiles crashed there; see MIN_CUDA_HEAD_DIM_K)."""
+    return max(32, triton.next_power_of_2(K))
 
 
 @functools.cache
@@ -70,7 +76,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    BK, BV = min(_pow2(K), MAX_TILE), min(_pow2(V), MAX_TILE)
+    BK, BV = min(_k_tile(K), MAX_TILE), min(_pow2(V), MAX_TILE)
     prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
     w = torch.empty(B, T, H, K, dtype=f32, device=dev)
     u = torch.empty(B, T, H, V, dtype=f32, device=dev)
@@ -82,7 +88,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
         num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
 
-    BKP = _pow2(K)
+    BKP = _k_tile(K)
     BVS = _state_block_v(B * H, V, BKP, dev)
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
     h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if save_for_bwd else w
@@ -104,10 +110,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    BK, BVG = min(_pow2(K), MAX_TILE), min(_pow2(V), GRAD_BLOCK_V)
+    BK, BVG = min(_k_tile(K), MAX_TILE), min(_pow2(V), GRAD_BLOCK_V)
     prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
 
-    BKP = _pow2(K)
+    BKP = _k_tile(K)
     BVS = _state_block_v(B * H, V, BKP, dev)
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
