@@ -370,7 +370,8 @@ def plot_arm(recs: list[dict], s: ArmSummary, path: Path) -> None:
     base_lr = next((r["lr"] for r in mine if r["kind"] == "transfer"), None)
     optima = {row["width"]: (row["argmin_lr"], row["best_loss"]) for row in s.rows}
     png = transfer_png(title=f"{s.arm}, {s.horizon} steps",
-                       completed=[(r["width"], r["lr"], r["seed"], _loss(r)) for r in grid if r["status"] == "COMPLETED"],
+                       completed=[(r["width"], r["lr"], r["seed"], _loss(r)) for r in grid
+                                  if r["status"] == "COMPLETED"],
                        diverged=[(r["width"], r["lr"]) for r in grid if r["status"] != "COMPLETED"],
                        optima=optima, base_lr=base_lr)
     path.write_bytes(png)

@@ -18,13 +18,7 @@ DPI = 110
 def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
               optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False) -> bytes:
     """completed: (lr, seed, final loss); diverged: (lr, seed)."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation loss")
-    ax.set_title(title, fontsize=10)
+    fig, ax = _axes(title, "final validation loss")
     seeds = sorted({s for _, s, _ in completed} | {s for _, s in diverged})
     finite = [loss for _, _, loss in completed if math.isfinite(loss)]
     top = (max(finite) + 0.05 * (max(finite) - min(finite) + 1e-3)) if finite else 1.0
@@ -50,13 +44,7 @@ def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], 
                  optima: dict[int, tuple[float, float]], base_lr: float | None) -> bytes:
     """A transfer study: per width, the seed-mean final loss minus that width's best vs LR. completed: (width, lr,
     seed, loss); diverged: (width, lr); optima: width -> (lr*, fitted loss); base_lr: the base width's lr*."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("final validation loss minus the width's best")
-    ax.set_title(title, fontsize=10)
+    fig, ax = _axes(title, "final validation loss minus the width's best")
     by_width: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for width, lr, _seed, loss in completed:
         by_width[width][lr].append(loss)
@@ -78,6 +66,18 @@ def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], 
     if base_lr is not None:
         ax.axvline(base_lr, color="k", ls="--", lw=1, label=f"base width's lr* {base_lr:.3g}")
     return _png(fig, ax, empty=not completed and not diverged)
+
+
+def _axes(title: str, ylabel: str):
+    """A figure on its own Agg canvas with one axes: loss vs learning rate on a log2 axis."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return fig, ax
 
 
 def _png(fig: Figure, ax, empty: bool) -> bytes:

@@ -180,8 +180,8 @@ def triton_chunk_gated_delta_rule(
     [B, T, H] of any float dtype (read as fp32); initial_state [B, H, K, V] (fp32 recommended). Returns o [B, T, H, V]
     in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256 (on CUDA K >= 32).
 
-    float64 inputs, K > 256 and K < 32 on CUDA run on the chunked PyTorch path instead (the kernels have no fp64 mode and hold a
-    whole K column of the state in registers)."""
+    float64 inputs, K > 256, and K < 32 on CUDA run on the chunked PyTorch path instead (the kernels have no fp64
+    mode, hold a whole K column of the state in registers, and crashed on the card at K = 16)."""
     K = q.shape[-1]
     if scale is None:
         scale = K ** -0.5
