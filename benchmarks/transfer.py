@@ -157,8 +157,10 @@ def _init_worker(threads: int) -> None:
 
 
 class Study:
-    def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1):
+    def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1,
+                 concurrent_widths: bool = False):
         self.scale = scale
+        self.concurrent_widths = concurrent_widths
         self.path = results_path
         self.workers = workers
         self.threads = threads
@@ -191,7 +193,13 @@ class Study:
                                     initargs=(self.threads,)) as pool, self.path.open("a") as out:
             futures = [pool.submit(_run_jobs, u) for u in units]
             for fut in cf.as_completed(futures):
-                for rec in fut.result():
+                try:
+                    recs = fut.result()
+                except Exception as exc:    # e.g. a pack that did not fit beside the others: rerun next time
+                    print(f"  a pack failed and is left for the next invocation: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}", flush=True)
+                    continue
+                for rec in recs:
                     done += 1
                     self.records.append(rec)
                     out.write(json.dumps(rec) + "\n")
@@ -213,10 +221,11 @@ class Study:
         return fit_optimum([r["lr"] for r in recs], [_loss(r) for r in recs], [r["seed"] for r in recs])
 
     # --- one width of one arm: a grid, extended until its optimum is interior ---
-    def sweep_width(self, items: list[tuple[Arm, int, int, float, int]]) -> None:
-        """items: (arm, horizon, width, mults, centre k). Runs all grids together, then extends edges."""
+    def sweep_width(self, items: list[tuple[Arm, int, int, float, int]], extra: list[dict] = ()) -> None:
+        """items: (arm, horizon, width, mults, centre k). Runs all grids (and any extra jobs) together, then extends
+        edges."""
         n = self.scale.grid_points
-        jobs = []
+        jobs = list(extra)
         for arm, horizon, width, om, k0 in items:
             ks = range(k0 - n // 2, k0 - n // 2 + n)
             jobs += [self.job(arm, horizon, width, "grid", lattice(k), s, om) for k in ks for s in self.scale.seeds]
@@ -231,6 +240,8 @@ class Study:
 
     def _extension(self, arm: Arm, horizon: int, width: int, om: Mults) -> list[dict]:
         recs = self.grid_records(arm.name, horizon, width, om)
+        if not recs:        # its first round failed: nothing to extend yet
+            return []
         ks = sorted({nearest_k(math.log2(r["lr"])) for r in recs})
         mean = {k: _mean([_loss(r) for r in recs if nearest_k(math.log2(r["lr"])) == k]) for k in ks}
         best = min(ks, key=lambda k: mean[k])
@@ -258,18 +269,40 @@ class Study:
         self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr)) for arm in arms for om in arm.mults])
         chosen = {arm.name: self.best_mults(arm, h) for arm in arms}
         previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
-        for width in scale.widths[1:]:
+        if self.concurrent_widths:
+            # Every wider width at once, centred where a shorter horizon says its optimum lies relative to the base
+            # width's; the transfer trials (the base optimum is known now) ride in the same round. Fills a GPU with
+            # packs instead of walking the widths one round at a time; the edge extensions still make every
+            # optimum interior, so only the number of rounds changes, not the answer.
+            items = [(arm, h, w, chosen[arm.name], self.predicted_k(arm.name, h, w, chosen[arm.name]))
+                     for arm in arms for w in scale.widths[1:]]
+            self.sweep_width(items, extra=self.transfer_jobs(arms, h, chosen))
+        for width in ([] if self.concurrent_widths else scale.widths[1:]):
             print(f"horizon {h}, width {width}", flush=True)
             self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in arms])
             previous = {arm.name: nearest_k(self.fit(arm.name, h, width, chosen[arm.name]).log2_lr) for arm in arms}
-        # transfer trials: every width at the base width's fitted optimum
+        print(f"horizon {h}, transfer trials", flush=True)
+        self.run(self.transfer_jobs(arms, h, chosen))
+
+    def transfer_jobs(self, arms: list[Arm], h: int, chosen: dict[str, Mults]) -> list[dict]:
+        """Every width at the base width's fitted optimum: what a user of deltamu would be told to run."""
         jobs = []
         for arm in arms:
             om = chosen[arm.name]
-            lr = self.fit(arm.name, h, base, om).lr
-            jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in scale.widths for s in scale.seeds]
-        print(f"horizon {h}, transfer trials", flush=True)
-        self.run(jobs)
+            lr = self.fit(arm.name, h, self.scale.widths[0], om).lr
+            jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in self.scale.widths for s in self.scale.seeds]
+        return jobs
+
+    def predicted_k(self, arm: str, h: int, width: int, om: Mults) -> int:
+        """The base width's optimum at horizon h, moved by the shift the longest shorter horizon measured at this
+        width (none measured: no shift)."""
+        base = self.scale.widths[0]
+        log2_lr = self.fit(arm, h, base, om).log2_lr
+        for shorter in sorted({r["horizon"] for r in self.records if r["horizon"] < h}, reverse=True):
+            if self.grid_records(arm, shorter, width, om) and self.grid_records(arm, shorter, base, om):
+                log2_lr += self.fit(arm, shorter, width, om).log2_lr - self.fit(arm, shorter, base, om).log2_lr
+                break
+        return nearest_k(log2_lr)
 
     def best_mults(self, arm: Arm, horizon: int) -> Mults:
         """The (output, init) multipliers with the best fitted loss at the base width: what μP then carries."""
@@ -419,6 +452,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--pack", type=int, default=1, help="train up to this many trials of one width as one pack")
+    ap.add_argument("--concurrent-widths", action="store_true",
+                    help="sweep every wider width in one round, centred by the shorter horizon's shifts (for a GPU "
+                         "with room for many packs)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--card", default=None, help="the card the results came from (for --report-only elsewhere)")
     args = ap.parse_args(argv)
@@ -434,7 +470,7 @@ def main(argv=None) -> int:
     results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
-    study = Study(scale, results, args.workers, args.threads, args.pack)
+    study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths)
     start = time.time()
     if not args.report_only:
         study.run_study()
