@@ -36,11 +36,10 @@ def _load_triton() -> tuple[Callable | None, str]:
 
 
 # Where "auto" may pick the Triton kernels: the head dims (K, inclusive range) whose forward and every gradient
-# have been checked against the float64 reference on a Hopper card (tests/gdn/test_triton.py; docs/benchmarks.md,
-# Kernels): bf16 at K = 32, 48, 64, 128 and fp32 at K = 32, 48, 64. fp16 has not run on a card beyond the shapes
-# bf16 shares with it, and K < 32 crashes there (gdn.ops.triton.chunk.MIN_CUDA_HEAD_DIM_K). Elsewhere "auto" takes
-# the chunked path until that check has run.
-TRITON_VALIDATED_K = {torch.bfloat16: (32, 128), torch.float16: (32, 32), torch.float32: (32, 64)}
+# have been checked against the float64 reference on an H100 (tests/gdn/test_triton.py; docs/benchmarks.md,
+# Kernels): bf16 at K = 16, 32, 48, 64, 128, 256; fp16 at K = 32, 64, 128; fp32 (no TF32) at K = 16, 32, 48, 64.
+# Elsewhere "auto" takes the chunked path until that check has run.
+TRITON_VALIDATED_K = {torch.bfloat16: (16, 256), torch.float16: (32, 128), torch.float32: (16, 64)}
 
 
 def resolve_backend(backend: str, device: torch.device, head_k_dim: int | None = None,

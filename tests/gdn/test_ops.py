@@ -273,8 +273,10 @@ def test_auto_picks_triton_on_cuda_only_when_it_imports(monkeypatch):
     assert dispatch.resolve_backend("auto", cuda) == "triton"
     assert dispatch.resolve_backend("auto", cuda, 32, torch.bfloat16) == "triton"
     assert dispatch.resolve_backend("auto", cuda, 128, torch.bfloat16) == "triton"
-    assert dispatch.resolve_backend("auto", cuda, 16, torch.bfloat16) == "chunk"      # crashes on the card
-    assert dispatch.resolve_backend("auto", cuda, 256, torch.bfloat16) == "chunk"     # not yet validated on a GPU
+    assert dispatch.resolve_backend("auto", cuda, 16, torch.bfloat16) == "triton"
+    assert dispatch.resolve_backend("auto", cuda, 256, torch.bfloat16) == "triton"
+    assert dispatch.resolve_backend("auto", cuda, 8, torch.bfloat16) == "chunk"       # never run on a card
+    assert dispatch.resolve_backend("auto", cuda, 16, torch.float16) == "chunk"
     assert dispatch.resolve_backend("auto", cuda, 128, torch.float32) == "chunk"
     assert dispatch.resolve_backend("triton", cuda, 64, torch.bfloat16) == "triton"   # explicit: honoured
     assert dispatch.resolve_backend("auto", cpu) == "chunk"

@@ -27,9 +27,10 @@ pytest.importorskip("triton")
 from gdn.ops.chunk import chunk_gated_delta_rule  # noqa: E402
 from gdn.ops.naive import naive_recurrent_gated_delta_rule  # noqa: E402
 from gdn.ops.triton import triton_chunk_gated_delta_rule  # noqa: E402
+from gdn.ops.triton.chunk import MIN_CUDA_HEAD_DIM_K  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
+TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
 def make_inputs(B, T, H, K, V, dtype, gates, seed, with_h0):
@@ -130,12 +131,17 @@ GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 
 
 
 GPU_CASES = [(shape, torch.bfloat16) for shape in GPU_SHAPES] + \
-    [(shape, torch.float32) for shape in GPU_SHAPES if shape[3] <= 64]   # fp32 (no TF32) is the slow test mode
+    [(shape, torch.float32) for shape in GPU_SHAPES if shape[3] <= 64] + \
+    [(shape, torch.float16) for shape in GPU_SHAPES[:3]] + \
+    [((2, 1024, 4, 256, 64), torch.bfloat16)]                           # the largest K the kernels take
+if MIN_CUDA_HEAD_DIM_K <= 16:         # the d = 128 proxy's heads (K = 16), once the kernels take them on CUDA
+    GPU_CASES += [((16, 1024, 6, 16, 32), torch.bfloat16), ((16, 1024, 6, 16, 32), torch.float32)]
+DTYPE_ID = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("shape,dtype", GPU_CASES,
-                         ids=["x".join(map(str, s)) + ("-bf16" if d == torch.bfloat16 else "-fp32") for s, d in GPU_CASES])
+                         ids=["x".join(map(str, s)) + "-" + DTYPE_ID[d] for s, d in GPU_CASES])
 def test_benchmark_shapes_match_float64_reference(shape, dtype):
     B, T, H, K, V = shape
     recurrence_bytes = 4 * 8 * B * H * K * V * T                   # states its autograd graph keeps
@@ -145,11 +151,11 @@ def test_benchmark_shapes_match_float64_reference(shape, dtype):
     check(B, T, H, K, V, dtype, reference=reference)
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_small_head_dim_on_cuda_takes_the_chunked_path():
-    """K = 16 crashed the kernels on an H100 (Triton 3.6): such a call warns and still gives the right answer."""
+@pytest.mark.skipif(not CUDA or MIN_CUDA_HEAD_DIM_K <= 8, reason="needs CUDA, and K = 8 below the kernels' bound")
+def test_head_dim_below_the_card_bound_takes_the_chunked_path():
+    """K below MIN_CUDA_HEAD_DIM_K has not run on a card: such a call warns and still gives the right answer."""
     with pytest.warns(RuntimeWarning, match="chunked PyTorch path"):
-        check(4, 512, 6, 16, 32, torch.bfloat16)
+        check(4, 512, 6, 8, 16, torch.bfloat16)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

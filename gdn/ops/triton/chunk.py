@@ -30,15 +30,20 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
+# At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
+# (OutOfResources on the card, 2026-11-27): there they run unpipelined.
+STATE_STAGES_MAX_K = 128
 # Split-bf16 products of input tiles with fp32 tiles (see _dot_input) up to this K; TF32 above. On Triton 3.6 / H100
 # the split form is validated at K = 32 (forward and backward); at K >= 64 it crashed the forward state pass
 # (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
 # DELTAMU_TRITON_SPLIT_MAX_K overrides it, to check a new card or Triton version against the reference.
 SPLIT_MAX_K = int(os.environ.get("DELTAMU_TRITON_SPLIT_MAX_K", "32"))
 # On the card the kernels crashed (illegal memory access, split or TF32 products alike) at K = 16 with 16-wide K
-# tiles: seen on an H100 with Triton 3.6, 2026-11-26 (docs/benchmarks.md, Kernels). K tiles are now at least 32
-# wide (_k_tile), which has not yet run on a card; until it has, such calls take the chunked path on CUDA.
-MIN_CUDA_HEAD_DIM_K = 32
+# tiles (H100, Triton 3.6, 2026-11-26). K tiles are now at least 32 wide (_k_tile), and K = 16 then matched the
+# float64 reference on the card in bf16 and fp32, forward and every gradient (2026-11-27, docs/benchmarks.md,
+# Kernels). Narrower K has not run there and takes the chunked path on CUDA. DELTAMU_TRITON_MIN_CUDA_K overrides
+# the bound, to check another card or Triton version against the reference (tests/gdn/test_triton.py).
+MIN_CUDA_HEAD_DIM_K = int(os.environ.get("DELTAMU_TRITON_MIN_CUDA_K", "16"))
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
@@ -100,7 +105,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
         STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K,
         num_warps=NUM_WARPS["state_fwd"],
-        num_stages=NUM_STAGES["state_fwd"])
+        num_stages=NUM_STAGES["state_fwd"] if BKP <= STATE_STAGES_MAX_K else 1)
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 
@@ -122,7 +127,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
         scale, T, H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
         STORE_DH0=has_h0, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["state_bwd"],
-        num_stages=NUM_STAGES["state_bwd"])
+        num_stages=NUM_STAGES["state_bwd"] if BKP <= STATE_STAGES_MAX_K else 1)
 
     dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
     dq, dk = torch.empty_like(q), torch.empty_like(k)
@@ -178,10 +183,10 @@ def triton_chunk_gated_delta_rule(
 
     q, k [B, T, H, K] and v [B, T, H, V] share one dtype (bf16, fp16 or fp32); g (log alpha <= 0) and beta are
     [B, T, H] of any float dtype (read as fp32); initial_state [B, H, K, V] (fp32 recommended). Returns o [B, T, H, V]
-    in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256 (on CUDA K >= 32).
+    in q's dtype and the final state [B, H, K, V] in fp32 (or None). Any T and V; K <= 256 (on CUDA K >= 16).
 
-    float64 inputs, K > 256, and K < 32 on CUDA run on the chunked PyTorch path instead (the kernels have no fp64
-    mode, hold a whole K column of the state in registers, and crashed on the card at K = 16)."""
+    float64 inputs, K > 256, and K < 16 on CUDA run on the chunked PyTorch path instead (the kernels have no fp64
+    mode, hold a whole K column of the state in registers, and have not run on a card below K = 16)."""
     K = q.shape[-1]
     if scale is None:
         scale = K ** -0.5
