@@ -183,6 +183,15 @@ def count_pack_mates(session: Session, *, trial_id: int) -> int:
         Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.state == TrialState.PENDING)) or 0
 
 
+def count_width_points(session: Session, *, trial_id: int) -> int:
+    """Grid points of the job of `trial_id` at its width, whatever their state (a retry is the same point)."""
+    lead = session.get(Trial, trial_id)
+    if lead is None:
+        return 0
+    return session.scalar(sa.select(sa.func.count(sa.distinct(Trial.point))).where(
+        Trial.job_id == lead.job_id, Trial.width == lead.width)) or 0
+
+
 def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:
     """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width, in grid order,
     each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks finds them

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     # unless pack_on_cpu, which exists so the packed path can be tested without a GPU.
     max_pack: int = Field(16, ge=1)
     pack_on_cpu: bool = False
+    # How many GPU workers split one job: a pack takes at most ceil(trials of its job and width / pack_share), so
+    # that N workers (one per GPU) each train a share instead of the first taking the whole grid. Unset: what
+    # `deltamu worker` / `deltamu up` launch together (one per visible GPU); 1 for a worker started alone. Set it
+    # to the number of GPU workers when they are separate containers.
+    pack_share: int | None = Field(None, ge=1)
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -46,7 +46,9 @@ def worker_commands(settings: Settings, *, name: str = "deltamu", gpus: list[str
             # the server-less broker has no broadcast: no gossip, mingle or event heartbeats
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if gpus:
-        return [(base + ["--hostname", f"{name}-gpu{gpu}@%h"], {"CUDA_VISIBLE_DEVICES": gpu}) for gpu in gpus]
+        share = str(settings.pack_share or len(gpus))       # the workers started together split each job's trials
+        return [(base + ["--hostname", f"{name}-gpu{gpu}@%h"],
+                 {"CUDA_VISIBLE_DEVICES": gpu, "DELTAMU_PACK_SHARE": share}) for gpu in gpus]
     return [(base + ["--hostname", f"{name}-cpu{i}@%h"], {"CUDA_VISIBLE_DEVICES": ""}) for i in range(cpu_workers)]
 
 

@@ -2,7 +2,8 @@
 trials of the same job and width (one gdn.packed.pack_key) and trains them together with gdn.packed.train_packed.
 
 K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, then measured on the device),
-at most settings.max_pack, cached per (job, width) in this process. CPU workers train one trial per task (a pack
+at most settings.max_pack and at most this worker's share of the (job, width)'s trials when settings.pack_share
+workers split jobs (one per GPU), cached per (job, width) in this process. CPU workers train one trial per task (a pack
 of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
 settings.pack_on_cpu, which lets the tests drive the packed path without a GPU.
 """
@@ -45,15 +46,23 @@ def pack_size(claimed: ClaimedTrial, settings: Settings, available: int) -> int:
     return min(wanted, cached[0])
 
 
+def share_of(points: int, settings: Settings) -> int:
+    """The most trials one pack may take of a (job, width) with `points` grid points: an equal share among the
+    settings.pack_share workers that split jobs, so each GPU trains its part at once."""
+    share = settings.pack_share or 1
+    return max(1, -(-points // share))
+
+
 def claim_mates(claimed: ClaimedTrial, worker: str, settings: Settings) -> list[ClaimedTrial]:
     """The further trials of `claimed`'s pack, claimed for `worker`; none where this worker does not pack."""
     if not packs_here(settings):
         return []
     with sessions()() as session:
         available = crud.count_pack_mates(session, trial_id=claimed.trial_id)
+        points = crud.count_width_points(session, trial_id=claimed.trial_id)
     if available == 0:
         return []
-    size = pack_size(claimed, settings, 1 + available)
+    size = pack_size(claimed, settings, min(1 + available, share_of(points, settings)))
     if size < 2:
         return []
     with transaction(sessions()) as session:

@@ -211,6 +211,7 @@ def test_pack_mates_are_claimed_by_the_same_conditional_update(sessions):
     assert claim(sessions, narrow[1], "w1")
     with sessions() as s:
         assert crud.count_pack_mates(s, trial_id=narrow[1]) == 3
+        assert crud.count_width_points(s, trial_id=narrow[1]) == 4 == crud.count_width_points(s, trial_id=wide[0])
     with transaction(sessions) as s:
         assert crud.claim_pack_mates(s, trial_id=narrow[1], worker="w2", limit=3) == []   # not w2's trial
     with transaction(sessions) as s:

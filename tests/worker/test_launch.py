@@ -14,6 +14,14 @@ def test_one_worker_per_gpu_each_pinned_with_concurrency_one():
     assert len({argv[argv.index("--hostname") + 1] for argv, _ in commands}) == 2
 
 
+def test_gpu_workers_started_together_split_each_job():
+    commands = worker_commands(Settings(), gpus=["0", "1", "2"])
+    assert [env["DELTAMU_PACK_SHARE"] for _, env in commands] == ["3", "3", "3"]
+    commands = worker_commands(Settings(pack_share=1), gpus=["0", "1"])          # asked for: one takes all
+    assert [env["DELTAMU_PACK_SHARE"] for _, env in commands] == ["1", "1"]
+    assert "DELTAMU_PACK_SHARE" not in worker_commands(Settings(), gpus=[])[0][1]
+
+
 def test_cpu_workers_see_no_gpu():
     commands = worker_commands(Settings(), gpus=[], cpu_workers=2)
     assert len(commands) == 2 and all(env["CUDA_VISIBLE_DEVICES"] == "" for _, env in commands)

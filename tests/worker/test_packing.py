@@ -39,3 +39,10 @@ def test_pack_size_is_measured_once_per_job_and_width(monkeypatch):
     assert packing.pack_size(claimed("b"), settings, available=3) == 3 and measured == [8, 3]
     assert packing.pack_size(claimed("b"), settings, available=7) == 5 and measured == [8, 3, 7]  # 3 was not a limit
     assert packing.pack_size(claimed("b", width=64), settings, available=2) == 2 and measured == [8, 3, 7, (2, 64)]
+
+
+def test_workers_that_split_jobs_each_take_an_equal_share():
+    assert packing.share_of(8, Settings()) == 8                      # a worker alone may take the whole grid
+    assert packing.share_of(8, Settings(pack_share=2)) == 4
+    assert packing.share_of(7, Settings(pack_share=2)) == 4          # the first pack takes the odd one
+    assert packing.share_of(3, Settings(pack_share=4)) == 1          # more workers than trials: one each

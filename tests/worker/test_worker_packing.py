@@ -61,6 +61,25 @@ def test_a_packed_job_runs_every_trial_once(deployment, workers):
     assert by_lr[0.01].final_val_loss == pytest.approx(single.final_val_loss, rel=1e-4)
 
 
+def test_two_workers_split_a_job_into_two_packs(deployment, workers):
+    """As `deltamu up` starts one worker per GPU with DELTAMU_PACK_SHARE = the number of GPUs: two real workers,
+    four trials, each worker trains a pack of two at once (not the first worker all four)."""
+    client, sessions, env = deployment
+    split = {**env, **PACKING, "DELTAMU_PACK_SHARE": "2"}
+    pair = [workers(split, "gpu0"), workers(split, "gpu1")]
+    wait_for(lambda: all(" ready." in w.log() for w in pair), 60, what="both workers ready",
+             on_timeout=lambda: logs(*pair))
+    job = tiny_job(lr_grid={"values": [0.002, 0.004, 0.008, 0.016]},
+                   schedule={"steps": 150, "warmup_steps": 10, "batch_size": 2, "seq_len": 32})
+    job_id = client.post("/v1/jobs", json=job, headers=AUTH).json()["id"]
+    wait_for(lambda: job_state(sessions, job_id) == JobState.SUCCEEDED, JOB_TIMEOUT, what="job SUCCEEDED",
+             on_timeout=lambda: logs(*pair))
+    trials = trials_of(sessions, job_id)
+    assert sorted(t.point for t in trials) == [0, 1, 2, 3] and {t.state for t in trials} == {TrialState.COMPLETED}
+    assert sorted(Counter(t.worker for t in trials).values()) == [2, 2]
+    assert all("training a pack of 2 trials" in w.log() for w in pair)
+
+
 def test_a_killed_packed_worker_has_all_its_trials_requeued(sqlite_env, workers):
     """On the embedded backend (SQLite + kombu's SQL transport): SIGKILL in the middle of a pack; the reaper
     requeues every trial of the pack as a new attempt and a fresh worker packs and finishes them."""
