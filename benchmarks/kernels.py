@@ -4,6 +4,8 @@ the whole proxy model's training step with our kernels vs the chunked PyTorch pa
 One device call (fla-core and flash-linear-attention 0.6.0 installed from carried wheels):
 
     PYTHONPATH=. python benchmarks/kernels.py --out $OUT
+    PYTHONPATH=. python benchmarks/kernels.py --profile --shapes 2,3,4 --out $OUT   # CUDA ms per kernel of ours
+                                                                                   # (written 2026-11-27; not yet run on a card)
 
 Per shape (B, T, H, K, V) and implementation: forward ms and forward+backward ms (medians of
 triton.testing.do_bench, inputs requiring grad, as in training), TFLOP/s by the FLOP model of
@@ -152,6 +154,35 @@ def model_cell(width: int, backend: str) -> None:
           final_val_loss=r.final_val_loss, losses=[p.loss for p in r.curve], peak_gib=torch.cuda.max_memory_allocated() / 2**30)
 
 
+def profile_cell(shape, iters: int = 10) -> None:
+    """Where our fwd+bwd spends its time: CUDA time per kernel (torch.profiler), per iteration, at one shape."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    fn = _impl("ours")
+    xs, do = _inputs(*shape)
+    leaves = [x.detach().requires_grad_() for x in xs]
+
+    def step():
+        fn(*leaves).backward(do)
+        for x in leaves:
+            x.grad = None
+    for _ in range(3):                                    # compile and warm up outside the profile
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    per_kernel = {}
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if us > 0 and e.key:
+            per_kernel[e.key] = per_kernel.get(e.key, 0.0) + us / 1e3 / iters
+    total = sum(per_kernel.values())
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:8]
+    _emit(metric="profile", total_ms=total, kernels=[{"name": k[:60], "ms": v, "share": v / total} for k, v in top])
+
+
 # ---------------------------------------------------------------------------------------------- the driver
 def run_cell(args: list[str], timeout: float) -> tuple[list[dict], str | None]:
     """Run one cell in a fresh process; returns its records and, if it failed, the reason."""
@@ -180,6 +211,7 @@ def main() -> None:
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds")
+    ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -187,6 +219,8 @@ def main() -> None:
         kind, *rest = args.cell
         if kind == "kernel":
             kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep)
+        elif kind == "profile":
+            profile_cell(tuple(int(x) for x in rest[0].split(",")))
         else:
             model_cell(int(rest[0]), rest[1])
         return
@@ -204,6 +238,21 @@ def main() -> None:
                triton=triton.__version__, fla=fla_version, python=sys.version.split()[0])
     print(json.dumps(env), flush=True)
     shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    if args.profile:
+        lines = ["| B, T, H, K, V | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|"]
+        for shape in shapes:
+            records, why = run_cell(["profile", ",".join(map(str, shape))], args.cell_timeout)
+            for r in records:
+                for i, k in enumerate(r["kernels"]):
+                    lines.append(f"| {', '.join(map(str, shape)) if i == 0 else ''} | "
+                                 f"{format(r['total_ms'], '.3f') if i == 0 else ''} | {k['name']} | {k['ms']:.3f} | "
+                                 f"{100 * k['share']:.0f} % |")
+            if why:
+                lines.append(f"| {', '.join(map(str, shape))} | - | failed: {why} | | |")
+        text = "\n".join(lines) + "\n"
+        (out / "profile.md").write_text(text)
+        print(text)
+        return
     results = dict(env=env, kernels=[], model=[])
     start = time.perf_counter()
 
