@@ -26,3 +26,22 @@ def test_tiny_transfer_study_writes_a_report(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "running" not in again.stdout
     assert len(results.read_text().splitlines()) == len(records)
+
+
+def test_concurrent_widths_centre_each_grid_by_the_shorter_horizons_shift(tmp_path):
+    """--concurrent-widths: a wider width's first grid is centred at the base optimum of this horizon, moved by
+    the shift a shorter horizon measured at that width (lattice units: 2^(k/2))."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    def grid(horizon, width, centre_k):          # a parabola in log2(lr) with its minimum at lattice point centre_k
+        return [{"arm": "adamw-sp", "horizon": horizon, "width": width, "kind": "grid", "lr": transfer.lattice(k),
+                 "lr_key": f"{transfer.lattice(k):.10g}", "seed": s, "output_mult": 1.0, "init_mult": 1.0,
+                 "final_val_loss": 2.0 + 0.01 * (k - centre_k) ** 2 + 0.001 * s, "status": "COMPLETED"}
+                for k in range(centre_k - 3, centre_k + 4) for s in (0, 1)]
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in grid(20, 32, -14) + grid(20, 64, -17) + grid(40, 32, -13)))
+    study = transfer.Study(transfer.SCALES["tiny"], path, workers=1, threads=1, concurrent_widths=True)
+    assert study.predicted_k("adamw-sp", 40, 64, (1.0, 1.0)) == -16      # -13 + (-17 - -14)
+    assert study.predicted_k("adamw-sp", 20, 64, (1.0, 1.0)) == -14      # no shorter horizon: the base optimum
