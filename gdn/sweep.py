@@ -139,6 +139,45 @@ def _role_patterns() -> dict[Role, tuple[str, ...]]:
     return {role: patterns for role, patterns, _ in ROLE_PATTERNS}
 
 
+@dataclass(frozen=True)
+class TransferEvidence:
+    """What the transfer study (docs/transfer.md) measured for one (parametrization, optimizer)."""
+    max_width_mult: float      # the widest target / base ratio at which the base width's LR was checked
+    holds: bool                # did the base width's LR transfer there (argmin stable, no worse than tuned SP)?
+    summary: str
+
+
+TRANSFER_EVIDENCE: dict[tuple[str, str], TransferEvidence] = {
+    ("mup", "adamw"): TransferEvidence(
+        8, True, "GPU, widths 128-1024, 1000 steps, the default preset: argmin within 0.7 grid steps; the model at "
+                 "the transferred lr -1.4 / -0.9 / +1.0 / +0.1 % against SP tuned by hand at 1, 2, 4, 8x"),
+    ("mup", "sgd"): TransferEvidence(
+        8, False, "CPU, widths 32-256, 250 steps: argmin moved 3.4 grid steps; the model at the transferred lr "
+                  "33-36 % behind SP tuned by hand at 4-8x"),
+    ("sp", "adamw"): TransferEvidence(
+        8, False, "GPU, widths 128-1024, 1000 steps: the argmin moved 3.4 grid steps (the lr halves about every "
+                  "doubling); the base width's lr cost 4.9 % at 8x"),
+    ("sp", "sgd"): TransferEvidence(8, False, "CPU, widths 32-256, 250 steps: the argmin moved 5.8 grid steps"),
+}
+
+
+def transfer_warnings(parametrization: str, optimizer: str, width_mult: float) -> list[str]:
+    """What a user should know before trusting a transferred lr at this width ratio, from TRANSFER_EVIDENCE."""
+    if width_mult == 1:
+        return []
+    ev = TRANSFER_EVIDENCE.get((parametrization, optimizer))
+    if ev is None:
+        return [f"the transfer study has not measured {parametrization!r} under {optimizer}: the lr is scaled by "
+                "its table, untested (docs/transfer.md)"]
+    if not ev.holds:
+        return [f"{parametrization!r} under {optimizer} did not transfer in the study ({ev.summary}); tune at the "
+                "target width or use 'mup' with adamw"]
+    if width_mult > ev.max_width_mult:
+        return [f"width ratio {width_mult:g} is beyond the {ev.max_width_mult:g}x the transfer study measured "
+                f"({ev.summary})"]
+    return []
+
+
 def recommend(result: SweepResult, target_width: int) -> dict:
     """The hyperparameters for `target_width`: per-group LR, init, weight decay, forward multipliers, the target
     model's shapes and the proxy's cost. JSON-serialisable; a pure function of (result, target_width)."""
@@ -179,7 +218,9 @@ def recommend(result: SweepResult, target_width: int) -> dict:
         "base_lr": lr,
         "base_lr_log2_std": result.optimum.log2_lr_std,
         "optimum_on_edge": result.optimum.on_edge,
-        "warnings": list(result.optimum.warnings),
+        "warnings": list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m),
+        "transfer_evidence": (dataclasses.asdict(TRANSFER_EVIDENCE[cfg.parametrization, opt.name])
+                              if (cfg.parametrization, opt.name) in TRANSFER_EVIDENCE else None),
         "schedule": dataclasses.asdict(cfg.schedule),
         "groups": groups,
         "forward_multipliers": {

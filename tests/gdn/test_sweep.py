@@ -246,3 +246,15 @@ def test_transfer_summary_reports_a_swept_width_without_trials():
     assert [r.width for r in s.widths] == [64, 128, 256]
     assert s.widths[2].num_trials == 0 and s.widths[2].optimum is None and s.widths[2].error
     assert s.argmin_within_one_step is None and s.loss_falls_with_width is None
+
+
+def test_recommend_says_where_the_transfer_study_stands():
+    ok = recommend(_result("mup", "adamw"), 1024)                          # 4x: measured, held
+    assert not any("transfer" in w for w in ok["warnings"]) and ok["transfer_evidence"]["holds"]
+    far = recommend(_result("mup", "adamw"), 4096)                          # 16x: beyond what was measured
+    assert any("beyond the 8x" in w for w in far["warnings"])
+    sp = recommend(_result("sp", "adamw"), 1024)
+    assert any("did not transfer" in w for w in sp["warnings"]) and not sp["transfer_evidence"]["holds"]
+    untested = recommend(_result("mup-paper-code", "adamw"), 1024)
+    assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
+    assert not recommend(_result("sp", "adamw"), 256)["warnings"]          # the base width itself: nothing to say
