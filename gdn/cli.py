@@ -154,6 +154,8 @@ def cmd_recommend(args) -> int:
     print(f"target: {t['num_params'] / 1e6:.1f}M params, {t['num_heads']} heads of k {t['head_k_dim']} / "
           f"v {t['head_v_dim']}, mlp {t['mlp_hidden']}; one proxy trial costs "
           f"{100 * rec['cost']['trial_share']:.3g}% of a target run of the same tokens")
+    for warning in rec["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 
