@@ -5,7 +5,8 @@ One device call (fla-core and flash-linear-attention 0.6.0 installed from carrie
 
     PYTHONPATH=. python benchmarks/kernels.py --out $OUT
     PYTHONPATH=. python benchmarks/kernels.py --profile --shapes 2,3,4 --out $OUT   # CUDA ms per kernel of ours
-                                                                                   # (written 2026-11-27; not yet run on a card)
+
+(--profile was written on 2026-11-27 and has not yet run on a card.)
 
 Per shape (B, T, H, K, V) and implementation: forward ms and forward+backward ms (medians of
 triton.testing.do_bench, inputs requiring grad, as in training), TFLOP/s by the FLOP model of
