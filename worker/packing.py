@@ -1,10 +1,10 @@
 """Packing a job's trials: a CUDA worker whose run_trial task claimed a trial also claims up to K - 1 more PENDING
 trials of the same job and width (one gdn.packed.pack_key) and trains them together with gdn.packed.train_packed.
 
-K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, then measured on the device),
-at most settings.max_pack and at most this worker's share of the (job, width)'s trials when settings.pack_share
-workers split jobs (one per GPU), cached per (job, width) in this process. CPU workers train one trial per task (a pack
-of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
+K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, then measured on the device,
+cached per (job, width) in this process), at most settings.max_pack, and at most this worker's share of the
+(job, width)'s trials when settings.pack_share workers split jobs (one per GPU). CPU workers train one trial per
+task (a pack of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
 settings.pack_on_cpu, which lets the tests drive the packed path without a GPU.
 """
 from __future__ import annotations
