@@ -158,6 +158,12 @@ TRANSFER_EVIDENCE: dict[tuple[str, str], TransferEvidence] = {
         8, False, "GPU, widths 128-1024, 1000 steps: the argmin moved 3.4 grid steps (the lr halves about every "
                   "doubling); the base width's lr cost 4.9 % at 8x"),
     ("sp", "sgd"): TransferEvidence(8, False, "CPU, widths 32-256, 250 steps: the argmin moved 5.8 grid steps"),
+    ("mup-original", "sgd"): TransferEvidence(
+        8, False, "CPU, widths 32-256, 250 steps: argmin within 1.8 grid steps but the model at the transferred lr "
+                  "33 % behind SP tuned by hand at 4-8x"),
+    ("mup-paper-code", "adamw"): TransferEvidence(
+        8, False, "CPU, widths 32-256, 250 steps: argmin moved 1.9 grid steps, the model at the transferred lr "
+                  "23 % behind SP tuned by hand at 8x and worse than at 4x"),
 }
 
 

@@ -255,6 +255,6 @@ def test_recommend_says_where_the_transfer_study_stands():
     assert any("beyond the 8x" in w for w in far["warnings"])
     sp = recommend(_result("sp", "adamw"), 1024)
     assert any("did not transfer" in w for w in sp["warnings"]) and not sp["transfer_evidence"]["holds"]
-    untested = recommend(_result("mup-paper-code", "adamw"), 1024)
+    untested = recommend(_result("mup-original", "adamw"), 1024)
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
     assert not recommend(_result("sp", "adamw"), 256)["warnings"]          # the base width itself: nothing to say
