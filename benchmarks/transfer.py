@@ -268,7 +268,6 @@ class Study:
         print(f"horizon {h}, width {base} (base)", flush=True)
         self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr)) for arm in arms for om in arm.mults])
         chosen = {arm.name: self.best_mults(arm, h) for arm in arms}
-        previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
         if self.concurrent_widths:
             # Every wider width at once, centred where a shorter horizon says its optimum lies relative to the base
             # width's; the transfer trials (the base optimum is known now) ride in the same round. Fills a GPU with
@@ -277,10 +276,13 @@ class Study:
             items = [(arm, h, w, chosen[arm.name], self.predicted_k(arm.name, h, w, chosen[arm.name]))
                      for arm in arms for w in scale.widths[1:]]
             self.sweep_width(items, extra=self.transfer_jobs(arms, h, chosen))
-        for width in ([] if self.concurrent_widths else scale.widths[1:]):
-            print(f"horizon {h}, width {width}", flush=True)
-            self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in arms])
-            previous = {arm.name: nearest_k(self.fit(arm.name, h, width, chosen[arm.name]).log2_lr) for arm in arms}
+        else:
+            previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
+            for width in scale.widths[1:]:
+                print(f"horizon {h}, width {width}", flush=True)
+                self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in arms])
+                previous = {arm.name: nearest_k(self.fit(arm.name, h, width, chosen[arm.name]).log2_lr)
+                            for arm in arms}
         print(f"horizon {h}, transfer trials", flush=True)
         self.run(self.transfer_jobs(arms, h, chosen))
 

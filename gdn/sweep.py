@@ -213,6 +213,7 @@ def recommend(result: SweepResult, target_width: int) -> dict:
             "weight_decay": opt.weight_decay if rule.weight_decay else 0.0,
         })
     proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
+    evidence = TRANSFER_EVIDENCE.get((cfg.parametrization, opt.name))
     return {
         "parametrization_version": PARAMETRIZATION_VERSION,
         "parametrization": {**p.to_dict(), "readout_tied": p.readout.tied, "width_axis": target.width_axis,
@@ -225,8 +226,7 @@ def recommend(result: SweepResult, target_width: int) -> dict:
         "base_lr_log2_std": result.optimum.log2_lr_std,
         "optimum_on_edge": result.optimum.on_edge,
         "warnings": list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m),
-        "transfer_evidence": (dataclasses.asdict(TRANSFER_EVIDENCE[cfg.parametrization, opt.name])
-                              if (cfg.parametrization, opt.name) in TRANSFER_EVIDENCE else None),
+        "transfer_evidence": dataclasses.asdict(evidence) if evidence else None,
         "schedule": dataclasses.asdict(cfg.schedule),
         "groups": groups,
         "forward_multipliers": {

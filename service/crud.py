@@ -174,22 +174,22 @@ def claim_trial(session: Session, *, trial_id: int, worker: str) -> ClaimedTrial
     return _claimed(session, job_id, [trial_id])[0]
 
 
-def count_pack_mates(session: Session, *, trial_id: int) -> int:
-    """PENDING trials that could share a pack with `trial_id`: of its job, at its width."""
+def _count_at_width(session: Session, trial_id: int, what, *where) -> int:
+    """sa.select(what) over the trials of the job of `trial_id` at its width (and `where`); 0 for no such trial."""
     lead = session.get(Trial, trial_id)
     if lead is None:
         return 0
-    return session.scalar(sa.select(sa.func.count()).where(
-        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.state == TrialState.PENDING)) or 0
+    return session.scalar(sa.select(what).where(Trial.job_id == lead.job_id, Trial.width == lead.width, *where)) or 0
+
+
+def count_pack_mates(session: Session, *, trial_id: int) -> int:
+    """PENDING trials that could share a pack with `trial_id`: of its job, at its width."""
+    return _count_at_width(session, trial_id, sa.func.count(), Trial.state == TrialState.PENDING)
 
 
 def count_width_points(session: Session, *, trial_id: int) -> int:
     """Grid points of the job of `trial_id` at its width, whatever their state (a retry is the same point)."""
-    lead = session.get(Trial, trial_id)
-    if lead is None:
-        return 0
-    return session.scalar(sa.select(sa.func.count(sa.distinct(Trial.point))).where(
-        Trial.job_id == lead.job_id, Trial.width == lead.width)) or 0
+    return _count_at_width(session, trial_id, sa.func.count(sa.distinct(Trial.point)))
 
 
 def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:

@@ -73,6 +73,10 @@ def _state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
     return BV
 
 
+def _state_stages(which: str, BKP: int) -> int:
+    return NUM_STAGES[which] if BKP <= STATE_STAGES_MAX_K else 1
+
+
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -105,7 +109,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
         STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K,
         num_warps=NUM_WARPS["state_fwd"],
-        num_stages=NUM_STAGES["state_fwd"] if BKP <= STATE_STAGES_MAX_K else 1)
+        num_stages=_state_stages("state_fwd", BKP))
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 
@@ -127,7 +131,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
         scale, T, H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
         STORE_DH0=has_h0, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["state_bwd"],
-        num_stages=NUM_STAGES["state_bwd"] if BKP <= STATE_STAGES_MAX_K else 1)
+        num_stages=_state_stages("state_bwd", BKP))
 
     dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
     dq, dk = torch.empty_like(q), torch.empty_like(k)
