@@ -5,6 +5,14 @@ One device call (fla-core and flash-linear-attention 0.6.0 installed from carrie
 
     PYTHONPATH=. python benchmarks/kernels.py --out $OUT
     PYTHONPATH=. python benchmarks/kernels.py --profile --shapes 2,3,4 --out $OUT   # CUDA ms per kernel of ours
+    PYTHONPATH=. python benchmarks/kernels.py --warm --out $OUT   # compile everything first, in parallel
+
+fla autotunes every kernel per shape, and at the large shapes compiling its configs one after another took 100-200 s
+a shape on an H100, more than a device call can spare. `--warm` first runs one forward+backward of every (shape,
+implementation) in parallel processes, which fills Triton's on-disk kernel cache, then deletes the autotuning
+results those noisy concurrent runs stored (fla caches them beside the kernels), so the measured cells still pick
+their configs alone on the GPU, from compiled kernels. Point TRITON_CACHE_DIR at a folder that outlives the call to
+warm in one call and measure in the next.
 
 (--profile was written on 2026-11-27 and has not yet run on a card.)
 
@@ -155,6 +163,35 @@ def model_cell(width: int, backend: str) -> None:
           final_val_loss=r.final_val_loss, losses=[p.loss for p in r.curve], peak_gib=torch.cuda.max_memory_allocated() / 2**30)
 
 
+def warm_cell(shape, impl: str) -> None:
+    """One forward+backward at the shape and at the accuracy check's batch: compiles (and autotunes) every kernel."""
+    import torch
+    fn = _impl(impl)
+    xs, do = _inputs(*shape)
+    for batch in (shape[0], ERROR_BATCH):
+        leaves = [x[:batch].detach().contiguous().requires_grad_() for x in xs]
+        fn(*leaves).backward(do[:batch].contiguous())
+    torch.cuda.synchronize()
+    _emit(metric="warm", value=1)
+
+
+def warm(shapes, impls, timeout: float) -> None:
+    """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
+    import concurrent.futures as cf
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(len(shapes) * len(impls)) as pool:
+        runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i)
+                for s in shapes for i in impls}
+        for fut in cf.as_completed(runs):
+            _records, why = fut.result()
+            print(f"warm {runs[fut]}: {'ok' if not why else why}", flush=True)
+    cache = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+    stale = list(cache.rglob("*.autotune.json"))
+    for f in stale:
+        f.unlink()
+    print(f"warmed in {time.perf_counter() - t0:.0f} s; dropped {len(stale)} autotuning results", flush=True)
+
+
 def profile_cell(shape, iters: int = 10) -> None:
     """Where our fwd+bwd spends its time: CUDA time per kernel (torch.profiler), per iteration, at one shape."""
     import torch
@@ -211,8 +248,10 @@ def main() -> None:
     ap.add_argument("--rep", type=int, default=300, help="do_bench repetitions, ms")
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
-    ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds")
+    ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
+    ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
+    ap.add_argument("--warm-only", action="store_true", help="only --warm")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -220,6 +259,8 @@ def main() -> None:
         kind, *rest = args.cell
         if kind == "kernel":
             kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep)
+        elif kind == "warm":
+            warm_cell(tuple(int(x) for x in rest[0].split(",")), rest[1])
         elif kind == "profile":
             profile_cell(tuple(int(x) for x in rest[0].split(",")))
         else:
@@ -239,6 +280,11 @@ def main() -> None:
                triton=triton.__version__, fla=fla_version, python=sys.version.split()[0])
     print(json.dumps(env), flush=True)
     shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    start = time.perf_counter()
+    if args.warm or args.warm_only:
+        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla")], args.deadline)
+        if args.warm_only:
+            return
     if args.profile:
         lines = ["| B, T, H, K, V | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|"]
         for shape in shapes:
@@ -255,7 +301,6 @@ def main() -> None:
         print(text)
         return
     results = dict(env=env, kernels=[], model=[])
-    start = time.perf_counter()
 
     def budget() -> float:
         """Seconds the next cell may take: the cell timeout, cut to what is left before the deadline."""
