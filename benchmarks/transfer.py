@@ -303,7 +303,15 @@ class Study:
         for shorter in sorted({r["horizon"] for r in self.records if r["horizon"] < h}, reverse=True):
             if self.grid_records(arm, shorter, width, om) and self.grid_records(arm, shorter, base, om):
                 log2_lr += self.fit(arm, shorter, width, om).log2_lr - self.fit(arm, shorter, base, om).log2_lr
-                break
+                return nearest_k(log2_lr)
+        # No shorter horizon reached this width (a width added to a finished study): carry on the trend of the two
+        # widest narrower widths measured at this horizon, linear in log2(width), as SP's drift is.
+        done = [w for w in self.scale.widths if base < w < width and self.grid_records(arm, h, w, om)]
+        if done:
+            points = ([base] + done)[-2:]
+            fitted = [self.fit(arm, h, w, om).log2_lr for w in points]
+            slope = (fitted[1] - fitted[0]) / math.log2(points[1] / points[0])
+            log2_lr = fitted[1] + slope * math.log2(width / points[1])
         return nearest_k(log2_lr)
 
     def best_mults(self, arm: Arm, horizon: int) -> Mults:

@@ -45,3 +45,26 @@ def test_concurrent_widths_centre_each_grid_by_the_shorter_horizons_shift(tmp_pa
     study = transfer.Study(transfer.SCALES["tiny"], path, workers=1, threads=1, concurrent_widths=True)
     assert study.predicted_k("adamw-sp", 40, 64, (1.0, 1.0)) == -16      # -13 + (-17 - -14)
     assert study.predicted_k("adamw-sp", 20, 64, (1.0, 1.0)) == -14      # no shorter horizon: the base optimum
+
+
+def test_a_width_added_to_a_finished_study_is_centred_on_the_trend_of_the_narrower_ones(tmp_path):
+    """No shorter horizon reached the new width: its grid is centred by carrying on, linearly in log2(width), the
+    fitted optima of the two widest narrower widths at the same horizon (SP's drift goes on; muP's stays put)."""
+    import dataclasses
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    def grid(width, centre_k):
+        return [{"arm": "adamw-sp", "horizon": 20, "width": width, "kind": "grid", "lr": transfer.lattice(k),
+                 "lr_key": f"{transfer.lattice(k):.10g}", "seed": s, "output_mult": 1.0, "init_mult": 1.0,
+                 "final_val_loss": 2.0 + 0.01 * (k - centre_k) ** 2 + 0.001 * s, "status": "COMPLETED"}
+                for k in range(centre_k - 3, centre_k + 4) for s in (0, 1)]
+
+    scale = dataclasses.replace(transfer.SCALES["tiny"], widths=(32, 64, 128, 256))
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in grid(32, -14) + grid(64, -15)))
+    study = transfer.Study(scale, path, workers=1, threads=1, concurrent_widths=True)
+    assert study.predicted_k("adamw-sp", 20, 128, (1.0, 1.0)) == -16        # base and 64: one step per doubling
+    path.write_text("\n".join(json.dumps(r) for r in grid(32, -14) + grid(64, -15) + grid(128, -18)))
+    study = transfer.Study(scale, path, workers=1, threads=1, concurrent_widths=True)
+    assert study.predicted_k("adamw-sp", 20, 256, (1.0, 1.0)) == -21        # 64 and 128: three steps per doubling

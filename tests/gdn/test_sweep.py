@@ -251,8 +251,8 @@ def test_transfer_summary_reports_a_swept_width_without_trials():
 def test_recommend_says_where_the_transfer_study_stands():
     ok = recommend(_result("mup", "adamw"), 1024)                          # 4x: measured, held
     assert not any("transfer" in w for w in ok["warnings"]) and ok["transfer_evidence"]["holds"]
-    far = recommend(_result("mup", "adamw"), 4096)                          # 16x: beyond what was measured
-    assert any("beyond the 8x" in w for w in far["warnings"])
+    far = recommend(_result("mup", "adamw"), 8192)                          # 32x: beyond what was measured
+    assert any("beyond the 16x" in w for w in far["warnings"])
     sp = recommend(_result("sp", "adamw"), 1024)
     assert any("did not transfer" in w for w in sp["warnings"]) and not sp["transfer_evidence"]["holds"]
     untested = recommend(_result("mup-original", "adamw"), 1024)
