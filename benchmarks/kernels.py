@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -235,7 +236,9 @@ def run_cell(args: list[str], timeout: float) -> tuple[list[dict], str | None]:
     if rc == 0:
         return records, None
     lines = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
-    why = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else f"rc={rc}")
+    raised = re.compile(r"^[\w.]*(Error|Exception)\b")                      # the exception line itself
+    why = next((ln for ln in reversed(lines) if raised.match(ln.strip())),
+               next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else f"rc={rc}"))
     return records, why.strip()[:300]
 
 

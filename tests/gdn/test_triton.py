@@ -131,7 +131,7 @@ GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 
 
 
 GPU_CASES = [(shape, torch.bfloat16) for shape in GPU_SHAPES] + \
-    [(shape, torch.float32) for shape in GPU_SHAPES if shape[3] <= 64] + \
+    [(shape, torch.float32) for shape in GPU_SHAPES] + \
     [(shape, torch.float16) for shape in GPU_SHAPES[:3]] + \
     [((2, 1024, 4, 256, 64), torch.bfloat16)]                           # the largest K the kernels take
 if MIN_CUDA_HEAD_DIM_K <= 16:         # the d = 128 proxy's heads (K = 16), once the kernels take them on CUDA
