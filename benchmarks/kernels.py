@@ -12,7 +12,9 @@ a shape on an H100, more than a device call can spare. `--warm` first runs one f
 implementation) in parallel processes, which fills Triton's on-disk kernel cache, then deletes the autotuning
 results those noisy concurrent runs stored (fla caches them beside the kernels), so the measured cells still pick
 their configs alone on the GPU, from compiled kernels. Point TRITON_CACHE_DIR at a folder that outlives the call to
-warm in one call and measure in the next.
+warm in one call and measure in the next. Better still, `--save-autotune $OUT/fla-autotune.tgz` keeps fla's picks;
+a later call on the same kind of card carries that file and passes `--load-autotune`, and fla only compiles the
+configs it picked (the picks were made with the GPU to itself in the run that saved them).
 
 (--profile was written on 2026-11-27 and has not yet run on a card.)
 
@@ -176,6 +178,29 @@ def warm_cell(shape, impl: str) -> None:
     _emit(metric="warm", value=1)
 
 
+def _triton_cache() -> Path:
+    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+
+
+def save_autotune(path: Path) -> int:
+    """Every autotuning result in Triton's cache (fla's per-shape config picks) into one tar file."""
+    import tarfile
+    found = list(_triton_cache().rglob("*.autotune.json"))
+    with tarfile.open(path, "w:gz") as tar:
+        for f in found:
+            tar.add(f, arcname=str(f.relative_to(_triton_cache())))
+    return len(found)
+
+
+def load_autotune(path: Path) -> None:
+    """The results of save_autotune into this machine's Triton cache: fla then skips autotuning (compiling only the
+    configs it picked), so a whole table fits one device call. Picks made on the same kind of card only."""
+    import tarfile
+    _triton_cache().mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path) as tar:
+        tar.extractall(_triton_cache(), filter="data")
+
+
 def warm(shapes, impls, timeout: float) -> None:
     """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
@@ -186,8 +211,7 @@ def warm(shapes, impls, timeout: float) -> None:
         for fut in cf.as_completed(runs):
             _records, why = fut.result()
             print(f"warm {runs[fut]}: {'ok' if not why else why}", flush=True)
-    cache = Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
-    stale = list(cache.rglob("*.autotune.json"))
+    stale = list(_triton_cache().rglob("*.autotune.json"))
     for f in stale:
         f.unlink()
     print(f"warmed in {time.perf_counter() - t0:.0f} s; dropped {len(stale)} autotuning results", flush=True)
@@ -255,6 +279,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
     ap.add_argument("--warm-only", action="store_true", help="only --warm")
+    ap.add_argument("--save-autotune", help="after the run, tar the autotuning results (fla's picks) to this file")
+    ap.add_argument("--load-autotune", help="before the run, load a --save-autotune file (same kind of card)")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -284,6 +310,8 @@ def main() -> None:
     print(json.dumps(env), flush=True)
     shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
     start = time.perf_counter()
+    if args.load_autotune:
+        load_autotune(Path(args.load_autotune))
     if args.warm or args.warm_only:
         warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla")], args.deadline)
         if args.warm_only:
@@ -341,6 +369,8 @@ def main() -> None:
 
     print(table(results))
     (out / "kernels.md").write_text(table(results))
+    if args.save_autotune:
+        print(f"saved {save_autotune(Path(args.save_autotune))} autotuning results to {args.save_autotune}")
 
 
 def table(results: dict) -> str:
