@@ -151,15 +151,23 @@ def _run_jobs(jobs: list[dict]) -> list[dict]:
     return [_record(j, r, packed=len(jobs)) for j, r in zip(jobs, results)]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, gpus: tuple[str, ...] = (), counter=None) -> None:
+    """Per worker process: its torch threads and, given GPUs, one of them (round robin by start order), set before
+    CUDA starts so that every trial of this worker runs there."""
+    if gpus:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     import torch
     torch.set_num_threads(threads)
 
 
 class Study:
     def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1,
-                 concurrent_widths: bool = False):
+                 concurrent_widths: bool = False, gpus: tuple[str, ...] = ()):
         self.scale = scale
+        self.gpus = gpus
         self.concurrent_widths = concurrent_widths
         self.path = results_path
         self.workers = workers
@@ -190,7 +198,8 @@ class Study:
         ctx = multiprocessing.get_context("spawn")
         done = 0
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(self.threads,)) as pool, self.path.open("a") as out:
+                                    initargs=(self.threads, self.gpus, ctx.Value("i", 0))) as pool, \
+                self.path.open("a") as out:
             futures = [pool.submit(_run_jobs, u) for u in units]
             for fut in cf.as_completed(futures):
                 try:
@@ -465,6 +474,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrent-widths", action="store_true",
                     help="sweep every wider width in one round, centred by the shorter horizon's shifts (for a GPU "
                          "with room for many packs)")
+    ap.add_argument("--gpus", default="", help="comma-separated GPU indices; the workers take them round robin")
+    ap.add_argument("--grid-points", type=int, default=None, help="points of each first grid, overriding the scale's")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--card", default=None, help="the card the results came from (for --report-only elsewhere)")
     args = ap.parse_args(argv)
@@ -476,11 +487,14 @@ def main(argv=None) -> int:
         scale = dataclasses.replace(scale, horizons=tuple(int(x) for x in args.horizons.split(",")))
     if args.widths:
         scale = dataclasses.replace(scale, widths=tuple(int(x) for x in args.widths.split(",")))
+    if args.grid_points:
+        scale = dataclasses.replace(scale, grid_points=args.grid_points)
     repo = Path(__file__).resolve().parents[1]
     results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
-    study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths)
+    study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
+                  tuple(g for g in args.gpus.split(",") if g))
     start = time.time()
     if not args.report_only:
         study.run_study()

@@ -68,3 +68,18 @@ def test_a_width_added_to_a_finished_study_is_centred_on_the_trend_of_the_narrow
     path.write_text("\n".join(json.dumps(r) for r in grid(32, -14) + grid(64, -15) + grid(128, -18)))
     study = transfer.Study(scale, path, workers=1, threads=1, concurrent_widths=True)
     assert study.predicted_k("adamw-sp", 20, 256, (1.0, 1.0)) == -21        # 64 and 128: three steps per doubling
+
+
+def test_workers_take_the_listed_gpus_round_robin():
+    """--gpus 0,1: each worker process sees one GPU (CUDA_VISIBLE_DEVICES set before CUDA starts), in turn."""
+    import concurrent.futures as cf
+    import multiprocessing
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(2, mp_context=ctx, initializer=transfer._init_worker,
+                                initargs=(1, ("0", "1"), ctx.Value("i", 0))) as pool:
+        seen = [pool.submit(subprocess.check_output, ["sh", "-c", "sleep 1; echo $CUDA_VISIBLE_DEVICES"], text=True)
+                for _ in range(4)]
+        assert sorted({f.result().strip() for f in seen}) == ["0", "1"]
