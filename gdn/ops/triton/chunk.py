@@ -77,6 +77,13 @@ def _state_stages(which: str, BKP: int) -> int:
     return NUM_STAGES[which] if BKP <= STATE_STAGES_MAX_K else 1
 
 
+def tiles(BH: int, K: int, V: int, device: torch.device) -> dict[str, int]:
+    """Every tile size the four kernels launch with: BK, BV (prep), BKP, BVS (the state passes), BVG (grad)."""
+    BKP = _k_tile(K)
+    return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=_state_block_v(BH, V, BKP, device),
+                BVG=min(_pow2(V), GRAD_BLOCK_V))
+
+
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -85,8 +92,9 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    BK, BV = min(_k_tile(K), MAX_TILE), min(_pow2(V), MAX_TILE)
     prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
+    t = tiles(B * H, K, V, dev)
+    BK, BV, BKP, BVS = t["BK"], t["BV"], t["BKP"], t["BVS"]
     w = torch.empty(B, T, H, K, dtype=f32, device=dev)
     u = torch.empty(B, T, H, V, dtype=f32, device=dev)
     Aqk, Tinv = (torch.empty(B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
@@ -97,8 +105,6 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
         num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
 
-    BKP = _k_tile(K)
-    BVS = _state_block_v(B * H, V, BKP, dev)
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
     h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if save_for_bwd else w
     vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if save_for_bwd else w
@@ -119,11 +125,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     B, T, H, K = q.shape
     V = v.shape[-1]
     BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    BK, BVG = min(_k_tile(K), MAX_TILE), min(_pow2(V), GRAD_BLOCK_V)
     prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
+    t = tiles(B * H, K, V, dev)
+    BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
-    BKP = _k_tile(K)
-    BVS = _state_block_v(B * H, V, BKP, dev)
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None

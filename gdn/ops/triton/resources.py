@@ -1,0 +1,129 @@
+"""What our kernels' launches need on a card, found on any machine: each launch the launchers make is recorded (not
+run), compiled for the card's architecture (Triton compiles to a cubin without a GPU), and its shared memory per
+program compared with what one program may have there.
+
+Why: a launch that asks for more shared memory than the card has fails only on the card (OutOfResources), as the
+two-stage state passes did at K = 256 on an H100 (docs/benchmarks.md, Kernels), and device time is scarce. This
+catches that class of failure in CI. It says nothing about correctness or speed (tests/gdn/test_triton.py and
+benchmarks/kernels.py on the card do).
+
+    python -m gdn.ops.triton.resources                  # the shipped launch configs, sm_90 (H100, H200)
+    python -m gdn.ops.triton.resources --stages-max-k 256   # as before the K = 256 fix: must report a failure
+
+Run it without TRITON_INTERPRET=1 (the interpreter's kernels cannot be compiled). Exit status 1 if any launch is
+over the limit.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+from contextlib import contextmanager
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from gdn.ops.triton import chunk
+
+# Shared memory one program may have (the opt-in maximum per block), by compute capability.
+SHARED_LIMIT = {90: 232_448}
+# The largest tiles of each input dtype that gdn.ops.dispatch lets `auto` take (TRITON_VALIDATED_K), plus fp32 at
+# K = 128 (next to validate): shared memory grows with K and V, so these bound every smaller head dim.
+CASES = [(torch.bfloat16, 256, 64), (torch.bfloat16, 128, 256), (torch.float16, 128, 256), (torch.float32, 64, 128),
+         (torch.float32, 128, 256)]
+TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32"}
+KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_kernel", "_chunk_grad_kernel")
+
+
+@contextmanager
+def recorded_launches():
+    """Inside, the launchers record each kernel launch (kernel, positional args, keyword args) instead of running
+    it; the list fills as they are called."""
+    launches, saved = [], {name: getattr(chunk, name) for name in KERNELS}
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((self.kernel, args, kwargs))
+
+    try:
+        for name, kernel in saved.items():
+            setattr(chunk, name, Recorder(kernel))
+        yield launches
+    finally:
+        for name, kernel in saved.items():
+            setattr(chunk, name, kernel)
+
+
+def launches_for(dtype: torch.dtype, K: int, V: int, BH: int = 1024) -> list:
+    """The launches of one forward and backward at head dims (K, V). BH (batch x heads) only moves the state passes'
+    V tile, which is widest for large BH, so the default is the worst case."""
+    T = chunk.CHUNK_SIZE
+    q, k = (torch.zeros(1, T, BH, K, dtype=dtype) for _ in range(2))
+    v, do = (torch.zeros(1, T, BH, V, dtype=dtype) for _ in range(2))
+    g, beta = (torch.zeros(1, T, BH, dtype=dtype) for _ in range(2))
+    with recorded_launches() as launches:
+        _o, _ht, saved = chunk.chunk_fwd(q, k, v, g, beta, K ** -0.5, None, False, True, True)
+        chunk.chunk_bwd(q, k, v, g, beta, K ** -0.5, True, saved, do, None, False)
+    return launches
+
+
+def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict, dict]:
+    """(kernel name, signature, constexprs, options) of a recorded launch: what triton.compile needs, picklable."""
+    options = {key: kwargs[key] for key in ("num_warps", "num_stages") if key in kwargs}
+    bound = dict(zip(kernel.arg_names, args)) | {k: v for k, v in kwargs.items() if k not in options}
+    signature, constexprs = {}, {}
+    for i, param in enumerate(kernel.params):
+        value = bound[param.name]
+        if param.is_constexpr:
+            signature[param.name] = "constexpr"
+            constexprs[(i,)] = value
+        elif isinstance(value, torch.Tensor):
+            signature[param.name] = "*" + TYPES[value.dtype]
+        else:
+            signature[param.name] = "fp32" if isinstance(value, float) else "i32"
+    return kernel.fn.__name__, signature, constexprs, options
+
+
+def shared_bytes(request: tuple[str, dict, dict, dict], arch: int = 90) -> int:
+    """Shared memory per program of a compile_request, compiled for compute capability `arch`."""
+    name, signature, constexprs, options = request
+    compiled = triton.compile(ASTSource(fn=getattr(chunk, name), signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", arch, 32), options=options)
+    return compiled.metadata.shared
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT))
+    ap.add_argument("--stages-max-k", type=int, default=None,
+                    help="override chunk.STATE_STAGES_MAX_K (the largest K whose state passes are pipelined)")
+    ap.add_argument("--case", action="append", help="dtype,K,V (e.g. bf16,256,64) instead of the default cases")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles at a time")
+    args = ap.parse_args(argv)
+    if args.stages_max_k is not None:
+        chunk.STATE_STAGES_MAX_K = args.stages_max_k
+    by_name = {name: dtype for dtype, name in TYPES.items()}
+    cases = [(by_name[d], int(K), int(V)) for d, K, V in (c.split(",") for c in args.case)] if args.case else CASES
+    rows = [(dtype, K, V, compile_request(kernel, a, kw)) for dtype, K, V in cases
+            for kernel, a, kw in launches_for(dtype, K, V)]
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sizes = list(pool.map(shared_bytes, [r[3] for r in rows], [args.arch] * len(rows)))
+    limit = SHARED_LIMIT[args.arch]
+    print(f"| dtype | K | V | kernel | warps | stages | shared bytes (limit {limit:,}) |\n|---|---|---|---|---|---|---|")
+    for (dtype, K, V, (name, _sig, _c, options)), nbytes in zip(rows, sizes):
+        print(f"| {TYPES[dtype]} | {K} | {V} | {name} | {options.get('num_warps')} | {options.get('num_stages')} | "
+              f"{nbytes:,}{' **over**' if nbytes > limit else ''} |")
+    over = sum(n > limit for n in sizes)
+    print(f"{over} launch(es) over the limit" if over else "every launch fits")
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

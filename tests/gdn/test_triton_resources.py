@@ -1,0 +1,29 @@
+"""Shared memory of every launch the Triton launchers make, compiled for an H100 (sm_90) on this CPU machine
+(gdn.ops.triton.resources): a launch over the card's limit fails only on the card, so it is caught here first.
+bf16 at the largest head dims `auto` takes (fp16 tiles have the same bytes); fp32 is left to the command (its
+full-precision products take minutes to compile)."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _resources(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}     # compile for real, not interpret
+    r = subprocess.run([sys.executable, "-m", "gdn.ops.triton.resources", "--jobs", "2", *args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, [line for line in r.stdout.splitlines() if line.startswith("| bf16")], r
+
+
+def test_every_bf16_launch_fits_an_h100():
+    rc, rows, r = _resources("--case", "bf16,256,64", "--case", "bf16,128,256")
+    assert rc == 0, r.stdout + r.stderr[-2000:]
+    assert len(rows) == 8 and not any("over" in row for row in rows)     # 4 kernels at each of the two cases
+
+
+def test_the_two_stage_state_pass_at_k256_is_caught():
+    """The configuration that failed on an H100 (2026-11-27, OutOfResources) before STATE_STAGES_MAX_K = 128."""
+    rc, rows, r = _resources("--case", "bf16,256,64", "--stages-max-k", "256")
+    assert rc == 1, r.stdout + r.stderr[-2000:]
+    assert any("_chunk_state_fwd_kernel | 4 | 2 |" in row and "**over**" in row for row in rows)
