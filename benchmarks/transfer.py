@@ -349,6 +349,39 @@ class ArmSummary:
     argmin_range_steps: float = math.nan
     worst_vs_sp_pct: float = math.nan
     monotone: bool | None = None      # None: a width lacks its transfer trials (not run yet)
+    verdict: str = "-"                # criterion (2) over the widths, within the seed noise: the worst of them
+
+
+NOISE_SIGMAS = 2.0                    # a difference within this many standard deviations is a tie
+
+
+NEAR_BEST = 1.05                      # seed noise is pooled over trials within 5 % of their sweep's best
+
+
+def seed_noise(records: list[dict]) -> dict[tuple[int, int], float]:
+    """Per (horizon, width): the relative standard deviation of one seed's final loss, pooled over the trials run
+    with more than one seed near their sweep's optimum (within NEAR_BEST of the best seed mean of that arm, horizon
+    and width; far from it, at an edge of the grid, seeds scatter more and say nothing about the comparison)."""
+    groups = defaultdict(list)
+    for r in records:
+        if r["status"] == "COMPLETED" and math.isfinite(_loss(r)):
+            groups[r["arm"], r["horizon"], r["width"], r["kind"], r["lr_key"], mults_of(r)].append(_loss(r))
+    best = defaultdict(lambda: math.inf)
+    for (arm, horizon, width, *_), losses in groups.items():
+        best[arm, horizon, width] = min(best[arm, horizon, width], _mean(losses))
+    pooled = defaultdict(lambda: [0.0, 0])                        # sum of squared relative deviations, dof
+    for (arm, horizon, width, *_), losses in groups.items():
+        if len(losses) > 1 and _mean(losses) <= NEAR_BEST * best[arm, horizon, width]:
+            m = _mean(losses)
+            pooled[horizon, width][0] += sum(((x - m) / m) ** 2 for x in losses)
+            pooled[horizon, width][1] += len(losses) - 1
+    return {key: math.sqrt(ss / dof) for key, (ss, dof) in pooled.items() if dof}
+
+
+def _verdict(diff_pct: float, noise_pct: float) -> str:
+    if not (math.isfinite(diff_pct) and math.isfinite(noise_pct)):
+        return "-"
+    return "better" if diff_pct < -noise_pct else "worse" if diff_pct > noise_pct else "tie"
 
 
 def summarise(records: list[dict], scale_widths: list[int] | None = None) -> list[ArmSummary]:
@@ -370,12 +403,15 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
             grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and mults_of(r) == om]
             if not grid:
                 continue
-            best = min(_grid_means(grid).values())
+            means = _grid_means(grid)
+            best_key = min(means, key=means.get)
+            best = means[best_key]
             transfer = [_loss(r) for r in recs if r["kind"] == "transfer" and r["width"] == w]
             row = {"width": w, "argmin_lr": fit.lr if fit else math.nan,
                    "shift_steps": ((fit.log2_lr - base_fit.log2_lr) / STEP_LOG2) if fit and base_fit else math.nan,
                    "on_edge": bool(fit and fit.on_edge), "best_loss": best,
-                   "transfer_loss": _mean(transfer) if transfer else math.nan,
+                   "transfer_loss": _mean(transfer) if transfer else math.nan, "transfer_seeds": len(transfer),
+                   "best_seeds": sum(1 for r in grid if float(r["lr_key"]) == best_key),
                    "seconds": sum(r["seconds"] for r in recs if r["width"] == w)}
             row["regret"] = row["transfer_loss"] - best
             s.rows.append(row)
@@ -385,18 +421,28 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
         s.monotone = (all(b < a for a, b in zip(t, t[1:])) if len(t) > 1 and all(map(math.isfinite, t))
                       else None)
         summaries.append(s)
-    # criterion (2): against SP's own best at every width (same optimizer and horizon)
-    best_sp = {(x.arm, x.horizon, r["width"]): r["best_loss"] for x in summaries for r in x.rows}
+    # criterion (2): against SP's own best at every width (same optimizer and horizon), and how that difference
+    # compares with the seed noise: the standard deviation of a difference of two seed means is the per-seed one
+    # times sqrt(1/n_a + 1/n_b); SP's best is the smallest of its grid means, which favours SP.
+    best_sp = {(x.arm, x.horizon, r["width"]): r for x in summaries for r in x.rows}
+    noise = seed_noise(records)
     for s in summaries:
         sp = SP_OF.get(ARMS[s.arm].optimizer if s.arm in ARMS else "", None)
-        excess = []
+        excess, verdicts = [], []
         for r in s.rows:
             ref = best_sp.get((sp, s.horizon, r["width"]))
-            r["sp_best"] = ref if ref is not None else math.nan
-            r["vs_sp_pct"] = 100 * (r["transfer_loss"] - ref) / ref if ref else math.nan
+            r["sp_best"] = ref["best_loss"] if ref else math.nan
+            r["vs_sp_pct"] = 100 * (r["transfer_loss"] - r["sp_best"]) / r["sp_best"] if ref else math.nan
+            sd = noise.get((s.horizon, r["width"]), math.nan)
+            r["noise_pct"] = (100 * NOISE_SIGMAS * sd * math.sqrt(1 / r["transfer_seeds"] + 1 / ref["best_seeds"])
+                              if ref and r["transfer_seeds"] and ref["best_seeds"] else math.nan)
+            r["verdict"] = _verdict(r["vs_sp_pct"], r["noise_pct"])
             if math.isfinite(r["vs_sp_pct"]):
                 excess.append(r["vs_sp_pct"])
+            if r["verdict"] != "-":
+                verdicts.append(r["verdict"])
         s.worst_vs_sp_pct = max(excess) if excess else math.nan
+        s.verdict = next((v for v in ("worse", "tie", "better") if v in verdicts), "-")
     return summaries
 
 
@@ -436,11 +482,16 @@ def _f(x: float, fmt: str = ".4f") -> str:
 def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str) -> str:
     summaries = summarise(records)
     plot_dir.mkdir(parents=True, exist_ok=True)
-    lines = [header, "", "| arm | horizon | (1) argmin range, grid steps | (2) worst vs tuned SP | (3) wider is better |",
-             "|---|---|---|---|---|"]
+    lines = [header, "", f"(2) within the seed noise: 'tie' where the difference is within {NOISE_SIGMAS:g} standard "
+             "deviations of a difference of seed means (per-seed noise pooled over the multi-seed trials within 5 % "
+             "of their sweep's best at that width and horizon), 'better' or 'worse' beyond; the summary's verdict "
+             "is the worst width's. SP's best is the smallest of its grid means, which favours SP.", "",
+             "| arm | horizon | (1) argmin range, grid steps | (2) worst vs tuned SP | (2) within noise | "
+             "(3) wider is better |", "|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s.arm} | {s.horizon} | {_f(s.argmin_range_steps, '.1f')} | "
-                     f"{_f(s.worst_vs_sp_pct, '+.2f')} % | { {True: 'yes', False: 'no', None: '-'}[s.monotone]} |")
+                     f"{_f(s.worst_vs_sp_pct, '+.2f')} % | {s.verdict} | "
+                     f"{ {True: 'yes', False: 'no', None: '-'}[s.monotone]} |")
     for s in summaries:
         png = plot_dir / f"{md_path.stem}-{s.arm}-{s.horizon}.png"     # one folder serves every scale
         plot_arm(records, s, png)
@@ -449,12 +500,12 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
         lines += ["", f"#### {s.arm}, {s.horizon} steps{tuned}", "",
                   f"![{s.arm} {s.horizon}]({os.path.relpath(png, md_path.parent)})", "",
                   "| width | argmin lr | shift (steps) | best loss | loss at transferred lr | regret | SP best | vs SP | "
-                  "trial seconds |", "|---|---|---|---|---|---|---|---|---|"]
+                  f"noise ({NOISE_SIGMAS:g} sd) | verdict | trial seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in s.rows:
             lines.append(f"| {r['width']} | {_f(r['argmin_lr'], '.3g')}{' (edge)' if r['on_edge'] else ''} | "
                          f"{_f(r['shift_steps'], '+.1f')} | {_f(r['best_loss'])} | {_f(r['transfer_loss'])} | "
                          f"{_f(r['regret'], '+.4f')} | {_f(r['sp_best'])} | {_f(r['vs_sp_pct'], '+.2f')} % | "
-                         f"{r['seconds']:.0f} |")
+                         f"±{_f(r['noise_pct'], '.2f')} % | {r['verdict']} | {r['seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
     md_path.write_text(text)
     return text

@@ -83,3 +83,24 @@ def test_workers_take_the_listed_gpus_round_robin():
         seen = [pool.submit(subprocess.check_output, ["sh", "-c", "sleep 1; echo $CUDA_VISIBLE_DEVICES"], text=True)
                 for _ in range(4)]
         assert sorted({f.result().strip() for f in seen}) == ["0", "1"]
+
+
+def test_criterion_two_is_judged_against_the_seed_noise():
+    """The per-seed noise is pooled near each sweep's optimum; a difference within two standard deviations of a
+    difference of seed means is a tie, beyond it better or worse."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    def trial(arm, kind, k, seed, loss):
+        return {"arm": arm, "horizon": 20, "width": 64, "kind": kind, "lr": transfer.lattice(k),
+                "lr_key": f"{transfer.lattice(k):.10g}", "seed": seed, "output_mult": 1.0, "init_mult": 1.0,
+                "final_val_loss": loss, "status": "COMPLETED"}
+
+    near = [trial("adamw-sp", "grid", -14, s, 2.0 + d) for s, d in ((0, -0.02), (1, 0.02))]   # 1 % apart
+    far = [trial("adamw-sp", "grid", -8, s, 3.0 + d) for s, d in ((0, -0.5), (1, 0.5))]       # an edge: ignored
+    sd = transfer.seed_noise(near + far)[20, 64]
+    assert abs(sd - 0.02 * 2 ** 0.5 / 2.0) < 1e-9                   # sample sd of (1.98, 2.02), relative to 2.0
+    noise = 100 * transfer.NOISE_SIGMAS * sd                          # two-seed means on both sides
+    assert transfer._verdict(0.5 * noise, noise) == "tie"
+    assert transfer._verdict(-1.5 * noise, noise) == "better" and transfer._verdict(1.5 * noise, noise) == "worse"
+    assert transfer._verdict(float("nan"), noise) == "-"
