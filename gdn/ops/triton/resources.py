@@ -1,6 +1,6 @@
 """What our kernels' launches need on a card, found on any machine: each launch the launchers make is recorded (not
 run), compiled for the card's architecture (Triton compiles to a cubin without a GPU), and its shared memory per
-program compared with what one program may have there.
+program compared with what one program may have there; registers and stack (spill space) per thread come with it.
 
 Why: a launch that asks for more shared memory than the card has fails only on the card (OutOfResources), as the
 two-stage state passes did at K = 256 on an H100 (docs/benchmarks.md, Kernels), and device time is scarce. This
@@ -19,7 +19,10 @@ import argparse
 import concurrent.futures as cf
 import multiprocessing
 import os
+import re
+import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 
 import torch
@@ -91,12 +94,23 @@ def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict,
     return kernel.fn.__name__, signature, constexprs, options
 
 
-def shared_bytes(request: tuple[str, dict, dict, dict], arch: int = 90) -> int:
-    """Shared memory per program of a compile_request, compiled for compute capability `arch`."""
+def resource_usage(request: tuple[str, dict, dict, dict], arch: int = 90) -> dict[str, int]:
+    """Shared memory per program, and registers and stack (spill space) per thread, of a compile_request compiled
+    for compute capability `arch`; the last two read from the cubin with the cuobjdump Triton ships (-1 if absent)."""
     name, signature, constexprs, options = request
     compiled = triton.compile(ASTSource(fn=getattr(chunk, name), signature=signature, constexprs=constexprs),
                               target=GPUTarget("cuda", arch, 32), options=options)
-    return compiled.metadata.shared
+    usage = {"shared": compiled.metadata.shared, "regs": -1, "stack": -1}
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if os.path.exists(cuobjdump):
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(compiled.asm["cubin"])
+            f.flush()
+            out = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+        for key, field in (("regs", "REG"), ("stack", "STACK")):
+            found = re.search(rf"\b{field}:(\d+)", out)
+            usage[key] = int(found.group(1)) if found else -1
+    return usage
 
 
 def main(argv=None) -> int:
@@ -114,13 +128,14 @@ def main(argv=None) -> int:
     rows = [(dtype, K, V, compile_request(kernel, a, kw)) for dtype, K, V in cases
             for kernel, a, kw in launches_for(dtype, K, V)]
     with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        sizes = list(pool.map(shared_bytes, [r[3] for r in rows], [args.arch] * len(rows)))
+        usages = list(pool.map(resource_usage, [r[3] for r in rows], [args.arch] * len(rows)))
     limit = SHARED_LIMIT[args.arch]
-    print(f"| dtype | K | V | kernel | warps | stages | shared bytes (limit {limit:,}) |\n|---|---|---|---|---|---|---|")
-    for (dtype, K, V, (name, _sig, _c, options)), nbytes in zip(rows, sizes):
+    print(f"| dtype | K | V | kernel | warps | stages | shared bytes (limit {limit:,}) | registers / thread | "
+          "stack bytes / thread (spills) |\n|---|---|---|---|---|---|---|---|---|")
+    for (dtype, K, V, (name, _sig, _c, options)), u in zip(rows, usages):
         print(f"| {TYPES[dtype]} | {K} | {V} | {name} | {options.get('num_warps')} | {options.get('num_stages')} | "
-              f"{nbytes:,}{' **over**' if nbytes > limit else ''} |")
-    over = sum(n > limit for n in sizes)
+              f"{u['shared']:,}{' **over**' if u['shared'] > limit else ''} | {u['regs']} | {u['stack']:,} |")
+    over = sum(u["shared"] > limit for u in usages)
     print(f"{over} launch(es) over the limit" if over else "every launch fits")
     return 1 if over else 0
 
