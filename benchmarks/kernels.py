@@ -16,7 +16,6 @@ warm in one call and measure in the next. Better still, `--save-autotune $OUT/fl
 a later call on the same kind of card carries that file and passes `--load-autotune`, and fla only compiles the
 configs it picked (the picks were made with the GPU to itself in the run that saved them).
 
-(--profile was written on 2026-11-27 and has not yet run on a card.)
 
 Per shape (B, T, H, K, V) and implementation: forward ms and forward+backward ms (medians of
 triton.testing.do_bench, inputs requiring grad, as in training), TFLOP/s by the FLOP model of
@@ -204,6 +203,8 @@ def load_autotune(path: Path) -> None:
 def warm(shapes, impls, timeout: float) -> None:
     """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
+    if not shapes or not impls:
+        return
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(len(shapes) * len(impls)) as pool:
         runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i)

@@ -371,8 +371,8 @@ def seed_noise(records: list[dict]) -> dict[tuple[int, int], float]:
         best[arm, horizon, width] = min(best[arm, horizon, width], _mean(losses))
     pooled = defaultdict(lambda: [0.0, 0])                        # sum of squared relative deviations, dof
     for (arm, horizon, width, *_), losses in groups.items():
-        if len(losses) > 1 and _mean(losses) <= NEAR_BEST * best[arm, horizon, width]:
-            m = _mean(losses)
+        m = _mean(losses)
+        if len(losses) > 1 and m <= NEAR_BEST * best[arm, horizon, width]:
             pooled[horizon, width][0] += sum(((x - m) / m) ** 2 for x in losses)
             pooled[horizon, width][1] += len(losses) - 1
     return {key: math.sqrt(ss / dof) for key, (ss, dof) in pooled.items() if dof}
@@ -483,8 +483,8 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
     summaries = summarise(records)
     plot_dir.mkdir(parents=True, exist_ok=True)
     lines = [header, "", f"(2) within the seed noise: 'tie' where the difference is within {NOISE_SIGMAS:g} standard "
-             "deviations of a difference of seed means (per-seed noise pooled over the multi-seed trials within 5 % "
-             "of their sweep's best at that width and horizon), 'better' or 'worse' beyond; the summary's verdict "
+             "deviations of a difference of seed means (per-seed noise pooled over the multi-seed trials within "
+             f"{100 * (NEAR_BEST - 1):g} % of their sweep's best at that width and horizon), 'better' or 'worse' beyond; the summary's verdict "
              "is the worst width's. SP's best is the smallest of its grid means, which favours SP.", "",
              "| arm | horizon | (1) argmin range, grid steps | (2) worst vs tuned SP | (2) within noise | "
              "(3) wider is better |", "|---|---|---|---|---|---|"]
