@@ -277,7 +277,8 @@ def test_auto_picks_triton_on_cuda_only_when_it_imports(monkeypatch):
     assert dispatch.resolve_backend("auto", cuda, 256, torch.bfloat16) == "triton"
     assert dispatch.resolve_backend("auto", cuda, 8, torch.bfloat16) == "chunk"       # never run on a card
     assert dispatch.resolve_backend("auto", cuda, 16, torch.float16) == "chunk"
-    assert dispatch.resolve_backend("auto", cuda, 128, torch.float32) == "chunk"
+    assert dispatch.resolve_backend("auto", cuda, 128, torch.float32) == "triton"
+    assert dispatch.resolve_backend("auto", cuda, 256, torch.float32) == "chunk"      # fp32 K = 256: not on a card
     assert dispatch.resolve_backend("triton", cuda, 64, torch.bfloat16) == "triton"   # explicit: honoured
     assert dispatch.resolve_backend("auto", cpu) == "chunk"
     assert dispatch.resolve_backend("naive", cuda) == "naive"
