@@ -65,7 +65,10 @@ def main() -> int:
             tokens = sum(t["tokens"] or 0 for t in trials)
             record.update(state=job["state"], seconds_post_to_done=wall, trials=len(trials), trained_tokens=tokens,
                           tokens_per_second=tokens / wall, optimum=job.get("optimum"),
-                          devices=sorted({t.get("device") for t in trials if t.get("device")}))
+                          devices=sorted({t.get("device") for t in trials if t.get("device")}),
+                          per_trial=[{k: t.get(k) for k in ("id", "width", "lr", "seed", "state", "worker",
+                                                            "final_val_loss", "started_at", "finished_at")}
+                                     for t in trials])
             if job["state"] == "SUCCEEDED":
                 record["recommendation"] = c.get(f"{location}/recommendation", params={"width": args.width}).json()
                 (out / "plot.png").write_bytes(c.get(f"{location}/plot.png").content)
