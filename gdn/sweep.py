@@ -44,6 +44,8 @@ class Optimum:
     warnings: list[str] = field(default_factory=list)
     grid_lr: float = math.nan        # the best grid point itself
     per_seed_lr: dict[int, float] = field(default_factory=dict)
+    near_best_lr_min: float = math.nan   # the smallest and largest grid LRs whose loss is within the seed noise
+    near_best_lr_max: float = math.nan   # of the best (NEAR_BEST_TOLERANCE): the optimum could be anywhere there
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -55,6 +57,13 @@ class Optimum:
         d = dict(d)
         d["per_seed_lr"] = {int(k): v for k, v in d.get("per_seed_lr", {}).items()}
         return cls(**d)
+
+
+# One run's final loss moves by about 1 % (relative sd) with its seed near the optimum: 0.6-1.5 % at every width and
+# horizon of the GPU transfer study, 0.7-1.0 % on the CPU at 1000 steps (benchmarks/transfer.py seed_noise,
+# docs/transfer.md). Grid points within two of those of the best cannot be told from it by one seed; with n seeds
+# a point is a mean of n runs, so the tolerance shrinks as 1 / sqrt(n).
+NEAR_BEST_TOLERANCE = 0.02
 
 
 def _fit_curve(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, bool, list[str]]:
@@ -124,8 +133,23 @@ def fit_optimum(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[i
             per_seed[seed] = float(2 ** _fit_curve(xs, ys)[0])
     std = float(np.std(np.log2(list(per_seed.values())), ddof=1)) if len(per_seed) > 1 else None
     i_best = int(np.argmin(mean))
+    lo, hi = _near_best(grid, mean, min(len(by_lr[lr]) for lr in grid))
+    step = grid_step_log2(grid)
+    if step and math.log2(hi / lo) >= 2 * step - 1e-9:
+        warnings = warnings + [
+            f"the losses from lr {lo:.3g} to {hi:.3g} ({math.log2(hi / lo) / step:.0f} grid steps) are within the "
+            "seed noise of the best: this sweep cannot place the optimum inside that range; add seeds"]
     return Optimum(lr=float(2 ** x_star), log2_lr=float(x_star), loss=float(loss_star), log2_lr_std=std,
-                   on_edge=on_edge, warnings=warnings, grid_lr=grid[i_best], per_seed_lr=per_seed)
+                   on_edge=on_edge, warnings=warnings, grid_lr=grid[i_best], per_seed_lr=per_seed,
+                   near_best_lr_min=lo, near_best_lr_max=hi)
+
+
+def _near_best(grid: list[float], mean: np.ndarray, seeds: int) -> tuple[float, float]:
+    """The smallest and largest grid LR whose mean loss is within NEAR_BEST_TOLERANCE / sqrt(seeds) of the best
+    (relative). Not necessarily contiguous: a bumpy top is exactly where one seed cannot rank the points."""
+    best = float(np.min(mean))
+    near = [lr for lr, y in zip(grid, mean) if y <= best + abs(best) * NEAR_BEST_TOLERANCE / math.sqrt(seeds)]
+    return min(near), max(near)
 
 
 @dataclass

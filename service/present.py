@@ -7,7 +7,7 @@ from service.models import JOB_TERMINAL, TRIAL_TERMINAL, CurvePoint, Job, Trial,
 from service.schemas import (CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TransferPublic, TrialCounts,
                              TrialPublic, WidthTransferPublic)
 
-_OPTIMUM_FLOATS = ("lr", "log2_lr", "loss", "log2_lr_std", "grid_lr")
+_OPTIMUM_FLOATS = ("lr", "log2_lr", "loss", "log2_lr_std", "grid_lr", "near_best_lr_min", "near_best_lr_max")
 
 
 def job_links(job_id: str) -> JobLinks:

@@ -176,6 +176,9 @@ class OptimumPublic(BaseModel):
     warnings: list[str]
     grid_lr: float | None = None
     per_seed_lr: dict[str, float | None] = {}
+    near_best_lr_min: float | None = Field(None, description="smallest grid lr whose loss is within the seed noise "
+                                           "of the best (2 % over sqrt(seeds)): the optimum is not resolved below")
+    near_best_lr_max: float | None = Field(None, description="largest such grid lr")
     nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
 
 

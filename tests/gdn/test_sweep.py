@@ -33,7 +33,8 @@ def test_fit_recovers_the_minimum_of_a_known_parabola():
     for _ in range(20):
         grid = lr_grid(2 ** -12, 2 ** -4, 9)
         x0 = rng.uniform(-10.5, -5.5)          # strictly inside the grid's interior brackets
-        a, c = rng.uniform(0.01, 0.5), rng.uniform(1, 3)
+        a, c = rng.uniform(0.2, 0.5), rng.uniform(1, 3)   # curved enough that one seed resolves it (flatter:
+                                                           # test_a_flat_top_is_reported_as_unresolved)
         losses = [a * (math.log2(lr) - x0) ** 2 + c for lr in grid]
         opt = fit_optimum(grid, losses)
         assert opt.log2_lr == pytest.approx(x0, abs=1e-9)
@@ -56,6 +57,30 @@ def test_diverged_trials_bound_the_fit():
     assert opt.lr == pytest.approx(grid[2]) and not opt.on_edge and "diverged" in opt.warnings[0]
     with pytest.raises(ValueError, match="diverged"):
         fit_optimum(grid, [math.nan] * 5)
+
+
+# The default GPU job's two product runs on 2026-11-27 (docs/benchmarks.md), losses read off their plots: a pack of 8,
+# and the same job as two packs of 4, whose top came out flat.
+PRODUCT_GRID = [2.0 ** e for e in range(-12, -4)]
+ONE_PACK = [0.781, 0.726, 0.661, 0.632, 0.611, 0.595, 0.620, 0.609]
+TWO_PACKS = [0.787, 0.720, 0.662, 0.637, 0.619, 0.620, 0.630, 0.615]
+
+
+def test_a_flat_top_is_reported_as_unresolved():
+    sharp = fit_optimum(PRODUCT_GRID, ONE_PACK)
+    assert sharp.near_best_lr_min == sharp.near_best_lr_max == 2.0 ** -7 and not sharp.warnings
+    flat = fit_optimum(PRODUCT_GRID, TWO_PACKS)
+    assert (flat.near_best_lr_min, flat.near_best_lr_max) == (2.0 ** -8, 2.0 ** -5)
+    assert flat.on_edge and any("3 grid steps" in w and "add seeds" in w for w in flat.warnings)
+
+
+def test_more_seeds_narrow_the_near_best_range():
+    grid = lr_grid(2 ** -9, 2 ** -5, 5)
+    per_lr = [1.10, 1.015, 1.0, 1.012, 1.2]                  # neighbours 1.2-1.5 % above the best
+    one = fit_optimum(grid, per_lr)
+    assert (one.near_best_lr_min, one.near_best_lr_max) == (grid[1], grid[3]) and one.warnings
+    four = fit_optimum(grid * 4, per_lr * 4, [s for s in range(4) for _ in grid])
+    assert four.near_best_lr_min == four.near_best_lr_max == grid[2] and not four.warnings
 
 
 def test_seeds_give_an_uncertainty():
