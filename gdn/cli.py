@@ -115,7 +115,8 @@ def cmd_sweep(args) -> int:
         png = sweep_png(title=f"{config.parametrization}, width {config.base_width}, {config.schedule.steps} steps",
                         completed=[(lr, s, r.final_val_loss) for lr, s, r in results if r.status == "COMPLETED"],
                         diverged=[(lr, s) for lr, s, r in results if r.status != "COMPLETED"],
-                        optimum_lr=optimum.lr, optimum_loss=optimum.loss, on_edge=optimum.on_edge)
+                        optimum_lr=optimum.lr, optimum_loss=optimum.loss, on_edge=optimum.on_edge,
+                        near_best=(optimum.near_best_lr_min, optimum.near_best_lr_max))
         with open(args.plot, "wb") as f:
             f.write(png)
     return 0

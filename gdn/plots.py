@@ -16,9 +16,14 @@ DPI = 110
 
 
 def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
-              optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False) -> bytes:
-    """completed: (lr, seed, final loss); diverged: (lr, seed)."""
+              optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False,
+              near_best: tuple[float, float] | None = None) -> bytes:
+    """completed: (lr, seed, final loss); diverged: (lr, seed); near_best: the optimum's (near_best_lr_min,
+    near_best_lr_max), shaded where it spans more than one grid point: the sweep cannot rank the LRs inside."""
     fig, ax = _axes(title, "final validation loss")
+    if near_best is not None and all(x is not None and math.isfinite(x) for x in near_best) and \
+            near_best[1] > near_best[0]:
+        ax.axvspan(*near_best, color="0.85", zorder=0, label="within the seed noise of the best")
     seeds = sorted({s for _, s, _ in completed} | {s for _, s in diverged})
     finite = [loss for _, _, loss in completed if math.isfinite(loss)]
     top = (max(finite) + 0.05 * (max(finite) - min(finite) + 1e-3)) if finite else 1.0

@@ -25,4 +25,5 @@ def job_png(job: Job, trials: list[Trial]) -> bytes:
                      completed=[(t.lr, t.seed, t.final_val_loss) for t in completed],
                      diverged=[(t.lr, t.seed) for t in diverged],
                      optimum_lr=optimum["lr"] if optimum else None, optimum_loss=optimum["loss"] if optimum else None,
-                     on_edge=bool(optimum and optimum["on_edge"]))
+                     on_edge=bool(optimum and optimum["on_edge"]),
+                     near_best=(optimum.get("near_best_lr_min"), optimum.get("near_best_lr_max")) if optimum else None)

@@ -283,3 +283,22 @@ def test_recommend_says_where_the_transfer_study_stands():
     untested = recommend(_result("mup-original", "adamw"), 1024)
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
     assert not recommend(_result("sp", "adamw"), 256)["warnings"]          # the base width itself: nothing to say
+
+
+def test_the_sweep_plot_shades_the_near_best_range():
+    import io
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    from gdn.plots import sweep_png
+    flat = fit_optimum(PRODUCT_GRID, TWO_PACKS)
+
+    def band_pixels(near_best) -> int:
+        png = sweep_png(title="t", completed=[(lr, 0, y) for lr, y in zip(PRODUCT_GRID, TWO_PACKS)], diverged=[],
+                        optimum_lr=flat.lr, optimum_loss=flat.loss, on_edge=flat.on_edge, near_best=near_best)
+        rgb = imread(io.BytesIO(png))[..., :3]
+        return int((np.abs(rgb - 0.85) < 0.01).all(axis=-1).sum())    # the band's grey
+
+    assert band_pixels((flat.near_best_lr_min, flat.near_best_lr_max)) > 20 * band_pixels(None) + 1000
+    assert band_pixels((2.0 ** -7, 2.0 ** -7)) == band_pixels(None)        # one grid point: nothing to shade
