@@ -167,7 +167,8 @@ def cmd_status(args) -> int:
         edge = " (on the grid edge)" if opt["on_edge"] else ""
         print(f"optimum: lr {opt['lr']:.4g}{edge}, loss {opt['loss']:.4f}")
         if opt.get("near_best_lr_min") is not None and opt["near_best_lr_max"] > opt["near_best_lr_min"]:
-            print(f"within the seed noise of the best: lr {opt['near_best_lr_min']:.3g} to {opt['near_best_lr_max']:.3g}")
+            print(f"within the seed noise of the best: lr {opt['near_best_lr_min']:.3g} "
+                  f"to {opt['near_best_lr_max']:.3g}")
         for warning in opt["warnings"]:
             print(f"warning: {warning}")
     if job.get("transfer"):

@@ -37,7 +37,7 @@ def _load_triton() -> tuple[Callable | None, str]:
 
 # Where "auto" may pick the Triton kernels: the head dims (K, inclusive range) whose forward and every gradient
 # have been checked against the float64 reference on an H100 (tests/gdn/test_triton.py; docs/benchmarks.md,
-# Kernels): bf16 at K = 16, 32, 48, 64, 128, 256; fp16 at K = 32, 64, 128; fp32 (no TF32) at K = 16, 32, 48, 64.
+# Kernels): bf16 at K = 16, 32, 48, 64, 128, 256; fp16 at K = 32, 64, 128; fp32 (no TF32) at K = 16, 32, 48, 64, 128.
 # Elsewhere "auto" takes the chunked path until that check has run.
 TRITON_VALIDATED_K = {torch.bfloat16: (16, 256), torch.float16: (32, 128), torch.float32: (16, 128)}
 

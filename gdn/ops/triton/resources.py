@@ -34,8 +34,8 @@ from gdn.ops.triton import chunk
 
 # Shared memory one program may have (the opt-in maximum per block), by compute capability.
 SHARED_LIMIT = {90: 232_448}
-# The largest tiles of each input dtype that gdn.ops.dispatch lets `auto` take (TRITON_VALIDATED_K), and fp32 at
-# K = 64: shared memory grows with K and V, so these bound every smaller head dim.
+# The largest tiles of each input dtype that gdn.ops.dispatch lets `auto` take (TRITON_VALIDATED_K), fp32 at K = 64
+# too: shared memory grows with K and V, so these bound every smaller head dim.
 CASES = [(torch.bfloat16, 256, 64), (torch.bfloat16, 128, 256), (torch.float16, 128, 256), (torch.float32, 64, 128),
          (torch.float32, 128, 256)]
 TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32"}
