@@ -69,6 +69,9 @@ def check_finished_job(client: httpx.Client, job_id: str, job_spec: dict) -> Non
     losses = [t["final_val_loss"] if t["final_val_loss"] is not None else math.nan for t in trials]
     optimum = fit_optimum([t["lr"] for t in trials], losses, [t["seed"] for t in trials])
     assert job["optimum"]["lr"] == optimum.lr
+    assert (job["optimum"]["near_best_lr_min"], job["optimum"]["near_best_lr_max"]) == \
+        (optimum.near_best_lr_min, optimum.near_best_lr_max)
+    assert job["optimum"]["near_best_lr_min"] <= job["optimum"]["grid_lr"] <= job["optimum"]["near_best_lr_max"]
     config = prepare(JobCreate.model_validate(job["spec"]), Settings()).sweep_config
     from gdn.train import SweepConfig
     expected = recommend(SweepResult(config=SweepConfig.from_dict(config), optimum=optimum,
