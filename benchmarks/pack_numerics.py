@@ -29,18 +29,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdn.packed import train_packed  # noqa: E402
-from gdn.sweep import lr_grid  # noqa: E402
 from gdn.train import SweepConfig, TrialSpec  # noqa: E402
+from service.jobspec import prepare  # noqa: E402
+from service.schemas import JobCreate  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def specs_from_job(job: dict, steps: int) -> list[TrialSpec]:
-    config = SweepConfig.from_dict({k: v for k, v in job.items() if k not in ("lr_grid", "seeds", "log_every")})
+    """The job's base-width trials as the service would train them (its defaults, grid and order), with the
+    schedule shortened to `steps`."""
+    prepared = prepare(JobCreate.model_validate(job), Settings())
+    config = SweepConfig.from_dict(prepared.sweep_config)
     warmup = min(config.schedule.warmup_steps, max(1, steps // 10))
     config = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule, steps=steps,
                                                                       warmup_steps=warmup))
-    grid = job["lr_grid"]
-    lrs = lr_grid(grid["min"], grid["max"], grid["count"])
-    return [TrialSpec(config, lr=lr, seed=seed) for seed in job.get("seeds", [0]) for lr in lrs]
+    return [TrialSpec(config, lr=lr, seed=seed) for width, lr, seed in prepared.grid if width == prepared.widths[0]]
 
 
 def run(packs: list[list[int]], specs: list[TrialSpec], log_every: int) -> tuple[dict[int, dict], float]:
