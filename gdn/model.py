@@ -20,6 +20,7 @@ from torch import nn
 
 from gdn.config import GDNConfig
 from gdn.ops import gated_delta_rule
+from gdn.ops.norm import rms_norm
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)          # in the autocast dtype under autocast (gdn.ops.norm)
 
 
 class GatedRMSNorm(RMSNorm):
     """RMSNorm over each head's value dim, times SiLU of the output gate (fla's FusedRMSNormGated)."""
 
     def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return super().forward(o) * F.silu(gate.float()).to(o.dtype)
+        return rms_norm(o, self.weight, self.eps, gate=gate)
 
 
 class ShortConv(nn.Conv1d):
