@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
 from contextlib import nullcontext
 from typing import Callable
@@ -34,9 +35,20 @@ from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, Trial
                        build_model, resolve_device)
 
 CLIP_EPS = 1e-6          # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
+CUDA_GRAPHS_ENV = "DELTAMU_CUDA_GRAPHS"
+GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
 MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
 ACTIVATION_BYTES_PER_TOKEN = {"width": 160, "vocab": 16}  # estimate_trial_bytes: per token, per layer x width and
                                                           # per vocab entry (bf16 autocast); plan_packs verifies it
+
+
+def use_cuda_graphs(device: torch.device) -> bool:
+    """Whether a pack on `device` replays its forward and backward from a CUDA graph: on CUDA unless
+    DELTAMU_CUDA_GRAPHS=0 (read when a pack is built), which runs them op by op as a CPU pack does."""
+    setting = os.environ.get(CUDA_GRAPHS_ENV, "1").strip()
+    if setting not in ("0", "1"):
+        raise ValueError(f"{CUDA_GRAPHS_ENV} must be 0 or 1, got {setting!r}")
+    return device.type == "cuda" and setting == "1"
 
 
 # ---- which trials can share a pack ---------------------------------------------------------------------------
@@ -212,6 +224,8 @@ class _Pack:
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.conv_weights = {n for n, p in skeleton.named_parameters() if role_of(n, p) is Role.CONV}
+        self.use_graphs = use_cuda_graphs(self.device)
+        self._graph = None                                           # (graph, static x, static y, static losses)
         self._logits = vmap(self._trial_logits, in_dims=(0, 0, 0))
         self._val_logits = vmap(self._trial_logits, in_dims=(0, 0, None))
 
@@ -250,13 +264,49 @@ class _Pack:
         sched = self.schedule
         base_lrs = [lr_at(step, self.specs[r].lr, sched.warmup_steps, sched.steps, sched.min_lr) for r in self.rows]
         x, y = self.batches(step)
+        losses = self._graphed_losses_and_grads(x, y) if self.use_graphs else self._losses_and_grads(x, y)
+        grad_norms = clip_grad_norm_per_trial(list(self.params.values()), self.specs[0].config.optimizer.grad_clip)
+        self.optimizer.step(self.params, base_lrs)
+        return losses, grad_norms, base_lrs
+
+    def _losses_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each row's training loss (R,) on batch x, y; leaves each parameter's gradient in its .grad."""
         losses = self._losses(self._logits(self.params, self.logit_mult, x), y)   # (R,)
         for p in self.params.values():
             p.grad = None
         losses.sum().backward()                                        # rows are independent: d sum / d loss_r = 1
-        grad_norms = clip_grad_norm_per_trial(list(self.params.values()), self.specs[0].config.optimizer.grad_clip)
-        self.optimizer.step(self.params, base_lrs)
-        return losses.detach(), grad_norms, base_lrs
+        return losses.detach()
+
+    def _graphed_losses_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """_losses_and_grads replayed from a CUDA graph: the forward and backward are queued by the driver in one
+        call instead of op by op from Python, which under vmap cost more host time than the device needed (the
+        pack was host-bound from K = 8 at d = 256; docs/benchmarks.md, Packed training). Same kernels, same
+        numbers. Captured on first use and again after rows leave the pack (the shapes change)."""
+        if self._graph is None:
+            self._graph = self._capture(x, y)
+        graph, static_x, static_y, static_losses = self._graph
+        static_x.copy_(x)
+        static_y.copy_(y)
+        graph.replay()
+        return static_losses.clone()                                 # the next replay overwrites static_losses
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor):
+        static_x, static_y = x.clone(), y.clone()
+        # Warm-up on a side stream, as CUDA graph capture requires: Triton compiles, cuBLAS and cuDNN pick their
+        # kernels. The gradients it leaves are overwritten by the replay that follows the capture.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_STEPS):
+                self._losses_and_grads(static_x, static_y)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        for p in self.params.values():
+            p.grad = None                                             # the captured backward allocates them
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            losses = self._losses(self._logits(self.params, self.logit_mult, static_x), static_y)
+            losses.sum().backward()
+        return graph, static_x, static_y, losses.detach()
 
     @torch.no_grad()
     def evaluate(self) -> list[float]:
@@ -279,6 +329,7 @@ class _Pack:
         self.logit_mult = self.logit_mult[index]
         self.optimizer.keep(index)
         self.rows = [self.rows[i] for i in keep]
+        self._graph = None                                           # captured for the old shapes and tensors
 
 
 # ---- the public entry ----------------------------------------------------------------------------------------
