@@ -5,7 +5,8 @@ K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, the
 cached per (job, width) in this process), at most settings.max_pack, and at most this worker's share of the
 (job, width)'s trials when settings.pack_share workers split jobs (one per GPU). CPU workers train one trial per
 task (a pack of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
-settings.pack_on_cpu, which lets the tests drive the packed path without a GPU.
+settings.pack_on_cpu, which lets the tests drive the packed path without a GPU. On CUDA even a lone trial trains
+as a pack (of one): the pack replays its steps from a CUDA graph (gdn.packed.use_cuda_graphs).
 """
 from __future__ import annotations
 
