@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from gdn.ops.chunk import chunk_gated_delta_rule
+from gdn.ops.fold import vmapped_call
 from gdn.ops.naive import naive_recurrent_gated_delta_rule
 
 BACKEND_ENV = "DELTAMU_GDN_BACKEND"
@@ -148,42 +149,17 @@ def gated_delta_rule(
     # autocast region must not push its inner matmuls back down to bf16.
     with torch.autocast(q.device.type, enabled=False):
         if torch._C._are_functorch_transforms_active():   # under torch.func.vmap (gdn.packed): one call, all trials
-            return _FoldVmappedAxis.apply(impl, q, k, v, g, beta, scale, initial_state, output_final_state,
-                                          use_qk_l2norm)
+            folded = functools.partial(_fold_into_batch, impl, scale=scale, output_final_state=output_final_state,
+                                       use_qk_l2norm=use_qk_l2norm)
+            return vmapped_call(folded, q, k, v, g, beta, initial_state)
         return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                     output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
 
 
-class _FoldVmappedAxis(torch.autograd.Function):
-    """Under torch.func.vmap, run the backend once with the vmapped axis folded into B: [N, B, ...] -> [N*B, ...].
-
-    Packed training (gdn.packed) vmaps the model over K trials; a backend that is a custom autograd.Function (the
-    Triton kernels) cannot be vmapped op by op, and folding is also the fastest way for the others. The rule calls
-    the backend on plain tensors, so autograd records the backend's own graph and backward; this Function's
-    forward is never reached (only vmap is supported, not torch.func.grad or jvp around the op)."""
-
-    @staticmethod
-    def forward(impl, q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
-        raise NotImplementedError("gated_delta_rule supports torch.func.vmap, not other torch.func transforms")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def vmap(info, in_dims, impl, q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm):
-        N = info.batch_size
-        tensors, dims = (q, k, v, g, beta, initial_state), in_dims[1:6] + in_dims[7:8]
-
-        def fold(x, dim):
-            if x is None:
-                return None
-            x = x.movedim(dim, 0) if dim is not None else x.expand(N, *x.shape)   # (N, B, ...)
-            return x.flatten(0, 1)                                                  # (N*B, ...)
-
-        o, S = impl(*(fold(x, dim) for x, dim in zip(tensors[:5], dims[:5])), scale=scale,
-                    initial_state=fold(tensors[5], dims[5]), output_final_state=output_final_state,
-                    use_qk_l2norm=use_qk_l2norm)
-        o = o.unflatten(0, (N, -1))                                                 # (N, B, T, H, V)
-        S = None if S is None else S.unflatten(0, (N, -1))                          # (N, B, H, K, V)
-        return (o, S), (0, None if S is None else 0)
+def _fold_into_batch(impl, q, k, v, g, beta, initial_state, **options):
+    """The backend once over the vmapped axis N folded into the batch, [N, B, ...] -> [N * B, ...]: packed training
+    (gdn.packed) vmaps the model over K trials, and a Triton backend cannot be vmapped op by op."""
+    N = q.shape[0]
+    o, S = impl(*(x.flatten(0, 1) for x in (q, k, v, g, beta)),
+                initial_state=None if initial_state is None else initial_state.flatten(0, 1), **options)
+    return o.unflatten(0, (N, -1)), None if S is None else S.unflatten(0, (N, -1))

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from gdn.ops.fold import vmapped_call
+
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tensor | None = None,
                        out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -60,36 +62,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tens
         if fused is not None:
             with torch.autocast(x.device.type, enabled=False):
                 if torch._C._are_functorch_transforms_active():
-                    return _FoldVmappedRows.apply(x, weight, eps, gate, out_dtype)
+                    return vmapped_call(functools.partial(_grouped_rows, eps=eps, out_dtype=out_dtype), x, weight, gate)
                 y = fused(x, weight, eps, gate, out_dtype)
             if y is not None:
                 return y
     return rms_norm_reference(x, weight, eps, gate, out_dtype)
 
 
-class _FoldVmappedRows(torch.autograd.Function):
-    """Under torch.func.vmap, one fused call with the vmapped axis N moved first: x [N, ..., D], weight [N, D].
-    Only the vmap rule runs (as gdn.ops.dispatch._FoldVmappedAxis); autograd records the fused op's own backward."""
-
-    @staticmethod
-    def forward(x, weight, eps, gate, out_dtype):
-        raise NotImplementedError("rms_norm supports torch.func.vmap, not other torch.func transforms")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def vmap(info, in_dims, x, weight, eps, gate, out_dtype):
-        N = info.batch_size
-
-        def first(t, dim):
-            if t is None:
-                return None
-            return t.movedim(dim, 0) if dim is not None else t.expand(N, *t.shape)
-
-        x, weight, gate = first(x, in_dims[0]), first(weight, in_dims[1]), first(gate, in_dims[3])
-        y = _load_triton()(x, weight, eps, gate, out_dtype)
-        if y is None:
-            y = rms_norm_reference(x, weight.view(N, *([1] * (x.dim() - 2)), -1), eps, gate, out_dtype)
-        return y, 0
+def _grouped_rows(x, weight, gate, eps, out_dtype):
+    """x [N, ..., D], weight [N, D], gate None or like x: slice n of x normed with weight[n], in one fused call."""
+    y = _load_triton()(x, weight, eps, gate, out_dtype)
+    if y is None:                                   # a shape the kernel does not take
+        y = rms_norm_reference(x, weight.view(x.shape[0], *([1] * (x.dim() - 2)), -1), eps, gate, out_dtype)
+    return y
