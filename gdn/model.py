@@ -20,6 +20,7 @@ from torch import nn
 
 from gdn.config import GDNConfig
 from gdn.ops import gated_delta_rule
+from gdn.ops.conv import causal_conv1d_silu
 from gdn.ops.norm import rms_norm
 
 
@@ -48,15 +49,13 @@ class GatedRMSNorm(RMSNorm):
 
 
 class ShortConv(nn.Conv1d):
-    """Depthwise causal conv over time, then SiLU. Input and output (B, T, C)."""
+    """Depthwise causal conv over time, then SiLU (gdn.ops.conv). Input and output (B, T, C)."""
 
     def __init__(self, channels: int, kernel_size: int):
         super().__init__(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[1]
-        y = super().forward(x.transpose(1, 2))[..., :T]         # (B, C, T): causal, drop the right padding
-        return F.silu(y.transpose(1, 2))                        # (B, T, C)
+        return causal_conv1d_silu(x, self.weight)
 
 
 class GatedDeltaNet(nn.Module):

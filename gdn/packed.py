@@ -30,7 +30,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from gdn.data import load_corpus
 from gdn.model import count_params
 from gdn.optim import OptimizerSpec, lr_at
-from gdn.parametrization import Parametrization, Role, role_of
+from gdn.parametrization import Parametrization
 from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, TrialCancelled, TrialResult, TrialSpec,
                        build_model, resolve_device)
 
@@ -208,9 +208,6 @@ class _Pack:
         dtype = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64}[specs[0].dtype]
         use_bf16 = specs[0].dtype == "auto" and self.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
-        # Under vmap, conv1d reaches autocast as `convolution`, which autocast may not list (CPU's does not), so
-        # the bf16 conv input would meet an fp32 weight: cast the conv weights as autocast would.
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
         # The skeleton carries the architecture and no weights; its logit multiplier is 1, each trial's own
         # multiplier is applied in _trial_logits (output_mult may differ between trials).
@@ -223,7 +220,6 @@ class _Pack:
         self.logit_mult = torch.tensor([m.mult.logits for m in models], dtype=dtype, device=self.device)
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
         self.rows = list(range(len(specs)))                          # spec index of each row
-        self.conv_weights = {n for n, p in skeleton.named_parameters() if role_of(n, p) is Role.CONV}
         self.use_graphs = use_cuda_graphs(self.device)
         self._graph = None                                           # (graph, static x, static y, static losses)
         self._logits = vmap(self._trial_logits, in_dims=(0, 0, 0))
@@ -231,8 +227,6 @@ class _Pack:
 
     def _trial_logits(self, params, logit_mult, x):
         """One trial's float32 logits (B, T, vocab) for tokens x (B, T), as train_trial computes them."""
-        if self.autocast_dtype is not None:
-            params = {n: p.to(self.autocast_dtype) if n in self.conv_weights else p for n, p in params.items()}
         with self.autocast():
             logits = functional_call(self.skeleton, params, (x,))    # (B, T, vocab)
         return (logits * logit_mult).float()

@@ -180,11 +180,11 @@ def test_fit_pack_size_keeps_the_measured_peak_under_the_budget():
 
 
 def test_bf16_autocast_logits_equal_the_single_models():
-    """Under vmap, conv1d reaches autocast as `convolution` (unlisted on the CPU): the pack casts the conv weights
+    """Under vmap, conv1d reaches autocast as `convolution` (unlisted on the CPU): gdn.ops.conv casts its inputs
     itself. Checked with CPU autocast, bit for bit against each trial's own GDNModel."""
     specs = [TrialSpec(tiny(output_mult=m), lr=1e-2, seed=s) for s, m in ((0, 1.0), (1, 2.0))]
     pack = _Pack(specs)
-    pack.autocast, pack.autocast_dtype = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), torch.bfloat16
+    pack.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     x, _ = pack.batches(0)
     logits = pack._logits(pack.params, pack.logit_mult, x)
     for i, spec in enumerate(specs):
