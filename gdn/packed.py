@@ -20,6 +20,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from typing import Callable
 
@@ -277,7 +278,13 @@ class _Pack:
         pack was host-bound from K = 8 at d = 256; docs/benchmarks.md, Packed training). Same kernels, same
         numbers. Captured on first use and again after rows leave the pack (the shapes change)."""
         if self._graph is None:
-            self._graph = self._capture(x, y)
+            try:
+                self._graph = self._capture(x, y)
+            except RuntimeError as e:                                 # torch.AcceleratorError is one
+                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0]}); this "
+                              "pack runs op by op", RuntimeWarning, stacklevel=2)
+                self.use_graphs = False
+                return self._losses_and_grads(x, y)
         graph, static_x, static_y, static_losses = self._graph
         static_x.copy_(x)
         static_y.copy_(y)
@@ -315,6 +322,14 @@ class _Pack:
         self.skeleton.train()
         return [total / len(val) for total in totals]
 
+    def close(self) -> None:
+        """Free the device memory the pack holds beyond its parameters and optimizer state now: the CUDA graph's
+        private pool keeps every activation of a step, and the pack is in a reference cycle (its vmapped methods),
+        which only the cyclic garbage collector would break, some time later."""
+        self._graph = None
+        for p in self.params.values():
+            p.grad = None
+
     def drop(self, leaving: list[int]) -> None:
         """Rows `leaving` (spec indices) leave the pack: their parameters and optimizer state are freed."""
         keep = [i for i, r in enumerate(self.rows) if r not in leaving]
@@ -339,6 +354,13 @@ def train_packed(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], N
     raises TrialCancelled for the whole pack (results already passed to on_result stand).
     """
     pack = _Pack(specs)
+    try:
+        return _train(pack, specs, progress, should_stop, log_every, on_result)
+    finally:
+        pack.close()
+
+
+def _train(pack: _Pack, specs: list[TrialSpec], progress, should_stop, log_every: int, on_result) -> list[TrialResult]:
     sched = pack.schedule
     tokens_per_step = sched.batch_size * sched.seq_len
     start = time.perf_counter()
@@ -440,6 +462,8 @@ def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
     except torch.cuda.OutOfMemoryError:
         return None
     finally:
+        if pack is not None:
+            pack.close()
         del pack
         torch.cuda.empty_cache()
 

@@ -63,9 +63,9 @@ def run_trial(self, trial_id: int) -> str:
 
 def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dict[int, str],
            settings: Settings) -> None:
-    """Train one trial (train_trial) or a pack (train_packed; on CUDA a lone trial too, as a pack of one replayed
-    from a CUDA graph is several times faster than train_trial's op-by-op loop); every curve point and every result is stored as
-    soon as it is known, a result also taking its trial out of the heartbeat."""
+    """Train one trial (train_trial) or a pack (train_packed; on CUDA a lone trial too: a pack of one replays
+    CUDA graphs, several times faster than train_trial's op-by-op loop). Every curve point and every result is
+    stored as soon as it is known, a result also taking its trial out of the heartbeat."""
     specs = [packing.trial_spec(t, settings) for t in trials]
     log_every = trials[0].spec["log_every"]
 

@@ -56,7 +56,8 @@ def _conv_silu_fwd_kernel(X, Wt, Y, T, C, batches_per_group,
 @triton.jit
 def _conv_silu_bwd_kernel(X, Wt, DY, DX, DW_PARTIAL, T, C, batches_per_group,
                           W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    # dx[t] = sum_s w[W-1-s] da[t+s]; da = dy * silu'(a), recomputed at the W shifts s. dw[j] = sum_t da[t] x[t-(W-1)+j].
+    # dx[t] = sum_s w[W-1-s] da[t+s], with da = dy * silu'(a) recomputed at each of the W shifts s;
+    # dw[j] = sum_t da[t] x[t-(W-1)+j].
     pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
