@@ -72,27 +72,37 @@ def _config(args, parametrization: str | None = None) -> SweepConfig:
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
+    from gdn.packed import plan_packs, train_packed
     from gdn.sweep import fit_optimum, lr_grid
-    from gdn.train import TrialSpec, train_trial
+    from gdn.train import TrialSpec, resolve_device, train_trial
 
     config = _config(args)
     lrs = args.lrs or lr_grid(args.lr_min, args.lr_max, args.count)
-    trials = [(lr, seed) for seed in args.seeds for lr in lrs]
-    total = len(trials) * config.schedule.steps
-    results = []
-    with tqdm(total=total, unit="step", desc="sweep", file=sys.stderr, disable=args.quiet) as bar:
-        for lr, seed in trials:
-            bar.set_postfix(lr=f"{lr:.3g}", seed=seed)
-            done = [0]
+    specs = [TrialSpec(config, lr=lr, seed=seed, device=args.device) for seed in args.seeds for lr in lrs]
+    # On a GPU the trials train in packs (batched, CUDA graphs: docs/benchmarks.md, Packed training); on a CPU
+    # one after another, where a pack does not pay.
+    on_gpu = resolve_device(args.device).type == "cuda"
+    packs = plan_packs(specs) if on_gpu else [[i] for i in range(len(specs))]
+    steps = config.schedule.steps
+    done = [0] * len(specs)
+    trained = [None] * len(specs)
+    with tqdm(total=len(specs) * steps, unit="step", desc="sweep", file=sys.stderr, disable=args.quiet) as bar:
+        for pack in packs:
+            def progress(j, point, pack=pack):
+                i = pack[j]
+                bar.update(point.step - done[i])
+                bar.set_postfix(lr=f"{specs[i].lr:.3g}", seed=specs[i].seed, loss=f"{point.loss:.3f}")
+                done[i] = point.step
 
-            def progress(point, done=done):
-                bar.update(point.step - done[0])
-                bar.set_postfix(lr=f"{lr:.3g}", seed=seed, loss=f"{point.loss:.3f}")
-                done[0] = point.step
-
-            r = train_trial(TrialSpec(config, lr=lr, seed=seed, device=args.device), progress=progress)
-            bar.update(config.schedule.steps - done[0])  # a diverged trial stops early
-            results.append((lr, seed, r))
+            if on_gpu:
+                pack_results = train_packed([specs[i] for i in pack], progress=progress)
+            else:
+                pack_results = [train_trial(specs[pack[0]], progress=lambda point: progress(0, point))]
+            for i, r in zip(pack, pack_results):
+                trained[i] = r
+                bar.update(steps - done[i])  # a diverged trial stops early
+                done[i] = steps
+    results = [(spec.lr, spec.seed, r) for spec, r in zip(specs, trained)]
 
     optimum = fit_optimum([lr for lr, _, _ in results], [r.final_val_loss for *_, r in results],
                           [s for _, s, _ in results])
