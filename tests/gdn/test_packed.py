@@ -173,7 +173,9 @@ def test_memory_estimate_counts_weights_and_activations():
 def test_fit_pack_size_keeps_the_measured_peak_under_the_budget():
     """A budget for about 3.5 trials (a pack's fixed cost plus 2.5 times what each trial adds, both measured) must
     give a pack of 2 or 3 whose measured peak fits."""
-    specs = [TrialSpec(tiny(), lr=1e-2, seed=i) for i in range(8)]
+    config = SweepConfig(model=GDNConfig(width=128, depth=2), schedule=ScheduleSpec(steps=4, warmup_steps=1,
+                         batch_size=8, seq_len=512), data=CORPUS, eval_batches=1)   # a trial's activations dominate
+    specs = [TrialSpec(config, lr=1e-2, seed=i) for i in range(8)]
     one, two = measure_pack_bytes(specs[:1]), measure_pack_bytes(specs[:2])
     budget = int(one + 2.5 * (two - one))
     size = fit_pack_size(specs, budget)
