@@ -8,29 +8,20 @@ Tolerances: fp32 inputs 1e-5, bf16 inputs 1e-2.
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 import torch
 from torch.func import vmap
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    for name in [m for m in sys.modules if m.startswith("gdn.ops.triton")]:
-        del sys.modules[name]
-pytest.importorskip("triton")
+from triton_env import rel_err, triton_device
+
+DEVICE = triton_device()
+CUDA = DEVICE == "cuda"
 
 import gdn.ops.conv as conv  # noqa: E402
 from gdn.ops.triton.conv import triton_causal_conv1d_silu  # noqa: E402
 
-DEVICE = "cuda" if CUDA else "cpu"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-
-
-def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-300)).item()
 
 
 def check(G, B, T, C, W, dtype, seed=0):

@@ -10,26 +10,21 @@ printed (pytest -s) and named in the failure. Tolerances: fp32 inputs 1e-4 (no T
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-    # Triton decides compile-or-interpret when a kernel is defined: drop kernels an earlier test imported compiled
-    for name in [m for m in sys.modules if m.startswith("gdn.ops.triton")]:
-        del sys.modules[name]
-pytest.importorskip("triton")
+from triton_env import rel_err, triton_device
+
+DEVICE = triton_device()
+CUDA = DEVICE == "cuda"
 
 from gdn.ops.chunk import chunk_gated_delta_rule  # noqa: E402
 from gdn.ops.naive import naive_recurrent_gated_delta_rule  # noqa: E402
 from gdn.ops.triton import triton_chunk_gated_delta_rule  # noqa: E402
 from gdn.ops.triton.chunk import MIN_CUDA_HEAD_DIM_K  # noqa: E402
 
-DEVICE = "cuda" if CUDA else "cpu"
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 
@@ -47,10 +42,6 @@ def make_inputs(B, T, H, K, V, dtype, gates, seed, with_h0):
     beta = torch.sigmoid(randn(B, T, H))
     h0 = 0.5 * randn(B, H, K, V) if with_h0 else None
     return q, k, v, g, beta, h0
-
-
-def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-300)).item()
 
 
 def run(fn, q, k, v, g, beta, h0, do, dht, use_qk_l2norm, dtype=None):
