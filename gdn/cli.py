@@ -197,8 +197,8 @@ def cmd_coordcheck(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run an LR sweep of the proxy here, with a progress bar",
-                       description="Train the proxy at each learning rate (and seed; on a GPU several at once, as packs), "
-                                   "then fit the optimum.")
+                       description="Train the proxy at each learning rate (and seed; on a GPU several at once, "
+                                   "as packs), then fit the optimum.")
     _add_model_args(p, width=64, depth=2)
     _add_schedule_args(p, steps=200, seq_len=128, batch_size=16)
     p.add_argument("--lrs", type=_floats, default=None, help="comma-separated learning rates")
