@@ -87,6 +87,9 @@ def run_single(width: int, args, device) -> dict:
         times: dict[int, float] = {}
         reset_peak(device)
         result = train_trial(spec, progress=lambda p: times.__setitem__(p.step, p.seconds), log_every=args.untimed)
+        if result.status != COMPLETED:
+            return dict(mode="sequential", width=width, trials=1, statuses=[result.status],
+                        error=f"the trial {result.status.lower()} at step {result.diverged_step}: no rate")
         rates.append(timed_rate(times, 1, args))
     rate, step_ms = max(rates)
     return dict(mode="sequential", width=width, trials=1, tokens_per_s=rate, step_ms=step_ms,
@@ -106,6 +109,8 @@ def run_packed(width: int, k: int, args, device) -> dict:
                estimate_gib=k * estimate_trial_bytes(specs[0]) / GIB, statuses=[r.status for r in results])
     if any(r.status != COMPLETED for r in results):
         row["error"] = "a trial diverged: the pack shrank, so the rate is not comparable"
+    if args.steps not in times:
+        return row
     rate, step_ms = timed_rate(times, k, args)
     return {**row, "tokens_per_s": rate, "step_ms": step_ms}
 
@@ -231,7 +236,7 @@ def kernel_profile(width: int, k: int, args, out: Path) -> str:
 def table(rows: list[dict]) -> str:
     """Speed-up: over K train_trial runs one after another (the issue's baseline), and over K packs of one (the
     fastest way to train one trial at a time where packs replay CUDA graphs)."""
-    single = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "sequential"}
+    single = {r["width"]: r["tokens_per_s"] for r in rows if r["mode"] == "sequential" and "tokens_per_s" in r}
     pack_of_one = {r["width"]: r["tokens_per_s"] for r in rows
                    if r["mode"] == "packed" and r["trials"] == 1 and "tokens_per_s" in r}
     nan = float("nan")
