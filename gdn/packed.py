@@ -40,8 +40,10 @@ CLIP_EPS = 1e-6          # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_
 CUDA_GRAPHS_ENV = "DELTAMU_CUDA_GRAPHS"
 GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
 MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
-ACTIVATION_BYTES_PER_TOKEN = {"width": 160, "vocab": 16}  # estimate_trial_bytes: per token, per layer x width and
-                                                          # per vocab entry (bf16 autocast); plan_packs verifies it
+# estimate_trial_bytes: activation bytes per token, per layer x width and per vocab entry (bf16 autocast, fused
+# norms and conv). Fitted to the peaks of packs of 16 at d = 128, 256, 512 on an H100 (2026-11-27, docs/benchmarks.md,
+# Packed training), rounded up: the estimate is 6-14 % above those peaks. plan_packs measures anyway.
+ACTIVATION_BYTES_PER_TOKEN = {"width": 64, "vocab": 192}
 
 
 def use_cuda_graphs(device: torch.device) -> bool:
