@@ -306,6 +306,9 @@ class _Pack:
         torch.cuda.current_stream(self.device).wait_stream(side)
         for p in self.params.values():
             p.grad = None                                             # the captured backward allocates them
+        # The graph allocates from a pool of its own, which cannot reuse the blocks the warm-up left cached, and an
+        # allocation that fails during capture cannot free them (that would synchronize): free them now.
+        torch.cuda.empty_cache()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             losses = self._losses(self._logits(self.params, self.logit_mult, static_x), static_y)
