@@ -329,6 +329,7 @@ def main() -> None:
         except Exception as e:  # report it with the table rather than lose the table
             checks.append(dict(check="profile", error=f"{type(e).__name__}: {e}"))
 
+    log.close()
     md = table(rows)
     if plans:
         md += "\n\nfit_pack_size for a job of {} trials: ".format(PLAN_TRIALS) + ", ".join(
