@@ -34,7 +34,7 @@ from gdn.data import DataSpec  # noqa: E402
 from gdn.optim import OptimizerSpec  # noqa: E402
 from gdn.parametrization import BASE_MULTS  # noqa: E402
 from gdn.sweep import fit_optimum  # noqa: E402
-from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial  # noqa: E402
+from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, resolve_device, train_trial  # noqa: E402
 
 STEP_LOG2 = 0.5          # grid spacing: 2^0.5
 GRID_POINTS = 6          # initial points per grid
@@ -141,12 +141,14 @@ def _record(job: dict, r, packed: int = 1) -> dict:
 
 
 def _run_jobs(jobs: list[dict]) -> list[dict]:
-    """One trial alone (train_trial), or several of one architecture as a pack (gdn.packed.train_packed)."""
+    """One trial alone (train_trial), or several of one architecture as a pack (gdn.packed.train_packed); on CUDA
+    a lone trial too, as the worker does (a pack replays CUDA graphs)."""
+    from gdn.packed import train_packed, use_cuda_graphs
+
     specs = [_spec(j) for j in jobs]
     log_every = max(1, specs[0].config.schedule.steps // 20)
-    if len(jobs) == 1:
+    if len(jobs) == 1 and not use_cuda_graphs(resolve_device(specs[0].device)):
         return [_record(jobs[0], train_trial(specs[0], log_every=log_every))]
-    from gdn.packed import train_packed
     results = train_packed(specs, log_every=log_every)
     return [_record(j, r, packed=len(jobs)) for j, r in zip(jobs, results)]
 
