@@ -58,15 +58,22 @@ def _k_tile(K: int) -> int:
 
 
 @functools.cache
-def _num_sms(device_index: int) -> int:
+def _cuda_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """The device's SM count, for sizing grids; an H100's (132) off CUDA, where the kernels run in the interpreter
+    or are compiled ahead of time for an H100 (gdn.ops.triton.resources)."""
+    if device.type != "cuda":
+        return 132
+    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
     """V tile of the sequential state passes: they have only B*H*ceil(V/BV) programs, so narrow the tile until
     the GPU has two programs per SM (never below 16; at most 32 for K >= 128, where the state tile is big)."""
-    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == "cuda" else 132
+    sms = num_sms(device)
     BV = min(_pow2(V), MAX_TILE if BKP < 128 else 32)
     while BV > 16 and BH * triton.cdiv(V, BV) < 2 * sms:
         BV //= 2

@@ -13,11 +13,11 @@ Rows can be grouped: `weight` is [G, D] and row r of x [M, D] uses weight[r // (
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
+
+from gdn.ops.triton.chunk import num_sms
 
 MAX_D = 8192             # one program holds a whole row (D floats) in registers
 TILE_ELEMENTS = 8192     # rows x D per program
@@ -84,16 +84,9 @@ def _block_m(D: int) -> int:
     return max(1, min(64, TILE_ELEMENTS // triton.next_power_of_2(D)))
 
 
-@functools.cache
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _parts_per_group(rows_per_group: int, groups: int, block_m: int, device: torch.device) -> int:
     """How many programs share one group's rows in the backward: about four per SM in all, each at least one tile."""
-    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == "cuda" else 4
-    return max(1, min(triton.cdiv(rows_per_group, block_m), triton.cdiv(4 * sms, groups)))
+    return max(1, min(triton.cdiv(rows_per_group, block_m), triton.cdiv(4 * num_sms(device), groups)))
 
 
 class TritonRMSNorm(torch.autograd.Function):
@@ -134,9 +127,9 @@ class TritonRMSNorm(torch.autograd.Function):
         return dx, dw_partial.sum(1).to(weight.dtype), dgate, None, None
 
 
-def triton_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tensor | None,
+def triton_rms_norm(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None, *, eps: float,
                     out_dtype: torch.dtype) -> torch.Tensor:
-    """x [..., D] with weight [D], or x [G, ..., D] with weight [G, D] (one weight per leading slice)."""
+    """x [..., D] with weight [D], or x [G, ..., D] with weight [G, D] (one weight per leading slice); D <= MAX_D."""
     D = x.shape[-1]
     grouped = weight.reshape(-1, D)
     y = TritonRMSNorm.apply(x.reshape(-1, D), grouped, None if gate is None else gate.reshape(-1, D), eps,
