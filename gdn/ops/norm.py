@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -30,14 +28,15 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: 
 
 
 @functools.cache
-def _load_triton() -> Callable | None:
+def _load_triton():
+    """gdn.ops.triton.norm, or None where it does not import (imported on first need)."""
     try:
-        from gdn.ops.triton.norm import MAX_D, triton_rms_norm
+        from gdn.ops.triton import norm as kernels
     except ImportError as e:
         warnings.warn(f"gdn.ops.triton.norm is not importable ({type(e).__name__}: {e}); RMSNorm runs in PyTorch",
                       RuntimeWarning, stacklevel=3)
         return None
-    return lambda x, *args: triton_rms_norm(x, *args) if 0 < x.numel() and x.shape[-1] <= MAX_D else None
+    return kernels
 
 
 def _output_dtype(x: torch.Tensor) -> torch.dtype:
@@ -47,31 +46,24 @@ def _output_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _fused_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Triton for CUDA tensors of 32 bits or fewer (float64 stays on the reference, which is exact there)."""
-    return x.device.type == "cuda" and torch.float64 not in (x.dtype, weight.dtype)
+    """Triton for non-empty CUDA tensors of 32 bits or fewer (float64 stays on the reference, which is exact there)
+    whose rows the kernel holds in registers (MAX_D)."""
+    if x.device.type != "cuda" or torch.float64 in (x.dtype, weight.dtype) or x.numel() == 0:
+        return False
+    kernels = _load_triton()
+    return kernels is not None and x.shape[-1] <= kernels.MAX_D
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, gate: torch.Tensor | None = None) -> torch.Tensor:
     """RMSNorm of x [..., D] over its last dim, times weight [D], times silu(gate [..., D]) if given.
 
-    Under torch.func.vmap (gdn.packed) the vmapped axis is folded into the rows and each vmapped slice keeps its own
-    weight, so K trials take one launch."""
+    Under torch.func.vmap (gdn.packed) the fused kernel takes the vmapped axis N as groups of rows, each with its
+    own weight (x [N, ..., D], weight [N, D]), so K trials take one launch."""
     out_dtype = _output_dtype(x)
-    if _fused_applies(x, weight):
-        fused = _load_triton()
-        if fused is not None:
-            with torch.autocast(x.device.type, enabled=False):
-                if torch._C._are_functorch_transforms_active():
-                    return vmapped_call(functools.partial(_grouped_rows, eps=eps, out_dtype=out_dtype), x, weight, gate)
-                y = fused(x, weight, eps, gate, out_dtype)
-            if y is not None:
-                return y
-    return rms_norm_reference(x, weight, eps, gate, out_dtype)
-
-
-def _grouped_rows(x, weight, gate, eps, out_dtype):
-    """x [N, ..., D], weight [N, D], gate None or like x: slice n of x normed with weight[n], in one fused call."""
-    y = _load_triton()(x, weight, eps, gate, out_dtype)
-    if y is None:                                   # a shape the kernel does not take
-        y = rms_norm_reference(x, weight.view(x.shape[0], *([1] * (x.dim() - 2)), -1), eps, gate, out_dtype)
-    return y
+    if not _fused_applies(x, weight):
+        return rms_norm_reference(x, weight, eps, gate, out_dtype)     # vmap batches this one op by op
+    fused = functools.partial(_load_triton().triton_rms_norm, eps=eps, out_dtype=out_dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        if torch._C._are_functorch_transforms_active():
+            return vmapped_call(fused, x, weight, gate)
+        return fused(x, weight, gate)

@@ -45,7 +45,8 @@ def forward_backward(fn, x, weight, gate, dy):
 def test_fused_matches_float64_reference(G, R, D, dtype, gated):
     """Grouped weights (row block g uses weight[g]), D not a power of two, rows not a multiple of the tile."""
     x, weight, gate, dy = inputs(G, R, D, dtype, gated, seed=G * 1000 + R + D)
-    y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, 1e-6, g, dtype), x, weight, gate, dy)
+    y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, g, eps=1e-6, out_dtype=dtype),
+                                x, weight, gate, dy)
     ref, ref_grads = forward_backward(
         lambda a, w, g: norm.rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
         x.double(), weight.double(), None if gate is None else gate.double(), dy)
@@ -121,7 +122,8 @@ def test_proxy_shapes_on_the_card(gated, D):
     rows = 8 * 1024 * (6 if gated else 1)
     G = 8 if D <= 512 else 2
     x, weight, gate, dy = inputs(G, rows, D, torch.bfloat16, gated, seed=D)
-    y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, 1e-6, g, torch.bfloat16), x, weight, gate, dy)
+    y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, g, eps=1e-6, out_dtype=torch.bfloat16),
+                                x, weight, gate, dy)
     ref, ref_grads = forward_backward(
         lambda a, w, g: norm.rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
         x.double(), weight.double(), None if gate is None else gate.double(), dy)
