@@ -311,9 +311,8 @@ class _Pack:
         torch.cuda.empty_cache()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            losses = self._losses(self._logits(self.params, self.logit_mult, static_x), static_y)
-            losses.sum().backward()
-        return graph, static_x, static_y, losses.detach()
+            losses = self._losses_and_grads(static_x, static_y)
+        return graph, static_x, static_y, losses
 
     @torch.no_grad()
     def evaluate(self) -> list[float]:
