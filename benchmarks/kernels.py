@@ -16,7 +16,6 @@ warm in one call and measure in the next. Better still, `--save-autotune $OUT/fl
 a later call on the same kind of card carries that file and passes `--load-autotune`, and fla only compiles the
 configs it picked (the picks were made with the GPU to itself in the run that saved them).
 
-
 Per shape (B, T, H, K, V) and implementation: forward ms and forward+backward ms (medians of
 triton.testing.do_bench, inputs requiring grad, as in training), TFLOP/s by the FLOP model of
 shared/reference/gdn-kernels.md section 6, and the relative error (|x - ref| / |ref|) of o and of every gradient
