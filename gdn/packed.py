@@ -338,7 +338,7 @@ class _Pack:
     def drop(self, leaving: list[int]) -> None:
         """Rows `leaving` (spec indices) leave the pack: their parameters and optimizer state are freed."""
         keep = [i for i, r in enumerate(self.rows) if r not in leaving]
-        index = torch.tensor(keep, device=self.device)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)   # long even when empty: all left
         self.params = {n: p.detach()[index].requires_grad_() for n, p in self.params.items()}
         self.logit_mult = self.logit_mult[index]
         self.optimizer.keep(index)

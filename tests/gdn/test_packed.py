@@ -149,6 +149,14 @@ def test_should_stop_cancels_the_pack():
     assert len(calls) == 2
 
 
+def test_every_trial_diverging_at_one_log_point_ends_the_pack():
+    """SGD grids often lose their whole top end at once: the pack must empty cleanly, not index with nothing."""
+    cfg = tiny("sgd", steps=6, parametrization="sp")
+    results = train_packed([TrialSpec(cfg, lr=lr) for lr in (1e4, 3e4, 1e5)], log_every=2)
+    assert [r.status for r in results] == [DIVERGED] * 3
+    assert all(r.diverged_step is not None and math.isnan(r.final_val_loss) for r in results)
+
+
 def test_plan_packs_groups_by_key_and_spreads_evenly():
     a, b = tiny(), tiny("sgd")
     specs = [TrialSpec(a if i % 3 else b, lr=2.0 ** -i) for i in range(11)]   # 7 of a, 4 of b
