@@ -76,10 +76,12 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("adamw-mup-tuned", "adamw", "mup", "tied-scaled", output_mults=(2.0, 4.0, 8.0), init_mults=(1.0, 2.0, 4.0),
         start_log2_lr=-7.5),
     Arm("adamw-mup-paper-code", "adamw", "mup-paper-code", start_log2_lr=-7.5),
-    Arm("sgd-sp", "sgd", "sp", start_log2_lr=-2.5),
+    Arm("sgd-sp", "sgd", "sp", start_log2_lr=-4.0),
     Arm("sgd-mup-original", "sgd", "mup-original", start_log2_lr=-2.5),
     Arm("sgd-mup", "sgd", "mup", "tied-scaled", start_log2_lr=-2.5),
     Arm("sgd-mup-tied", "sgd", "mup", "tied", start_log2_lr=-2.5),
+    Arm("sgd-mup-default", "sgd", "mup", "tied-scaled", output_mults=(BASE_MULTS["mup"]["sgd"][0],),
+        init_mults=(BASE_MULTS["mup"]["sgd"][1],), start_log2_lr=-4.0),       # the SGD preset as shipped
 ]}
 SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
 

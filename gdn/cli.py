@@ -173,7 +173,7 @@ def cmd_recommend(args) -> int:
 # --- coordcheck -------------------------------------------------------------------------------------------------
 
 def cmd_coordcheck(args) -> int:
-    from gdn.coordcheck import coord_check, format_table, plot
+    from gdn.coordcheck import coord_check, format_table, format_update_table, plot
 
     args.width = args.widths[0]            # the narrowest model is the base
     # The check is of the table's width exponents, which constants tuned at the base width do not change; with
@@ -190,6 +190,8 @@ def cmd_coordcheck(args) -> int:
         for c in checks:
             print(f"== {c.parametrization} ({'flat' if c.passed else 'FAILS: ' + ', '.join(c.failing)})")
             print(format_table(c))
+            if args.updates:
+                print(format_update_table(c))
     if args.plot:
         plot(checks, args.plot)
     return 0
@@ -228,6 +230,8 @@ def add_commands(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="constant LR of the few training steps")
     p.add_argument("--seeds", type=int, default=2, help="number of seeds to average")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--updates", action="store_true",
+                   help="also print each parameter kind's update size per width and its slope (muP wants 0)")
     p.add_argument("--plot", default=None, help="write size vs width to this PNG")
     p.set_defaults(func=cmd_coordcheck)
 

@@ -9,6 +9,8 @@ from torch import nn
 
 from gdn.parametrization import Parametrization
 
+CLIP_EPS = 1e-6      # torch.nn.utils.clip_grad_norm_'s
+
 
 @dataclass(frozen=True)
 class OptimizerSpec:
@@ -59,7 +61,19 @@ def set_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:
         group["lr"] = base_lr * group["lr_mult"]
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Global gradient norm before clipping, as a tensor (no device sync); clipping is skipped when max_norm is 0."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+def clip_grad_norm(model: nn.Module, max_norm: float, weights: list[float] | None = None) -> torch.Tensor:
+    """Global gradient norm before clipping, as a tensor (no device sync); clipping is skipped when max_norm is 0.
+    weights (one per parameter, Parametrization.clip_weights): the norm is that of the weighted gradients, and
+    every gradient is scaled by the one factor min(1, max_norm / norm). None or all 1: torch's clip_grad_norm_."""
+    params = list(model.parameters())
+    if weights is None or all(w == 1.0 for w in weights):
+        return torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
+                                              max_norm if max_norm > 0 else math.inf)
+    pairs = [(p.grad, w) for p, w in zip(params, weights, strict=True) if p.grad is not None]
+    grads = [g for g, _ in pairs]
+    with torch.no_grad():
+        norms = torch.stack(torch._foreach_norm(grads, 2.0))
+        total = torch.linalg.vector_norm(norms * norms.new_tensor([w for _, w in pairs]), 2.0)
+        if max_norm > 0:
+            torch._foreach_mul_(grads, (max_norm / (total + CLIP_EPS)).clamp(max=1.0))
+    return total

@@ -176,13 +176,17 @@ class PackedOptimizer:
 
 
 @torch.no_grad()
-def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ for each trial row on its own: returns the (R,) global grad norms before
-    clipping and scales each row's gradients by min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
+def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float,
+                             weights: list[float] | None = None) -> torch.Tensor:
+    """gdn.optim.clip_grad_norm for each trial row on its own: returns the (R,) global grad norms before clipping
+    (of the gradients weighted by `weights`, one per parameter, if given) and scales each row's gradients by
+    min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
     grads = [p.grad for p in params]
     R = grads[0].shape[0]
     rows = [row for g in grads for row in g.unbind(0)]                  # [param][trial] order
     per_param = torch.stack(torch._foreach_norm(rows, 2.0)).view(len(grads), R)   # (P, R)
+    if weights is not None and any(w != 1.0 for w in weights):
+        per_param = per_param * per_param.new_tensor(weights)[:, None]
     total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)      # (R,)
     coef = ((max_norm if max_norm > 0 else math.inf) / (total + CLIP_EPS)).clamp(max=1.0)
     for r in range(R):
@@ -223,6 +227,7 @@ class _Pack:
         self.params = {n: p.detach().to(self.device, dtype).requires_grad_() for n, p in stacked.items()}
         self.logit_mult = torch.tensor([m.mult.logits for m in models], dtype=dtype, device=self.device)
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
+        self.clip_weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.use_graphs = use_cuda_graphs(self.device)
         self._graph = None                                           # (graph, static x, static y, static losses)
@@ -263,7 +268,8 @@ class _Pack:
         base_lrs = [lr_at(step, self.specs[r].lr, sched.warmup_steps, sched.steps, sched.min_lr) for r in self.rows]
         x, y = self.batches(step)
         losses = self._graphed_losses_and_grads(x, y) if self.use_graphs else self._losses_and_grads(x, y)
-        grad_norms = clip_grad_norm_per_trial(list(self.params.values()), self.specs[0].config.optimizer.grad_clip)
+        grad_norms = clip_grad_norm_per_trial(list(self.params.values()), self.specs[0].config.optimizer.grad_clip,
+                                              self.clip_weights)
         self.optimizer.step(self.params, base_lrs)
         return losses, grad_norms, base_lrs
 

@@ -200,6 +200,7 @@ def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None =
     use_bf16 = spec.dtype == "auto" and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     optimizer = build_optimizer(model, p, cfg.optimizer, spec.lr, width_mult)
+    clip_weights = p.clip_weights(model, cfg.optimizer.name, width_mult)
     val_batches = corpus.val_batches(cfg.eval_batches, sched.batch_size, sched.seq_len, device)
 
     start = time.perf_counter()
@@ -222,7 +223,7 @@ def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None =
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = clip_grad_norm(model, cfg.optimizer.grad_clip)
+        grad_norm = clip_grad_norm(model, cfg.optimizer.grad_clip, clip_weights)
         optimizer.step()
         window_losses.append(loss.detach())
 

@@ -71,10 +71,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_packed_matches_separate_runs_float64(optimizer):
+@pytest.mark.parametrize("optimizer,width", [("adamw", None), ("sgd", None), ("sgd", 64)])
+def test_packed_matches_separate_runs_float64(optimizer, width):
+    """At width 64 (m = 2) the SGD clip weighs the vector-like gradients by m^1/2 (Parametrization.clip_weight)."""
     specs = [TrialSpec(tiny(optimizer, output_mult=c.get("output_mult", 1.0)), lr=c["lr"], seed=c["seed"],
-                       dtype="float64", device="cpu") for c in CASES[optimizer]]     # the issue's check: on the CPU
+                       width=width, dtype="float64", device="cpu") for c in CASES[optimizer]]   # on the CPU
     points, finished = [], []
     packed = train_packed(specs, progress=lambda i, p: points.append((i, p)), log_every=2,
                           on_result=lambda i, r: finished.append((i, r.status)))

@@ -147,10 +147,11 @@ def test_init_mult_scales_the_matrices_only():
 
 
 def test_base_width_multipliers_default_per_preset_and_optimizer():
-    """mup with AdamW carries the study's tuned base multipliers (alpha 4, sigma_0 x 2); SGD and sp keep 1, 1."""
+    """mup carries the study's tuned base multipliers (alpha 4, sigma_0 x 2) under both optimizers; sp keeps 1, 1."""
     assert (get_parametrization("mup").output_mult, get_parametrization("mup").init_mult) == (4.0, 2.0)
     sgd = get_parametrization("mup", optimizer="sgd")
-    assert (sgd.output_mult, sgd.init_mult) == (1.0, 1.0)
+    assert (sgd.output_mult, sgd.init_mult) == (4.0, 2.0)
+    assert get_parametrization("mup-original", optimizer="sgd").output_mult == 1.0
     sp = get_parametrization("sp")
     assert (sp.output_mult, sp.init_mult) == (1.0, 1.0)
     mine = get_parametrization("mup", output_mult=2.0, init_mult=1.0)
@@ -163,3 +164,35 @@ def test_base_width_multipliers_default_per_preset_and_optimizer():
     assert torch.allclose(tuned.layers[0].mlp.up_proj.weight, 2 * plain.layers[0].mlp.up_proj.weight)
     assert torch.equal(tuned.embeddings.weight, plain.embeddings.weight)
     assert tuned.mult.logits == 4 * plain.mult.logits
+
+
+def test_sgd_clip_weights_make_each_roles_gradient_count_as_at_the_base_width():
+    """Under SGD the vector-like roles' gradient norms shrink as m^-1/2: the clip weighs them back by m^1/2. At the
+    base width, for SP and under AdamW every weight is 1, so the clip is torch's global-norm clip there."""
+    p = get_parametrization("mup", optimizer="sgd")
+    assert p.clip_weight(Role.EMBEDDING, "sgd", 8) == pytest.approx(8 ** 0.5)
+    assert p.clip_weight(Role.NORM, "sgd", 4) == pytest.approx(2.0)
+    assert p.clip_weight(Role.HIDDEN, "sgd", 8) == 1.0
+    assert all(p.clip_weight(r, "sgd", 1) == 1.0 for r in Role if r is not Role.READOUT)
+    assert all(p.clip_weight(r, "adamw", 8) == 1.0 for r in Role if r is not Role.READOUT)
+    assert all(get_parametrization("sp").clip_weight(r, "sgd", 8) == 1.0 for r in Role if r is not Role.READOUT)
+
+
+def test_weighted_clip_norm_and_scale():
+    """clip_grad_norm with weights: the norm is that of the weighted gradients, one factor scales them all."""
+    from gdn.optim import clip_grad_norm
+
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(4, 2, bias=False))
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g.clone()
+    total = clip_grad_norm(model, 0.5, [1.0, 3.0])
+    expected = (grads[0].norm() ** 2 + (3 * grads[1].norm()) ** 2).sqrt()
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    coef = min(1.0, 0.5 / (float(expected) + 1e-6))
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g * coef)
+    for p, g in zip(model.parameters(), grads):          # weights of 1: torch's own clip, same numbers
+        p.grad = g.clone()
+    unweighted = float(torch.stack([g.norm() for g in grads]).norm())
+    assert float(clip_grad_norm(model, 0.0, [1.0, 1.0])) == pytest.approx(unweighted)
