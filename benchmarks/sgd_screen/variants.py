@@ -1,6 +1,11 @@
 """SGD screening (issue 14): the variants of the table tried at 128 and 1024, registered as extra presets.
 v-*: one role's SGD LR exponent changed; n-*: SGD LR exponents by parameter name; k-*: combinations;
-"<name>-raw": the same without the width-consistent clip (what every arm was before it). Not part of the product."""
+"<name>-raw": the same without the width-consistent clip (what every arm was before it). Not part of the product.
+
+    python benchmarks/sgd_screen/screen.py benchmarks/sgd_screen/s2-with-clip.json $OUT/s2.jsonl   # GPU, packs
+    python benchmarks/sgd_screen/variants.py '{"widths": [256, 32], "seeds": [0, 1], "arms": [{"param": "mup",
+        "om": 4, "im": 2, "grid": [-10, -8, -6]}]}' cpu.jsonl                                       # CPU, base 32
+"""
 import sys, json, math, itertools, time, os
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 import dataclasses
@@ -60,7 +65,8 @@ def register():
              'n-v-1': {'*.v_proj.weight': -1},
              'n-qkv-.5': {'*.q_proj.weight': -0.5, '*.k_proj.weight': -0.5, '*.v_proj.weight': -0.5},
              'n-qkvc-.5': {'*.q_proj.weight': -0.5, '*.k_proj.weight': -0.5, '*.v_proj.weight': -0.5, '*conv1d.weight': -0.5},
-             'n-g-.5': {'*.g_proj.weight': -0.5}}
+             'n-g-.5': {'*.g_proj.weight': -0.5},
+             'n-mlp+.5': {'*.mlp.*_proj.weight': 0.5}, 'n-mlp+1': {'*.mlp.*_proj.weight': 1.0}}
     for name in NAMED:
         PRESETS[name] = dict(PRESETS['mup'])
     orig_pg = P.Parametrization.param_groups
@@ -91,6 +97,8 @@ def register():
         if named: NAMED[name] = named
     combo('k-emb0+g-1', {'embedding': 0}, {'*.g_proj.weight': -1})
     combo('k-vec0+g-1', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.g_proj.weight': -1})
+    combo('k-vec0+mlp+.5', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.mlp.*_proj.weight': 0.5})
+    combo('k-vec0+mlp+1', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.mlp.*_proj.weight': 1.0})
     # the same without the width-consistent clip: '<name>-raw'
     for name in list(PRESETS):
         pr = PRESETS[name]
