@@ -36,10 +36,9 @@ def _add_model_args(p: argparse.ArgumentParser, width: int, depth: int) -> None:
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--output-mult", type=float, default=None,
-                   help="logit multiplier tuned at the base width (default: the preset's; mup + AdamW: 4)")
+                   help="logit multiplier tuned at the base width (default: the preset's; mup: 4)")
     p.add_argument("--init-mult", type=float, default=None,
-                   help="sigma_0 multiplier of the matrices tuned at the base width (default: the preset's; mup + "
-                        "AdamW: 2)")
+                   help="sigma_0 multiplier of the matrices tuned at the base width (default: the preset's; mup: 2)")
 
 
 def _add_schedule_args(p: argparse.ArgumentParser, steps: int, seq_len: int, batch_size: int) -> None:
@@ -177,7 +176,7 @@ def cmd_coordcheck(args) -> int:
 
     args.width = args.widths[0]            # the narrowest model is the base
     # The check is of the table's width exponents, which constants tuned at the base width do not change; with
-    # them (mup + AdamW: logits x 4, sigma_0 x 2) a 64-wide model is still far from its large-width behaviour
+    # them (mup: logits x 4, sigma_0 x 2) a 64-wide model is still far from its large-width behaviour
     # (mlp.out 0.52 at 64, 0.13-0.14 from 256 on), so they default to 1 here.
     args.output_mult = 1.0 if args.output_mult is None else args.output_mult
     args.init_mult = 1.0 if args.init_mult is None else args.init_mult

@@ -104,9 +104,9 @@ class JobCreate(_In):
     parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code")
     readout: str | None = Field(None, description="the readout rule; default: the preset's")
     output_mult: float | None = Field(None, gt=0, description="a constant logit multiplier, tuned at the base "
-                                      "width; default: the preset's (mup with AdamW: 4)")
+                                      "width; default: the preset's (mup: 4, AdamW and SGD)")
     init_mult: float | None = Field(None, gt=0, description="sigma_0 of the matrices x this, tuned at the base "
-                                    "width; default: the preset's (mup with AdamW: 2)")
+                                    "width; default: the preset's (mup: 2, AdamW and SGD)")
     optimizer: OptimizerSpecIn = Field(default_factory=OptimizerSpecIn)
     schedule: ScheduleSpecIn = Field(default_factory=ScheduleSpecIn)
     lr_grid: LRGridIn
