@@ -240,6 +240,8 @@ def recommend(result: SweepResult, target_width: int) -> dict:
             "init": rule.init.kind,
             "init_std": p.init_std(role, m),
             "weight_decay": opt.weight_decay if rule.weight_decay else 0.0,
+            # this group's gradient weight in the norm the global clip compares (gdn.optim.clip_grad_norm)
+            "clip_weight": p.clip_weight(role, opt.name, m),
         })
     proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
     evidence = TRANSFER_EVIDENCE.get((cfg.parametrization, opt.name))

@@ -118,6 +118,9 @@ def test_recommend_matches_the_table(parametrization, optimizer):
             continue
         assert groups[role.value]["lr"] == pytest.approx(3e-3 * p.lr_multiplier(role, optimizer, 4.0))
         assert groups[role.value]["init_std"] == p.init_std(role, 4.0)
+        assert groups[role.value]["clip_weight"] == p.clip_weight(role, optimizer, 4.0)
+    if (parametrization, optimizer) == ("mup", "sgd"):        # the width-consistent clip: m^1/2 on vector-likes
+        assert groups["embedding"]["clip_weight"] == pytest.approx(2.0) and groups["hidden"]["clip_weight"] == 1.0
     assert rec["width_mult"] == 4.0 and rec["target_model"]["width"] == 1024
     assert rec["target_model"]["head_k_dim"] == 128
     assert rec["parametrization_version"]
