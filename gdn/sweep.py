@@ -286,7 +286,8 @@ def param_groups(model, recommendation: dict) -> list[dict]:
         if not hits:
             raise KeyError(f"parameter {name!r} matches no group of the recommendation")
         buckets[hits[0]].append(param)
-    return [{"params": params, "lr": g["lr"], "weight_decay": g["weight_decay"], "name": g["role"]}
+    return [{"params": params, "lr": g["lr"], "weight_decay": g["weight_decay"], "name": g["role"],
+             "clip_weight": g.get("clip_weight", 1.0)}           # older recommendations lack it: the plain clip
             for g, params in zip(groups, buckets) if params]
 
 
