@@ -112,12 +112,12 @@ def trial(args):
     from gdn.config import GDNConfig
     from gdn.optim import OptimizerSpec
     from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial
-    param, om, im, width, lr, seed, steps, base, clip = args
+    param, om, im, width, lr, seed, steps, base, clip, batch = args
     cfg = SweepConfig(model=GDNConfig(width=base, depth=2), parametrization=param, output_mult=om, init_mult=im,
                       optimizer=OptimizerSpec(name='sgd', grad_clip=clip),
-                      schedule=ScheduleSpec(steps=steps, warmup_steps=steps // 10, batch_size=8, seq_len=64), eval_batches=16)
+                      schedule=ScheduleSpec(steps=steps, warmup_steps=steps // 10, batch_size=batch, seq_len=64), eval_batches=16)
     r = train_trial(TrialSpec(cfg, lr=lr, seed=seed, width=width, device='cpu'))
-    return dict(param=param, om=om, im=im, width=width, lr=lr, seed=seed, steps=steps, base=base, clip=clip,
+    return dict(param=param, om=om, im=im, width=width, lr=lr, seed=seed, steps=steps, base=base, clip=clip, batch=batch,
                 status=r.status, val=r.final_val_loss, sec=r.seconds)
 
 if __name__ == '__main__':
@@ -128,11 +128,11 @@ if __name__ == '__main__':
             for k in arm.get('grid_%d' % w, arm['grid']):
                 for s in spec.get('seeds', [0]):
                     jobs.append((arm['param'], arm.get('om', 1.0), arm.get('im', 1.0), w, 2 ** (k / 2), s,
-                                 spec.get('steps', 250), spec.get('base', 32), arm.get('clip', 1.0)))
+                                 spec.get('steps', 250), spec.get('base', 32), arm.get('clip', 1.0), spec.get('batch', 8)))
     done = set()
     if os.path.exists(out):
         for line in open(out):
-            d = json.loads(line); done.add((d['param'], d['om'], d['im'], d['width'], d['lr'], d['seed'], d['steps'], d['base'], d['clip']))
+            d = json.loads(line); done.add((d['param'], d['om'], d['im'], d['width'], d['lr'], d['seed'], d['steps'], d['base'], d['clip'], d.get('batch', 8)))
     jobs = [j for j in jobs if j not in done]
     jobs.sort(key=lambda j: -j[3])
     print(len(jobs), 'trials', flush=True)
