@@ -9,7 +9,7 @@ from torch import nn
 
 from gdn.parametrization import Parametrization
 
-CLIP_EPS = 1e-6      # torch.nn.utils.clip_grad_norm_'s
+CLIP_EPS = 1e-6      # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,11 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from gdn.data import load_corpus
 from gdn.model import count_params
-from gdn.optim import OptimizerSpec, lr_at
+from gdn.optim import CLIP_EPS, OptimizerSpec, lr_at
 from gdn.parametrization import Parametrization
 from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, TrialCancelled, TrialResult, TrialSpec,
                        build_model, resolve_device)
 
-CLIP_EPS = 1e-6          # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
 CUDA_GRAPHS_ENV = "DELTAMU_CUDA_GRAPHS"
 GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
 MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
