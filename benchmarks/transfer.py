@@ -82,6 +82,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("sgd-mup-tied", "sgd", "mup", "tied", start_log2_lr=-2.5),
     Arm("sgd-mup-default", "sgd", "mup", "tied-scaled", output_mults=(BASE_MULTS["mup"]["sgd"][0],),
         init_mults=(BASE_MULTS["mup"]["sgd"][1],), start_log2_lr=-4.0),       # the SGD preset as shipped
+    Arm("sgd-mup-sgd", "sgd", "mup-sgd", "tied-scaled", output_mults=(BASE_MULTS["mup-sgd"]["sgd"][0],),
+        init_mults=(BASE_MULTS["mup-sgd"]["sgd"][1],), start_log2_lr=-4.0),   # matrices' init ~ m^-1/6
 ]}
 SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
 

@@ -248,6 +248,14 @@ MUP_PAPER_CODE_RULES: dict[Role, Rule] = {
     Role.NORM:        _rule(ONES, -1, 0, False, -0.5),                       # group; gains in its no-decay group
 }
 
+# The SGD study's lead (docs/transfer.md, "SGD"): under SGD the best sigma_0 doubled over 8x width on the GPU and the
+# CPU, so the matrices' init shrinks as m^-1/6 here instead of m^-1/2. Measured on the CPU only so far.
+MUP_SGD_RULES: dict[Role, Rule] = {
+    **MUP_RULES,
+    Role.HIDDEN:      dataclasses.replace(MUP_RULES[Role.HIDDEN], init=Init("normal", -1 / 6)),
+    Role.GATE_PROJ:   dataclasses.replace(MUP_RULES[Role.GATE_PROJ], init=Init("normal", -1 / 6)),
+}
+
 # Readout rules. muP's tied readout follows TP5 Table 8 for output weights (init const, multiplier 1/m); the
 # untied "zero" readout follows TP5 Table 3 (no multiplier, LR 1/m under both optimizers, zero init).
 READOUTS: dict[str, Readout] = {
@@ -265,7 +273,8 @@ SP_READOUTS: dict[str, Readout] = {
 # The base-width multipliers (output_mult, init_mult) a preset uses unless a job sets them, per optimizer: the
 # values the transfer study tuned at the base width (docs/transfer.md). SGD takes AdamW's: on the GPU at the base
 # width they beat (1, 1) by 6 % of loss and (4, 4) by 8 %, and at 8x they are within the seed noise of the best.
-BASE_MULTS: dict[str, dict[str, tuple[float, float]]] = {"mup": {"adamw": (4.0, 2.0), "sgd": (4.0, 2.0)}}
+BASE_MULTS: dict[str, dict[str, tuple[float, float]]] = {"mup": {"adamw": (4.0, 2.0), "sgd": (4.0, 2.0)},
+                                                         "mup-sgd": {"sgd": (4.0, 2.0)}}
 
 PRESETS: dict[str, dict] = {
     "mup": dict(rules=MUP_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
@@ -275,6 +284,9 @@ PRESETS: dict[str, dict] = {
                description="standard parametrization: base-width inits and one LR at every width"),
     "mup-original": dict(rules=MUP_ORIGINAL_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
                          description="plain muP: gate projections as hidden weights, gate scalars at constant LR"),
+    "mup-sgd": dict(rules=MUP_SGD_RULES, readouts=READOUTS, default_readout="tied-scaled", o_mult=True,
+                    description="mup with the matrices' init std ~ m^-1/6 instead of m^-1/2: the SGD study's lead "
+                                "(CPU only so far, docs/transfer.md)"),
     "mup-paper-code": dict(rules=MUP_PAPER_CODE_RULES, readouts=READOUTS, default_readout="tied-scaled",
                            o_mult=False,
                            description="what the authors' released code does: conv and norm gains in the hidden "

@@ -101,7 +101,7 @@ class JobCreate(_In):
         None, min_length=1, max_length=WIDTHS_MAX,
         description="a transfer study: the widths to sweep, the base width (model.width) first; default: "
                     "[model.width]. Every width is trained with the parametrization at width / model.width")
-    parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code")
+    parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code | mup-sgd")
     readout: str | None = Field(None, description="the readout rule; default: the preset's")
     output_mult: float | None = Field(None, gt=0, description="a constant logit multiplier, tuned at the base "
                                       "width; default: the preset's (mup: 4, AdamW and SGD)")

@@ -97,6 +97,12 @@ def register():
         if named: NAMED[name] = named
     combo('k-emb0+g-1', {'embedding': 0}, {'*.g_proj.weight': -1})
     combo('k-vec0+g-1', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.g_proj.weight': -1})
+    from gdn.parametrization import Init
+    for tag, e in (('1/6', -1 / 6), ('1/4', -0.25)):        # matrices' init std ~ m^e instead of m^-1/2
+        rules = dict(MUP_RULES)
+        for role in (Role.HIDDEN, Role.GATE_PROJ):
+            rules[role] = dataclasses.replace(rules[role], init=Init('normal', e))
+        PRESETS[f'i-hid-{tag}'] = dict(PRESETS['mup'], rules=rules)
     combo('k-vec0+mlp+.5', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.mlp.*_proj.weight': 0.5})
     combo('k-vec0+mlp+1', {'embedding': 0, 'conv': 0, 'norm': 0}, {'*.mlp.*_proj.weight': 1.0})
     # the same without the width-consistent clip: '<name>-raw'

@@ -196,3 +196,16 @@ def test_weighted_clip_norm_and_scale():
         p.grad = g.clone()
     unweighted = float(torch.stack([g.norm() for g in grads]).norm())
     assert float(clip_grad_norm(model, 0.0, [1.0, 1.0])) == pytest.approx(unweighted)
+
+
+def test_mup_sgd_differs_from_mup_only_in_the_matrices_init_exponent():
+    """The SGD study's lead: matrices' init std ~ m^-1/6 (mup: m^-1/2); every LR, the clip and m = 1 as mup's."""
+    lead, mup = get_parametrization("mup-sgd", optimizer="sgd"), get_parametrization("mup", optimizer="sgd")
+    for role in (Role.HIDDEN, Role.GATE_PROJ):
+        assert lead.init_std(role, 8) == pytest.approx(0.02 * 2 * 8 ** (-1 / 6))
+        assert lead.init_std(role, 1) == mup.init_std(role, 1)
+    for role in Role:
+        if role is not Role.READOUT:
+            assert lead.lr_multiplier(role, "sgd", 8) == mup.lr_multiplier(role, "sgd", 8)
+            assert lead.clip_weight(role, "sgd", 8) == mup.clip_weight(role, "sgd", 8)
+    assert lead.init_std(Role.EMBEDDING, 8) == mup.init_std(Role.EMBEDDING, 8)
