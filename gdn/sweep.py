@@ -181,8 +181,8 @@ TRANSFER_EVIDENCE: dict[tuple[str, str], TransferEvidence] = {
                   "the model at the transferred lr 10 % better than SP tuned by hand at 1x but 5 / 8 % behind at "
                   "4 / 8x, argmin down 2.4 grid steps at 8x"),
     ("mup-sgd", "sgd"): TransferEvidence(
-        8, False, "CPU only, widths 32-256, 250 steps, two seeds: the model at 8x +0.5 % against SP tuned by hand "
-                  "(the default mup: +4.1 %); not yet measured on the GPU"),
+        8, False, "CPU only, widths 32-256, two seeds: the model at 8x +0.5 % (250 steps) and +0.3 % (1000 steps) "
+                  "against SP tuned by hand (the default mup: +4.1 % at 250); not yet measured on the GPU"),
     ("sp", "adamw"): TransferEvidence(
         16, False, "GPU, widths 128-2048: the argmin moved 3.4 grid steps to 8x at 1000 steps and 4.6 to 16x at "
                    "250 steps (the lr halves about every doubling); the base width's lr cost 4.9 % at 8x and 7.5 % "
