@@ -192,7 +192,7 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
                     q.grad = None
                 losses.sum().backward()
                 yield "backward"
-            clip_grad_norm_per_trial(list(pack.params.values()), spec.config.optimizer.grad_clip)
+            clip_grad_norm_per_trial(list(pack.params.values()), spec.config.optimizer.grad_clip, pack.clip_weights)
             yield "clip"
             pack.optimizer.step(pack.params, [spec.lr] * k)
             yield "optimizer"

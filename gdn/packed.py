@@ -176,16 +176,16 @@ class PackedOptimizer:
 
 @torch.no_grad()
 def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float,
-                             weights: list[float] | None = None) -> torch.Tensor:
+                             weights: torch.Tensor | None = None) -> torch.Tensor:
     """gdn.optim.clip_grad_norm for each trial row on its own: returns the (R,) global grad norms before clipping
-    (of the gradients weighted by `weights`, one per parameter, if given) and scales each row's gradients by
-    min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
+    (of the gradients weighted by `weights`, a (P,) tensor on the gradients' device, if given) and scales each row's
+    gradients by min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
     grads = [p.grad for p in params]
     R = grads[0].shape[0]
     rows = [row for g in grads for row in g.unbind(0)]                  # [param][trial] order
     per_param = torch.stack(torch._foreach_norm(rows, 2.0)).view(len(grads), R)   # (P, R)
-    if weights is not None and any(w != 1.0 for w in weights):
-        per_param = per_param * per_param.new_tensor(weights)[:, None]
+    if weights is not None:
+        per_param = per_param * weights[:, None]
     total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)      # (R,)
     coef = ((max_norm if max_norm > 0 else math.inf) / (total + CLIP_EPS)).clamp(max=1.0)
     for r in range(R):
@@ -226,7 +226,10 @@ class _Pack:
         self.params = {n: p.detach().to(self.device, dtype).requires_grad_() for n, p in stacked.items()}
         self.logit_mult = torch.tensor([m.mult.logits for m in models], dtype=dtype, device=self.device)
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
-        self.clip_weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
+        weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
+        # made once, not every step; None where every weight is 1 (the plain global norm: SP, AdamW, m = 1)
+        self.clip_weights = (None if all(w == 1.0 for w in weights)
+                             else torch.tensor(weights, dtype=dtype, device=self.device))
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.use_graphs = use_cuda_graphs(self.device)
         self._graph = None                                           # (graph, static x, static y, static losses)
