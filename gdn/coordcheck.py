@@ -113,8 +113,6 @@ def _record_updates(model: GDNModel, init: dict[str, torch.Tensor], x: torch.Ten
         parts = name.split(".")
         if isinstance(mod, nn.Linear) and len(parts) >= 2 and f"{parts[-2]}.{parts[-1]}" in acc:
             kind = f"{parts[-2]}.{parts[-1]}"
-        elif isinstance(mod, nn.Linear) and name.startswith("layers") and f"attn.{parts[-1]}" in acc:
-            kind = f"attn.{parts[-1]}"
         elif isinstance(mod, ShortConv):
             kind = "conv"
         elif isinstance(mod, (RMSNorm, GatedRMSNorm)):
