@@ -64,14 +64,20 @@ class Arm:
         return [(om, im) for om in self.output_mults for im in self.init_mults]
 
 
+def shipped(name: str, optimizer: str, parametrization: str, start_log2_lr: float) -> Arm:
+    """An arm of a preset as shipped: its default readout and the base-width constants BASE_MULTS gives it."""
+    output_mult, init_mult = BASE_MULTS[parametrization][optimizer]
+    return Arm(name, optimizer, parametrization, "tied-scaled", output_mults=(output_mult,),
+               init_mults=(init_mult,), start_log2_lr=start_log2_lr)
+
+
 ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("adamw-sp", "adamw", "sp", start_log2_lr=-7.5),
     Arm("adamw-mup", "adamw", "mup", "tied-scaled", start_log2_lr=-7.5),
     Arm("adamw-mup-tied", "adamw", "mup", "tied", start_log2_lr=-7.5),
     Arm("adamw-mup-untied-zero", "adamw", "mup", "untied-zero", start_log2_lr=-7.5),
     Arm("adamw-mup-untied-scaled", "adamw", "mup", "untied-scaled", start_log2_lr=-7.5),
-    Arm("adamw-mup-default", "adamw", "mup", "tied-scaled", output_mults=(BASE_MULTS["mup"]["adamw"][0],),
-        init_mults=(BASE_MULTS["mup"]["adamw"][1],), start_log2_lr=-7.5),     # the preset as shipped
+    shipped("adamw-mup-default", "adamw", "mup", start_log2_lr=-7.5),          # the preset as shipped
     Arm("adamw-mup-alpha", "adamw", "mup", "tied-scaled", output_mults=(1.0, 2.0, 4.0, 8.0), start_log2_lr=-7.5),
     Arm("adamw-mup-tuned", "adamw", "mup", "tied-scaled", output_mults=(2.0, 4.0, 8.0), init_mults=(1.0, 2.0, 4.0),
         start_log2_lr=-7.5),
@@ -80,10 +86,8 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("sgd-mup-original", "sgd", "mup-original", start_log2_lr=-2.5),
     Arm("sgd-mup", "sgd", "mup", "tied-scaled", start_log2_lr=-2.5),
     Arm("sgd-mup-tied", "sgd", "mup", "tied", start_log2_lr=-2.5),
-    Arm("sgd-mup-default", "sgd", "mup", "tied-scaled", output_mults=(BASE_MULTS["mup"]["sgd"][0],),
-        init_mults=(BASE_MULTS["mup"]["sgd"][1],), start_log2_lr=-4.0),       # the SGD preset as shipped
-    Arm("sgd-mup-sgd", "sgd", "mup-sgd", "tied-scaled", output_mults=(BASE_MULTS["mup-sgd"]["sgd"][0],),
-        init_mults=(BASE_MULTS["mup-sgd"]["sgd"][1],), start_log2_lr=-4.0),   # matrices' init ~ m^-1/6
+    shipped("sgd-mup-default", "sgd", "mup", start_log2_lr=-4.0),              # the SGD preset as shipped
+    shipped("sgd-mup-sgd", "sgd", "mup-sgd", start_log2_lr=-4.0),              # matrices' init ~ m^-1/6
 ]}
 SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
 
