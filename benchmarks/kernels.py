@@ -149,7 +149,8 @@ def model_cell(width: int, backend: str) -> None:
     os.environ["DELTAMU_GDN_BACKEND"] = backend
     import torch
     from gdn.config import GDNConfig
-    from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial
+    from gdn.spec import ScheduleSpec, SweepConfig, TrialSpec
+    from gdn.train import train_trial
     config = SweepConfig(model=GDNConfig(width=width, depth=MODEL_DEPTH),
                          schedule=ScheduleSpec(steps=MODEL_STEPS, warmup_steps=2, batch_size=MODEL_BATCH,
                                                seq_len=MODEL_SEQ), eval_batches=1)

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdn.packed import train_packed  # noqa: E402
-from gdn.train import SweepConfig, TrialSpec  # noqa: E402
+from gdn.spec import SweepConfig, TrialSpec  # noqa: E402
 from service.jobspec import prepare  # noqa: E402
 from service.schemas import JobCreate  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -32,10 +32,11 @@ import torch.nn.functional as F  # noqa: E402
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.data import load_corpus  # noqa: E402
 from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
-from gdn.optim import OptimizerSpec, build_optimizer, clip_grad_norm, set_lr  # noqa: E402
+from gdn.spec import OptimizerSpec, COMPLETED, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
+from gdn.optim import build_optimizer, clip_grad_norm, set_lr  # noqa: E402
 from gdn.packed import _Pack, clip_grad_norm_per_trial, estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
-from gdn.train import (COMPLETED, ScheduleSpec, SweepConfig, TrialSpec, build_model, resolve_device,  # noqa: E402
-                       train_trial)
+from gdn.trial import build_model, resolve_device
+from gdn.train import train_trial  # noqa: E402
 
 LOG2_LR_RANGE = (-9.0, -8.0)   # muP AdamW's optimum at these widths lies near 2^-8 (DESIGN.md): no trial diverges
 PLAN_TRIALS = 32               # the job size fit_pack_size is asked about

@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gdn.config import GDNConfig  # noqa: E402
-from gdn.model import train_flops_per_token  # noqa: E402
-from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial  # noqa: E402
+from gdn.config import GDNConfig, train_flops_per_token  # noqa: E402
+from gdn.spec import ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
+from gdn.train import train_trial  # noqa: E402
 
 
 def main() -> None:

@@ -30,11 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdn.config import GDNConfig  # noqa: E402
-from gdn.data import DataSpec  # noqa: E402
-from gdn.optim import OptimizerSpec  # noqa: E402
+from gdn.spec import BACKENDS, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.parametrization import BASE_MULTS  # noqa: E402
-from gdn.sweep import fit_optimum  # noqa: E402
-from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, resolve_device, train_trial  # noqa: E402
+from gdn.fit import fit_optimum  # noqa: E402
+from gdn.train import run  # noqa: E402
 
 STEP_LOG2 = 0.5          # grid spacing: 2^0.5
 GRID_POINTS = 6          # initial points per grid
@@ -138,7 +137,8 @@ def _config(scale: Scale, arm: Arm, horizon: int, mults: tuple[float, float]) ->
 
 
 def _spec(job: dict) -> TrialSpec:
-    return TrialSpec(SweepConfig.from_dict(job["config"]), lr=job["lr"], seed=job["seed"], width=job["width"])
+    return TrialSpec(SweepConfig.from_dict(job["config"]), lr=job["lr"], seed=job["seed"], width=job["width"],
+                     backend=job.get("backend", "auto"))
 
 
 def _record(job: dict, r, packed: int = 1) -> dict:
@@ -149,15 +149,10 @@ def _record(job: dict, r, packed: int = 1) -> dict:
 
 
 def _run_jobs(jobs: list[dict]) -> list[dict]:
-    """One trial alone (train_trial), or several of one architecture as a pack (gdn.packed.train_packed); on CUDA
-    a lone trial too, as the worker does (a pack replays CUDA graphs)."""
-    from gdn.packed import train_packed, use_cuda_graphs
-
+    """Several trials of one architecture, through gdn.train.run as the worker trains them (a lone trial, or a
+    pack, which on CUDA replays CUDA graphs)."""
     specs = [_spec(j) for j in jobs]
-    log_every = max(1, specs[0].config.schedule.steps // 20)
-    if len(jobs) == 1 and not use_cuda_graphs(resolve_device(specs[0].device)):
-        return [_record(jobs[0], train_trial(specs[0], log_every=log_every))]
-    results = train_packed(specs, log_every=log_every)
+    results = run(specs, log_every=max(1, specs[0].config.schedule.steps // 20))
     return [_record(j, r, packed=len(jobs)) for j, r in zip(jobs, results)]
 
 
@@ -175,7 +170,7 @@ def _init_worker(threads: int, gpus: tuple[str, ...] = (), counter=None) -> None
 
 class Study:
     def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1,
-                 concurrent_widths: bool = False, gpus: tuple[str, ...] = ()):
+                 concurrent_widths: bool = False, gpus: tuple[str, ...] = (), backend: str = "auto"):
         self.scale = scale
         self.gpus = gpus
         self.concurrent_widths = concurrent_widths
@@ -183,6 +178,7 @@ class Study:
         self.workers = workers
         self.threads = threads
         self.pack = pack
+        self.backend = backend
         self.records: list[dict] = []
         if results_path.exists():
             self.records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
@@ -229,7 +225,7 @@ class Study:
 
     def job(self, arm: Arm, horizon: int, width: int, kind: str, lr: float, seed: int, mults: Mults) -> dict:
         return {"key": self._key(arm.name, horizon, width, kind, lr, seed, mults), "lr": lr, "seed": seed,
-                "width": width, "config": _config(self.scale, arm, horizon, mults).to_dict()}
+                "width": width, "config": _config(self.scale, arm, horizon, mults).to_dict(), "backend": self.backend}
 
     def grid_records(self, arm: str, horizon: int, width: int, mults: Mults | None = None) -> list[dict]:
         return [r for r in self.records if r["arm"] == arm and r["horizon"] == horizon and r["width"] == width
@@ -537,6 +533,7 @@ def main(argv=None) -> int:
                          "with room for many packs)")
     ap.add_argument("--gpus", default="", help="comma-separated GPU indices; the workers take them round robin")
     ap.add_argument("--grid-points", type=int, default=None, help="points of each first grid, overriding the scale's")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS, help="the gated delta rule's backend (gdn.ops)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--card", default=None, help="the card the results came from (for --report-only elsewhere)")
     args = ap.parse_args(argv)
@@ -555,7 +552,7 @@ def main(argv=None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
     study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
-                  tuple(g for g in args.gpus.split(",") if g))
+                  tuple(g for g in args.gpus.split(",") if g), args.backend)
     start = time.time()
     if not args.report_only:
         study.run_study()

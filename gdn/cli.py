@@ -7,10 +7,8 @@ import math
 import sys
 
 from gdn.config import GDNConfig
-from gdn.data import DataSpec
-from gdn.optim import OptimizerSpec
+from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig
 from gdn.parametrization import PRESETS
-from gdn.train import ScheduleSpec, SweepConfig
 
 
 def _ints(s: str) -> list[int]:
@@ -71,15 +69,17 @@ def _config(args, parametrization: str | None = None) -> SweepConfig:
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
-    from gdn.packed import plan_packs, train_packed
-    from gdn.sweep import fit_optimum, lr_grid
-    from gdn.train import TrialSpec, resolve_device, train_trial
+    from gdn.fit import fit_optimum, lr_grid
+    from gdn.packed import plan_packs
+    from gdn.spec import TrialSpec
+    from gdn.train import run
+    from gdn.trial import resolve_device
 
     config = _config(args)
     lrs = args.lrs or lr_grid(args.lr_min, args.lr_max, args.count)
     specs = [TrialSpec(config, lr=lr, seed=seed, device=args.device) for seed in args.seeds for lr in lrs]
     # On a GPU the trials train in packs (batched, CUDA graphs: docs/benchmarks.md, Packed training); on a CPU
-    # one after another, where a pack does not pay.
+    # one after another, where a pack does not pay. gdn.train.run picks the trainer of each.
     on_gpu = resolve_device(args.device).type == "cuda"
     packs = plan_packs(specs) if on_gpu else [[i] for i in range(len(specs))]
     steps = config.schedule.steps
@@ -93,10 +93,7 @@ def cmd_sweep(args) -> int:
                 bar.set_postfix(lr=f"{specs[i].lr:.3g}", seed=specs[i].seed, loss=f"{point.loss:.3f}")
                 done[i] = point.step
 
-            if on_gpu:
-                pack_results = train_packed([specs[i] for i in pack], progress=progress)
-            else:
-                pack_results = [train_trial(specs[pack[0]], progress=lambda point: progress(0, point))]
+            pack_results = run([specs[i] for i in pack], progress=progress)
             for i, r in zip(pack, pack_results):
                 trained[i] = r
                 bar.update(steps - done[i])  # a diverged trial stops early
@@ -140,13 +137,14 @@ def _json_default(x):
 # --- recommend --------------------------------------------------------------------------------------------------
 
 def cmd_recommend(args) -> int:
-    from gdn.sweep import Optimum, SweepResult, recommend
+    from gdn.fit import Optimum
+    from gdn.recommend import SweepResult, recommend
 
     config = _config(args)
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a positive number, got {args.lr}")
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
-    rec = recommend(SweepResult(config, optimum), args.target_width)
+    rec = recommend(SweepResult(config, optimum), args.target_width).to_dict()
     if args.json:
         print(json.dumps(rec, indent=2, default=_json_default))
         return 0

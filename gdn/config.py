@@ -92,6 +92,32 @@ class GDNConfig:
         return cls(**d)
 
 
+def count_params(config: GDNConfig) -> int:
+    """The parameter count of GDNModel(config), in closed form (tested against the module)."""
+    d, L, vocab = config.width, config.depth, config.vocab_size
+    H, K, V = config.heads_and_dims()
+    mixer = d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + config.conv_size * (2 * H * K + H * V) + 2 * H + V
+    mlp = 3 * d * config.mlp_hidden
+    block = mixer + mlp + 2 * d
+    readout = 0 if config.tie_embeddings else vocab * d
+    return vocab * d + L * block + d + readout
+
+
+CHUNK = 64  # the chunk length of the chunked gated delta rule (gdn.ops), and of the FLOP model below
+
+
+def train_flops_per_token(config: GDNConfig) -> float:
+    """FLOPs of one training token (forward + backward): 6 per matmul weight (the readout included, tied or not)
+    plus the chunked gated delta rule's own work (the FLOP model of gdn-kernels.md section 6, per token and head)."""
+    d, L, vocab = config.width, config.depth, config.vocab_size
+    H, K, V = config.heads_and_dims()
+    C = CHUNK
+    matmul_params = L * (d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + 3 * d * config.mlp_hidden) + vocab * d
+    gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
+    gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
+    return 6.0 * matmul_params + L * H * (gdn_fwd + gdn_bwd)
+
+
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 

@@ -26,7 +26,8 @@ from gdn.data import load_corpus
 from gdn.model import GDNModel, GatedRMSNorm, RMSNorm, ShortConv
 from gdn.ops.conv import causal_conv1d_silu
 from gdn.optim import build_optimizer, clip_grad_norm
-from gdn.train import SweepConfig, build_model
+from gdn.spec import SweepConfig
+from gdn.trial import build_model
 
 # tensor kind -> (what is recorded, the exponent of width muP expects for its mean |coordinate|)
 KINDS: dict[str, tuple[str, float]] = {

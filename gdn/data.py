@@ -21,22 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BYTE_VOCAB = 256
+from gdn.spec import BYTE_VOCAB, DataSpec
+
 BLOCK = 1 << 16          # tokens per split block
 VAL_EVERY = 32           # one block in 32 (about 3 %) is validation
 MIN_BLOCKS = 4 * VAL_EVERY  # smaller corpora are cut into this many blocks
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: str = "builtin"          # "builtin" | path to a text file or folder | path to a .bin of uint16 ids
-    vocab_size: int | None = None    # required for .bin; byte-level (256) otherwise
-
-    def __post_init__(self) -> None:
-        if self.source != "builtin" and not self.source.endswith(".bin") and self.vocab_size not in (None, BYTE_VOCAB):
-            raise ValueError(f"text corpora are byte-level (vocab 256); vocab_size={self.vocab_size} needs a .bin")
-        if self.source.endswith(".bin") and not self.vocab_size:
-            raise ValueError("a .bin corpus needs its vocab_size")
 
 
 def encode(text: str) -> np.ndarray:

@@ -8,11 +8,9 @@ out = W_o( RMSNorm_head(o_t * o_mult) * SiLU(W_g x) ).
 
 Module and parameter names follow fla's GatedDeltaNet (q_proj, a_proj, A_log, q_conv1d, o_norm, attn_norm,
 mlp.gate_proj, embeddings, norm, lm_head), so the parametrization table reads both models the same way.
-Forward multipliers (logits, o_t) come from the table; init is the table's job (Parametrization.init_).
+Forward multipliers (logits, o_t) come from the table; init is the table's job (gdn.init.init_model).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +20,7 @@ from gdn.config import GDNConfig
 from gdn.ops import gated_delta_rule
 from gdn.ops.conv import causal_conv1d_silu
 from gdn.ops.norm import rms_norm
-
-
-@dataclass(frozen=True)
-class ForwardMultipliers:
-    logits: float = 1.0         # logits = (h @ E^T) * logits
-    o: float | None = None      # o_t = o * S_t^T q_hat before the per-head RMSNorm (q_hat unit-norm); None: fla's
-                                # default K^-1/2. It is the kernel's `scale`: o is linear in q, so it costs nothing.
+from gdn.parametrization import ForwardMultipliers
 
 
 class RMSNorm(nn.Module):
@@ -121,7 +113,7 @@ class Block(nn.Module):
 
 
 class GDNModel(nn.Module):
-    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with Parametrization.init_."""
+    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with gdn.init.init_model."""
 
     def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers()):
         super().__init__()
@@ -145,29 +137,3 @@ class GDNModel(nn.Module):
         if non_embedding:
             n -= self.embeddings.weight.numel() + (0 if self.lm_head is None else self.lm_head.weight.numel())
         return n
-
-
-def count_params(config: GDNConfig) -> int:
-    """The parameter count of GDNModel(config), in closed form (tested against the module)."""
-    d, L, vocab = config.width, config.depth, config.vocab_size
-    H, K, V = config.heads_and_dims()
-    mixer = d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + config.conv_size * (2 * H * K + H * V) + 2 * H + V
-    mlp = 3 * d * config.mlp_hidden
-    block = mixer + mlp + 2 * d
-    readout = 0 if config.tie_embeddings else vocab * d
-    return vocab * d + L * block + d + readout
-
-
-CHUNK = 64  # the chunk length of the chunked kernels, for the FLOP model below
-
-
-def train_flops_per_token(config: GDNConfig) -> float:
-    """FLOPs of one training token (forward + backward): 6 per matmul weight (the readout included, tied or not)
-    plus the chunked gated delta rule's own work (the FLOP model of gdn-kernels.md section 6, per token and head)."""
-    d, L, vocab = config.width, config.depth, config.vocab_size
-    H, K, V = config.heads_and_dims()
-    C = CHUNK
-    matmul_params = L * (d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + 3 * d * config.mlp_hidden) + vocab * d
-    gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
-    gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
-    return 6.0 * matmul_params + L * H * (gdn_fwd + gdn_bwd)

@@ -2,35 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from gdn.parametrization import Parametrization
+from gdn.parametrization import Group, Parametrization, role_of
+from gdn.spec import OptimizerSpec
 
 CLIP_EPS = 1e-6      # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    name: str = "adamw"                         # "adamw" | "sgd" (SGD with Nesterov momentum)
-    weight_decay: float | None = None           # None: 0.1 for AdamW, 0 for SGD (the paper's settings);
-                                                # applied only to the roles the table marks as decayed
-    betas: tuple[float, float] = (0.9, 0.95)    # AdamW
-    eps: float = 1e-8                           # AdamW
-    momentum: float = 0.98                      # SGD: the paper needed Nesterov 0.98 for stability
-    grad_clip: float = 1.0                      # global grad-norm clip; 0 disables
-
-    def __post_init__(self) -> None:
-        if self.name not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.name!r}")
-        if self.weight_decay is None:
-            object.__setattr__(self, "weight_decay", 0.1 if self.name == "adamw" else 0.0)
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0 and eps > 0")
-        if not (0 <= self.momentum < 1 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError("momentum and betas must lie in [0, 1)")
 
 
 def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
@@ -44,10 +24,28 @@ def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak_lr - min_lr)
 
 
+def param_groups(model: nn.Module, groups: Sequence[Group], lr: float, weight_decay: float) -> list[dict]:
+    """torch optimizer groups for a GDN model (ours or fla's): every parameter goes to the group of its role
+    (gdn.parametrization.role_of); each group carries its `lr_mult` (so a schedule can scale it), its `lr` (base lr x
+    lr_mult), its weight decay (the optimizer's where the role decays, else 0) and its `clip_weight`. A parameter
+    whose role has no group is an error."""
+    by_role = {g.role: g for g in groups}
+    members: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        role = role_of(name, p).value
+        if role not in by_role:
+            raise KeyError(f"parameter {name!r} ({role}) matches no group of the recommendation")
+        members.setdefault(role, []).append(p)
+    return [{"params": members[g.role], "name": g.role, "role": g.role, "lr_mult": g.lr_multiplier,
+             "lr": lr * g.lr_multiplier, "weight_decay": weight_decay if g.weight_decay else 0.0,
+             "clip_weight": g.clip_weight}
+            for g in groups if g.role in members]
+
+
 def build_optimizer(model: nn.Module, parametrization: Parametrization, spec: OptimizerSpec, lr: float,
                     width_mult: float) -> torch.optim.Optimizer:
     """One param group per role, each carrying its `lr_mult` (so the schedule can scale it)."""
-    groups = parametrization.param_groups(model, spec.name, width_mult, lr, spec.weight_decay)
+    groups = param_groups(model, parametrization.groups(width_mult, spec.name), lr, spec.weight_decay)
     if spec.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
                                  foreach=True)

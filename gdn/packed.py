@@ -4,7 +4,7 @@ The model's math is written once, in gdn.model. The K trials' parameters are sta
 GDNModel runs under torch.func.vmap over that axis (functional_call on a parameter-free skeleton): the matmuls become
 batched matmuls, and the fused ops (the gated delta rule, RMSNorm, the short conv) fold the trial axis into their
 own (gdn.ops.fold), so one kernel call serves all K trials. On CUDA the forward and backward are captured once as a
-CUDA graph and replayed each step (use_cuda_graphs). Everything a trial owns stays per trial:
+CUDA graph and replayed each step (gdn.trial.uses_cuda_graphs). Everything a trial owns stays per trial:
 - its init: gdn.train.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
 - its data: corpus.batch(step, seed), exactly the batches train_trial would draw (trials sharing a seed share data);
 - its logit multiplier (output_mult may differ between trials), LR, schedule and global-norm gradient clip;
@@ -19,24 +19,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import time
 import warnings
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from gdn.data import load_corpus
-from gdn.model import count_params
-from gdn.optim import CLIP_EPS, OptimizerSpec, lr_at
+from gdn.config import count_params
+from gdn.optim import CLIP_EPS, lr_at, param_groups
 from gdn.parametrization import Parametrization
-from gdn.train import (COMPLETED, DIVERGED, DIVERGENCE_FACTOR, CurvePoint, TrialCancelled, TrialResult, TrialSpec,
-                       build_model, resolve_device)
+from gdn.spec import CurvePoint, OptimizerSpec, TrialCancelled, TrialResult, TrialSpec
+from gdn.trial import TrialLog, build_model, is_log_point, precision, resolve_device, trial_corpus, uses_cuda_graphs
 
-CUDA_GRAPHS_ENV = "DELTAMU_CUDA_GRAPHS"
 GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
 MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
 # estimate_trial_bytes: activation bytes per token, per layer x width and per vocab entry (bf16 autocast, fused
@@ -45,23 +41,14 @@ MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the pr
 ACTIVATION_BYTES_PER_TOKEN = {"width": 64, "vocab": 192}
 
 
-def use_cuda_graphs(device: torch.device) -> bool:
-    """Whether a pack on `device` replays its forward and backward from a CUDA graph: on CUDA unless
-    DELTAMU_CUDA_GRAPHS=0 (read when a pack is built), which runs them op by op as a CPU pack does."""
-    setting = os.environ.get(CUDA_GRAPHS_ENV, "1").strip()
-    if setting not in ("0", "1"):
-        raise ValueError(f"{CUDA_GRAPHS_ENV} must be 0 or 1, got {setting!r}")
-    return device.type == "cuda" and setting == "1"
-
-
 # ---- which trials can share a pack ---------------------------------------------------------------------------
 
 def pack_key(spec: TrialSpec) -> tuple:
     """Trials with equal keys can be trained in one pack: everything but the LR, the seed and the base width's output
-    and init multipliers is shared (architecture, width, parametrization, optimizer, schedule, data, device, dtype).
-    The init multiplier only changes a trial's starting point, which each trial draws for itself."""
-    width = spec.width or spec.config.base_width
-    return dataclasses.replace(spec.config, output_mult=1.0, init_mult=1.0), width, spec.device, spec.dtype
+    and init multipliers is shared (architecture, width, parametrization, optimizer, schedule, data, and how they
+    run). The init multiplier only changes a trial's starting point, which each trial draws for itself."""
+    return (dataclasses.replace(spec.config, output_mult=1.0, init_mult=1.0), spec.at_width, spec.device, spec.dtype,
+            spec.backend, spec.cuda_graphs)
 
 
 def _check_packable(specs: list[TrialSpec]) -> None:
@@ -70,7 +57,7 @@ def _check_packable(specs: list[TrialSpec]) -> None:
     first = pack_key(specs[0])
     for i, spec in enumerate(specs[1:], start=1):
         if pack_key(spec) != first:
-            fields = ("config (but output_mult and init_mult)", "width", "device", "dtype")
+            fields = ("config (but output_mult and init_mult)", "width", "device", "dtype", "backend", "cuda_graphs")
             differ = [name for name, a, b in zip(fields, first, pack_key(spec)) if a != b]
             raise ValueError(f"trial {i} cannot share a pack with trial 0: its {', '.join(differ)} differ(s); "
                              "group trials by gdn.packed.pack_key first")
@@ -109,7 +96,7 @@ class PackedOptimizer:
     def __init__(self, skeleton: torch.nn.Module, parametrization: Parametrization, spec: OptimizerSpec,
                  width_mult: float):
         name_of = {id(p): n for n, p in skeleton.named_parameters()}
-        groups = parametrization.param_groups(skeleton, spec.name, width_mult, 1.0, spec.weight_decay)
+        groups = param_groups(skeleton, parametrization.groups(width_mult, spec.name), 1.0, spec.weight_decay)
         self.groups = [(g["lr_mult"], g["weight_decay"], [name_of[id(p)] for p in g["params"]]) for g in groups]
         self.spec = spec
         self.state: dict[str, dict[str, torch.Tensor]] = {}   # param name -> buffers, stacked like the param
@@ -205,16 +192,11 @@ class _Pack:
         cfg = specs[0].config
         self.schedule = cfg.schedule
         self.device = resolve_device(specs[0].device)
-        self.corpus = load_corpus(cfg.data, self.schedule.seq_len)
-        if cfg.model.vocab_size != self.corpus.vocab_size:
-            raise ValueError(f"model vocab_size {cfg.model.vocab_size} != corpus vocab_size {self.corpus.vocab_size}")
-        width = specs[0].width or cfg.base_width
-        built = [build_model(spec.config, width, spec.seed) for spec in specs]
+        self.corpus = trial_corpus(cfg)
+        built = [build_model(spec.config, spec.at_width, spec.seed, spec.backend) for spec in specs]
         models = [model for model, _, _ in built]
         _, parametrization, width_mult = built[0]
-        dtype = {"auto": torch.float32, "float32": torch.float32, "float64": torch.float64}[specs[0].dtype]
-        use_bf16 = specs[0].dtype == "auto" and self.device.type == "cuda"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        dtype, self.autocast = precision(specs[0], self.device)
 
         # The skeleton carries the architecture and no weights; its logit multiplier is 1, each trial's own
         # multiplier is applied in _trial_logits (output_mult may differ between trials).
@@ -231,7 +213,7 @@ class _Pack:
         self.clip_weights = (None if all(w == 1.0 for w in weights)
                              else torch.tensor(weights, dtype=dtype, device=self.device))
         self.rows = list(range(len(specs)))                          # spec index of each row
-        self.use_graphs = use_cuda_graphs(self.device)
+        self.use_graphs = uses_cuda_graphs(specs[0])
         self._graph = None                                           # (graph, static x, static y, static losses)
         self._logits = vmap(self._trial_logits, in_dims=(0, 0, 0))
         self._val_logits = vmap(self._trial_logits, in_dims=(0, 0, None))
@@ -375,28 +357,23 @@ def train_packed(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], N
 
 def _train(pack: _Pack, specs: list[TrialSpec], progress, should_stop, log_every: int, on_result) -> list[TrialResult]:
     sched = pack.schedule
-    tokens_per_step = sched.batch_size * sched.seq_len
     start = time.perf_counter()
-    curves: list[list[CurvePoint]] = [[] for _ in specs]
-    first_loss: list[float | None] = [None] * len(specs)
+    logs = [TrialLog(spec, num_params=pack.num_params, data_sha256=pack.corpus.sha256, device=pack.device,
+                     trainer="pack", cuda_graphs=pack.use_graphs, start=start) for spec in specs]
     results: list[TrialResult | None] = [None] * len(specs)
     window_losses: list[torch.Tensor] = []
 
-    def finish(i: int, status: str, val_loss: float, step: int | None, reason: str | None) -> None:
-        curve = curves[i]
-        results[i] = TrialResult(status=status, final_val_loss=val_loss, curve=curve, diverged_step=step,
-                                 reason=reason, tokens=(curve[-1].tokens if curve else 0),
-                                 seconds=time.perf_counter() - start, num_params=pack.num_params,
-                                 data_sha256=pack.corpus.sha256, device=str(pack.device))
+    def finish(i: int, result: TrialResult) -> None:
+        results[i] = result
         if on_result is not None:
-            on_result(i, results[i])
+            on_result(i, result)
 
     for step in range(sched.steps):
         losses, grad_norms, base_lrs = pack.train_step(step)
         window_losses.append(losses)
 
         done = step + 1
-        if done % log_every and done != sched.steps and done != 1:
+        if not is_log_point(done, sched.steps, log_every):
             continue
         window = torch.stack(window_losses).double().t().contiguous().cpu()   # (R, steps in the window)
         window_losses.clear()
@@ -404,22 +381,12 @@ def _train(pack: _Pack, specs: list[TrialSpec], progress, should_stop, log_every
         seconds = time.perf_counter() - start
         diverged = []
         for row, i in enumerate(pack.rows):
-            mean_loss = float(window[row].mean())
-            point = CurvePoint(step=done, tokens=done * tokens_per_step, loss=mean_loss, lr=base_lrs[row],
-                               grad_norm=norms[row], seconds=seconds)
-            curves[i].append(point)
+            point, why = logs[i].point(done, window[row], base_lrs[row], norms[row], seconds)
             if progress is not None:
                 progress(i, point)
-            if first_loss[i] is None:
-                first_loss[i] = mean_loss
-            if not bool(torch.isfinite(window[row]).all()):
-                finish(i, DIVERGED, math.nan, done, "non-finite training loss")
-            elif mean_loss > DIVERGENCE_FACTOR * first_loss[i]:
-                finish(i, DIVERGED, math.nan, done, f"training loss {mean_loss:.3f} above {DIVERGENCE_FACTOR} x "
-                                                    f"the first loss {first_loss[i]:.3f}")
-            else:
-                continue
-            diverged.append(i)
+            if why:
+                finish(i, logs[i].diverged(done, why))
+                diverged.append(i)
         if diverged:
             pack.drop(diverged)
         if not pack.rows:
@@ -429,10 +396,7 @@ def _train(pack: _Pack, specs: list[TrialSpec], progress, should_stop, log_every
 
     if pack.rows:
         for i, val_loss in zip(pack.rows, pack.evaluate()):
-            if math.isfinite(val_loss):
-                finish(i, COMPLETED, val_loss, None, None)
-            else:
-                finish(i, DIVERGED, math.nan, sched.steps, "non-finite validation loss")
+            finish(i, logs[i].finished(val_loss))
     return results
 
 
@@ -442,7 +406,7 @@ def estimate_trial_bytes(spec: TrialSpec) -> int:
     """Device memory one trial adds to a pack, from its shapes: parameters, gradients, optimizer state and the
     optimizer's temporaries, plus the activations autograd keeps for batch x seq_len tokens."""
     cfg, sched = spec.config, spec.config.schedule
-    model = cfg.model_at(spec.width or cfg.base_width)
+    model = cfg.model_at(spec.at_width)
     value_bytes = 8 if spec.dtype == "float64" else 4
     states = 2 if cfg.optimizer.name == "adamw" else int(cfg.optimizer.momentum > 0)
     weights = count_params(model) * value_bytes * (3 + states)       # param, grad, one temporary, the state

@@ -14,9 +14,12 @@ import fnmatch
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from gdn.config import GDNConfig
+
+if TYPE_CHECKING:                       # the table itself needs no torch: gdn.spec and the service import it
+    from torch import nn
 
 # Bump when any rule below changes: a recommendation records the version it was computed under.
 PARAMETRIZATION_VERSION = "2026.12.1"
@@ -53,11 +56,13 @@ ROLE_PATTERNS: tuple[tuple[Role, tuple[str, ...], int], ...] = (
 )
 
 
+ROLE_PATTERN_OF: dict[Role, tuple[str, ...]] = {role: patterns for role, patterns, _ in ROLE_PATTERNS}
+
 # The roles whose init std is sigma_0 (times init_mult): the weight matrices between width-sized spaces.
 MATRIX_ROLES = frozenset({Role.HIDDEN, Role.GATE_PROJ})
 
 
-def role_of(name: str, param: torch.Tensor | None = None) -> Role:
+def role_of(name: str, param=None) -> Role:
     """The role of a parameter, by name (and rank when the tensor is given). Unknown names raise KeyError."""
     for role, patterns, rank in ROLE_PATTERNS:
         if any(fnmatch.fnmatchcase(name, p) for p in patterns):
@@ -162,54 +167,49 @@ class Parametrization:
         return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult,
                 "init_mult": self.init_mult}
 
-    # ---- applying it to a model ----
-    @torch.no_grad()
-    def init_(self, model: nn.Module, width_mult: float, generator: torch.Generator | None = None) -> None:
-        """Initialise every parameter of `model` by its role."""
-        for name, p in model.named_parameters():
-            role = role_of(name, p)
-            _apply_init(p, name, self.rule(role).init, width_mult, generator, self._std_mult(role))
+    def groups(self, width_mult: float, optimizer: str) -> list[Group]:
+        """Every role a model under this parametrization has (the lm_head only when untied), as numbers at
+        width_mult: THE place the table becomes per-group hyperparameters, for the trainers, the recommendation
+        and gdn.optim.param_groups alike."""
+        _check_optimizer(optimizer)
+        roles = [r for r in Role if r is not Role.READOUT] + ([] if self.readout.tied else [Role.READOUT])
+        return [Group(role=role.value, patterns=ROLE_PATTERN_OF[role], lr_multiplier=self.lr_multiplier(role, optimizer, width_mult),
+                      init=self.rule(role).init.kind, init_std=self.init_std(role, width_mult),
+                      weight_decay=self.rule(role).weight_decay,
+                      clip_weight=self.clip_weight(role, optimizer, width_mult))
+                for role in roles]
 
-    def param_groups(self, model: nn.Module, optimizer: str, width_mult: float, lr: float,
-                     weight_decay: float) -> list[dict]:
-        """torch optimizer groups, one per role present, each with its scaled LR and weight decay."""
-        by_role: dict[Role, list[nn.Parameter]] = {}
-        for name, p in model.named_parameters():
-            by_role.setdefault(role_of(name, p), []).append(p)
-        groups = []
-        for role, params in by_role.items():
-            mult = self.lr_multiplier(role, optimizer, width_mult)
-            groups.append({"params": params, "role": role.value, "lr_mult": mult, "lr": lr * mult,
-                           "weight_decay": weight_decay if self.rule(role).weight_decay else 0.0})
-        return groups
+    def forward_multipliers(self, target: GDNConfig, base: GDNConfig) -> ForwardMultipliers:
+        """The forward pass's constants of the model `target` tuned at `base` (the same model at the base width)."""
+        _, K, _ = target.heads_and_dims()
+        _, K_base, _ = base.heads_and_dims()
+        return ForwardMultipliers(logits=self.logit_multiplier(target.width / base.width),
+                                  o=self.o_multiplier(K, K_base))
+
+
+@dataclass(frozen=True)
+class Group:
+    """One role's hyperparameters at a width, from the table (Parametrization.groups)."""
+    role: str
+    patterns: tuple[str, ...]        # parameter-name globs: ours and fla's
+    lr_multiplier: float             # x the base lr
+    init: str                        # the init kind (Init.kind)
+    init_std: float | None           # std of a normal (0 for zeros), None for the fixed inits
+    weight_decay: bool               # does the optimizer's weight decay apply to this role
+    clip_weight: float               # the role's gradient weight in the norm the global clip compares
+
+
+@dataclass(frozen=True)
+class ForwardMultipliers:
+    """The table's constants in the forward pass (GDNModel)."""
+    logits: float = 1.0         # logits = (h @ E^T) * logits
+    o: float | None = None      # o_t = o * S_t^T q_hat before the per-head RMSNorm (q_hat unit-norm); None: fla's
+                                # default K^-1/2. It is the kernel's `scale`: o is linear in q, so it costs nothing.
 
 
 def _check_optimizer(optimizer: str) -> None:
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-
-
-def _apply_init(p: torch.Tensor, name: str, init: Init, width_mult: float,
-                generator: torch.Generator | None, std_mult: float = 1.0) -> None:
-    if init.kind == "normal":
-        p.normal_(0.0, BASE_STD * std_mult * width_mult ** init.std_exp, generator=generator)
-    elif init.kind == "zeros":
-        p.zero_()
-    elif init.kind == "ones":
-        p.fill_(1.0)
-    elif init.kind == "conv_uniform":
-        bound = width_mult ** init.std_exp / math.sqrt(p[0].numel())   # fan_in of a depthwise conv = kernel size
-        p.uniform_(-bound, bound, generator=generator)
-    elif init.kind == "gdn_gate" and name.endswith("A_log"):
-        A = torch.empty(p.shape, dtype=torch.float32, device=p.device).uniform_(0.0, A_RANGE[1], generator=generator)
-        p.copy_(A.clamp_min(A_RANGE[0]).log())
-    elif init.kind == "gdn_gate" and name.endswith("dt_bias"):
-        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=torch.float32)
-        lo, hi = math.log(DT_RANGE[0]), math.log(DT_RANGE[1])
-        dt = (u * (hi - lo) + lo).exp().clamp_min(DT_FLOOR)
-        p.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-    else:
-        raise ValueError(f"unknown init kind {init.kind!r}")
 
 
 # --- the table --------------------------------------------------------------------------------------------------

@@ -377,7 +377,8 @@ def _settle(session: Session, job_id: str) -> None:
                        f"left out of the fit: " + ", ".join(
                            (f"width {t.width} " if multi_width else "") + f"lr {t.lr:.3g} seed {t.seed}"
                            for t in failed))
-    from gdn.sweep import fit_optimum, grid_step_log2, transfer_summary   # numpy at call time; rare in the API
+    from gdn.fit import fit_optimum, grid_step_log2  # numpy at call time; rare in the API
+    from gdn.transfer import transfer_summary  # numpy at call time; rare in the API
     base_width = job.widths[0]
     base_results = [t for t in results if t.width == base_width]
     try:

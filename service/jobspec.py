@@ -8,11 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdn.data import BYTE_VOCAB
-from gdn.model import count_params, train_flops_per_token
+from gdn.spec import BYTE_VOCAB, SweepConfig
+from gdn.config import count_params, train_flops_per_token
 from gdn.parametrization import PARAMETRIZATION_VERSION
-from gdn.sweep import lr_grid
-from gdn.train import SweepConfig
+from gdn.fit import lr_grid
 
 from service.schemas import JobCreate
 from service.settings import Settings

@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gdn.spec import BACKENDS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DELTAMU_", env_file=".env", extra="ignore",
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
 
     # --- the worker ----------------------------------------------------------------------------
     device: str = "auto"                            # "auto": CUDA when the worker sees a GPU, else CPU
+    # How trials run, recorded in each trial's result: the gated delta rule's backend (auto | chunk | naive |
+    # triton; auto: the Triton kernels on CUDA where validated) and whether a CUDA pack replays its steps from a
+    # CUDA graph (DELTAMU_CUDA_GRAPHS=0 runs them op by op).
+    gdn_backend: str = "auto"
+    cuda_graphs: bool = True
     heartbeat_seconds: float = 15.0                 # a running trial touches its heartbeat this often
     stale_after_seconds: float = 120.0              # a RUNNING trial silent this long belongs to a dead worker
     reaper_interval_seconds: float = 30.0
@@ -66,6 +73,13 @@ class Settings(BaseSettings):
     # `deltamu worker` / `deltamu up` launch together (one per visible GPU); 1 for a worker started alone. Set it
     # to the number of GPU workers when they are separate containers.
     pack_share: int | None = Field(None, ge=1)
+
+    @field_validator("gdn_backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            raise ValueError(f"must be one of {BACKENDS}, got {v!r}")
+        return v
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -6,12 +6,13 @@ cached per (job, width) in this process), at most settings.max_pack, and at most
 (job, width)'s trials when settings.pack_share workers split jobs (one per GPU). CPU workers train one trial per
 task (a pack of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
 settings.pack_on_cpu, which lets the tests drive the packed path without a GPU. On CUDA even a lone trial trains
-as a pack (of one): the pack replays its steps from a CUDA graph (gdn.packed.use_cuda_graphs).
+as a pack (of one): the pack replays its steps from a CUDA graph (gdn.train.run decides).
 """
 from __future__ import annotations
 
 from gdn.packed import fit_pack_size
-from gdn.train import SweepConfig, TrialSpec, resolve_device
+from gdn.spec import SweepConfig, TrialSpec
+from gdn.trial import resolve_device
 from service import crud
 from service.crud import ClaimedTrial
 from service.db import transaction
@@ -25,7 +26,8 @@ _pack_sizes: dict[tuple[str, int], tuple[int, int]] = {}
 
 def trial_spec(claimed: ClaimedTrial, settings: Settings) -> TrialSpec:
     return TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
-                     width=claimed.width, device=settings.device)
+                     width=claimed.width, device=settings.device, backend=settings.gdn_backend,
+                     cuda_graphs=settings.cuda_graphs)
 
 
 def packs_here(settings: Settings) -> bool:

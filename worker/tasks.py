@@ -9,8 +9,8 @@ from collections import Counter
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 
-from gdn.packed import train_packed, use_cuda_graphs
-from gdn.train import TrialCancelled, resolve_device, train_trial
+from gdn.spec import TrialCancelled
+from gdn.train import run
 from service import crud
 from service.crud import ClaimedTrial
 from service.db import transaction
@@ -63,11 +63,9 @@ def run_trial(self, trial_id: int) -> str:
 
 def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dict[int, str],
            settings: Settings) -> None:
-    """Train one trial (train_trial) or a pack (train_packed; on CUDA a lone trial too: a pack of one replays
-    CUDA graphs, several times faster than train_trial's op-by-op loop). Every curve point and every result is
-    stored as soon as it is known, a result also taking its trial out of the heartbeat."""
+    """Train the claimed trial, or the pack of them (gdn.train.run picks how). Every curve point and every result
+    is stored as soon as it is known, a result also taking its trial out of the heartbeat."""
     specs = [packing.trial_spec(t, settings) for t in trials]
-    log_every = trials[0].spec["log_every"]
 
     def store_point(i: int, point) -> None:
         with transaction(sessions()) as session:
@@ -79,14 +77,11 @@ def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dic
         stored[trials[i].trial_id] = result.status
         beat.release(trials[i].trial_id)
 
-    if len(trials) == 1 and not use_cuda_graphs(resolve_device(specs[0].device)):
-        store_result(0, train_trial(specs[0], progress=lambda point: store_point(0, point),
-                                    should_stop=beat.should_stop, log_every=log_every))
-        return
-    log.info("trial %s: training a pack of %d trials %s (job %s, width %s)", trials[0].trial_id, len(trials),
-             [t.trial_id for t in trials], trials[0].job_id, trials[0].width)
-    train_packed(specs, progress=store_point, should_stop=beat.should_stop, log_every=log_every,
-                 on_result=store_result)
+    if len(trials) > 1:
+        log.info("trial %s: training a pack of %d trials %s (job %s, width %s)", trials[0].trial_id, len(trials),
+                 [t.trial_id for t in trials], trials[0].job_id, trials[0].width)
+    run(specs, progress=store_point, should_stop=beat.should_stop, log_every=trials[0].spec["log_every"],
+        on_result=store_result)
 
 
 @app.task(name="deltamu.reap", ignore_result=True)

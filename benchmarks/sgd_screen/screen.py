@@ -6,9 +6,9 @@ import concurrent.futures as cf, multiprocessing as mp
 def run_pack(job):
     from variants import register; register()
     from gdn.config import GDNConfig
-    from gdn.data import DataSpec
-    from gdn.optim import OptimizerSpec
-    from gdn.train import ScheduleSpec, SweepConfig, TrialSpec
+    from gdn.spec import DataSpec
+    from gdn.spec import OptimizerSpec
+    from gdn.spec import ScheduleSpec, SweepConfig, TrialSpec
     from gdn.packed import train_packed
     arm, width, lrs, seeds, sc = job
     cfg = SweepConfig(model=GDNConfig(width=sc['base'], depth=sc['depth']), parametrization=arm['param'],

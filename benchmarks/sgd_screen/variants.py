@@ -116,8 +116,9 @@ def trial(args):
     register()
     torch.set_num_threads(1)
     from gdn.config import GDNConfig
-    from gdn.optim import OptimizerSpec
-    from gdn.train import ScheduleSpec, SweepConfig, TrialSpec, train_trial
+    from gdn.spec import OptimizerSpec
+    from gdn.spec import ScheduleSpec, SweepConfig, TrialSpec
+    from gdn.train import train_trial
     param, om, im, width, lr, seed, steps, base, clip, batch = args
     cfg = SweepConfig(model=GDNConfig(width=base, depth=2), parametrization=param, output_mult=om, init_mult=im,
                       optimizer=OptimizerSpec(name='sgd', grad_clip=clip),

@@ -7,7 +7,8 @@ import time
 
 import httpx
 
-from gdn.sweep import SweepResult, fit_optimum, recommend
+from gdn.recommend import SweepResult, recommend
+from gdn.fit import fit_optimum
 from service import floats
 from service.jobspec import prepare
 from service.schemas import JobCreate
@@ -73,9 +74,9 @@ def check_finished_job(client: httpx.Client, job_id: str, job_spec: dict) -> Non
         (optimum.near_best_lr_min, optimum.near_best_lr_max)
     assert job["optimum"]["near_best_lr_min"] <= job["optimum"]["grid_lr"] <= job["optimum"]["near_best_lr_max"]
     config = prepare(JobCreate.model_validate(job["spec"]), Settings()).sweep_config
-    from gdn.train import SweepConfig
+    from gdn.spec import SweepConfig
     expected = recommend(SweepResult(config=SweepConfig.from_dict(config), optimum=optimum,
-                                     num_trials=len(trials)), TARGET_WIDTH)
+                                     num_trials=len(trials)), TARGET_WIDTH).to_dict()
     r = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": TARGET_WIDTH})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -100,8 +101,9 @@ def transfer_job() -> dict:
 def check_transfer_study(client: httpx.Client, job_id: str, job_spec: dict) -> None:
     """Every (width, lr, seed) trial stored once with its curve; the base width's optimum and the transfer summary
     are gdn's on the stored losses; the recommendation uses the base width's optimum; the plot is a PNG."""
-    from gdn.sweep import grid_step_log2, transfer_summary
-    from gdn.train import SweepConfig
+    from gdn.fit import grid_step_log2
+    from gdn.transfer import transfer_summary
+    from gdn.spec import SweepConfig
 
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "SUCCEEDED", job
@@ -139,7 +141,7 @@ def check_transfer_study(client: httpx.Client, job_id: str, job_spec: dict) -> N
     body = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": TARGET_WIDTH}).json()
     body.pop("job_id")
     assert body == json.loads(json.dumps(floats.encode(recommend(
-        SweepResult(config=config, optimum=optimum, num_trials=len(base)), TARGET_WIDTH))))
+        SweepResult(config=config, optimum=optimum, num_trials=len(base)), TARGET_WIDTH).to_dict())))
 
     png = client.get(f"/v1/jobs/{job_id}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

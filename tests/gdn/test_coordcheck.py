@@ -3,7 +3,7 @@ import pytest
 
 from gdn.config import GDNConfig
 from gdn.coordcheck import coord_check
-from gdn.train import ScheduleSpec, SweepConfig
+from gdn.spec import ScheduleSpec, SweepConfig
 
 WIDTHS = [64, 128, 256, 512]
 
@@ -26,7 +26,7 @@ def test_update_sizes_show_which_kind_learns_at_which_rate():
     """The check's update sizes: under SGD muP's embedding LR x m offsets its 1/m gradient (flat), SP's does not (its
     rows move ~1/m as fast at width). Every parameter kind gets a size at every width."""
     from gdn.coordcheck import UPDATE_KINDS, format_update_table
-    from gdn.optim import OptimizerSpec
+    from gdn.spec import OptimizerSpec
 
     def sgd(name):
         return SweepConfig(model=GDNConfig(width=32, depth=1), parametrization=name, output_mult=1.0, init_mult=1.0,

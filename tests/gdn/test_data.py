@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdn.data import DataSpec, decode, encode, load_corpus, split, stdlib_files
+from gdn.spec import DataSpec
+from gdn.data import decode, encode, load_corpus, split, stdlib_files
 
 
 def test_builtin_corpus_is_fingerprinted_and_split():

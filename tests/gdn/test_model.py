@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from gdn.config import GDNConfig
-from gdn.model import GDNModel, count_params, train_flops_per_token
-from gdn.train import SweepConfig, build_model
+from gdn.config import GDNConfig, count_params, train_flops_per_token
+from gdn.model import GDNModel
+from gdn.spec import SweepConfig
+from gdn.trial import build_model
 
 
 @pytest.mark.parametrize("config", [

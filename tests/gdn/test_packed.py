@@ -1,4 +1,5 @@
 """Packed training: K trials in one batched model give the curves K separate train_trial runs give."""
+import dataclasses
 import math
 import random
 
@@ -6,14 +7,12 @@ import pytest
 import torch
 
 import gdn.ops.dispatch as dispatch
-from gdn.config import GDNConfig
-from gdn.data import DataSpec
-from gdn.model import count_params
+from gdn.config import GDNConfig, count_params
+from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec
 from gdn.ops import chunk_gated_delta_rule
-from gdn.optim import OptimizerSpec
-from gdn.packed import _Pack, estimate_trial_bytes, fit_pack_size, measure_pack_bytes, pack_key, plan_packs, train_packed
-from gdn.train import (COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec, build_model,
-                       train_trial)
+from gdn.packed import (_Pack, estimate_trial_bytes, fit_pack_size, measure_pack_bytes, pack_key, plan_packs, train_packed)
+from gdn.trial import build_model
+from gdn.train import train_trial
 
 EQUAL_RTOL = 1e-9   # float64 packed vs separate runs (issue 6)
 CORPUS: DataSpec
@@ -211,29 +210,29 @@ def test_bf16_autocast_logits_equal_the_single_models():
         assert torch.equal(logits[i], expected)
 
 
-def test_cuda_graphs_setting(monkeypatch):
-    from gdn.packed import CUDA_GRAPHS_ENV, use_cuda_graphs
-    monkeypatch.delenv(CUDA_GRAPHS_ENV, raising=False)
-    assert not use_cuda_graphs(torch.device("cpu"))                     # CPU packs always run op by op
-    assert use_cuda_graphs(torch.device("cuda"))
-    monkeypatch.setenv(CUDA_GRAPHS_ENV, "0")
-    assert not use_cuda_graphs(torch.device("cuda"))
-    monkeypatch.setenv(CUDA_GRAPHS_ENV, "yes")
-    with pytest.raises(ValueError, match="DELTAMU_CUDA_GRAPHS must be 0 or 1"):
-        use_cuda_graphs(torch.device("cuda"))
+def test_cuda_graphs_setting():
+    from gdn.trial import uses_cuda_graphs
+    cpu = TrialSpec(tiny(), lr=1e-2, device="cpu")
+    assert not uses_cuda_graphs(cpu)                                    # CPU packs always run op by op
+    assert uses_cuda_graphs(dataclasses.replace(cpu, device="cuda"))
+    assert not uses_cuda_graphs(dataclasses.replace(cpu, device="cuda", cuda_graphs=False))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        TrialSpec(tiny(), lr=1e-2, backend="fast")
+    packed = train_packed([dataclasses.replace(cpu, config=tiny(steps=2))], log_every=1)[0]
+    assert (packed.trainer, packed.cuda_graphs, packed.backend) == ("pack", False, "auto")   # recorded as run
+    assert pack_key(cpu) != pack_key(dataclasses.replace(cpu, backend="chunk"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
-def test_graph_replay_gives_the_eager_curves(monkeypatch):
+def test_graph_replay_gives_the_eager_curves():
     """A pack replaying its forward and backward from a CUDA graph (bf16 autocast) trains exactly as the same pack
     run op by op, through a divergence (rows leave, the graph is captured again) and a later step."""
-    from gdn.packed import CUDA_GRAPHS_ENV
     cfg = tiny(steps=12)
     specs = [TrialSpec(cfg, lr=lr, seed=0, device="cuda", width=128) for lr in (1e-3, 3e-3, 3.0)]   # K = 16: Triton
     runs = {}
     for setting in ("1", "0"):
-        monkeypatch.setenv(CUDA_GRAPHS_ENV, setting)
-        runs[setting] = train_packed(specs, log_every=1)
+        runs[setting] = train_packed([dataclasses.replace(s, cuda_graphs=setting == "1") for s in specs],
+                                     log_every=1)
     for graphed, eager in zip(runs["1"], runs["0"]):
         assert graphed.status == eager.status and graphed.diverged_step == eager.diverged_step
         assert [p.loss for p in graphed.curve] == [p.loss for p in eager.curve]

@@ -6,9 +6,12 @@ import torch
 from torch import nn
 
 from gdn.config import GDNConfig
+from gdn.init import init_model
 from gdn.model import GDNModel
+from gdn.optim import param_groups
 from gdn.parametrization import PRESETS, Role, get_parametrization, role_of
-from gdn.train import SweepConfig, build_model
+from gdn.spec import SweepConfig
+from gdn.trial import build_model
 
 MUP_PRESETS = [name for name in PRESETS if name != "sp"]
 
@@ -28,7 +31,7 @@ def test_every_parameter_has_a_role(name, readout, axis, width):
     roles = {role_of(n, t) for n, t in model.named_parameters()}
     expected = {Role.EMBEDDING, Role.HIDDEN, Role.GATE_PROJ, Role.GATE_SCALAR, Role.CONV, Role.NORM}
     assert roles == expected | ({Role.READOUT} if not p.readout.tied else set())
-    groups = p.param_groups(model, "adamw", 1.0, lr=1e-3, weight_decay=0.1)
+    groups = param_groups(model, p.groups(1.0, "adamw"), lr=1e-3, weight_decay=0.1)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
@@ -54,7 +57,7 @@ def test_unassigned_parameter_is_an_error():
     model = GDNModel(GDNConfig(width=64, depth=1))
     model.layers[0].attn.extra = nn.Parameter(torch.zeros(4))
     with pytest.raises(KeyError, match="extra"):
-        get_parametrization("mup").init_(model, 1.0)
+        init_model(model, get_parametrization("mup"), 1.0)
 
 
 @pytest.mark.parametrize("name", MUP_PRESETS)
@@ -118,7 +121,7 @@ def test_measured_init_std_scales_with_width():
 def test_param_groups_scale_lr_and_decay():
     config = SweepConfig(model=GDNConfig(width=64, depth=1))
     model, p, _ = build_model(config, 256, seed=0)
-    groups = {g["role"]: g for g in p.param_groups(model, "adamw", 4.0, lr=1e-2, weight_decay=0.1)}
+    groups = {g["role"]: g for g in param_groups(model, p.groups(4.0, "adamw"), lr=1e-2, weight_decay=0.1)}
     assert groups["hidden"]["lr"] == pytest.approx(1e-2 / 4)
     assert groups["hidden"]["weight_decay"] == 0.1
     assert groups["embedding"]["weight_decay"] == 0.0

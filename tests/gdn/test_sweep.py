@@ -10,11 +10,11 @@ from torch import nn
 
 from gdn.config import GDNConfig
 from gdn.model import GDNModel
-from gdn.optim import OptimizerSpec
+from gdn.spec import OptimizerSpec, SweepConfig
 from gdn.parametrization import Role, get_parametrization
-from gdn.sweep import (Optimum, SweepResult, TransferSummary, fit_optimum, grid_step_log2, lr_grid, lr_grid_around,
-                       param_groups, recommend, transfer_summary)
-from gdn.train import SweepConfig
+from gdn.fit import Optimum, fit_optimum, grid_step_log2, lr_grid, lr_grid_around
+from gdn.recommend import SweepResult, param_groups, recommend
+from gdn.transfer import TransferSummary, transfer_summary
 
 
 def test_lr_grid_is_log_spaced_and_inclusive():
@@ -109,7 +109,7 @@ def _result(parametrization="mup", optimizer="adamw", lr=3e-3, width=256, **kw):
                                                        ("mup-original", "sgd"), ("mup-paper-code", "adamw")])
 def test_recommend_matches_the_table(parametrization, optimizer):
     result = _result(parametrization, optimizer)
-    rec = recommend(result, 1024)
+    rec = recommend(result, 1024).to_dict()
     json.dumps(rec, allow_nan=False)
     p = get_parametrization(parametrization, optimizer=optimizer)
     groups = {g["role"]: g for g in rec["groups"]}
@@ -132,7 +132,7 @@ def test_recommend_refuses_a_width_the_axis_cannot_take():
     with pytest.raises(ValueError, match="head_dim axis"):
         recommend(_result(), 1000 + 4)
     heads = SweepResult(SweepConfig(model=GDNConfig(width=256, width_axis="heads")), _result().optimum)
-    assert recommend(heads, 1024)["target_model"]["num_heads"] == 24
+    assert recommend(heads, 1024).to_dict()["target_model"]["num_heads"] == 24
     with pytest.raises(ValueError, match="heads axis"):
         recommend(heads, 300)
 
@@ -277,15 +277,15 @@ def test_transfer_summary_reports_a_swept_width_without_trials():
 
 
 def test_recommend_says_where_the_transfer_study_stands():
-    ok = recommend(_result("mup", "adamw"), 1024)                          # 4x: measured, held
+    ok = recommend(_result("mup", "adamw"), 1024).to_dict()                          # 4x: measured, held
     assert not any("transfer" in w for w in ok["warnings"]) and ok["transfer_evidence"]["holds"]
-    far = recommend(_result("mup", "adamw"), 8192)                          # 32x: beyond what was measured
+    far = recommend(_result("mup", "adamw"), 8192).to_dict()                          # 32x: beyond what was measured
     assert any("beyond the 16x" in w for w in far["warnings"])
-    sp = recommend(_result("sp", "adamw"), 1024)
+    sp = recommend(_result("sp", "adamw"), 1024).to_dict()
     assert any("did not transfer" in w for w in sp["warnings"]) and not sp["transfer_evidence"]["holds"]
-    untested = recommend(_result("mup-original", "adamw"), 1024)
+    untested = recommend(_result("mup-original", "adamw"), 1024).to_dict()
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
-    assert not recommend(_result("sp", "adamw"), 256)["warnings"]          # the base width itself: nothing to say
+    assert not recommend(_result("sp", "adamw"), 256).warnings          # the base width itself: nothing to say
 
 
 def test_the_sweep_plot_shades_the_near_best_range():

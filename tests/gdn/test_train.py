@@ -5,8 +5,9 @@ import math
 import pytest
 
 from gdn.config import GDNConfig
-from gdn.optim import OptimizerSpec, lr_at
-from gdn.train import (COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec, train_trial)
+from gdn.spec import OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec
+from gdn.optim import lr_at
+from gdn.train import train_trial
 
 
 def tiny(steps=30, optimizer="adamw", **kw):

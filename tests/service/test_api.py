@@ -9,8 +9,9 @@ import math
 import pytest
 import sqlalchemy as sa
 
-from gdn.sweep import SweepResult, fit_optimum, recommend
-from gdn.train import SweepConfig
+from gdn.recommend import SweepResult, recommend
+from gdn.fit import fit_optimum
+from gdn.spec import SweepConfig
 from service import crud, floats
 from service.db import make_engine, make_session_factory, transaction
 from service.models import IdempotencyKey, Job, Trial
@@ -222,7 +223,7 @@ def test_recommendation_plot_and_reuse(any_env, make_client, auth):
     assert "max-age" in r.headers["Cache-Control"] and r.headers["ETag"]
     config = SweepConfig.from_dict(_sweep_config(any_env, job_id))
     optimum = fit_optimum([0.002, 0.01, 0.05], losses, [0, 0, 0])
-    expected = recommend(SweepResult(config=config, optimum=optimum, num_trials=3), 4096)
+    expected = recommend(SweepResult(config=config, optimum=optimum, num_trials=3), 4096).to_dict()
     body = r.json()
     assert body.pop("job_id") == job_id
     assert body == json.loads(json.dumps(floats.encode(expected)))    # exactly gdn's answer, through JSON
@@ -351,7 +352,7 @@ def test_a_width_the_axis_cannot_take_is_named(pg_env, make_client, auth):
 def test_limits_count_every_width(pg_env, make_client, auth):
     """A transfer study is refused when its widths together exceed the trial or FLOP limit, though its base
     width alone fits."""
-    from gdn.model import train_flops_per_token
+    from gdn.config import train_flops_per_token
     job = transfer_job()
     config = SweepConfig.from_dict(prepare_config(job))
     tokens = job["schedule"]["steps"] * job["schedule"]["batch_size"] * job["schedule"]["seq_len"]
@@ -375,7 +376,8 @@ def prepare_config(job: dict) -> dict:
 
 
 def test_a_transfer_study_reports_its_summary_plot_and_base_recommendation(any_env, make_client, auth):
-    from gdn.sweep import grid_step_log2, transfer_summary
+    from gdn.fit import grid_step_log2
+    from gdn.transfer import transfer_summary
     client = make_client(any_env)
     r = client.post("/v1/jobs", json=transfer_job(seeds=[0, 1]), headers=auth)
     assert r.status_code == 202, r.text
@@ -416,7 +418,7 @@ def test_a_transfer_study_reports_its_summary_plot_and_base_recommendation(any_e
     config = SweepConfig.from_dict(_sweep_config(any_env, job["id"]))
     body = rec.json()
     body.pop("job_id")
-    assert body == json.loads(json.dumps(floats.encode(recommend(SweepResult(config, optimum, num_trials=6), 1024))))
+    assert body == json.loads(json.dumps(floats.encode(recommend(SweepResult(config, optimum, num_trials=6), 1024).to_dict())))
 
     png = client.get(f"/v1/jobs/{job['id']}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

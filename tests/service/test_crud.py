@@ -8,7 +8,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from gdn.sweep import fit_optimum
+from gdn.fit import fit_optimum
 from service import crud, floats
 from service.db import transaction
 from service.models import CurvePoint, Job, JobState, Trial, TrialState, utcnow
@@ -257,7 +257,8 @@ def test_one_heartbeat_covers_a_pack_and_the_reaper_requeues_all_of_a_dead_one(s
 
 
 def test_a_transfer_study_settles_with_the_base_optimum_and_its_summary(sessions):
-    from gdn.sweep import grid_step_log2, transfer_summary
+    from gdn.fit import grid_step_log2
+    from gdn.transfer import transfer_summary
     grid = [(1e-3, 0), (2e-3, 0), (4e-3, 0), (8e-3, 0)]
     job_id, ids = new_job(sessions, grid, widths=(64, 128, 32))
     losses = {64: [3.0, 2.6, 2.7, 3.1], 128: [2.9, 2.5, 2.4, float("nan")], 32: [3.3, 3.0, 3.2, 3.4]}

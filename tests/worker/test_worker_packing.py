@@ -10,8 +10,9 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from gdn.sweep import fit_optimum
-from gdn.train import SweepConfig, TrialSpec, train_trial
+from gdn.fit import fit_optimum
+from gdn.spec import SweepConfig, TrialSpec
+from gdn.train import train_trial
 from service import floats
 from service.db import make_engine, make_session_factory
 from service.main import create_app

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from gdn.parametrization import PARAMETRIZATION_VERSION
-from gdn.sweep import Optimum, SweepResult, recommend
-from gdn.train import SweepConfig
+from gdn.fit import Optimum
+from gdn.recommend import SweepResult, recommend
+from gdn.spec import SweepConfig
 from service import crud, floats
 from service.api.deps import Reader, SessionDep, SettingsDep
 from service.api.routes.jobs import PROBLEMS, load_job
@@ -45,7 +46,7 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
                          optimum=Optimum.from_dict(floats.decode(job.optimum)),
                          num_trials=job.num_points // len(job.widths))
     try:
-        body = recommend(result, width)
+        body = recommend(result, width).to_dict()
     except ValueError as e:
         raise ProblemError(422, "width-not-supported", "Width not supported", str(e)) from None
     return JSONResponse(floats.encode({"job_id": job.id, **body}), headers=cache)

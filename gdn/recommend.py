@@ -1,0 +1,108 @@
+"""The recommendation for a target width, a pure function of a sweep's optimum, and the torch optimizer groups it
+gives a model (ours or fla's). What the transfer study found for each preset (gdn/transfer_evidence.json, the data
+behind docs/transfer.md) travels with every answer as warnings and evidence."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdn.config import count_params, train_flops_per_token
+from gdn.fit import Optimum
+from gdn.parametrization import PARAMETRIZATION_VERSION, Group
+from gdn.spec import OptimizerSpec, Recommendation, RecommendedGroup, ScheduleSpec, SweepConfig, TransferEvidence
+
+EVIDENCE_FILE = Path(__file__).with_name("transfer_evidence.json")
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    optimum: Optimum
+    num_trials: int = 1
+
+
+@functools.cache
+def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
+    """(parametrization, optimizer) -> what the transfer study measured (EVIDENCE_FILE)."""
+    rows = json.loads(EVIDENCE_FILE.read_text())["evidence"]
+    return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"])
+            for r in rows}
+
+
+def transfer_warnings(parametrization: str, optimizer: str, width_mult: float) -> list[str]:
+    """What a user should know before trusting a transferred lr at this width ratio, from the study's evidence."""
+    if width_mult == 1:
+        return []
+    ev = transfer_evidence().get((parametrization, optimizer))
+    if ev is None:
+        return [f"the transfer study has not measured {parametrization!r} under {optimizer}: the lr is scaled by "
+                "its table, untested (docs/transfer.md)"]
+    if not ev.holds:
+        return [f"{parametrization!r} under {optimizer} did not transfer in the study ({ev.summary}); tune at the "
+                "target width or use 'mup' with adamw"]
+    if width_mult > ev.max_width_mult:
+        return [f"width ratio {width_mult:g} is beyond the {ev.max_width_mult:g}x the transfer study measured "
+                f"({ev.summary})"]
+    return []
+
+
+def recommend(result: SweepResult, target_width: int) -> Recommendation:
+    """The hyperparameters for `target_width`: per-group LR, init, weight decay, forward multipliers, the target
+    model's shapes and the proxy's cost. A pure function of (result, target_width); .to_dict() is its JSON."""
+    cfg = result.config
+    target = cfg.model_at(target_width)          # raises ValueError for a width the axis cannot take
+    proxy = cfg.model_at(cfg.base_width)
+    p = cfg.param()
+    m = target_width / cfg.base_width
+    opt = cfg.optimizer
+    lr = result.optimum.lr
+    groups = [RecommendedGroup(role=g.role, patterns=g.patterns, lr=lr * g.lr_multiplier,
+                               min_lr=cfg.schedule.min_lr * g.lr_multiplier, lr_multiplier=g.lr_multiplier,
+                               init=g.init, init_std=g.init_std,
+                               weight_decay=opt.weight_decay if g.weight_decay else 0.0, clip_weight=g.clip_weight)
+              for g in p.groups(m, opt.name)]
+    mult = p.forward_multipliers(target, proxy)
+    proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
+    return Recommendation(
+        parametrization_version=PARAMETRIZATION_VERSION,
+        parametrization={**p.to_dict(), "readout_tied": p.readout.tied, "width_axis": target.width_axis,
+                         "description": p.description},
+        optimizer=opt, base_width=cfg.base_width, target_width=target_width, width_mult=m, base_lr=lr,
+        base_lr_log2_std=result.optimum.log2_lr_std, optimum_on_edge=result.optimum.on_edge,
+        warnings=list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m),
+        transfer_evidence=transfer_evidence().get((cfg.parametrization, opt.name)),
+        schedule=cfg.schedule, groups=groups,
+        # gdn_scale: the `scale` argument of (fla's) chunk_gated_delta_rule
+        forward_multipliers={"logits": mult.logits, "gdn_scale": mult.o},
+        target_model={**target.shapes(), "num_params": count_params(target)},
+        proxy_model={**proxy.shapes(), "num_params": count_params(proxy)},
+        cost={"proxy_train_flops_per_token": proxy_flops, "target_train_flops_per_token": target_flops,
+              "trial_share": proxy_flops / target_flops, "num_trials": result.num_trials,
+              "sweep_share": result.num_trials * proxy_flops / target_flops})
+
+
+def recommendation_from_dict(d: dict) -> Recommendation:
+    """A Recommendation from its JSON (.to_dict(), or the API's answer)."""
+    fields = {f.name for f in dataclasses.fields(Recommendation)}
+    d = {k: v for k, v in d.items() if k in fields}
+    ev = d.get("transfer_evidence")
+    return Recommendation(**{
+        **d, "optimizer": OptimizerSpec(**d["optimizer"]), "schedule": ScheduleSpec(**d["schedule"]),
+        "transfer_evidence": TransferEvidence(**ev) if ev else None,
+        "groups": [RecommendedGroup(**{"clip_weight": 1.0, **g, "patterns": tuple(g["patterns"])})   # older answers
+                   for g in d["groups"]]})                                                           # lack clip_weight
+
+
+def param_groups(model, recommendation: Recommendation | dict) -> list[dict]:
+    """torch optimizer groups for a GDN model (ours or fla's) from a recommendation (or its JSON): each parameter
+    goes to its role's group (gdn.optim.param_groups), with the group's lr, weight decay and clip weight."""
+    from gdn.optim import param_groups as groups_of_model  # torch, only for this
+
+    rec = recommendation if isinstance(recommendation, Recommendation) else recommendation_from_dict(recommendation)
+    groups = [Group(role=g.role, patterns=g.patterns, lr_multiplier=g.lr_multiplier, init=g.init,
+                    init_std=g.init_std, weight_decay=g.weight_decay > 0, clip_weight=g.clip_weight)
+              for g in rec.groups]
+    return groups_of_model(model, groups, rec.base_lr, rec.optimizer.weight_decay)

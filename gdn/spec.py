@@ -1,0 +1,241 @@
+"""The job's types, written once: what a tuning job asks for (model, optimizer, schedule, data, sweep config), what
+one trial is and what it yields, and what a recommendation says. Plain dataclasses that import no torch, so the
+service validates a request into them (service.schemas) and the trainer, the packed trainer and the
+recommendation all read the same fields with the same defaults and checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from gdn.config import GDNConfig
+from gdn.parametrization import OPTIMIZERS, Parametrization, get_parametrization
+
+BYTE_VOCAB = 256                 # the byte-level tokenizer's vocabulary
+COMPLETED, DIVERGED = "COMPLETED", "DIVERGED"
+BACKENDS = ("auto", "chunk", "naive", "triton")   # the gated delta rule's backends (gdn.ops)
+DTYPES = ("auto", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adamw"                         # "adamw" | "sgd" (SGD with Nesterov momentum)
+    weight_decay: float | None = None           # None: 0.1 for AdamW, 0 for SGD (the paper's settings);
+                                                # applied only to the roles the table marks as decayed
+    betas: tuple[float, float] = (0.9, 0.95)    # AdamW
+    eps: float = 1e-8                           # AdamW
+    momentum: float = 0.98                      # SGD: the paper needed Nesterov 0.98 for stability
+    grad_clip: float = 1.0                      # global grad-norm clip; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.weight_decay is None:
+            object.__setattr__(self, "weight_decay", 0.1 if self.name == "adamw" else 0.0)
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0 and eps > 0")
+        if not (0 <= self.momentum < 1 and all(0 <= b < 1 for b in self.betas)):
+            raise ValueError("momentum and betas must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    steps: int = 200
+    warmup_steps: int = 20
+    batch_size: int = 16
+    seq_len: int = 128
+    min_lr: float = 0.0          # absolute, for a group of LR multiplier 1; scaled per group like the peak LR
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.seq_len < 1:
+            raise ValueError("steps, batch_size and seq_len must be >= 1")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
+        if self.min_lr < 0:
+            raise ValueError("min_lr must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "builtin"          # "builtin" | path to a text file or folder | path to a .bin of uint16 ids
+    vocab_size: int | None = None    # required for .bin; byte-level (256) otherwise
+
+    def __post_init__(self) -> None:
+        if self.source != "builtin" and not self.source.endswith(".bin") and self.vocab_size not in (None, BYTE_VOCAB):
+            raise ValueError(f"text corpora are byte-level (vocab 256); vocab_size={self.vocab_size} needs a .bin")
+        if self.source.endswith(".bin") and not self.vocab_size:
+            raise ValueError("a .bin corpus needs its vocab_size")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything of a tuning job except its LR grid and seeds. `model` is the proxy at the base width."""
+    model: GDNConfig = field(default_factory=GDNConfig)
+    parametrization: str = "mup"
+    readout: str | None = None           # None: the preset's default readout rule
+    output_mult: float | None = None     # a constant logit multiplier, tuned at the base width and carried as is
+    init_mult: float | None = None       # sigma_0 of the matrices x this, likewise (None: the preset's, BASE_MULTS)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    eval_batches: int = 8
+
+    def __post_init__(self) -> None:
+        self.param()  # raises on an unknown preset or readout
+        if self.eval_batches < 1:
+            raise ValueError("eval_batches must be >= 1")
+
+    @property
+    def base_width(self) -> int:
+        return self.model.width
+
+    def param(self) -> Parametrization:
+        return get_parametrization(self.parametrization, self.readout, self.output_mult, self.init_mult,
+                                   self.optimizer.name)
+
+    def model_at(self, width: int) -> GDNConfig:
+        """The proxy's architecture at `width`, tied or not as the readout rule says."""
+        return dataclasses.replace(self.model, width=width, tie_embeddings=self.param().readout.tied)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        d = dict(d)
+        try:
+            nested = {"model": GDNConfig.from_dict, "optimizer": _from(OptimizerSpec),
+                      "schedule": _from(ScheduleSpec), "data": _from(DataSpec)}
+            for key, make in nested.items():
+                if key in d:
+                    d[key] = make(d[key])
+            return _from(cls)(d)
+        except TypeError as e:  # unknown or missing fields
+            raise ValueError(str(e)) from None
+
+
+def _from(cls):
+    def make(d: dict):
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**d)
+    return make
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: a sweep config trained at one lr and seed (and width), and how it is run. How it is run (device,
+    dtype, backend, CUDA graphs) changes the figures, not the science: each result records what ran."""
+    config: SweepConfig
+    lr: float
+    seed: int = 0
+    width: int | None = None        # None: the base width (a proxy trial); else a trial of the transfer study
+    device: str = "auto"            # "auto": CUDA when available
+    dtype: str = "auto"             # "auto": bf16 autocast on CUDA, float32 on CPU; or "float32" / "float64"
+    backend: str = "auto"           # the gated delta rule's backend (gdn.ops): auto | chunk | naive | triton
+    cuda_graphs: bool = True        # on CUDA, a pack replays its steps from a CUDA graph (gdn.packed)
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    @property
+    def at_width(self) -> int:
+        return self.width or self.config.base_width
+
+
+@dataclass
+class CurvePoint:
+    step: int            # optimizer steps done
+    tokens: int          # training tokens seen
+    loss: float          # mean training loss over the steps since the previous point
+    lr: float            # base LR (multiplier 1) at this step
+    grad_norm: float     # global grad norm before clipping, at this step
+    seconds: float       # wall time since the trial started
+
+
+@dataclass
+class TrialResult:
+    status: str                      # COMPLETED | DIVERGED
+    final_val_loss: float
+    curve: list[CurvePoint]
+    diverged_step: int | None
+    reason: str | None
+    tokens: int
+    seconds: float
+    num_params: int
+    data_sha256: str
+    device: str
+    backend: str = "auto"            # what the trial ran: the gated delta rule's backend as asked for
+    trainer: str = "lone"            # "lone" (gdn.train.train_trial) | "pack" (gdn.packed), with or without graphs
+    cuda_graphs: bool = False        # its steps replayed from a CUDA graph
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialResult":
+        return cls(**{**d, "curve": [CurvePoint(**p) for p in d["curve"]]})
+
+
+class TrialCancelled(Exception):
+    """Raised by the trainers when should_stop() says so."""
+
+
+# ---- what a recommendation says ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecommendedGroup:
+    """One role's hyperparameters at the target width (the table's Group, with the tuned lr applied)."""
+    role: str
+    patterns: tuple[str, ...]        # parameter-name globs, ours and fla's
+    lr: float
+    min_lr: float
+    lr_multiplier: float
+    init: str                        # the init kind (gdn.parametrization.Init)
+    init_std: float | None           # std of a normal (0 for zeros), None for the fixed inits
+    weight_decay: float
+    clip_weight: float               # this group's gradient weight in the norm the global clip compares
+
+
+@dataclass(frozen=True)
+class TransferEvidence:
+    """What the transfer study (docs/transfer.md) measured for one (parametrization, optimizer)."""
+    max_width_mult: float      # the widest target / base ratio at which the base width's LR was checked
+    holds: bool                # did the base width's LR transfer there (argmin stable, no worse than tuned SP)?
+    summary: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The hyperparameters for a target width, from a sweep's optimum (gdn.recommend.recommend)."""
+    parametrization_version: str
+    parametrization: dict            # the preset, its readout and base-width multipliers, the width axis
+    optimizer: OptimizerSpec
+    base_width: int
+    target_width: int
+    width_mult: float
+    base_lr: float
+    base_lr_log2_std: float | None
+    optimum_on_edge: bool
+    warnings: list[str]
+    transfer_evidence: TransferEvidence | None
+    schedule: ScheduleSpec
+    groups: list[RecommendedGroup]
+    forward_multipliers: dict        # {"logits": x, "gdn_scale": the gated delta rule's `scale`}
+    target_model: dict               # shapes and parameter count
+    proxy_model: dict
+    cost: dict                       # training FLOPs of proxy and target, the sweep's share
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for g in d["groups"]:
+            g["patterns"] = list(g["patterns"])
+        return d
