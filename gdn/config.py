@@ -11,22 +11,34 @@ WidthAxis = Literal["head_dim", "heads"]
 
 @dataclass(frozen=True)
 class GDNConfig:
-    width: int = 256                 # d_model
-    depth: int = 4                   # number of blocks
-    vocab_size: int = 256            # byte-level by default
+    width: int = 256
+    """d_model; in a job, the base width d0 of the proxy"""
+    depth: int = 4
+    """number of blocks"""
+    vocab_size: int = 256
+    """byte-level by default; in a job, default: the data's vocabulary"""
     width_axis: WidthAxis = "head_dim"
-    # width_axis="head_dim" (the paper): a fixed number of heads whose dims grow with width,
-    #   head_k_dim = width * key_ratio / num_heads, head_v_dim = expand_v * head_k_dim.
-    # width_axis="heads" (many production GDNs): fixed head dims, num_heads = width * key_ratio / head_k_dim.
-    num_heads: int = 6               # used by the head_dim axis
-    head_k_dim: int = 32             # used by the heads axis (d=256 gives the paper's 6 heads of 32)
-    key_ratio: float = 0.75          # key_dim = 0.75 * width (fla's expand_k); so d_k = d/8 with 6 heads
-    expand_v: float = 2.0            # head_v_dim = 2 * head_k_dim (so d_v = d/4 with 6 heads)
-    conv_size: int = 4               # short causal depthwise conv on q, k, v
-    mlp_ratio: float = 8 / 3         # SwiGLU hidden ~ 8d/3: parameter-equivalent to a 4d MLP
-    mlp_multiple_of: int = 32        # round the MLP hidden size up to this
+    """head_dim (the paper): a fixed number of heads whose dims grow with width, head_k_dim = width * key_ratio /
+    num_heads, head_v_dim = expand_v * head_k_dim; heads (many production GDNs): fixed head dims, num_heads =
+    width * key_ratio / head_k_dim"""
+    num_heads: int = 6
+    """heads (the head_dim axis)"""
+    head_k_dim: int = 32
+    """per-head key dim (the heads axis; d = 256 gives the paper's 6 heads of 32)"""
+    key_ratio: float = 0.75
+    """key_dim = key_ratio * width (fla's expand_k): d_k = d/8 with 6 heads"""
+    expand_v: float = 2.0
+    """head_v_dim = expand_v * head_k_dim (d_v = d/4 with 6 heads)"""
+    conv_size: int = 4
+    """short causal depthwise conv on q, k, v"""
+    mlp_ratio: float = 8 / 3
+    """SwiGLU hidden ~ 8d/3: parameter-equivalent to a 4d MLP"""
+    mlp_multiple_of: int = 32
+    """round the MLP hidden size up to this"""
     norm_eps: float = 1e-6
+    """every RMSNorm's epsilon"""
     tie_embeddings: bool = True
+    """the embedding is the readout; in a job, set by the parametrization's readout rule"""
 
     def __post_init__(self) -> None:
         if self.width_axis not in ("head_dim", "heads"):

@@ -20,13 +20,18 @@ DTYPES = ("auto", "float32", "float64")
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    name: str = "adamw"                         # "adamw" | "sgd" (SGD with Nesterov momentum)
-    weight_decay: float | None = None           # None: 0.1 for AdamW, 0 for SGD (the paper's settings);
-                                                # applied only to the roles the table marks as decayed
-    betas: tuple[float, float] = (0.9, 0.95)    # AdamW
-    eps: float = 1e-8                           # AdamW
-    momentum: float = 0.98                      # SGD: the paper needed Nesterov 0.98 for stability
-    grad_clip: float = 1.0                      # global grad-norm clip; 0 disables
+    name: str = "adamw"
+    """adamw | sgd (SGD with Nesterov momentum)"""
+    weight_decay: float | None = None
+    """default: 0.1 for AdamW, 0 for SGD (the paper's settings); applied only to the roles the table decays"""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW's betas"""
+    eps: float = 1e-8
+    """AdamW's epsilon"""
+    momentum: float = 0.98
+    """SGD's Nesterov momentum (the paper needed 0.98 for stability)"""
+    grad_clip: float = 1.0
+    """global grad-norm clip; 0 disables"""
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -43,10 +48,15 @@ class OptimizerSpec:
 @dataclass(frozen=True)
 class ScheduleSpec:
     steps: int = 200
+    """optimizer steps of every trial"""
     warmup_steps: int = 20
+    """linear warmup, then cosine decay to min_lr"""
     batch_size: int = 16
+    """sequences per step"""
     seq_len: int = 128
-    min_lr: float = 0.0          # absolute, for a group of LR multiplier 1; scaled per group like the peak LR
+    """tokens per sequence"""
+    min_lr: float = 0.0
+    """absolute, for a group of LR multiplier 1; scaled per group like the peak LR"""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 1:
@@ -59,10 +69,15 @@ class ScheduleSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    source: str = "builtin"          # "builtin" | path to a text file or folder | path to a .bin of uint16 ids
-    vocab_size: int | None = None    # required for .bin; byte-level (256) otherwise
+    source: str = "builtin"
+    """builtin, or a text file / folder / .bin of uint16 token ids (on the service: under one of its allowed data
+    dirs)"""
+    vocab_size: int | None = None
+    """required for .bin; byte-level (256) otherwise"""
 
     def __post_init__(self) -> None:
+        if not self.source:
+            raise ValueError("source must not be empty")
         if self.source != "builtin" and not self.source.endswith(".bin") and self.vocab_size not in (None, BYTE_VOCAB):
             raise ValueError(f"text corpora are byte-level (vocab 256); vocab_size={self.vocab_size} needs a .bin")
         if self.source.endswith(".bin") and not self.vocab_size:

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdn.spec import BYTE_VOCAB, SweepConfig
+from gdn.spec import SweepConfig
 from gdn.config import count_params, train_flops_per_token
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import lr_grid
@@ -41,9 +41,6 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     spec = job.model_dump(mode="json", exclude={"reuse"})
     widths = job.all_widths
     spec["widths"] = widths
-    model = dict(spec["model"])
-    if model.get("vocab_size") is None:
-        model["vocab_size"] = job.data.vocab_size or BYTE_VOCAB
     _check_data_source(job.data.source, settings)
     num_lrs = len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count
     grid_size = len(widths) * num_lrs * len(job.seeds)
@@ -51,10 +48,7 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
         raise JobRejected(f"{grid_size} trials (widths x learning rates x seeds) exceed the limit of "
                           f"{settings.max_trials}")
     try:
-        config = SweepConfig.from_dict({
-            "model": model, "parametrization": job.parametrization, "readout": job.readout,
-            "output_mult": job.output_mult, "init_mult": job.init_mult, "optimizer": spec["optimizer"], "schedule": spec["schedule"],
-            "data": spec["data"], "eval_batches": job.eval_batches})
+        config = job.sweep_config()
         lrs = (list(job.lr_grid.values) if job.lr_grid.values is not None
                else lr_grid(job.lr_grid.min, job.lr_grid.max, job.lr_grid.count))
     except (ValueError, TypeError) as e:

@@ -5,11 +5,16 @@ deployment accepts) are checked against settings in service.jobspec, with the re
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gdn.config import GDNConfig
+from gdn.parametrization import PRESETS
+from gdn.spec import BYTE_VOCAB, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig
 
 from service.models import JobState, TrialState
 
@@ -22,44 +27,12 @@ NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body a
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # the gdn.spec dataclasses nested in a request are validated as they are (their checks raise 422s), and their
+    # attribute docstrings are the fields' descriptions
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
-class ModelSpec(BaseModel):
-    """The proxy model at the base width. Other gdn GDNConfig fields (key_ratio, expand_v, mlp_ratio, ...) may be
-    given too; unknown names are refused."""
-    model_config = ConfigDict(extra="allow")
-    width: int = Field(256, ge=1, description="base width d0 of the proxy")
-    depth: int = Field(4, ge=1, description="number of blocks")
-    width_axis: Literal["head_dim", "heads"] = Field(
-        "head_dim", description="head_dim: fixed heads, head dims grow with width (the paper); "
-                                "heads: fixed head dims, heads grow with width")
-    num_heads: int = Field(6, ge=1, description="heads (head_dim axis)")
-    head_k_dim: int = Field(32, ge=1, description="per-head key dim (heads axis)")
-    vocab_size: int | None = Field(None, ge=2, description="default: the data's vocabulary (256 for bytes)")
-
-
-class OptimizerSpecIn(_In):
-    name: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float | None = Field(None, ge=0, description="default: 0.1 for AdamW, 0 for SGD")
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
-    momentum: float = Field(0.98, ge=0, lt=1, description="SGD (Nesterov)")
-    grad_clip: float = Field(1.0, ge=0, description="global grad-norm clip; 0 disables")
-
-
-class ScheduleSpecIn(_In):
-    steps: int = Field(200, ge=1, le=INT32_MAX)
-    warmup_steps: int = Field(20, ge=0, le=INT32_MAX)
-    batch_size: int = Field(16, ge=1, le=INT32_MAX)
-    seq_len: int = Field(128, ge=2, le=INT32_MAX)
-    min_lr: float = Field(0.0, ge=0, description="absolute, for a group of LR multiplier 1")
-
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> "ScheduleSpecIn":
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
-        return self
+_SWEEP = {f.name: f.default for f in dataclasses.fields(SweepConfig) if f.default is not dataclasses.MISSING}
 
 
 class LRGridIn(_In):
@@ -87,35 +60,46 @@ class LRGridIn(_In):
         return self
 
 
-class DataSpecIn(_In):
-    source: str = Field("builtin", min_length=1, description="'builtin', or a text file / folder / .bin of uint16 "
-                                                            "tokens under one of the server's allowed data dirs")
-    vocab_size: int | None = Field(None, ge=2, description="required for .bin")
-
-
 class JobCreate(_In):
     """A tuning job: an LR sweep of one proxy model, or, with several `widths`, a transfer study (the same sweep at
     every width, the base width's optimum carried to the others)."""
-    model: ModelSpec = Field(default_factory=ModelSpec)
+    model: GDNConfig = Field(default_factory=GDNConfig, description="the proxy model at the base width")
     widths: list[int] | None = Field(
         None, min_length=1, max_length=WIDTHS_MAX,
         description="a transfer study: the widths to sweep, the base width (model.width) first; default: "
                     "[model.width]. Every width is trained with the parametrization at width / model.width")
-    parametrization: str = Field("mup", description="mup | sp | mup-original | mup-paper-code | mup-sgd")
-    readout: str | None = Field(None, description="the readout rule; default: the preset's")
-    output_mult: float | None = Field(None, gt=0, description="a constant logit multiplier, tuned at the base "
-                                      "width; default: the preset's (mup: 4, AdamW and SGD)")
-    init_mult: float | None = Field(None, gt=0, description="sigma_0 of the matrices x this, tuned at the base "
-                                    "width; default: the preset's (mup: 2, AdamW and SGD)")
-    optimizer: OptimizerSpecIn = Field(default_factory=OptimizerSpecIn)
-    schedule: ScheduleSpecIn = Field(default_factory=ScheduleSpecIn)
+    parametrization: str = Field(_SWEEP["parametrization"], description=" | ".join(PRESETS))
+    readout: str | None = Field(_SWEEP["readout"], description="the readout rule; default: the preset's")
+    output_mult: float | None = Field(_SWEEP["output_mult"], gt=0, description="a constant logit multiplier, "
+                                      "tuned at the base width; default: the preset's (mup: 4, AdamW and SGD)")
+    init_mult: float | None = Field(_SWEEP["init_mult"], gt=0, description="sigma_0 of the matrices x this, tuned "
+                                    "at the base width; default: the preset's (mup: 2, AdamW and SGD)")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     lr_grid: LRGridIn
     seeds: list[int] = Field([0], min_length=1, max_length=GRID_MAX)
-    data: DataSpecIn = Field(default_factory=DataSpecIn)
-    eval_batches: int = Field(8, ge=1, le=EVAL_BATCHES_MAX)
+    data: DataSpec = Field(default_factory=DataSpec)
+    eval_batches: int = Field(_SWEEP["eval_batches"], ge=1, le=EVAL_BATCHES_MAX,
+                              description="validation batches at the end of every trial")
     log_every: int = Field(10, ge=1, le=INT32_MAX, description="a curve point every this many steps")
     reuse: bool = Field(False, description="answer with a SUCCEEDED job of the identical spec instead of running "
                                            "it again (not part of the spec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vocab_from_data(cls, raw):
+        """model.vocab_size, when not given, is the data's (a .bin states its own), else bytes."""
+        if isinstance(raw, dict) and isinstance(raw.get("model", {}), dict) and "vocab_size" not in raw.get("model", {}):
+            data = raw.get("data")
+            vocab = data.get("vocab_size") if isinstance(data, dict) else None
+            raw = {**raw, "model": {**raw.get("model", {}), "vocab_size": vocab or BYTE_VOCAB}}
+        return raw
+
+    def sweep_config(self) -> SweepConfig:
+        """The job as gdn takes it (raises ValueError for a preset or readout gdn does not know)."""
+        return SweepConfig(model=self.model, parametrization=self.parametrization, readout=self.readout,
+                           output_mult=self.output_mult, init_mult=self.init_mult, optimizer=self.optimizer,
+                           schedule=self.schedule, data=self.data, eval_batches=self.eval_batches)
 
     @field_validator("widths")
     @classmethod
@@ -150,7 +134,7 @@ class JobCreate(_In):
             raise ValueError(f"seeds must lie in [0, {INT32_MAX}]")
         return v
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, json_schema_extra={"examples": [{
         "model": {"width": 64, "depth": 2},
         "optimizer": {"name": "adamw"},
         "schedule": {"steps": 40, "warmup_steps": 4, "batch_size": 4, "seq_len": 64},

@@ -62,3 +62,19 @@ def test_sweep_config_round_trips_and_rejects_bad_fields():
         SweepConfig.from_dict({**config.to_dict(), "schedule": {"steps": 5, "warmup_steps": 9}})
     with pytest.raises(ValueError, match="lr"):
         TrialSpec(config, lr=-1)
+
+
+def test_run_trains_a_lone_trial_alone_and_several_as_a_pack():
+    """gdn.train.run is the one entry: on the CPU one trial goes through train_trial, several through one pack,
+    and each result says which trainer made it; the curves agree."""
+    from gdn.train import run
+
+    specs = [TrialSpec(tiny(steps=6), lr=lr, seed=0, device="cpu", dtype="float64") for lr in (1e-2, 2e-2)]
+    seen, results = [], {}
+    lone = run(specs[:1], progress=lambda i, p: seen.append((i, p.step)), log_every=3,
+               on_result=lambda i, r: results.setdefault(("lone", i), r))
+    pack = run(specs, log_every=3, on_result=lambda i, r: results.setdefault(("pack", i), r))
+    assert lone[0].trainer == "lone" and [r.trainer for r in pack] == ["pack", "pack"]
+    assert seen == [(0, 1), (0, 3), (0, 6)] and results[("lone", 0)] is lone[0] and results[("pack", 1)] is pack[1]
+    assert [p.loss for p in pack[0].curve] == pytest.approx([p.loss for p in lone[0].curve], rel=1e-9)
+    assert not lone[0].cuda_graphs and lone[0].backend == "auto"

@@ -80,7 +80,7 @@ def test_min_max_count_grid(any_env, make_client, auth):
 
 
 @pytest.mark.parametrize("body, status, slug", [
-    ({"lr_grid": {"values": [0.01]}, "model": {"width": 33}}, 422, "job-rejected"),        # width the axis can't take
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 33}}, 422, "validation-error"),    # width the axis can't take
     ({"lr_grid": {"values": [0.01]}, "schedule": {"steps": 10 ** 7}}, 422, "job-rejected"),  # too long
     ({"lr_grid": {"values": [0.01]}, "model": {"width": 4096, "depth": 64},
       "schedule": {"steps": 200000, "batch_size": 512, "seq_len": 4096}}, 422, "job-rejected"),
@@ -94,7 +94,7 @@ def test_min_max_count_grid(any_env, make_client, auth):
     ({"lr_grid": {"values": [0.01], "min": 0.1}}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01]}, "optimizer": {"name": "lion"}}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01]}, "parametrization": "nope"}, 422, "job-rejected"),
-    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64, "bogus": 1}}, 422, "job-rejected"),
+    ({"lr_grid": {"values": [0.01]}, "model": {"width": 64, "bogus": 1}}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01]}, "unknown_field": 1}, 422, "validation-error"),
     ({"lr_grid": {"values": [0.01]}, "data": {"source": "/etc/passwd"}}, 422, "job-rejected"),
     ({}, 422, "validation-error"),
