@@ -9,6 +9,7 @@ ARG TORCH=torch==2.13.0
 RUN pip install "$TORCH"
 
 COPY pyproject.toml README.md alembic.ini ./
+COPY deltamu deltamu
 COPY gdn gdn
 COPY service service
 COPY worker worker

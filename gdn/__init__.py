@@ -7,12 +7,13 @@ from gdn.config import GDNConfig
 _LAZY = {
     "GDNModel": "gdn.model",
     "get_parametrization": "gdn.parametrization",
-    "SweepConfig": "gdn.train",
-    "TrialSpec": "gdn.train",
+    "SweepConfig": "gdn.spec",
+    "TrialSpec": "gdn.spec",
+    "run": "gdn.train",
     "train_trial": "gdn.train",
-    "fit_optimum": "gdn.sweep",
-    "recommend": "gdn.sweep",
-    "param_groups": "gdn.sweep",
+    "fit_optimum": "gdn.fit",
+    "recommend": "gdn.recommend",
+    "param_groups": "gdn.recommend",
     "coord_check": "gdn.coordcheck",
 }
 

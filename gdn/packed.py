@@ -5,7 +5,7 @@ GDNModel runs under torch.func.vmap over that axis (functional_call on a paramet
 batched matmuls, and the fused ops (the gated delta rule, RMSNorm, the short conv) fold the trial axis into their
 own (gdn.ops.fold), so one kernel call serves all K trials. On CUDA the forward and backward are captured once as a
 CUDA graph and replayed each step (gdn.trial.uses_cuda_graphs). Everything a trial owns stays per trial:
-- its init: gdn.train.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
+- its init: gdn.trial.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
 - its data: corpus.batch(step, seed), exactly the batches train_trial would draw (trials sharing a seed share data);
 - its logit multiplier (output_mult may differ between trials), LR, schedule and global-norm gradient clip;
 - its optimizer state: torch.optim's foreach AdamW / SGD-Nesterov replayed on the stacked tensors (PackedOptimizer);

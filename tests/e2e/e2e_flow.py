@@ -50,7 +50,7 @@ def submit(client: httpx.Client, job: dict) -> str:
 
 
 def check_finished_job(client: httpx.Client, job_id: str, job_spec: dict) -> None:
-    """Trials stored with curves; the recommendation equals gdn.sweep.recommend on the stored optimum; the plot
+    """Trials stored with curves; the recommendation equals gdn.recommend.recommend on the stored optimum; the plot
     is a PNG."""
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "SUCCEEDED", job
