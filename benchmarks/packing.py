@@ -5,7 +5,7 @@ Every run trains real trials (muP, AdamW, bf16 autocast, builtin corpus, LRs spr
 for `--steps` steps; the first `--untimed` steps (compilation, autotuning, allocator warm-up) are left out, and the
 clock is read at curve points, which follow a device sync. K sequential trials train K x tokens in K x the time of
 one, so their aggregate rate is the single trial's rate. On CUDA packs replay their steps from CUDA graphs
-(gdn.packed.use_cuda_graphs; DELTAMU_CUDA_GRAPHS=0 runs them op by op), which train_trial does not, so the table
+(gdn.trial.uses_cuda_graphs; TrialSpec(cuda_graphs=False) runs them op by op), which train_trial does not, so the table
 also sets each pack against K packs of one. Then fit_pack_size says how many trials plan_packs would
 put in one pack at each width, and the allocator peaks are set against estimate_trial_bytes.
 
@@ -34,7 +34,9 @@ from gdn.data import load_corpus  # noqa: E402
 from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
 from gdn.spec import OptimizerSpec, COMPLETED, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.optim import build_optimizer, clip_grad_norm, set_lr  # noqa: E402
-from gdn.packed import _Pack, clip_grad_norm_per_trial, estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
+from gdn.pack_plan import estimate_trial_bytes, fit_pack_size  # noqa: E402
+from gdn.packed import _Pack, train_packed  # noqa: E402
+from gdn.packed_optim import clip_grad_norm_per_trial  # noqa: E402
 from gdn.trial import build_model, resolve_device
 from gdn.train import train_trial  # noqa: E402
 

@@ -70,7 +70,7 @@ def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
     from gdn.fit import fit_optimum, lr_grid
-    from gdn.packed import plan_packs
+    from gdn.pack_plan import plan_packs
     from gdn.spec import TrialSpec
     from gdn.train import run
     from gdn.trial import resolve_device

@@ -8,17 +8,16 @@ CUDA graph and replayed each step (gdn.trial.uses_cuda_graphs). Everything a tri
 - its init: gdn.trial.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
 - its data: corpus.batch(step, seed), exactly the batches train_trial would draw (trials sharing a seed share data);
 - its logit multiplier (output_mult may differ between trials), LR, schedule and global-norm gradient clip;
-- its optimizer state: torch.optim's foreach AdamW / SGD-Nesterov replayed on the stacked tensors (PackedOptimizer);
+- its optimizer state: torch.optim's foreach AdamW / SGD-Nesterov replayed on the stacked tensors (gdn.packed_optim);
 - its divergence verdict, by train_trial's rule: a diverged trial's rows leave the pack and the others go on.
 
-Trials that can share a pack have equal `pack_key`s. plan_packs splits a job's trials into packs that fit the
+Trials that can share a pack have equal `pack_key`s. gdn.pack_plan.plan_packs splits a job's trials into packs that fit the
 GPU: an estimate from the shapes, verified by running two steps and reading the allocator's peak.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 import warnings
 from typing import Callable
@@ -27,18 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from gdn.config import count_params
-from gdn.optim import CLIP_EPS, lr_at, param_groups
-from gdn.parametrization import Parametrization
-from gdn.spec import CurvePoint, OptimizerSpec, TrialCancelled, TrialResult, TrialSpec
+from gdn.optim import lr_at
+from gdn.packed_optim import PackedOptimizer, clip_grad_norm_per_trial
+from gdn.spec import CurvePoint, TrialCancelled, TrialResult, TrialSpec
 from gdn.trial import TrialLog, build_model, is_log_point, precision, resolve_device, trial_corpus, uses_cuda_graphs
 
 GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
-MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
-# estimate_trial_bytes: activation bytes per token, per layer x width and per vocab entry (bf16 autocast, fused
-# norms and conv). Fitted to the peaks of packs of 16 at d = 128, 256, 512 on an H100 (2026-11-27, docs/benchmarks.md,
-# Packed training), rounded up: the estimate is 6-14 % above those peaks. plan_packs measures anyway.
-ACTIVATION_BYTES_PER_TOKEN = {"width": 64, "vocab": 192}
 
 
 # ---- which trials can share a pack ---------------------------------------------------------------------------
@@ -51,7 +44,7 @@ def pack_key(spec: TrialSpec) -> tuple:
             spec.backend, spec.cuda_graphs)
 
 
-def _check_packable(specs: list[TrialSpec]) -> None:
+def check_packable(specs: list[TrialSpec]) -> None:
     if not specs:
         raise ValueError("train_packed needs at least one trial")
     first = pack_key(specs[0])
@@ -63,123 +56,6 @@ def _check_packable(specs: list[TrialSpec]) -> None:
                              "group trials by gdn.packed.pack_key first")
 
 
-# ---- the optimizer -------------------------------------------------------------------------------------------
-
-class _RowViews:
-    """Per-trial views of stacked tensors ([t0[0], t0[1], ..., t1[0], ...]), made once per tensor: a view costs
-    microseconds and a pack updates thousands of them each step. Valid while the tensors are updated in place."""
-
-    def __init__(self):
-        self._views: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
-
-    def __call__(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        rows = []
-        for t in tensors:
-            cached = self._views.get(id(t))
-            if cached is None or cached[0] is not t:
-                cached = self._views[id(t)] = (t, t.unbind(0))
-            rows.extend(cached[1])
-        return rows
-
-    def clear(self) -> None:
-        self._views.clear()
-
-
-class PackedOptimizer:
-    """torch.optim.AdamW / SGD (Nesterov), foreach, with the table's param groups, for trials stacked along dim 0.
-
-    The steps replay torch.optim's _multi_tensor_adam (decoupled weight decay) and _multi_tensor_sgd op for op:
-    ops whose scalars all trials share run on the stacked tensors, the LR-dependent ones on per-trial slices with
-    per-trial scalars. Elementwise ops do not care how tensors are grouped, so each trial gets torch's arithmetic.
-    """
-
-    def __init__(self, skeleton: torch.nn.Module, parametrization: Parametrization, spec: OptimizerSpec,
-                 width_mult: float):
-        name_of = {id(p): n for n, p in skeleton.named_parameters()}
-        groups = param_groups(skeleton, parametrization.groups(width_mult, spec.name), 1.0, spec.weight_decay)
-        self.groups = [(g["lr_mult"], g["weight_decay"], [name_of[id(p)] for p in g["params"]]) for g in groups]
-        self.spec = spec
-        self.state: dict[str, dict[str, torch.Tensor]] = {}   # param name -> buffers, stacked like the param
-        self.steps = 0                                         # updates done (all trials of a pack step together)
-        self.rows = _RowViews()                                # of the parameters and the state buffers
-
-    @torch.no_grad()
-    def step(self, params: dict[str, torch.Tensor], base_lrs: list[float]) -> None:
-        """One update; base_lrs[r] is trial row r's scheduled LR for a group of LR multiplier 1."""
-        self.steps += 1
-        for lr_mult, weight_decay, names in self.groups:
-            lrs = [base_lr * lr_mult for base_lr in base_lrs]       # as gdn.optim.set_lr
-            update = self._adamw if self.spec.name == "adamw" else self._sgd
-            update([params[n] for n in names], [self.state.setdefault(n, {}) for n in names], lrs, weight_decay)
-
-    def _adamw(self, ps, states, lrs, weight_decay) -> None:
-        beta1, beta2 = self.spec.betas
-        grads = [p.grad for p in ps]
-        for p, s in zip(ps, states):
-            if not s:
-                s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-        if weight_decay != 0:
-            torch._foreach_mul_(self.rows(ps), [1 - lr * weight_decay for _ in ps for lr in lrs])
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        bias_correction1 = 1 - beta1 ** float(self.steps)
-        bias_correction2 = 1 - beta2 ** float(self.steps)
-        step_sizes = [(lr / bias_correction1) * -1 for _ in ps for lr in lrs]
-        denom = torch._foreach_sqrt(self.rows(exp_avg_sqs))          # per trial row, as are the ops below
-        torch._foreach_div_(denom, [bias_correction2 ** 0.5] * len(denom))
-        torch._foreach_add_(denom, self.spec.eps)
-        torch._foreach_addcdiv_(self.rows(ps), self.rows(exp_avgs), denom, step_sizes)
-
-    def _sgd(self, ps, states, lrs, weight_decay) -> None:
-        momentum = self.spec.momentum
-        grads = [p.grad for p in ps]
-        if weight_decay != 0:
-            grads = torch._foreach_add(grads, ps, alpha=weight_decay)
-        if momentum != 0:
-            if all(states):
-                bufs = [s["momentum_buffer"] for s in states]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, grads, alpha=1)          # dampening 0
-            else:
-                bufs = [g.detach().clone() for g in grads]
-                for s, buf in zip(states, bufs):
-                    s["momentum_buffer"] = buf
-            torch._foreach_add_(grads, bufs, alpha=momentum)      # Nesterov (gdn.optim: nesterov iff momentum > 0)
-        R = len(lrs)
-        p_rows, g_rows = self.rows(ps), [row for g in grads for row in g.unbind(0)]
-        for r, lr in enumerate(lrs):                               # alpha is one scalar per call: one call per trial
-            torch._foreach_add_(p_rows[r::R], g_rows[r::R], alpha=-lr)
-
-    def keep(self, index: torch.Tensor) -> None:
-        """Keep only the trial rows in `index` (the others left the pack)."""
-        self.rows.clear()
-        for buffers in self.state.values():
-            for name, buf in buffers.items():
-                buffers[name] = buf[index]
-
-
-@torch.no_grad()
-def clip_grad_norm_per_trial(params: list[torch.Tensor], max_norm: float,
-                             weights: torch.Tensor | None = None) -> torch.Tensor:
-    """gdn.optim.clip_grad_norm for each trial row on its own: returns the (R,) global grad norms before clipping
-    (of the gradients weighted by `weights`, a (P,) tensor on the gradients' device, if given) and scales each row's
-    gradients by min(1, max_norm / (norm + eps)). max_norm 0 disables clipping."""
-    grads = [p.grad for p in params]
-    R = grads[0].shape[0]
-    rows = [row for g in grads for row in g.unbind(0)]                  # [param][trial] order
-    per_param = torch.stack(torch._foreach_norm(rows, 2.0)).view(len(grads), R)   # (P, R)
-    if weights is not None:
-        per_param = per_param * weights[:, None]
-    total = torch.linalg.vector_norm(per_param.t().contiguous(), 2.0, dim=1)      # (R,)
-    coef = ((max_norm if max_norm > 0 else math.inf) / (total + CLIP_EPS)).clamp(max=1.0)
-    for r in range(R):
-        torch._foreach_mul_(rows[r::R], coef[r])
-    return total
-
-
 # ---- one pack of trials, in training -------------------------------------------------------------------------
 
 class _Pack:
@@ -187,7 +63,7 @@ class _Pack:
     row is. Rows leave the pack (drop) when their trial ends early."""
 
     def __init__(self, specs: list[TrialSpec]):
-        _check_packable(specs)
+        check_packable(specs)
         self.specs = specs
         cfg = specs[0].config
         self.schedule = cfg.schedule
@@ -398,93 +274,3 @@ def _train(pack: _Pack, specs: list[TrialSpec], progress, should_stop, log_every
         for i, val_loss in zip(pack.rows, pack.evaluate()):
             finish(i, logs[i].finished(val_loss))
     return results
-
-
-# ---- how many trials fit one GPU -----------------------------------------------------------------------------
-
-def estimate_trial_bytes(spec: TrialSpec) -> int:
-    """Device memory one trial adds to a pack, from its shapes: parameters, gradients, optimizer state and the
-    optimizer's temporaries, plus the activations autograd keeps for batch x seq_len tokens."""
-    cfg, sched = spec.config, spec.config.schedule
-    model = cfg.model_at(spec.at_width)
-    value_bytes = 8 if spec.dtype == "float64" else 4
-    states = 2 if cfg.optimizer.name == "adamw" else int(cfg.optimizer.momentum > 0)
-    weights = count_params(model) * value_bytes * (3 + states)       # param, grad, one temporary, the state
-    tokens = sched.batch_size * sched.seq_len
-    per_token = (ACTIVATION_BYTES_PER_TOKEN["width"] * model.depth * model.width
-                 + ACTIVATION_BYTES_PER_TOKEN["vocab"] * model.vocab_size)
-    return weights + tokens * per_token * value_bytes // 4
-
-
-def _free_cuda_bytes(device: torch.device) -> int:
-    """What this process could still allocate: free device memory plus what its caching allocator holds unused."""
-    return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-
-
-def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
-    """CUDA memory a steady-state training step of `specs` as one pack allocates at its peak (the second step, once
-    the optimizer state exists), beyond what was allocated before; None if it runs out of memory."""
-    device = resolve_device(specs[0].device)
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    pack = None
-    try:
-        pack = _Pack(specs)
-        pack.train_step(0)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        pack.train_step(1)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    except torch.cuda.OutOfMemoryError:
-        return None
-    finally:
-        if pack is not None:
-            pack.close()
-        del pack
-        torch.cuda.empty_cache()
-
-
-def fit_pack_size(specs: list[TrialSpec], budget_bytes: int | None = None, max_measurements: int = 4) -> int:
-    """The largest pack of the first n of `specs` (one pack_key) whose training step fits `budget_bytes` of CUDA
-    memory (default: MEMORY_HEADROOM of what this process could still allocate): estimated from the shapes, then
-    measured and corrected."""
-    _check_packable(specs)
-    device = resolve_device(specs[0].device)
-    if device.type != "cuda":
-        return len(specs)
-    if budget_bytes is None:
-        budget_bytes = int(_free_cuda_bytes(device) * MEMORY_HEADROOM)
-    size = max(1, min(len(specs), budget_bytes // estimate_trial_bytes(specs[0])))
-    fits = 0                                                         # the largest size measured to fit
-    for _ in range(max_measurements):
-        peak = measure_pack_bytes(specs[:size])
-        if peak is not None and peak <= budget_bytes:
-            fits = max(fits, size)
-            if size == len(specs):
-                break
-            scaled = min(len(specs), int(size * budget_bytes / peak))  # memory grows about linearly in K
-        else:
-            scaled = size // 2 if peak is None else min(size - 1, int(size * budget_bytes / peak))
-        if scaled <= fits or scaled == size or scaled < 1:
-            break
-        size = scaled
-    if fits == 0:
-        raise RuntimeError(f"one trial does not fit {budget_bytes / 2**30:.1f} GiB of GPU memory")
-    return fits
-
-
-def plan_packs(specs: list[TrialSpec], budget_bytes: int | None = None,
-               pack_size: Callable[[list[TrialSpec]], int] | None = None) -> list[list[int]]:
-    """Split a job's trials into packs: lists of indices into `specs`, each list one pack_key, no pack larger
-    than what fits (fit_pack_size, or `pack_size` when given), the trials of a key spread evenly over its packs."""
-    groups: dict[tuple, list[int]] = {}
-    for i, spec in enumerate(specs):
-        groups.setdefault(pack_key(spec), []).append(i)
-    packs = []
-    for members in groups.values():
-        group = [specs[i] for i in members]
-        size = pack_size(group) if pack_size is not None else fit_pack_size(group, budget_bytes)
-        n_packs = -(-len(members) // size)
-        packs.extend(members[j::n_packs] for j in range(n_packs))
-    return packs

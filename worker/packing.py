@@ -1,7 +1,7 @@
 """Packing a job's trials: a CUDA worker whose run_trial task claimed a trial also claims up to K - 1 more PENDING
 trials of the same job and width (one gdn.packed.pack_key) and trains them together with gdn.packed.train_packed.
 
-K is what fits the GPU (gdn.packed.fit_pack_size: estimated from the shapes, then measured on the device,
+K is what fits the GPU (gdn.pack_plan.fit_pack_size: estimated from the shapes, then measured on the device,
 cached per (job, width) in this process), at most settings.max_pack, and at most this worker's share of the
 (job, width)'s trials when settings.pack_share workers split jobs (one per GPU). CPU workers train one trial per
 task (a pack of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
@@ -10,7 +10,7 @@ as a pack (of one): the pack replays its steps from a CUDA graph (gdn.train.run 
 """
 from __future__ import annotations
 
-from gdn.packed import fit_pack_size
+from gdn.pack_plan import fit_pack_size
 from gdn.spec import SweepConfig, TrialSpec
 from gdn.trial import resolve_device
 from service import crud

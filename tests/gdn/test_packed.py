@@ -10,7 +10,8 @@ import gdn.ops.dispatch as dispatch
 from gdn.config import GDNConfig, count_params
 from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec
 from gdn.ops import chunk_gated_delta_rule
-from gdn.packed import (_Pack, estimate_trial_bytes, fit_pack_size, measure_pack_bytes, pack_key, plan_packs, train_packed)
+from gdn.pack_plan import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, plan_packs
+from gdn.packed import _Pack, pack_key, train_packed
 from gdn.trial import build_model
 from gdn.train import train_trial
 
