@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -31,7 +32,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.data import load_corpus  # noqa: E402
-from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
+import gdn.train  # noqa: E402
+from gdn.model import GDNModel  # noqa: E402
+from gdn.ops.gated_delta_rule import gated_delta_rule  # noqa: E402
+from gdn.ops.gated_delta_rule.dispatch import resolve_backend  # noqa: E402
 from gdn.optim import OptimizerSpec, build_optimizer, clip_grad_norm, set_lr  # noqa: E402
 from gdn.packed import _Pack, clip_grad_norm_per_trial, estimate_trial_bytes, fit_pack_size, train_packed  # noqa: E402
 from gdn.train import (COMPLETED, ScheduleSpec, SweepConfig, TrialSpec, build_model, resolve_device,  # noqa: E402
@@ -135,7 +139,9 @@ def backend_check(device) -> dict:
     except Exception as e:  # a kernel still being written: measure the chunked path instead, and say so
         row["error"] = f"{type(e).__name__}: {e}"
     if "error" in row or not row["rel_rms_vs_chunk"] < BACKEND_RTOL:
-        os.environ[BACKEND_ENV] = "chunk"
+        # every model of the run (train_trial's, the packs', the phase timing's) is built by gdn.train: until a
+        # TrialSpec names its backend, build them all on the chunked path
+        gdn.train.GDNModel = functools.partial(GDNModel, backend="chunk")
         row["backend"] = f"chunk (instead of {backend})"
     return row
 

@@ -9,6 +9,7 @@ out = W_o( RMSNorm_head(o_t * o_mult) * SiLU(W_g x) ).
 Module and parameter names follow fla's GatedDeltaNet (q_proj, a_proj, A_log, q_conv1d, o_norm, attn_norm,
 mlp.gate_proj, embeddings, norm, lm_head), so the parametrization table reads both models the same way.
 Forward multipliers (logits, o_t) come from the table; init is the table's job (Parametrization.init_).
+The ops' backend ("auto", "triton", "chunk" or "naive"; gdn.ops.backend) is chosen once, at construction.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdn.config import GDNConfig
-from gdn.ops import gated_delta_rule
-from gdn.ops.conv import causal_conv1d_silu
-from gdn.ops.norm import rms_norm
+from gdn.ops.backend import check_backend
+from gdn.ops.gated_delta_rule import CHUNK_SIZE, gated_delta_rule
+from gdn.ops.rms_norm import rms_norm
+from gdn.ops.short_conv import causal_conv1d_silu
 
 
 @dataclass(frozen=True)
@@ -32,34 +34,36 @@ class ForwardMultipliers:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, backend: str = "auto"):
         super().__init__()
         self.eps = eps
+        self.backend = backend
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)          # in the autocast dtype under autocast (gdn.ops.norm)
+        return rms_norm(x, self.weight, self.eps, backend=self.backend)   # in the autocast dtype under autocast
 
 
 class GatedRMSNorm(RMSNorm):
     """RMSNorm over each head's value dim, times SiLU of the output gate (fla's FusedRMSNormGated)."""
 
     def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return rms_norm(o, self.weight, self.eps, gate=gate)
+        return rms_norm(o, self.weight, self.eps, gate=gate, backend=self.backend)
 
 
 class ShortConv(nn.Conv1d):
-    """Depthwise causal conv over time, then SiLU (gdn.ops.conv). Input and output (B, T, C)."""
+    """Depthwise causal conv over time, then SiLU (gdn.ops.short_conv). Input and output (B, T, C)."""
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, backend: str = "auto"):
         super().__init__(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=False)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return causal_conv1d_silu(x, self.weight)
+        return causal_conv1d_silu(x, self.weight, backend=self.backend)
 
 
 class GatedDeltaNet(nn.Module):
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
         super().__init__()
         d = config.width
         H, K, V = config.heads_and_dims()
@@ -71,13 +75,14 @@ class GatedDeltaNet(nn.Module):
         self.b_proj = nn.Linear(d, H, bias=False)
         self.g_proj = nn.Linear(d, H * V, bias=False)
         self.o_proj = nn.Linear(H * V, d, bias=False)
-        self.q_conv1d = ShortConv(H * K, config.conv_size)
-        self.k_conv1d = ShortConv(H * K, config.conv_size)
-        self.v_conv1d = ShortConv(H * V, config.conv_size)
+        self.q_conv1d = ShortConv(H * K, config.conv_size, backend)
+        self.k_conv1d = ShortConv(H * K, config.conv_size, backend)
+        self.v_conv1d = ShortConv(H * V, config.conv_size, backend)
         self.A_log = nn.Parameter(torch.zeros(H))
         self.dt_bias = nn.Parameter(torch.zeros(H))
-        self.o_norm = GatedRMSNorm(V, config.norm_eps)
+        self.o_norm = GatedRMSNorm(V, config.norm_eps, backend)
         self.scale = K ** -0.5 if mult.o is None else mult.o
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -87,7 +92,8 @@ class GatedDeltaNet(nn.Module):
         v = self.v_conv1d(self.v_proj(x)).view(B, T, H, V)
         beta = torch.sigmoid(self.b_proj(x).float())                                     # (B, T, H)
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())  # log alpha
-        o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True)  # (B, T, H, V)
+        o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True,
+                                backend=self.backend)                                    # (B, T, H, V)
         gate = self.g_proj(x).view(B, T, H, V)
         o = self.o_norm(o, gate).reshape(B, T, H * V)
         return self.o_proj(o)
@@ -107,11 +113,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
         super().__init__()
-        self.attn_norm = RMSNorm(config.width, config.norm_eps)
-        self.attn = GatedDeltaNet(config, mult)
-        self.mlp_norm = RMSNorm(config.width, config.norm_eps)
+        self.attn_norm = RMSNorm(config.width, config.norm_eps, backend)
+        self.attn = GatedDeltaNet(config, mult, backend)
+        self.mlp_norm = RMSNorm(config.width, config.norm_eps, backend)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,15 +127,20 @@ class Block(nn.Module):
 
 
 class GDNModel(nn.Module):
-    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with Parametrization.init_."""
+    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with Parametrization.init_.
 
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers()):
+    backend: how every op of the model runs (gdn.ops.backend): "auto" (Triton kernels on CUDA where they apply),
+    "triton", or "chunk" / "naive" (plain PyTorch; "naive" runs the gated delta rule token by token)."""
+
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers(), backend: str = "auto"):
         super().__init__()
+        check_backend(backend)
         self.config = config
         self.mult = mult
+        self.backend = backend
         self.embeddings = nn.Embedding(config.vocab_size, config.width)
-        self.layers = nn.ModuleList(Block(config, mult) for _ in range(config.depth))
-        self.norm = RMSNorm(config.width, config.norm_eps)
+        self.layers = nn.ModuleList(Block(config, mult, backend) for _ in range(config.depth))
+        self.norm = RMSNorm(config.width, config.norm_eps, backend)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.width, config.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -158,15 +169,12 @@ def count_params(config: GDNConfig) -> int:
     return vocab * d + L * block + d + readout
 
 
-CHUNK = 64  # the chunk length of the chunked kernels, for the FLOP model below
-
-
 def train_flops_per_token(config: GDNConfig) -> float:
     """FLOPs of one training token (forward + backward): 6 per matmul weight (the readout included, tied or not)
     plus the chunked gated delta rule's own work (the FLOP model of gdn-kernels.md section 6, per token and head)."""
     d, L, vocab = config.width, config.depth, config.vocab_size
     H, K, V = config.heads_and_dims()
-    C = CHUNK
+    C = CHUNK_SIZE                                             # the chunk length of the chunked kernels
     matmul_params = L * (d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + 3 * d * config.mlp_hidden) + vocab * d
     gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
     gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
