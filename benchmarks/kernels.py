@@ -1,5 +1,5 @@
-"""The gated delta rule kernels on the GPU: ours (gdn.ops.triton) vs fla 0.6.0 vs our chunked PyTorch path, then
-the whole proxy model's training step with our kernels vs the chunked PyTorch path.
+"""The gated delta rule kernels on the GPU: ours (gdn.ops.gated_delta_rule.triton) vs fla 0.6.0 vs our chunked PyTorch
+path, then the whole proxy model's training step with our kernels vs the chunked PyTorch path.
 
 One device call (fla-core and flash-linear-attention 0.6.0 installed from carried wheels):
 
@@ -41,17 +41,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gdn.ops.gated_delta_rule import CHUNK_SIZE  # noqa: E402
+
 SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
           (2, 16384, 16, 128, 128)]
 IMPLS = ("ours", "fla", "chunk")
-CHUNK = 64                     # C of the FLOP model (every implementation here uses 64-token chunks)
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
 
 
-def flops_per_token_head(K: int, V: int, C: int = CHUNK) -> tuple[float, float]:
-    """(forward, backward) FLOPs per token and head, gdn-kernels.md section 6 (triangular parts counted dense)."""
+def flops_per_token_head(K: int, V: int, C: int = CHUNK_SIZE) -> tuple[float, float]:
+    """(forward, backward) FLOPs per token and head, gdn-kernels.md section 6 (triangular parts counted dense). C is
+    the chunk length (64 in every implementation here, fla's included)."""
     fwd = 6 * C * K + 4 * C * V + 6 * K * V + C * C / 3
     bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
     return fwd, bwd
@@ -65,10 +67,10 @@ def _emit(**record) -> None:
 def _impl(name: str):
     """fn(q, k, v, g, beta) -> o for one implementation, with L2 norm inside."""
     if name == "ours":
-        from gdn.ops.triton import triton_chunk_gated_delta_rule
+        from gdn.ops.gated_delta_rule.triton import triton_chunk_gated_delta_rule
         return lambda q, k, v, g, beta: triton_chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
     if name == "chunk":
-        from gdn.ops.chunk import chunk_gated_delta_rule
+        from gdn.ops.gated_delta_rule import chunk_gated_delta_rule
         return lambda q, k, v, g, beta: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
     if name == "fla":
         os.environ["FLA_DISABLE_BACKEND_DISPATCH"] = "1"         # pure Triton fla, no TileLang/FlashQLA
@@ -97,8 +99,7 @@ def _inputs(B, T, H, K, V, seed=0):
 def _reference(xs, do):
     """o and grads of q, k, v, g, beta in float64 on the GPU."""
     import torch
-    from gdn.ops.chunk import chunk_gated_delta_rule
-    from gdn.ops.naive import naive_recurrent_gated_delta_rule
+    from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
     B, T, H, K = xs[0].shape
     V = xs[2].shape[-1]
     fits = 4 * 8 * B * H * K * V * T < 8e9                        # states the recurrence's autograd graph keeps
@@ -146,7 +147,6 @@ def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
 
 def model_cell(width: int, backend: str) -> None:
     """Tokens/s of the proxy model's training step (gdn.train.train_trial: bf16 autocast, muP AdamW, clipping)."""
-    os.environ["DELTAMU_GDN_BACKEND"] = backend
     import torch
     from gdn.config import GDNConfig
     from gdn.spec import ScheduleSpec, SweepConfig, TrialSpec
@@ -155,8 +155,8 @@ def model_cell(width: int, backend: str) -> None:
                          schedule=ScheduleSpec(steps=MODEL_STEPS, warmup_steps=2, batch_size=MODEL_BATCH,
                                                seq_len=MODEL_SEQ), eval_batches=1)
     log_every = 10
-    train_trial(TrialSpec(config, lr=1e-3, seed=1), log_every=MODEL_STEPS)      # warm-up: compiles, caches
-    r = train_trial(TrialSpec(config, lr=1e-3), log_every=log_every)
+    train_trial(TrialSpec(config, lr=1e-3, seed=1, backend=backend), log_every=MODEL_STEPS)   # warm-up: compiles
+    r = train_trial(TrialSpec(config, lr=1e-3, backend=backend), log_every=log_every)
     torch.cuda.synchronize()
     first, last = r.curve[1], r.curve[-1]                      # points at steps 10 and 30, each after a sync
     s_per_step = (last.seconds - first.seconds) / (last.step - first.step)

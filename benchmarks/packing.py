@@ -31,14 +31,15 @@ import torch.nn.functional as F  # noqa: E402
 
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.data import load_corpus  # noqa: E402
-from gdn.ops.dispatch import BACKEND_ENV, gated_delta_rule, resolve_backend  # noqa: E402
-from gdn.spec import OptimizerSpec, COMPLETED, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
+from gdn.ops.gated_delta_rule import gated_delta_rule  # noqa: E402
+from gdn.ops.gated_delta_rule.dispatch import resolve_backend  # noqa: E402
 from gdn.optim import build_optimizer, clip_grad_norm, set_lr  # noqa: E402
 from gdn.pack_plan import estimate_trial_bytes, fit_pack_size  # noqa: E402
 from gdn.packed import _Pack, train_packed  # noqa: E402
 from gdn.packed_optim import clip_grad_norm_per_trial  # noqa: E402
-from gdn.trial import build_model, resolve_device
+from gdn.spec import COMPLETED, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.train import train_trial  # noqa: E402
+from gdn.trial import build_model, resolve_device  # noqa: E402
 
 LOG2_LR_RANGE = (-9.0, -8.0)   # muP AdamW's optimum at these widths lies near 2^-8 (DESIGN.md): no trial diverges
 PLAN_TRIALS = 32               # the job size fit_pack_size is asked about
@@ -59,8 +60,8 @@ def sweep_config(width: int, args) -> SweepConfig:
 
 def specs_for(width: int, n: int, args) -> list[TrialSpec]:
     lo, hi = LOG2_LR_RANGE
-    return [TrialSpec(sweep_config(width, args), lr=2.0 ** (lo + (hi - lo) * i / max(1, n - 1)), seed=0)
-            for i in range(n)]
+    return [TrialSpec(sweep_config(width, args), lr=2.0 ** (lo + (hi - lo) * i / max(1, n - 1)), seed=0,
+                      backend=args.backend) for i in range(n)]
 
 
 def timed_rate(times: dict[int, float], trials: int, args) -> tuple[float, float]:
@@ -118,9 +119,9 @@ def run_packed(width: int, k: int, args, device) -> dict:
     return {**row, "tokens_per_s": rate, "step_ms": step_ms}
 
 
-def backend_check(device) -> dict:
+def backend_check(device, args) -> dict:
     """The backend dispatch picks, and its forward against the chunked PyTorch path on one random input; a
-    backend that fails or disagrees is replaced by "chunk" for the whole run (said in the output)."""
+    backend that fails or disagrees is replaced by "chunk" for the whole run (args.backend; said in the output)."""
     backend = resolve_backend("auto", device)
     row = dict(check="backend", backend=backend)
     if backend == "chunk":
@@ -138,7 +139,7 @@ def backend_check(device) -> dict:
     except Exception as e:  # a kernel still being written: measure the chunked path instead, and say so
         row["error"] = f"{type(e).__name__}: {e}"
     if "error" in row or not row["rel_rms_vs_chunk"] < BACKEND_RTOL:
-        os.environ[BACKEND_ENV] = "chunk"
+        args.backend = "chunk"                     # every TrialSpec of the run (specs_for) takes it
         row["backend"] = f"chunk (instead of {backend})"
     return row
 
@@ -159,7 +160,7 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
     each phase, so the phases do not overlap here as they do in training). k None: the train_trial step."""
     spec = specs_for(width, 1, args)[0]
     if k is None:
-        model, param, width_mult = build_model(spec.config, width, spec.seed)
+        model, param, width_mult = build_model(spec.config, width, spec.seed, spec.backend)
         model.to(device)
         optimizer = build_optimizer(model, param, spec.config.optimizer, spec.lr, width_mult)
         corpus = load_corpus(spec.config.data, args.seq_len)
@@ -282,7 +283,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    checks = [backend_check(device)]
+    args.backend = "auto"
+    checks = [backend_check(device, args)]
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                 backend=checks[0]["backend"], torch=torch.__version__, python=platform.python_version(),

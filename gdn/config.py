@@ -115,7 +115,7 @@ def count_params(config: GDNConfig) -> int:
     return vocab * d + L * block + d + readout
 
 
-CHUNK = 64  # the chunk length of the chunked gated delta rule (gdn.ops), and of the FLOP model below
+CHUNK_SIZE = 64  # tokens per chunk of the chunked gated delta rule (gdn.ops: as fla's BT) and of the FLOP model below
 
 
 def train_flops_per_token(config: GDNConfig) -> float:
@@ -123,7 +123,7 @@ def train_flops_per_token(config: GDNConfig) -> float:
     plus the chunked gated delta rule's own work (the FLOP model of gdn-kernels.md section 6, per token and head)."""
     d, L, vocab = config.width, config.depth, config.vocab_size
     H, K, V = config.heads_and_dims()
-    C = CHUNK
+    C = CHUNK_SIZE
     matmul_params = L * (d * (2 * H * K + 2 * H * V + 2 * H) + H * V * d + 3 * d * config.mlp_hidden) + vocab * d
     gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
     gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C

@@ -24,7 +24,7 @@ from torch import nn
 
 from gdn.data import load_corpus
 from gdn.model import GDNModel, GatedRMSNorm, RMSNorm, ShortConv
-from gdn.ops.conv import causal_conv1d_silu
+from gdn.ops.short_conv import causal_conv1d_silu
 from gdn.optim import build_optimizer, clip_grad_norm
 from gdn.spec import SweepConfig
 from gdn.trial import build_model

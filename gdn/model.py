@@ -9,6 +9,7 @@ out = W_o( RMSNorm_head(o_t * o_mult) * SiLU(W_g x) ).
 Module and parameter names follow fla's GatedDeltaNet (q_proj, a_proj, A_log, q_conv1d, o_norm, attn_norm,
 mlp.gate_proj, embeddings, norm, lm_head), so the parametrization table reads both models the same way.
 Forward multipliers (logits, o_t) come from the table; init is the table's job (gdn.init.init_model).
+The ops' backend ("auto", "triton", "chunk" or "naive"; gdn.ops.backend) is chosen once, at construction.
 """
 from __future__ import annotations
 
@@ -17,41 +18,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdn.config import GDNConfig
-from gdn.ops import gated_delta_rule
-from gdn.ops.conv import causal_conv1d_silu
-from gdn.ops.norm import rms_norm
+from gdn.ops.backend import check_backend
+from gdn.ops.gated_delta_rule import gated_delta_rule
+from gdn.ops.rms_norm import rms_norm
+from gdn.ops.short_conv import causal_conv1d_silu
 from gdn.parametrization import ForwardMultipliers
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, backend: str = "auto"):
         super().__init__()
         self.eps = eps
+        self.backend = backend
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)          # in the autocast dtype under autocast (gdn.ops.norm)
+        return rms_norm(x, self.weight, self.eps, backend=self.backend)   # in the autocast dtype under autocast
 
 
 class GatedRMSNorm(RMSNorm):
     """RMSNorm over each head's value dim, times SiLU of the output gate (fla's FusedRMSNormGated)."""
 
     def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return rms_norm(o, self.weight, self.eps, gate=gate)
+        return rms_norm(o, self.weight, self.eps, gate=gate, backend=self.backend)
 
 
 class ShortConv(nn.Conv1d):
-    """Depthwise causal conv over time, then SiLU (gdn.ops.conv). Input and output (B, T, C)."""
+    """Depthwise causal conv over time, then SiLU (gdn.ops.short_conv). Input and output (B, T, C)."""
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, backend: str = "auto"):
         super().__init__(channels, channels, kernel_size, groups=channels, padding=kernel_size - 1, bias=False)
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return causal_conv1d_silu(x, self.weight)
+        return causal_conv1d_silu(x, self.weight, backend=self.backend)
 
 
 class GatedDeltaNet(nn.Module):
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
         super().__init__()
         d = config.width
         H, K, V = config.heads_and_dims()
@@ -63,13 +67,14 @@ class GatedDeltaNet(nn.Module):
         self.b_proj = nn.Linear(d, H, bias=False)
         self.g_proj = nn.Linear(d, H * V, bias=False)
         self.o_proj = nn.Linear(H * V, d, bias=False)
-        self.q_conv1d = ShortConv(H * K, config.conv_size)
-        self.k_conv1d = ShortConv(H * K, config.conv_size)
-        self.v_conv1d = ShortConv(H * V, config.conv_size)
+        self.q_conv1d = ShortConv(H * K, config.conv_size, backend)
+        self.k_conv1d = ShortConv(H * K, config.conv_size, backend)
+        self.v_conv1d = ShortConv(H * V, config.conv_size, backend)
         self.A_log = nn.Parameter(torch.zeros(H))
         self.dt_bias = nn.Parameter(torch.zeros(H))
-        self.o_norm = GatedRMSNorm(V, config.norm_eps)
+        self.o_norm = GatedRMSNorm(V, config.norm_eps, backend)
         self.scale = K ** -0.5 if mult.o is None else mult.o
+        self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -79,7 +84,8 @@ class GatedDeltaNet(nn.Module):
         v = self.v_conv1d(self.v_proj(x)).view(B, T, H, V)
         beta = torch.sigmoid(self.b_proj(x).float())                                     # (B, T, H)
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())  # log alpha
-        o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True)  # (B, T, H, V)
+        o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True,
+                                backend=self.backend)                                    # (B, T, H, V)
         gate = self.g_proj(x).view(B, T, H, V)
         o = self.o_norm(o, gate).reshape(B, T, H * V)
         return self.o_proj(o)
@@ -99,11 +105,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers):
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
         super().__init__()
-        self.attn_norm = RMSNorm(config.width, config.norm_eps)
-        self.attn = GatedDeltaNet(config, mult)
-        self.mlp_norm = RMSNorm(config.width, config.norm_eps)
+        self.attn_norm = RMSNorm(config.width, config.norm_eps, backend)
+        self.attn = GatedDeltaNet(config, mult, backend)
+        self.mlp_norm = RMSNorm(config.width, config.norm_eps, backend)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,15 +119,20 @@ class Block(nn.Module):
 
 
 class GDNModel(nn.Module):
-    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with gdn.init.init_model."""
+    """Token ids (B, T) -> logits (B, T, vocab). Build, then initialise with gdn.init.init_model.
 
-    def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers()):
+    backend: how every op of the model runs (gdn.ops.backend): "auto" (Triton kernels on CUDA where they apply),
+    "triton", or "chunk" / "naive" (plain PyTorch; "naive" runs the gated delta rule token by token)."""
+
+    def __init__(self, config: GDNConfig, mult: ForwardMultipliers = ForwardMultipliers(), backend: str = "auto"):
         super().__init__()
+        check_backend(backend)
         self.config = config
         self.mult = mult
+        self.backend = backend
         self.embeddings = nn.Embedding(config.vocab_size, config.width)
-        self.layers = nn.ModuleList(Block(config, mult) for _ in range(config.depth))
-        self.norm = RMSNorm(config.width, config.norm_eps)
+        self.layers = nn.ModuleList(Block(config, mult, backend) for _ in range(config.depth))
+        self.norm = RMSNorm(config.width, config.norm_eps, backend)
         self.lm_head = None if config.tie_embeddings else nn.Linear(config.width, config.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:

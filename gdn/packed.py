@@ -3,7 +3,7 @@
 The model's math is written once, in gdn.model. The K trials' parameters are stacked along a leading trial axis and
 GDNModel runs under torch.func.vmap over that axis (functional_call on a parameter-free skeleton): the matmuls become
 batched matmuls, and the fused ops (the gated delta rule, RMSNorm, the short conv) fold the trial axis into their
-own (gdn.ops.fold), so one kernel call serves all K trials. On CUDA the forward and backward are captured once as a
+own (gdn.ops.backend.run_kernel), so one kernel call serves all K trials. On CUDA the forward and backward are captured once as a
 CUDA graph and replayed each step (gdn.trial.uses_cuda_graphs). Everything a trial owns stays per trial:
 - its init: gdn.trial.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
 - its data: corpus.batch(step, seed), exactly the batches train_trial would draw (trials sharing a seed share data);

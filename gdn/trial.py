@@ -55,11 +55,12 @@ def trial_corpus(config: SweepConfig) -> Corpus:
 
 def build_model(config: SweepConfig, width: int, seed: int,
                 backend: str = "auto") -> tuple[GDNModel, Parametrization, float]:
-    """The model at `width`, initialised by the table with `seed` (on the CPU, so the init is device-independent)."""
+    """The model at `width` running its ops on `backend` (gdn.ops.backend), initialised by the table with `seed` (on
+    the CPU, so the init is device-independent)."""
     p = config.param()
     target, base = config.model_at(width), config.model_at(config.base_width)
     width_mult = width / config.base_width
-    model = GDNModel(target, p.forward_multipliers(target, base))
+    model = GDNModel(target, p.forward_multipliers(target, base), backend=backend)
     init_model(model, p, width_mult, generator=torch.Generator().manual_seed(seed))
     return model, p, width_mult
 

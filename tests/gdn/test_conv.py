@@ -1,5 +1,5 @@
-"""gdn.ops.conv: the fused Triton causal depthwise conv + SiLU against the float64 reference, forward and gradients
-(x and the weight), on fresh random inputs; its vmap fold (one weight per trial) against per-trial calls; the
+"""gdn.ops.short_conv: the fused Triton causal depthwise conv + SiLU against the float64 reference, forward and
+gradients (x and the weight), on fresh random inputs; its vmap fold (one weight per trial) against per-trial calls; the
 autocast rule.
 
 Without CUDA the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, set before they are defined) at small
@@ -18,8 +18,8 @@ from triton_env import rel_err, triton_device
 DEVICE = triton_device()
 CUDA = DEVICE == "cuda"
 
-import gdn.ops.conv as conv  # noqa: E402
-from gdn.ops.triton.conv import triton_causal_conv1d_silu  # noqa: E402
+from gdn.ops.short_conv import causal_conv1d_silu, causal_conv1d_silu_reference  # noqa: E402
+from gdn.ops.short_conv.triton import triton_causal_conv1d_silu  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
@@ -36,7 +36,7 @@ def check(G, B, T, C, W, dtype, seed=0):
     (y.double() * dy).sum().backward()
 
     xr, wr = x.double().requires_grad_(), weight.double().requires_grad_()
-    ref = torch.stack([conv.causal_conv1d_silu_reference(xr[g], wr[g]) for g in range(G)])
+    ref = torch.stack([causal_conv1d_silu_reference(xr[g], wr[g]) for g in range(G)])
     (ref * dy).sum().backward()
 
     assert y.dtype == dtype and y.shape == x.shape
@@ -54,20 +54,19 @@ def test_fused_matches_float64_reference(G, B, T, C, W, dtype):
     check(G, B, T, C, W, dtype, seed=G + B + T + C)
 
 
-def test_vmapped_fused_conv_equals_each_trial_alone(monkeypatch):
+def test_vmapped_fused_conv_equals_each_trial_alone():
     """Under vmap (packed trials, each with its own weight) the conv is one fused launch; each trial's output and
     gradients must be what the fused op gives that trial alone."""
-    monkeypatch.setattr(conv, "_fused_applies", lambda x, weight: True)      # the Triton path on any device
     K, B, T, C, W = 3, 2, 33, 24, 4
     gen = torch.Generator(device=DEVICE).manual_seed(5)
     x = torch.randn(K, B, T, C, generator=gen, device=DEVICE).requires_grad_()
     weight = torch.randn(K, C, 1, W, generator=gen, device=DEVICE).requires_grad_()
     dy = torch.randn(K, B, T, C, generator=gen, device=DEVICE)
-    y = vmap(conv.causal_conv1d_silu)(x, weight)
+    y = vmap(lambda a, w: causal_conv1d_silu(a, w, backend="triton"))(x, weight)   # the Triton path on any device
     packed_grads = torch.autograd.grad((y * dy).sum(), (x, weight))
     for k in range(K):
         xk, wk = x[k].detach().requires_grad_(), weight[k].detach().requires_grad_()
-        yk = conv.causal_conv1d_silu(xk, wk)
+        yk = causal_conv1d_silu(xk, wk, backend="triton")
         grads_k = torch.autograd.grad((yk * dy[k]).sum(), (xk, wk))
         torch.testing.assert_close(y[k], yk, rtol=1e-6, atol=1e-6)
         for packed, single in zip(packed_grads, grads_k):
@@ -78,9 +77,9 @@ def test_autocast_casts_input_and_weight_as_conv1d_would():
     """Under autocast the result is the conv of the autocast-dtype input and weight, in that dtype."""
     x, weight = torch.randn(2, 9, 8, device=DEVICE), torch.randn(8, 1, 4, device=DEVICE)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        y = conv.causal_conv1d_silu(x, weight)
+        y = causal_conv1d_silu(x, weight)
     assert y.dtype == torch.bfloat16
-    expected = conv.causal_conv1d_silu_reference(x.bfloat16().double(), weight.bfloat16().double())
+    expected = causal_conv1d_silu_reference(x.bfloat16().double(), weight.bfloat16().double())
     assert rel_err(y, expected) < TOL[torch.bfloat16]
 
 

@@ -32,16 +32,31 @@ def _model(dtype=torch.float64):
     return model.to(dtype)
 
 
-def test_chunked_forward_equals_the_token_by_token_recurrence(monkeypatch):
+def _with_backend(model: GDNModel, backend: str) -> GDNModel:
+    """The same weights in a model built with another backend."""
+    other = GDNModel(model.config, model.mult, backend=backend).to(next(model.parameters()).dtype)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def test_chunked_forward_equals_the_token_by_token_recurrence():
     """The whole model through the chunked kernel vs the naive recurrence, float64, T not a multiple of 64."""
     model = _model()
     idx = torch.randint(0, 256, (2, 70))
-    monkeypatch.setenv("DELTAMU_GDN_BACKEND", "chunk")
-    chunked = model(idx)
-    monkeypatch.setenv("DELTAMU_GDN_BACKEND", "naive")
-    naive = model(idx)
+    chunked = _with_backend(model, "chunk")(idx)
+    naive = _with_backend(model, "naive")(idx)
     err = ((chunked - naive).norm() / naive.norm()).item()
     assert err < 1e-10, err
+
+
+def test_the_backend_is_chosen_once_and_reaches_every_op():
+    model = GDNModel(GDNConfig(width=64, depth=2), backend="naive")
+    ops = [m for m in model.modules() if hasattr(m, "backend")]
+    # the model; per block 2 norms, the mixer, its 3 convs and o_norm; the final norm
+    assert len(ops) == 1 + 2 * 7 + 1 and all(m.backend == "naive" for m in ops)
+    assert GDNModel(GDNConfig(width=64, depth=1)).backend == "auto"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        GDNModel(GDNConfig(width=64, depth=1), backend="fast")
 
 
 def test_causal():

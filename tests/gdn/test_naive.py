@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gdn.ops import l2_normalize, naive_recurrent_gated_delta_rule
+from gdn.ops.gated_delta_rule import l2_normalize, naive_recurrent_gated_delta_rule
 
 FLOAT64_TOL = 1e-12  # two float64 evaluations of the same products in another order: rounding only
 

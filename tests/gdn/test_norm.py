@@ -1,4 +1,4 @@
-"""gdn.ops.norm: the fused Triton RMSNorm (plain and SiLU-gated) against the float64 reference, forward and every
+"""gdn.ops.rms_norm: the fused Triton RMSNorm (plain and SiLU-gated) against the float64 reference, forward and every
 gradient, on fresh random inputs; its vmap fold (one weight per trial) against per-trial calls; the output dtype rule.
 
 Without CUDA the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, set before they are defined) at small
@@ -17,8 +17,8 @@ from triton_env import rel_err, triton_device
 DEVICE = triton_device()
 CUDA = DEVICE == "cuda"
 
-import gdn.ops.norm as norm  # noqa: E402
-from gdn.ops.triton.norm import triton_rms_norm  # noqa: E402
+from gdn.ops.rms_norm import rms_norm, rms_norm_reference  # noqa: E402
+from gdn.ops.rms_norm.triton import triton_rms_norm  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
@@ -48,7 +48,7 @@ def test_fused_matches_float64_reference(G, R, D, dtype, gated):
     y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, g, eps=1e-6, out_dtype=dtype),
                                 x, weight, gate, dy)
     ref, ref_grads = forward_backward(
-        lambda a, w, g: norm.rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
+        lambda a, w, g: rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
         x.double(), weight.double(), None if gate is None else gate.double(), dy)
     assert y.dtype == dtype and y.shape == x.shape
     errors = {"y": rel_err(y, ref)}
@@ -62,10 +62,9 @@ def test_fused_matches_float64_reference(G, R, D, dtype, gated):
 
 
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
-def test_vmapped_fused_norm_equals_each_trial_alone(monkeypatch, gated):
+def test_vmapped_fused_norm_equals_each_trial_alone(gated):
     """Under vmap (packed trials, each with its own weight) rms_norm folds the trials into one fused launch; each
     trial's output and gradients must be what the fused op gives that trial alone."""
-    monkeypatch.setattr(norm, "_fused_applies", lambda x, weight: True)       # the Triton path on any device
     K, B, T, H, V = 3, 2, 9, 2, 24
     gen = torch.Generator(device=DEVICE).manual_seed(7)
     x = torch.randn(K, B, T, H, V, generator=gen, device=DEVICE).requires_grad_()
@@ -75,30 +74,29 @@ def test_vmapped_fused_norm_equals_each_trial_alone(monkeypatch, gated):
     leaves = [t for t in (x, weight, gate) if t is not None]
 
     if gated:
-        y = vmap(lambda a, w, g: norm.rms_norm(a, w, 1e-6, gate=g))(x, weight, gate)
+        y = vmap(lambda a, w, g: rms_norm(a, w, 1e-6, gate=g, backend="triton"))(x, weight, gate)
     else:
-        y = vmap(lambda a, w: norm.rms_norm(a, w, 1e-6))(x, weight)
+        y = vmap(lambda a, w: rms_norm(a, w, 1e-6, backend="triton"))(x, weight)   # the Triton path on any device
     packed_grads = torch.autograd.grad((y * dy).sum(), leaves)
 
     for k in range(K):
         alone = [t[k].detach().requires_grad_() for t in leaves]
-        y_k = norm.rms_norm(alone[0], alone[1], 1e-6, gate=alone[2] if gated else None)
+        y_k = rms_norm(alone[0], alone[1], 1e-6, gate=alone[2] if gated else None, backend="triton")
         grads_k = torch.autograd.grad((y_k * dy[k]).sum(), alone)
         torch.testing.assert_close(y[k], y_k, rtol=1e-6, atol=1e-6)
         for packed, single in zip(packed_grads, grads_k):
             torch.testing.assert_close(packed[k], single, rtol=1e-5, atol=1e-6)
 
 
-def test_unbatched_weight_under_vmap(monkeypatch):
+def test_unbatched_weight_under_vmap():
     """A weight shared by every vmapped slice (in_dims None) is expanded; its gradient sums over the slices."""
-    monkeypatch.setattr(norm, "_fused_applies", lambda x, weight: True)
     x = torch.randn(2, 5, 16, device=DEVICE)
     weight = torch.rand(16, device=DEVICE).requires_grad_()
-    y = vmap(lambda a: norm.rms_norm(a, weight, 1e-6))(x)
+    y = vmap(lambda a: rms_norm(a, weight, 1e-6, backend="triton"))(x)
     y.sum().backward()
     ref_w = weight.detach().double().requires_grad_()
-    norm.rms_norm_reference(x.double(), ref_w, 1e-6).sum().backward()
-    torch.testing.assert_close(y.double(), norm.rms_norm_reference(x.double(), weight.double(), 1e-6), rtol=1e-5,
+    rms_norm_reference(x.double(), ref_w, 1e-6).sum().backward()
+    torch.testing.assert_close(y.double(), rms_norm_reference(x.double(), weight.double(), 1e-6), rtol=1e-5,
                                atol=1e-6)
     torch.testing.assert_close(weight.grad.double(), ref_w.grad, rtol=1e-5, atol=1e-5)
 
@@ -108,11 +106,11 @@ def test_output_dtype_follows_autocast():
     same rounding: one cast of the float32 result."""
     x, weight = torch.randn(4, 32, device=DEVICE), torch.rand(32, device=DEVICE)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        y = norm.rms_norm(x, weight, 1e-6)
+        y = rms_norm(x, weight, 1e-6)
     assert y.dtype == torch.bfloat16
-    assert torch.equal(y, norm.rms_norm_reference(x, weight, 1e-6).to(torch.bfloat16))
-    assert norm.rms_norm(x, weight, 1e-6).dtype == torch.float32
-    assert norm.rms_norm(x.double(), weight.double(), 1e-6).dtype == torch.float64
+    assert torch.equal(y, rms_norm_reference(x, weight, 1e-6).to(torch.bfloat16))
+    assert rms_norm(x, weight, 1e-6).dtype == torch.float32
+    assert rms_norm(x.double(), weight.double(), 1e-6).dtype == torch.float64
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -125,7 +123,7 @@ def test_proxy_shapes_on_the_card(gated, D):
     y, grads = forward_backward(lambda a, w, g: triton_rms_norm(a, w, g, eps=1e-6, out_dtype=torch.bfloat16),
                                 x, weight, gate, dy)
     ref, ref_grads = forward_backward(
-        lambda a, w, g: norm.rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
+        lambda a, w, g: rms_norm_reference(a, w.view(G, 1, D), 1e-6, g),
         x.double(), weight.double(), None if gate is None else gate.double(), dy)
     errors = [rel_err(y, ref)] + [rel_err(g, r) for g, r in zip(grads, ref_grads) if r is not None]
     print(f"\n[{G},{rows},{D}] gated={gated}: " + " ".join(f"{e:.1e}" for e in errors))

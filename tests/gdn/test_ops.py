@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gdn.ops import chunk_gated_delta_rule, gated_delta_rule, l2_normalize, naive_recurrent_gated_delta_rule
-from gdn.ops import dispatch
+from gdn.ops.gated_delta_rule import (chunk_gated_delta_rule, dispatch, gated_delta_rule, l2_normalize,
+                                      naive_recurrent_gated_delta_rule)
+from gdn.ops.rms_norm import rms_norm
+from gdn.ops.short_conv import causal_conv1d_silu
 
 # chunked vs recurrent, both in float64: the same exact arithmetic in another order, so only rounding differs
 FLOAT64_TOL = 1e-10
@@ -235,12 +237,14 @@ def test_bad_inputs_raise_value_error_naming_the_dims(name):
         gated_delta_rule(**x)
 
 
-def test_unknown_backend_is_an_error(monkeypatch):
+def test_unknown_backend_is_an_error():
     with pytest.raises(ValueError, match="backend must be one of"):
         gated_delta_rule(**_inputs(), backend="cuda")
-    monkeypatch.setenv(dispatch.BACKEND_ENV, "fast")
-    with pytest.raises(ValueError, match=dispatch.BACKEND_ENV):
-        gated_delta_rule(**_inputs())
+    x = torch.randn(2, 9, 8)
+    with pytest.raises(ValueError, match="backend must be one of .* got 'fast'"):
+        rms_norm(x, torch.ones(8), 1e-6, backend="fast")
+    with pytest.raises(ValueError, match="backend must be one of .* got 'fast'"):
+        causal_conv1d_silu(x, torch.ones(8, 1, 4), backend="fast")
 
 
 @pytest.mark.parametrize("backend,fn", [("chunk", chunk_gated_delta_rule), ("naive", naive_recurrent_gated_delta_rule)])
@@ -252,22 +256,21 @@ def test_backend_runs_that_implementation_with_default_scale(backend, fn):
     assert gated_delta_rule(**x, backend=backend)[1] is None
 
 
-def test_env_overrides_auto_at_call_time_but_not_an_explicit_backend(monkeypatch):
+def test_the_explicit_backend_is_the_path_taken_and_auto_is_chunk_on_the_cpu(monkeypatch):
+    """No environment variable switches the path (one that did is set here, and ignored)."""
     x = _inputs()
     naive, _ = naive_recurrent_gated_delta_rule(**x)
     chunk, _ = chunk_gated_delta_rule(**x)
     assert not torch.equal(naive, chunk)                           # float32 rounding tells the two paths apart
-    monkeypatch.setenv(dispatch.BACKEND_ENV, "naive")
-    assert torch.equal(gated_delta_rule(**x)[0], naive)
+    monkeypatch.setenv("DELTAMU_GDN_BACKEND", "naive")
+    assert torch.equal(gated_delta_rule(**x, backend="naive")[0], naive)
     assert torch.equal(gated_delta_rule(**x, backend="chunk")[0], chunk)
-    monkeypatch.setenv(dispatch.BACKEND_ENV, "chunk")
-    assert torch.equal(gated_delta_rule(**x)[0], chunk)
-    monkeypatch.delenv(dispatch.BACKEND_ENV)
+    assert torch.equal(gated_delta_rule(**x)[0], chunk)            # auto on the CPU, whatever the environment says
+    monkeypatch.delenv("DELTAMU_GDN_BACKEND")
     assert torch.equal(gated_delta_rule(**x)[0], chunk)            # auto on the CPU
 
 
 def test_auto_picks_triton_on_cuda_only_when_it_imports(monkeypatch):
-    monkeypatch.delenv(dispatch.BACKEND_ENV, raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(dispatch, "_load_triton", lambda: (chunk_gated_delta_rule, ""))
     assert dispatch.resolve_backend("auto", cuda) == "triton"
@@ -287,13 +290,13 @@ def test_auto_picks_triton_on_cuda_only_when_it_imports(monkeypatch):
         assert dispatch.resolve_backend("auto", cuda) == "chunk"
     with pytest.raises(RuntimeError, match="no triton here"):
         dispatch.resolve_backend("triton", cpu)
-    monkeypatch.setenv(dispatch.BACKEND_ENV, "triton")
     with pytest.raises(RuntimeError, match="no triton here"):
-        dispatch.resolve_backend("auto", cpu)
+        dispatch.resolve_backend("triton", cuda, 64, torch.bfloat16)          # explicit: an error on CUDA too
 
 
 def test_triton_import_failure_means_not_available():
-    """Whatever the state of gdn.ops.triton on this machine, loading it gives a function or a reason, never raises."""
+    """Whatever the state of the Triton kernels on this machine, loading them gives a function or a reason, never
+    raises."""
     fn, why = dispatch._load_triton()
     assert (fn is None) == bool(why)
 

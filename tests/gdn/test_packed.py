@@ -6,10 +6,9 @@ import random
 import pytest
 import torch
 
-import gdn.ops.dispatch as dispatch
 from gdn.config import GDNConfig, count_params
 from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec
-from gdn.ops import chunk_gated_delta_rule
+from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, dispatch
 from gdn.pack_plan import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, plan_packs
 from gdn.packed import _Pack, pack_key, train_packed
 from gdn.trial import build_model
@@ -121,8 +120,8 @@ def kernel_like_gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_
 def test_a_custom_autograd_function_backend_runs_packed(monkeypatch):
     """The dispatch folds the trial axis into B, so a backend that vmap cannot see through trains packed."""
     monkeypatch.setattr(dispatch, "_load_triton", lambda: (kernel_like_gated_delta_rule, ""))
-    monkeypatch.setenv(dispatch.BACKEND_ENV, "triton")
-    specs = [TrialSpec(tiny(steps=3), lr=lr, seed=0, dtype="float64", device="cpu") for lr in (1e-2, 2e-2)]
+    specs = [TrialSpec(tiny(steps=3), lr=lr, seed=0, dtype="float64", device="cpu", backend="triton")
+             for lr in (1e-2, 2e-2)]
     KernelLikeFunction.calls.clear()
     packed = train_packed(specs, log_every=1)
     assert KernelLikeFunction.calls[0][0] == 2 * 4                    # (trials x batch) in one call
@@ -197,7 +196,7 @@ def test_fit_pack_size_keeps_the_measured_peak_under_the_budget():
 
 
 def test_bf16_autocast_logits_equal_the_single_models():
-    """Under vmap, conv1d reaches autocast as `convolution` (unlisted on the CPU): gdn.ops.conv casts its inputs
+    """Under vmap, conv1d reaches autocast as `convolution` (unlisted on the CPU): gdn.ops.short_conv casts its inputs
     itself. Checked with CPU autocast, bit for bit against each trial's own GDNModel."""
     specs = [TrialSpec(tiny(output_mult=m), lr=1e-2, seed=s, device="cpu") for s, m in ((0, 1.0), (1, 2.0))]
     pack = _Pack(specs)

@@ -1,4 +1,5 @@
-"""gdn.ops.triton against the float64 reference: output, final state and every gradient (dq, dk, dv, dg, dbeta, dh0).
+"""The Triton gated delta rule (gdn.ops.gated_delta_rule.triton) against the float64 reference: output, final state
+and every gradient (dq, dk, dv, dg, dbeta, dh0).
 
 Without CUDA the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, set here before the kernels are
 defined) at tiny shapes. With CUDA the same checks run on the GPU, plus the benchmark shapes (skipped without CUDA), which
@@ -9,8 +10,6 @@ printed (pytest -s) and named in the failure. Tolerances: fp32 inputs 1e-4 (no T
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,10 +19,8 @@ from triton_env import rel_err, triton_device
 DEVICE = triton_device()
 CUDA = DEVICE == "cuda"
 
-from gdn.ops.chunk import chunk_gated_delta_rule  # noqa: E402
-from gdn.ops.naive import naive_recurrent_gated_delta_rule  # noqa: E402
-from gdn.ops.triton import triton_chunk_gated_delta_rule  # noqa: E402
-from gdn.ops.triton.chunk import MIN_CUDA_HEAD_DIM_K  # noqa: E402
+from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule  # noqa: E402
+from gdn.ops.gated_delta_rule.triton import MIN_CUDA_HEAD_DIM_K, triton_chunk_gated_delta_rule  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
@@ -151,7 +148,5 @@ def test_head_dim_below_the_card_bound_takes_the_chunked_path():
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_auto_backend_is_triton_on_cuda():
-    from gdn.ops.dispatch import resolve_backend
-    if os.environ.get("DELTAMU_GDN_BACKEND"):
-        pytest.skip("DELTAMU_GDN_BACKEND overrides auto")
+    from gdn.ops.gated_delta_rule.dispatch import resolve_backend
     assert resolve_backend("auto", torch.device("cuda")) == "triton"

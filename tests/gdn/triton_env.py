@@ -2,7 +2,7 @@
 
 Triton decides compile-or-interpret when a kernel is defined, so a test module calls `triton_device()` before it
 imports any kernel: without CUDA it sets TRITON_INTERPRET=1 and drops kernels an earlier test module imported
-compiled. Skips the module where Triton is not installed."""
+compiled (and the dispatch's cache of them). Skips the module where Triton is not installed."""
 from __future__ import annotations
 
 import os
@@ -11,13 +11,16 @@ import sys
 import pytest
 import torch
 
+from gdn.ops.backend import load_kernel
+
 
 def triton_device() -> str:
     """ "cuda" or "cpu" (the interpreter)."""
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
-        for name in [m for m in sys.modules if m.startswith("gdn.ops.triton")]:
-            del sys.modules[name]
+        for name in [m for m in sys.modules if m.startswith("gdn.ops.") and m.rsplit(".", 1)[1].startswith("triton")]:
+            del sys.modules[name]                  # the kernel modules: gdn.ops.<op>.triton*
+        load_kernel.cache_clear()                  # and the kernels a dispatch already took from them
     pytest.importorskip("triton")
     return "cuda" if torch.cuda.is_available() else "cpu"
 

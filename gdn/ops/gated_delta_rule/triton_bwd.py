@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gdn.ops.triton.chunk_fwd import _dot, _dot_input
+from gdn.ops.gated_delta_rule.triton_fwd import _dot, _dot_input
 
 
 @triton.jit

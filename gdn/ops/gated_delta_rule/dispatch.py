@@ -1,40 +1,23 @@
 """The one public entry to the gated delta rule: check the inputs, set the defaults, pick the backend.
 
-Backends (same contract, same outputs up to rounding):
-    "naive"   token-by-token recurrence (gdn.ops.naive), the spec; slow, float64-capable
-    "chunk"   chunked WY/UT form in plain PyTorch (gdn.ops.chunk); autograd, any device
-    "triton"  our Triton kernels (gdn.ops.triton), imported only when first asked for
-    "auto"    "triton" for CUDA tensors when gdn.ops.triton imports, else "chunk"
-
-The environment variable DELTAMU_GDN_BACKEND, read at every call, replaces "auto" (not an explicit choice), e.g.
-DELTAMU_GDN_BACKEND=naive to run a whole model through the reference.
+Backends (same contract, same outputs up to rounding; the choice is the caller's, see gdn.ops.backend):
+    "naive"   token-by-token recurrence (naive.py), the spec; slow, float64-capable
+    "chunk"   chunked WY/UT form in plain PyTorch (chunk.py); autograd, any device
+    "triton"  our Triton kernels (triton.py), imported only when first asked for
+    "auto"    "triton" for CUDA tensors when the kernels import and are validated at the call's K and dtype
+              (TRITON_VALIDATED_K), else "chunk"
 """
 from __future__ import annotations
 
 import functools
-import os
-import warnings
-from typing import Callable
 
 import torch
 
-from gdn.ops.chunk import chunk_gated_delta_rule
-from gdn.ops.fold import vmapped_call
-from gdn.ops.naive import naive_recurrent_gated_delta_rule
+from gdn.ops.backend import load_kernel, pick_kernel, run_kernel
+from gdn.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
+from gdn.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
 
-BACKEND_ENV = "DELTAMU_GDN_BACKEND"
-BACKENDS = ("auto", "chunk", "naive", "triton")
-
-
-@functools.cache
-def _load_triton() -> tuple[Callable | None, str]:
-    """(triton_chunk_gated_delta_rule, "") or (None, why it is not available). Imported once, on first need."""
-    try:
-        from gdn.ops.triton import triton_chunk_gated_delta_rule
-    except ImportError as e:                                       # no triton, or gdn.ops.triton not there (yet)
-        return None, f"{type(e).__name__}: {e}"
-    return triton_chunk_gated_delta_rule, ""
-
+_load_triton = functools.partial(load_kernel, "gdn.ops.gated_delta_rule.triton", "triton_chunk_gated_delta_rule")
 
 # Where "auto" may pick the Triton kernels: the head dims (K, inclusive range) whose forward and every gradient
 # have been checked against the float64 reference on an H100 (tests/gdn/test_triton.py; docs/benchmarks.md,
@@ -47,27 +30,11 @@ def resolve_backend(backend: str, device: torch.device, head_k_dim: int | None =
                     dtype: torch.dtype | None = None) -> str:
     """The backend a call with `backend` on `device` runs: "chunk", "naive" or "triton". With the call's head_k_dim
     and dtype, "auto" picks Triton only where it is validated on the GPU (TRITON_VALIDATED_K)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        backend = os.environ.get(BACKEND_ENV, "").strip() or "auto"
-        if backend not in BACKENDS:
-            raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        if device.type != "cuda":
-            return "chunk"
-        triton_fn, why = _load_triton()
-        if triton_fn is None:
-            warnings.warn(f"gdn.ops.triton is not importable ({why}); the gated delta rule runs on the chunked "
-                          "PyTorch path", RuntimeWarning, stacklevel=3)
-            return "chunk"
-        lo, hi = TRITON_VALIDATED_K.get(dtype, (0, -1))
-        if head_k_dim is not None and not lo <= head_k_dim <= hi:
-            return "chunk"
+    lo, hi = TRITON_VALIDATED_K.get(dtype, (0, -1))
+    validated = head_k_dim is None or lo <= head_k_dim <= hi
+    if pick_kernel(backend, device, _load_triton, validated=validated) is not None:
         return "triton"
-    if backend == "triton" and _load_triton()[0] is None:
-        raise RuntimeError(f"backend 'triton' was asked for but gdn.ops.triton is not importable: {_load_triton()[1]}")
-    return backend
+    return "naive" if backend == "naive" else "chunk"
 
 
 def _check_dims(name: str, x: torch.Tensor, layout: str, expected: dict[str, int], source: str) -> None:
@@ -128,14 +95,14 @@ def gated_delta_rule(
         initial_state: [B, H, K, V] state before the first token; default zeros.
         output_final_state: also return the state after the last token.
         use_qk_l2norm: L2-normalise q and k per head first (eps 1e-6), inside the op.
-        backend: "auto", "chunk", "naive" or "triton" (see the module docstring; DELTAMU_GDN_BACKEND overrides "auto").
+        backend: "auto", "chunk", "naive" or "triton" (see the module docstring).
 
     Returns:
         o [B, T, H, V] in q's dtype, and the final state [B, H, K, V] (float32, float64 for float64 q) or None.
 
     Raises:
         ValueError: inputs of the wrong shape, dtype or device (the message names the dims), or an unknown backend.
-        RuntimeError: backend "triton" asked for explicitly but gdn.ops.triton does not import.
+        RuntimeError: backend "triton" asked for but the Triton kernels do not import.
     """
     _check_inputs(q, k, v, g, beta, initial_state)
     if scale is None:
@@ -145,21 +112,21 @@ def gated_delta_rule(
         impl = _load_triton()[0]
     else:
         impl = chunk_gated_delta_rule if name == "chunk" else naive_recurrent_gated_delta_rule
-    # Each backend owns its precision (the chunked path computes half-precision inputs in float32): an enclosing
-    # autocast region must not push its inner matmuls back down to bf16.
-    with torch.autocast(q.device.type, enabled=False):
-        if torch._C._are_functorch_transforms_active():   # under torch.func.vmap (gdn.packed): one call, all trials
-            folded = functools.partial(_fold_into_batch, impl, scale=scale, output_final_state=output_final_state,
-                                       use_qk_l2norm=use_qk_l2norm)
-            return vmapped_call(folded, q, k, v, g, beta, initial_state)
+
+    def call(q, k, v, g, beta, initial_state):
         return impl(q, k, v, g, beta, scale=scale, initial_state=initial_state,
                     output_final_state=output_final_state, use_qk_l2norm=use_qk_l2norm)
 
+    # Each backend owns its precision (the chunked path computes half-precision inputs in float32): an enclosing
+    # autocast region must not push its inner matmuls back down to bf16. Under torch.func.vmap (gdn.packed): one
+    # call for all trials.
+    return run_kernel(call, q, k, v, g, beta, initial_state, vmapped=functools.partial(_fold_into_batch, call))
 
-def _fold_into_batch(impl, q, k, v, g, beta, initial_state, **options):
+
+def _fold_into_batch(call, q, k, v, g, beta, initial_state):
     """The backend once over the vmapped axis N folded into the batch, [N, B, ...] -> [N * B, ...]: packed training
     (gdn.packed) vmaps the model over K trials, and a Triton backend cannot be vmapped op by op."""
     N = q.shape[0]
-    o, S = impl(*(x.flatten(0, 1) for x in (q, k, v, g, beta)),
-                initial_state=None if initial_state is None else initial_state.flatten(0, 1), **options)
+    o, S = call(*(x.flatten(0, 1) for x in (q, k, v, g, beta)),
+                None if initial_state is None else initial_state.flatten(0, 1))
     return o.unflatten(0, (N, -1)), None if S is None else S.unflatten(0, (N, -1))

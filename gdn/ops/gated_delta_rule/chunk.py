@@ -21,9 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gdn.ops.naive import l2_normalize
-
-CHUNK_SIZE = 64  # tokens per chunk, as fla's chunked kernels (BT)
+from gdn.config import CHUNK_SIZE
+from gdn.ops.gated_delta_rule.naive import l2_normalize
 
 
 def _to_chunks(x: torch.Tensor, C: int, pad: int) -> torch.Tensor:
@@ -91,7 +90,7 @@ def chunk_gated_delta_rule(
     chunk_size: int = CHUNK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gated delta rule, chunked. Same contract as `naive_recurrent_gated_delta_rule`; inputs are not checked
-    here (gdn.ops.gated_delta_rule does that).
+    here (dispatch.gated_delta_rule does that).
 
     q, k [B, T, H, K]; v [B, T, H, V]; g (log alpha, <= 0, finite: -inf would make G_i - G_j = -inf + inf)
     and beta [B, T, H]; initial_state [B, H, K, V].

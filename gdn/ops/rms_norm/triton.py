@@ -1,4 +1,4 @@
-"""RMSNorm, optionally gated by SiLU, as one Triton kernel each way (private; call gdn.ops.norm.rms_norm).
+"""RMSNorm, optionally gated by SiLU, as one Triton kernel each way (private; call gdn.ops.rms_norm.rms_norm).
 
     y = x * rsqrt(mean(x^2) + eps) * w  [* silu(gate)],  computed in fp32, rounded once to y's dtype.
 
@@ -17,9 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.ops.triton.chunk import num_sms
+from gdn.ops.backend import num_sms
 
-MAX_D = 8192             # one program holds a whole row (D floats) in registers
 TILE_ELEMENTS = 8192     # rows x D per program
 
 
@@ -129,7 +128,8 @@ class TritonRMSNorm(torch.autograd.Function):
 
 def triton_rms_norm(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None, *, eps: float,
                     out_dtype: torch.dtype) -> torch.Tensor:
-    """x [..., D] with weight [D], or x [G, ..., D] with weight [G, D] (one weight per leading slice); D <= MAX_D."""
+    """x [..., D] with weight [D], or x [G, ..., D] with weight [G, D] (one weight per leading slice); D <= MAX_D
+    (dispatch.py)."""
     D = x.shape[-1]
     grouped = weight.reshape(-1, D)
     y = TritonRMSNorm.apply(x.reshape(-1, D), grouped, None if gate is None else gate.reshape(-1, D), eps,

@@ -1,6 +1,6 @@
 """The gated delta rule, written as plainly as possible. These functions are the spec.
 
-Every fast path in gdn.ops (chunked PyTorch, Triton) is tested against `naive_recurrent_gated_delta_rule`
+Every fast path of the gated delta rule (chunked PyTorch, Triton) is tested against `naive_recurrent_gated_delta_rule`
 run in float64.
 
 Layout (same as fla): q, k [B, T, H, K]; v [B, T, H, V]; g (log alpha, <= 0), beta [B, T, H];

@@ -1,6 +1,6 @@
 """Forward of the chunked gated delta rule: two kernels.
 
-Notation as gdn/ops/chunk.py (C = 64 tokens per chunk, G the chunk-local cumsum of g, gamma = e^G,
+Notation as chunk.py (C = CHUNK_SIZE = 64 tokens per chunk, G the chunk-local cumsum of g, gamma = e^G,
 Gam_ij = e^{G_i - G_j} for i >= j, T = (I + A)^-1).
 
 1. `_chunk_prep_kernel`, one program per (chunk, b*h), every chunk at once. Fuses the L2 norm of q and k, the gate
@@ -17,14 +17,20 @@ Only differences G_i - G_j with i >= j, and G_C - G_r, are exponentiated (all <=
 """
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
-# Triton's CPU interpreter (TRITON_INTERPRET=1, read when the kernels are defined) multiplies bf16 tiles as their raw
-# uint16 bits; there, _dot upcasts its operands (values already rounded to bf16, so the products are the same).
-INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+@triton.jit
+def _probe():
+    pass
+
+
+# Triton's CPU interpreter (TRITON_INTERPRET=1) multiplies bf16 tiles as their raw uint16 bits; there, _dot upcasts
+# its operands (values already rounded to bf16, so the products are the same). triton.jit decides at definition
+# whether a kernel compiles or is interpreted: ask it.
+INTERPRETED = tl.constexpr(isinstance(_probe, InterpretedFunction))
 
 
 @triton.jit
@@ -44,7 +50,7 @@ def _dot_input(a, b, PRECISION: tl.constexpr, SPLIT: tl.constexpr):
     SPLIT (bf16 a only): b is split into bf16 high and low parts, so the product keeps ~16 mantissa bits of b (TF32
     keeps 10), runs on the bf16 tensor cores, and a stays in shared memory instead of being widened to fp32 in
     registers. On Triton 3.6 / H100 this gave illegal memory accesses and NaN in the forward state pass once a
-    transposed bf16 tile [K, 64] with K >= 64 is the A operand; it is validated only for K <= 32 (see chunk.py).
+    transposed bf16 tile [K, 64] with K >= 64 is the A operand; it is validated only for K <= 32 (see triton.py).
     Otherwise a is widened to fp32 and the product runs in PRECISION (TF32 for 16-bit inputs)."""
     if a.dtype == tl.bfloat16 and SPLIT:
         b_hi = b.to(tl.bfloat16)

@@ -1,5 +1,5 @@
 """The mixer's short causal depthwise convolution and its SiLU, as one Triton kernel each way (private; call
-gdn.ops.conv.causal_conv1d_silu).
+gdn.ops.short_conv.causal_conv1d_silu).
 
     a[b, t, c] = sum_j w[c, j] x[b, t - (W - 1) + j, c]   (x = 0 before t = 0),   y = silu(a)
 

@@ -1,5 +1,5 @@
 """Shared memory of every launch the Triton launchers make, compiled for an H100 (sm_90) on this CPU machine
-(gdn.ops.triton.resources): a launch over the card's limit fails only on the card, so it is caught here first.
+(benchmarks/triton_resources.py): a launch over the card's limit fails only on the card, so it is caught here first.
 bf16 at the largest head dims `auto` takes (fp16 tiles have the same bytes); fp32 is left to the command (its
 full-precision products take minutes to compile)."""
 import os
@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _resources(*args):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}     # compile for real, not interpret
-    r = subprocess.run([sys.executable, "-m", "gdn.ops.triton.resources", "--jobs", "2", *args], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "benchmarks/triton_resources.py", "--jobs", "2", *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=600)
     return r.returncode, [line for line in r.stdout.splitlines() if line.startswith("| bf16")], r
 

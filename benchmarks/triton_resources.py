@@ -7,8 +7,8 @@ two-stage state passes did at K = 256 on an H100 (docs/benchmarks.md, Kernels), 
 catches that class of failure in CI. It says nothing about correctness or speed (tests/gdn/test_triton.py and
 benchmarks/kernels.py on the card do).
 
-    python -m gdn.ops.triton.resources                  # the shipped launch configs, sm_90 (H100, H200)
-    python -m gdn.ops.triton.resources --stages-max-k 256   # as before the K = 256 fix: must report a failure
+    python benchmarks/triton_resources.py                      # the shipped launch configs, sm_90 (H100, H200)
+    python benchmarks/triton_resources.py --stages-max-k 256   # as before the K = 256 fix: must report a failure
 
 Run it without TRITON_INTERPRET=1 (the interpreter's kernels cannot be compiled). Exit status 1 if any launch is
 over the limit.
@@ -24,18 +24,21 @@ import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
-import torch
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gdn.ops.triton import chunk
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+import gdn.ops.gated_delta_rule.triton as launcher  # noqa: E402  (the gated delta rule's launchers)
 
 # Shared memory one program may have (the opt-in maximum per block), by compute capability.
 SHARED_LIMIT = {90: 232_448}
-# The largest tiles of each input dtype that gdn.ops.dispatch lets `auto` take (TRITON_VALIDATED_K), fp32 at K = 64
-# too: shared memory grows with K and V, so these bound every smaller head dim.
+# The largest tiles of each input dtype that `auto` takes (gdn.ops.gated_delta_rule.dispatch.TRITON_VALIDATED_K),
+# fp32 at K = 64 too: shared memory grows with K and V, so these bound every smaller head dim.
 CASES = [(torch.bfloat16, 256, 64), (torch.bfloat16, 128, 256), (torch.float16, 128, 256), (torch.float32, 64, 128),
          (torch.float32, 128, 256)]
 TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32"}
@@ -46,7 +49,7 @@ KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_ke
 def recorded_launches():
     """Inside, the launchers record each kernel launch (kernel, positional args, keyword args) instead of running
     it; the list fills as they are called."""
-    launches, saved = [], {name: getattr(chunk, name) for name in KERNELS}
+    launches, saved = [], {name: getattr(launcher, name) for name in KERNELS}
 
     class Recorder:
         def __init__(self, kernel):
@@ -57,23 +60,23 @@ def recorded_launches():
 
     try:
         for name, kernel in saved.items():
-            setattr(chunk, name, Recorder(kernel))
+            setattr(launcher, name, Recorder(kernel))
         yield launches
     finally:
         for name, kernel in saved.items():
-            setattr(chunk, name, kernel)
+            setattr(launcher, name, kernel)
 
 
 def launches_for(dtype: torch.dtype, K: int, V: int, BH: int = 1024) -> list:
     """The launches of one forward and backward at head dims (K, V). BH (batch x heads) only moves the state passes'
     V tile, which is widest for large BH, so the default is the worst case."""
-    T = chunk.CHUNK_SIZE
+    T = launcher.CHUNK_SIZE
     q, k = (torch.zeros(1, T, BH, K, dtype=dtype) for _ in range(2))
     v, do = (torch.zeros(1, T, BH, V, dtype=dtype) for _ in range(2))
     g, beta = (torch.zeros(1, T, BH, dtype=dtype) for _ in range(2))
     with recorded_launches() as launches:
-        _o, _ht, saved = chunk.chunk_fwd(q, k, v, g, beta, K ** -0.5, None, False, True, True)
-        chunk.chunk_bwd(q, k, v, g, beta, K ** -0.5, True, saved, do, None, False)
+        _o, _ht, saved = launcher.chunk_fwd(q, k, v, g, beta, K ** -0.5, None, False, True, True)
+        launcher.chunk_bwd(q, k, v, g, beta, K ** -0.5, True, saved, do, None, False)
     return launches
 
 
@@ -98,7 +101,7 @@ def resource_usage(request: tuple[str, dict, dict, dict], arch: int = 90) -> dic
     """Shared memory per program, and registers and stack (spill space) per thread, of a compile_request compiled
     for compute capability `arch`; the last two read from the cubin with the cuobjdump Triton ships (-1 if absent)."""
     name, signature, constexprs, options = request
-    compiled = triton.compile(ASTSource(fn=getattr(chunk, name), signature=signature, constexprs=constexprs),
+    compiled = triton.compile(ASTSource(fn=getattr(launcher, name), signature=signature, constexprs=constexprs),
                               target=GPUTarget("cuda", arch, 32), options=options)
     usage = {"shared": compiled.metadata.shared, "regs": -1, "stack": -1}
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -117,12 +120,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", type=int, default=90, choices=sorted(SHARED_LIMIT))
     ap.add_argument("--stages-max-k", type=int, default=None,
-                    help="override chunk.STATE_STAGES_MAX_K (the largest K whose state passes are pipelined)")
+                    help="override STATE_STAGES_MAX_K (the largest K whose state passes are pipelined)")
     ap.add_argument("--case", action="append", help="dtype,K,V (e.g. bf16,256,64) instead of the default cases")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles at a time")
     args = ap.parse_args(argv)
     if args.stages_max_k is not None:
-        chunk.STATE_STAGES_MAX_K = args.stages_max_k
+        launcher.STATE_STAGES_MAX_K = args.stages_max_k
     by_name = {name: dtype for dtype, name in TYPES.items()}
     cases = [(by_name[d], int(K), int(V)) for d, K, V in (c.split(",") for c in args.case)] if args.case else CASES
     rows = [(dtype, K, V, compile_request(kernel, a, kw)) for dtype, K, V in cases

@@ -10,20 +10,20 @@ every chunk start h [B,NT,H,K,V]; vn [B,T,H,V].
 """
 from __future__ import annotations
 
-import functools
-import os
 import warnings
 
 import torch
 import triton
 
-from gdn.ops.triton.chunk_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
-from gdn.ops.triton.chunk_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
+from gdn.ops.backend import num_sms
+from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
+from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
+from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
 
-CHUNK_SIZE = 64            # tokens per chunk; the in-kernel solve splits a chunk into four 16-row blocks
+# CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
 MAX_TILE = 64              # K and V tiles of the per-chunk kernels
-L2NORM_EPS = 1e-6          # as gdn.ops.naive.l2_normalize
+L2NORM_EPS = 1e-6          # as naive.l2_normalize
 SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block solve
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
@@ -35,15 +35,15 @@ NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
 STATE_STAGES_MAX_K = 128
 # Split-bf16 products of input tiles with fp32 tiles (see _dot_input) up to this K; TF32 above. On Triton 3.6 / H100
 # the split form is validated at K = 32 (forward and backward); at K >= 64 it crashed the forward state pass
-# (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26).
-# DELTAMU_TRITON_SPLIT_MAX_K overrides it, to check a new card or Triton version against the reference.
-SPLIT_MAX_K = int(os.environ.get("DELTAMU_TRITON_SPLIT_MAX_K", "32"))
+# (illegal memory access, NaN), where TF32 was right (docs/benchmarks.md, Kernels, 2026-11-26). To check a new card
+# or Triton version against the reference, change it here and run tests/gdn/test_triton.py there.
+SPLIT_MAX_K = 32
 # On the card the kernels crashed (illegal memory access, split or TF32 products alike) at K = 16 with 16-wide K
 # tiles (H100, Triton 3.6, 2026-11-26). K tiles are now at least 32 wide (_k_tile), and K = 16 then matched the
 # float64 reference on the card in bf16 and fp32, forward and every gradient (2026-11-27, docs/benchmarks.md,
-# Kernels). Narrower K has not run there and takes the chunked path on CUDA. DELTAMU_TRITON_MIN_CUDA_K overrides
-# the bound, to check another card or Triton version against the reference (tests/gdn/test_triton.py).
-MIN_CUDA_HEAD_DIM_K = int(os.environ.get("DELTAMU_TRITON_MIN_CUDA_K", "16"))
+# Kernels). Narrower K has not run there and takes the chunked path on CUDA. To check another card or Triton
+# version against the reference, lower it here and run tests/gdn/test_triton.py there.
+MIN_CUDA_HEAD_DIM_K = 16
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
 
@@ -55,19 +55,6 @@ def _k_tile(K: int) -> int:
     """K tiles are never narrower than 32: K < 32 then runs the tile shapes checked on the card at K = 32, with
     the extra columns masked to zero (K = 16 tiles crashed there; see MIN_CUDA_HEAD_DIM_K)."""
     return max(32, triton.next_power_of_2(K))
-
-
-@functools.cache
-def _cuda_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def num_sms(device: torch.device) -> int:
-    """The device's SM count, for sizing grids; an H100's (132) off CUDA, where the kernels run in the interpreter
-    or are compiled ahead of time for an H100 (gdn.ops.triton.resources)."""
-    if device.type != "cuda":
-        return 132
-    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
@@ -195,7 +182,7 @@ def triton_chunk_gated_delta_rule(
     output_final_state: bool = False,
     use_qk_l2norm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The gated delta rule on our Triton kernels; same contract as gdn.ops.chunk.chunk_gated_delta_rule.
+    """The gated delta rule on our Triton kernels; same contract as chunk.chunk_gated_delta_rule.
 
     q, k [B, T, H, K] and v [B, T, H, V] share one dtype (bf16, fp16 or fp32); g (log alpha <= 0) and beta are
     [B, T, H] of any float dtype (read as fp32); initial_state [B, H, K, V] (fp32 recommended). Returns o [B, T, H, V]
@@ -208,7 +195,6 @@ def triton_chunk_gated_delta_rule(
         scale = K ** -0.5
     too_small = q.is_cuda and K < MIN_CUDA_HEAD_DIM_K
     if q.dtype == torch.float64 or K > MAX_HEAD_DIM_K or too_small or q.shape[1] == 0:
-        from gdn.ops.chunk import chunk_gated_delta_rule
         if K > MAX_HEAD_DIM_K or too_small:
             lo = MIN_CUDA_HEAD_DIM_K if q.is_cuda else 1
             warnings.warn(f"triton gated delta rule supports {lo} <= K <= {MAX_HEAD_DIM_K} here, got K={K}: running "
