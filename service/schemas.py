@@ -1,4 +1,5 @@
-"""Pydantic I/O types of the API: JobCreate (input), *Public (output), the list wrappers and the problem body.
+"""Pydantic I/O types of the API: JobCreate (input), *Public (output, RecommendationPublic among them), the list
+wrappers and the problem body.
 
 Static limits live here (a positive width, a non-empty grid); limits an operator tunes (the largest job a
 deployment accepts) are checked against settings in service.jobspec, with the reason in the answer.
@@ -284,6 +285,110 @@ class TrialPublic(BaseModel):
 class TrialList(BaseModel):
     job_id: str
     items: list[TrialPublic]
+
+
+# --- the recommendation: gdn.sweep.recommend's answer for a target width ------------------------------------------
+
+class _Recommended(BaseModel):
+    """Non-finite floats are written as the strings 'NaN', 'Infinity' and '-Infinity' (service.floats.encode)."""
+    model_config = ConfigDict(ser_json_inf_nan="strings")
+
+
+class ParametrizationPublic(_Recommended):
+    name: str
+    readout: str = Field(description="the readout rule")
+    output_mult: float = Field(description="the constant logit multiplier tuned at the base width")
+    init_mult: float = Field(description="sigma_0 of the matrices x this, tuned at the base width")
+    readout_tied: bool
+    width_axis: Literal["head_dim", "heads"]
+    description: str
+
+
+class OptimizerPublic(_Recommended):
+    name: Literal["adamw", "sgd"]
+    weight_decay: float = Field(description="applied only to the groups whose weight_decay is not 0")
+    betas: tuple[float, float]
+    eps: float
+    momentum: float
+    grad_clip: float = Field(description="global grad-norm clip (weighted per group by clip_weight); 0: none")
+
+
+class SchedulePublic(_Recommended):
+    steps: int
+    warmup_steps: int
+    batch_size: int
+    seq_len: int
+    min_lr: float = Field(description="absolute, for a group of LR multiplier 1")
+
+
+class ParamGroupPublic(_Recommended):
+    role: str
+    patterns: list[str] = Field(description="fnmatch patterns of the parameter names in this group")
+    lr: float
+    min_lr: float
+    lr_multiplier: float = Field(description="lr / base_lr at this width")
+    init: str = Field(description="normal | zeros | ones | conv_uniform | gdn_gate")
+    init_std: float | None = Field(description="the std of a normal (or zeros) init; null for the fixed inits")
+    weight_decay: float
+    clip_weight: float = Field(description="this group's gradient weight in the norm the global clip compares")
+
+
+class ForwardMultipliersPublic(_Recommended):
+    logits: float
+    gdn_scale: float = Field(description="the `scale` argument of (fla's) chunk_gated_delta_rule")
+
+
+class ModelShapesPublic(_Recommended):
+    width: int
+    depth: int
+    num_heads: int
+    head_k_dim: int
+    head_v_dim: int
+    key_dim: int
+    value_dim: int
+    mlp_hidden: int
+    vocab_size: int
+    width_axis: Literal["head_dim", "heads"]
+    tie_embeddings: bool
+    num_params: int
+
+
+class CostPublic(_Recommended):
+    proxy_train_flops_per_token: float
+    target_train_flops_per_token: float
+    trial_share: float = Field(description="one proxy trial's training FLOPs over the target's, per token")
+    num_trials: int = Field(description="trials of the base width's sweep")
+    sweep_share: float = Field(description="num_trials x trial_share")
+
+
+class TransferEvidencePublic(_Recommended):
+    max_width_mult: float = Field(description="the widest target / base ratio the transfer study checked")
+    holds: bool = Field(description="did the base width's lr transfer there")
+    summary: str
+
+
+class RecommendationPublic(_Recommended):
+    """The muP hyperparameters of a finished job for a target width: a pure function of the job's optimum and the
+    width (gdn.sweep.recommend)."""
+    job_id: str
+    parametrization_version: str
+    parametrization: ParametrizationPublic
+    optimizer: OptimizerPublic
+    base_width: int
+    target_width: int
+    width_mult: float = Field(description="target_width / base_width")
+    base_lr: float = Field(description="the base width's optimum")
+    base_lr_log2_std: float | None = Field(description="spread of the per-seed optima in log2 units (null: one seed)")
+    optimum_on_edge: bool
+    warnings: list[str]
+    transfer_evidence: TransferEvidencePublic | None = Field(
+        description="what the transfer study measured for this parametrization and optimizer (null: nothing)")
+    schedule: SchedulePublic
+    groups: list[ParamGroupPublic] = Field(description="one optimizer group per parameter role")
+    forward_multipliers: ForwardMultipliersPublic
+    target_model: ModelShapesPublic
+    proxy_model: ModelShapesPublic
+    cost: CostPublic
 
 
 class Problem(BaseModel):
