@@ -371,10 +371,10 @@ class RecommendationPublic(_Recommended):
     """The muP hyperparameters of a finished job for a target width: a pure function of the job's optimum and the
     width (gdn.sweep.recommend)."""
     job_id: str
-    parametrization_version: str
+    parametrization_version: str = Field(description="the version of gdn's parametrization table behind the answer")
     parametrization: ParametrizationPublic
     optimizer: OptimizerPublic
-    base_width: int
+    base_width: int = Field(description="the proxy's width, where the lr was tuned")
     target_width: int
     width_mult: float = Field(description="target_width / base_width")
     base_lr: float = Field(description="the base width's optimum")

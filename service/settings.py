@@ -65,18 +65,11 @@ class Settings(BaseSettings):
     # to the number of GPU workers when they are separate containers.
     pack_share: int | None = Field(None, ge=1)
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "allowed_data_dirs", mode="before")
     @classmethod
-    def _split_tokens(cls, v):
+    def _split_commas(cls, v):
         if isinstance(v, str):
-            return [t.strip() for t in v.split(",") if t.strip()]
-        return v
-
-    @field_validator("allowed_data_dirs", mode="before")
-    @classmethod
-    def _split_dirs(cls, v):
-        if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
+            return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
     @field_validator("database_url")
