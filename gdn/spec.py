@@ -210,21 +210,28 @@ class TrialCancelled(Exception):
 class RecommendedGroup:
     """One role's hyperparameters at the target width (the table's Group, with the tuned lr applied)."""
     role: str
-    patterns: tuple[str, ...]        # parameter-name globs, ours and fla's
+    patterns: tuple[str, ...]
+    """fnmatch patterns of the parameter names in this group, ours and fla's"""
     lr: float
     min_lr: float
     lr_multiplier: float
-    init: str                        # the init kind (gdn.parametrization.Init)
-    init_std: float | None           # std of a normal (0 for zeros), None for the fixed inits
+    """lr / base_lr at this width"""
+    init: str
+    """normal | zeros | ones | conv_uniform | gdn_gate (gdn.parametrization.Init)"""
+    init_std: float | None
+    """the std of a normal (or zeros) init; null for the fixed inits"""
     weight_decay: float
-    clip_weight: float               # this group's gradient weight in the norm the global clip compares
+    clip_weight: float
+    """this group's gradient weight in the norm the global clip compares"""
 
 
 @dataclass(frozen=True)
 class TransferEvidence:
     """What the transfer study (docs/transfer.md) measured for one (parametrization, optimizer)."""
-    max_width_mult: float      # the widest target / base ratio at which the base width's LR was checked
-    holds: bool                # did the base width's LR transfer there (argmin stable, no worse than tuned SP)?
+    max_width_mult: float
+    """the widest target / base ratio at which the base width's lr was checked"""
+    holds: bool
+    """did the base width's lr transfer there (argmin stable, no worse than SP tuned by hand)"""
     summary: str
 
 

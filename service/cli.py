@@ -31,31 +31,30 @@ class CliError(Exception):
 
 # --- the service ---------------------------------------------------------------------------------------------
 
-def _embedded_environment(settings: Settings) -> Settings:
-    """Pin the data dir to an absolute path and make sure a write token exists, for this process and the workers
-    it starts; returns the settings that result."""
+def _embedded_settings(settings: Settings) -> Settings:
+    """The settings `deltamu up` runs its API and workers with: the data dir pinned to an absolute path, and a
+    write token (generated once into the data dir) when settings name none. The workers are handed them
+    explicitly (service.launch.worker_commands); this process's environment is left alone."""
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["DELTAMU_DATA_DIR"] = str(data_dir)
-    if not settings.api_tokens:
+    tokens = settings.api_tokens
+    if not tokens:
         from service.auth import generate_token
         token_file = data_dir / "token"
         if not token_file.exists():
             token_file.write_text(generate_token() + "\n")
             token_file.chmod(0o600)
-        os.environ["DELTAMU_API_TOKENS"] = token_file.read_text().strip()
-    get_settings.cache_clear()
-    return get_settings()
+        tokens = [token_file.read_text().strip()]
+    return settings.model_copy(update={"data_dir": data_dir, "api_tokens": tokens})
 
 
 def cmd_up(args) -> int:
     import uvicorn
 
-    from service import migrate
+    from service import launch, migrate
     from service.main import create_app
-    from worker import launch
 
-    settings = _embedded_environment(get_settings())
+    settings = _embedded_settings(get_settings())
     migrate.upgrade(settings.db_url)
     procs = launch.start(launch.worker_commands(settings, cpu_workers=args.workers))
     host, port = args.host or settings.host, args.port or settings.port
@@ -85,7 +84,7 @@ def cmd_api(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from worker import launch
+    from service import launch
 
     gpus = None if args.gpus is None else [g for g in args.gpus.split(",") if g]
     return launch.supervise(launch.start(launch.worker_commands(get_settings(), gpus=gpus,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from gdn.summary import TrialOutcome, summarize_sweep
 from service import floats
 from service.models import (JOB_ACTIVE, JOB_TERMINAL, TRIAL_ACTIVE, TRIAL_RESULT, ApiToken, CurvePoint,
                             IdempotencyKey, Job, JobState, Trial, TrialState, utcnow)
@@ -353,61 +354,30 @@ def _fail_locked(session: Session, *, job_id: str, trial_id: int, worker: str | 
 
 def _settle(session: Session, job_id: str) -> None:
     """If no current trial is PENDING or RUNNING, move the job to its terminal state: CANCELLED when cancelling,
-    else SUCCEEDED with the optimum fitted once here, or FAILED when there is nothing to fit.
-    Runs under the job lock, so exactly one transaction sees the job settle."""
+    else SUCCEEDED with what gdn.summary makes of its trials (stored once, here), or FAILED when there is nothing
+    to fit. Runs under the job lock, so exactly one transaction sees the job settle."""
     session.flush()                        # pending changes first: the reload below must not discard them
     job = session.get(Job, job_id, populate_existing=True)
     if job.state in JOB_TERMINAL:
         return
     current = list(session.scalars(sa.select(Trial).where(Trial.job_id == job_id, Trial.retried.is_(False))
-                                   .execution_options(populate_existing=True)))
+                                   .order_by(Trial.point).execution_options(populate_existing=True)))
     if any(t.state in TRIAL_ACTIVE for t in current):
         return
-    now = utcnow()
-    job.finished_at = now
+    job.finished_at = utcnow()
     if job.state == JobState.CANCELLING:
         job.state = JobState.CANCELLED
         return
-    results = [t for t in current if t.state in TRIAL_RESULT]
-    failed = sorted((t for t in current if t.state == TrialState.FAILED), key=lambda t: t.point)
-    multi_width = len(job.widths) > 1
-    failed_note = ""
-    if failed:
-        failed_note = (f"{len(failed)} trial(s) failed after {max(t.attempt for t in failed)} attempt(s) and are "
-                       f"left out of the fit: " + ", ".join(
-                           (f"width {t.width} " if multi_width else "") + f"lr {t.lr:.3g} seed {t.seed}"
-                           for t in failed))
-    from gdn.fit import fit_optimum, grid_step_log2  # numpy at call time; rare in the API
-    from gdn.transfer import transfer_summary  # numpy at call time; rare in the API
-    base_width = job.widths[0]
-    base_results = [t for t in results if t.width == base_width]
-    try:
-        if not base_results:
-            raise ValueError("no trial produced a result" + (f" at the base width {base_width}" if multi_width
-                                                              else ""))
-        optimum = fit_optimum([t.lr for t in base_results], [_final_loss(t) for t in base_results],
-                              [t.seed for t in base_results]).to_dict()
-    except ValueError as e:
-        job.state = JobState.FAILED
-        job.error = "; ".join(filter(None, [str(e), failed_note]))
+    summary = summarize_sweep([TrialOutcome(width=t.width, lr=t.lr, seed=t.seed, state=t.state.value,
+                                            final_val_loss=t.final_val_loss, attempt=t.attempt) for t in current],
+                              widths=job.widths)
+    if summary.error is not None:
+        job.state, job.error = JobState.FAILED, summary.error
         return
-    if failed_note:
-        optimum["warnings"] = list(optimum.get("warnings", [])) + [failed_note]
-    job.optimum = floats.encode(optimum)
-    if multi_width:
-        summary = transfer_summary([t.width for t in results], [t.lr for t in results],
-                                   [_final_loss(t) for t in results], [t.seed for t in results],
-                                   base_width=base_width, grid_step=grid_step_log2([t.lr for t in current]),
-                                   swept_widths=job.widths)
-        if failed_note:
-            summary.warnings.append(failed_note)
-        job.transfer = floats.encode(summary.to_dict())
+    job.optimum = floats.encode(summary.optimum.to_dict())
+    if summary.transfer is not None:
+        job.transfer = floats.encode(summary.transfer.to_dict())
     job.state = JobState.SUCCEEDED
-
-
-def _final_loss(trial: Trial) -> float:
-    """A trial's result as the fit takes it: its validation loss, NaN for a diverged trial."""
-    return trial.final_val_loss if trial.state == TrialState.COMPLETED else float("nan")
 
 
 # --- idempotency keys --------------------------------------------------------------------------------------

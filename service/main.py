@@ -8,25 +8,16 @@ import logging
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import crud, problems
+from service import problems
 from service.api.routes import health, jobs, recommendations
-from service.auth import hash_token
-from service.db import make_engine, make_session_factory, transaction
+from service.auth import sync_settings_tokens
+from service.db import make_engine, make_session_factory
 from service.jobspec import JobRejected
 from service.metrics import make_registry
+from service.queue import make_celery
 from service.settings import Settings, get_settings
-from worker.celery_app import make_celery
 
 log = logging.getLogger("deltamu.api")
-
-
-def sync_settings_tokens(app: FastAPI) -> None:
-    """Store the hashes of the tokens named in settings (once per process)."""
-    tokens = app.state.settings.api_tokens
-    if tokens and not app.state.tokens_synced:
-        with transaction(app.state.sessions) as session:
-            crud.ensure_tokens(session, hashes={hash_token(t): "settings" for t in tokens})
-    app.state.tokens_synced = True
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            sync_settings_tokens(app)
+            sync_settings_tokens(app.state)
         except SQLAlchemyError as e:  # e.g. schema not migrated yet: /readyz says so; auth retries the sync
             log.warning("could not store the settings' API tokens yet: %s", e)
         yield

@@ -1,17 +1,57 @@
-"""Sending work to the workers. Called only after the transaction that created the work has committed; a send
-that fails leaves the trial PENDING with enqueued_at NULL, and the reaper sends it again."""
+"""The Celery app both sides use, and sending work to the workers.
+
+make_celery is the one place the app is configured from settings: the API builds a client with it, the worker
+(worker.celery_app) the app its tasks run on. Trials are long and must run once: acks_late +
+reject_on_worker_lost (a lost worker's message goes back to the queue), prefetch 1 (a worker holds one trial at a
+time), and hard time limit < the broker's visibility timeout (settings checks it), so Redis never redelivers a trial
+that is still running. The database is the record: results are ignored, the result backend is never read.
+
+Work is sent only after the transaction that created it has committed; a send that fails leaves the trial PENDING
+with enqueued_at NULL, and the reaper sends it again.
+"""
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import crud
 from service.db import transaction
+from service.settings import Settings
 
 RUN_TRIAL = "deltamu.run_trial"
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 log = logging.getLogger("deltamu.queue")
+
+
+def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
+    """The Celery app of these settings; `include`: the modules that define its tasks (the worker's)."""
+    app = Celery("deltamu", broker=settings.broker, include=list(include))
+    # kombu's SQL transport hands its transport options to create_engine, so it gets none; it polls its tables
+    # and never redelivers by timeout (the reaper requeues what a dead worker held).
+    sql_broker = settings.broker.startswith("sqla+")
+    transport_options = {} if sql_broker else {"visibility_timeout": settings.visibility_timeout_seconds}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_time_limit=settings.trial_time_limit_seconds,
+        task_soft_time_limit=settings.trial_soft_time_limit_seconds,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child or None,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
 
 
 def enqueue_trials(celery: Celery, sessions: sessionmaker[Session], queue: str, trial_ids: list[int]) -> list[int]:

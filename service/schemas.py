@@ -1,4 +1,5 @@
-"""Pydantic I/O types of the API: JobCreate (input), *Public (output), the list wrappers and the problem body.
+"""Pydantic I/O types of the API: JobCreate (input), *Public (output, RecommendationPublic among them), the list
+wrappers and the problem body.
 
 Static limits live here (a positive width, a non-empty grid); limits an operator tunes (the largest job a
 deployment accepts) are checked against settings in service.jobspec, with the reason in the answer.
@@ -14,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gdn.config import GDNConfig
 from gdn.parametrization import PRESETS
-from gdn.spec import BYTE_VOCAB, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig
+from gdn.spec import (BYTE_VOCAB, DataSpec, OptimizerSpec, RecommendedGroup, ScheduleSpec, SweepConfig,
+                      TransferEvidence)
 
 from service.models import JobState, TrialState
 
@@ -268,6 +270,76 @@ class TrialPublic(BaseModel):
 class TrialList(BaseModel):
     job_id: str
     items: list[TrialPublic]
+
+
+# --- the recommendation: gdn.recommend.recommend's answer for a target width ------------------------------------------
+
+class _Recommended(BaseModel):
+    """Non-finite floats are written as the strings 'NaN', 'Infinity' and '-Infinity' (service.floats.encode); the
+    gdn.spec dataclasses inside are documented by their attribute docstrings."""
+    model_config = ConfigDict(ser_json_inf_nan="strings", use_attribute_docstrings=True)
+
+
+class ParametrizationPublic(_Recommended):
+    name: str
+    readout: str = Field(description="the readout rule")
+    output_mult: float = Field(description="the constant logit multiplier tuned at the base width")
+    init_mult: float = Field(description="sigma_0 of the matrices x this, tuned at the base width")
+    readout_tied: bool
+    width_axis: Literal["head_dim", "heads"]
+    description: str
+
+
+class ForwardMultipliersPublic(_Recommended):
+    logits: float
+    gdn_scale: float = Field(description="the `scale` argument of (fla's) chunk_gated_delta_rule")
+
+
+class ModelShapesPublic(_Recommended):
+    width: int
+    depth: int
+    num_heads: int
+    head_k_dim: int
+    head_v_dim: int
+    key_dim: int
+    value_dim: int
+    mlp_hidden: int
+    vocab_size: int
+    width_axis: Literal["head_dim", "heads"]
+    tie_embeddings: bool
+    num_params: int
+
+
+class CostPublic(_Recommended):
+    proxy_train_flops_per_token: float
+    target_train_flops_per_token: float
+    trial_share: float = Field(description="one proxy trial's training FLOPs over the target's, per token")
+    num_trials: int = Field(description="trials of the base width's sweep")
+    sweep_share: float = Field(description="num_trials x trial_share")
+
+
+class RecommendationPublic(_Recommended):
+    """The muP hyperparameters of a finished job for a target width: a pure function of the job's optimum and the
+    width (gdn.recommend.recommend, a gdn.spec.Recommendation)."""
+    job_id: str
+    parametrization_version: str = Field(description="the version of gdn's parametrization table behind the answer")
+    parametrization: ParametrizationPublic
+    optimizer: OptimizerSpec
+    base_width: int = Field(description="the proxy's width, where the lr was tuned")
+    target_width: int
+    width_mult: float = Field(description="target_width / base_width")
+    base_lr: float = Field(description="the base width's optimum")
+    base_lr_log2_std: float | None = Field(description="spread of the per-seed optima in log2 units (null: one seed)")
+    optimum_on_edge: bool
+    warnings: list[str]
+    transfer_evidence: TransferEvidence | None = Field(
+        description="what the transfer study measured for this parametrization and optimizer (null: nothing)")
+    schedule: ScheduleSpec
+    groups: list[RecommendedGroup] = Field(description="one optimizer group per parameter role")
+    forward_multipliers: ForwardMultipliersPublic
+    target_model: ModelShapesPublic
+    proxy_model: ModelShapesPublic
+    cost: CostPublic
 
 
 class Problem(BaseModel):

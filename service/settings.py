@@ -64,10 +64,8 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = 7 * 3600      # Redis redelivers unacked tasks after this: above the limit
     worker_max_tasks_per_child: int = 0             # 0: no limit; 1 frees a CUDA context after every trial
     # A CUDA worker trains up to this many PENDING trials of one job and width as one pack (gdn.packed), as many
-    # as fit the GPU; 1 disables packing. CPU workers train one trial per task (a pack does not pay on a CPU)
-    # unless pack_on_cpu, which exists so the packed path can be tested without a GPU.
+    # as fit the GPU; 1 disables packing. CPU workers train one trial per task (a pack does not pay on a CPU).
     max_pack: int = Field(16, ge=1)
-    pack_on_cpu: bool = False
     # How many GPU workers split one job: a pack takes at most ceil(trials of its job and width / pack_share), so
     # that N workers (one per GPU) each train a share instead of the first taking the whole grid. Unset: what
     # `deltamu worker` / `deltamu up` launch together (one per visible GPU); 1 for a worker started alone. Set it
@@ -81,18 +79,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {BACKENDS}, got {v!r}")
         return v
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "allowed_data_dirs", mode="before")
     @classmethod
-    def _split_tokens(cls, v):
+    def _split_commas(cls, v):
         if isinstance(v, str):
-            return [t.strip() for t in v.split(",") if t.strip()]
-        return v
-
-    @field_validator("allowed_data_dirs", mode="before")
-    @classmethod
-    def _split_dirs(cls, v):
-        if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
+            return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
     @field_validator("database_url")
@@ -141,6 +132,22 @@ class Settings(BaseSettings):
     def token_file(self) -> Path:
         """Where `deltamu up` keeps the token it generated, and where the CLI client looks for one."""
         return self.data_dir / "token"
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as DELTAMU_* variables, in the form they are read: what a child process (a worker that
+        `deltamu up` or `deltamu worker` starts) is given so that its own Settings() equals these. Unset (None)
+        fields are left out."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"{self.model_config['env_prefix']}{name.upper()}"] = str(value)
+        return env
 
 
 @functools.lru_cache

@@ -5,8 +5,8 @@ K is what fits the GPU (gdn.pack_plan.fit_pack_size: estimated from the shapes, 
 cached per (job, width) in this process), at most settings.max_pack, and at most this worker's share of the
 (job, width)'s trials when settings.pack_share workers split jobs (one per GPU). CPU workers train one trial per
 task (a pack of one is slower than train_trial there, and a CPU gains nothing from batching trials) unless
-settings.pack_on_cpu, which lets the tests drive the packed path without a GPU. On CUDA even a lone trial trains
-as a pack (of one): the pack replays its steps from a CUDA graph (gdn.train.run decides).
+PACK_ON_CPU. On CUDA even a lone trial trains as a pack (of one): the pack replays its steps from a CUDA graph
+(gdn.train.run decides).
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from service.settings import Settings
 from worker.runtime import log, sessions
 
 PACK_SIZE_CACHE_ENTRIES = 256
+# Not a setting: True only in the tests' worker app (tests/worker/packing_worker_app.py), so that a CPU worker takes
+# the CUDA worker's packed path and the tests drive it without a GPU.
+PACK_ON_CPU = False
 # (job id, width) -> (trials that fit, how many were tried): a size below what was tried is the device's limit
 _pack_sizes: dict[tuple[str, int], tuple[int, int]] = {}
 
@@ -31,7 +34,7 @@ def trial_spec(claimed: ClaimedTrial, settings: Settings) -> TrialSpec:
 
 
 def packs_here(settings: Settings) -> bool:
-    return settings.max_pack > 1 and (resolve_device(settings.device).type == "cuda" or settings.pack_on_cpu)
+    return settings.max_pack > 1 and (resolve_device(settings.device).type == "cuda" or PACK_ON_CPU)
 
 
 def pack_size(claimed: ClaimedTrial, settings: Settings, available: int) -> int:

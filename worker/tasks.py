@@ -14,14 +14,14 @@ from gdn.train import run
 from service import crud
 from service.crud import ClaimedTrial
 from service.db import transaction
-from service.queue import enqueue_trials
+from service.queue import RUN_TRIAL, enqueue_trials
 from service.settings import Settings, get_settings
 from worker import packing, reaper
 from worker.celery_app import app
 from worker.runtime import Heartbeat, log, sessions
 
 
-@app.task(name="deltamu.run_trial", bind=True, ignore_result=True)
+@app.task(name=RUN_TRIAL, bind=True, ignore_result=True)
 def run_trial(self, trial_id: int) -> str:
     settings = get_settings()
     worker = f"{self.request.hostname}:{os.getpid()}"

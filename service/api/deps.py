@@ -1,4 +1,5 @@
-"""Request dependencies: settings, a session, the caller (bearer token), the Idempotency-Key header."""
+"""Request dependencies: settings, a session, the caller (bearer token), the Idempotency-Key header; and what the
+routers share: a job by its id (or 404) and the problem responses they document."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,15 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from service import crud
-from service.auth import match_token
+from service.auth import match_token, sync_settings_tokens
+from service.models import Job
 from service.problems import ProblemError
+from service.schemas import Problem
 from service.settings import Settings
 
 IDEMPOTENCY_KEY_MAX = 255
+PROBLEMS = {code: {"model": Problem, "content": {"application/problem+json": {}}}
+            for code in (400, 401, 404, 409, 422)}
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -46,9 +51,7 @@ def _authenticate(request: Request, session: Session, authorization: str | None)
     if scheme.lower() != "bearer" or not token.strip():
         raise ProblemError(401, "unauthorized", "Authentication required",
                            "the Authorization header must be 'Bearer <token>'", headers=unauthorized)
-    if not request.app.state.tokens_synced:
-        from service.main import sync_settings_tokens
-        sync_settings_tokens(request.app)
+    sync_settings_tokens(request.app.state)
     token_id = match_token(token.strip(), crud.active_tokens(session))
     if token_id is None:
         raise ProblemError(401, "invalid-token", "Invalid token", "the bearer token is not valid",
@@ -81,3 +84,10 @@ def idempotency_key(idempotency_key: Annotated[str | None, Header(alias="Idempot
 Writer = Annotated[Principal, Depends(writer)]
 Reader = Annotated[Principal, Depends(reader)]
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+
+
+def load_job(session: Session, job_id: str) -> Job:
+    job = crud.get_job(session, job_id=job_id)
+    if job is None:
+        raise ProblemError(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
+    return job

@@ -13,7 +13,7 @@ from service import floats
 from service.jobspec import prepare
 from service.schemas import JobCreate
 from service.settings import Settings
-from service.testing import tiny_job
+from helpers import tiny_job
 
 TARGET_WIDTH = 4096
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from service.cli import build_parser
-from service.testing import REPO_ROOT
+from helpers import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -55,7 +55,7 @@ def test_the_environment_points_at_postgres_and_redis(compose):
 @pytest.mark.parametrize("service, subcommand", [("migrate", "migrate"), ("api", "api"), ("worker", "worker")])
 def test_commands_exist_and_match_the_tests(compose, service, subcommand):
     """The commands compose runs parse with the real `deltamu` parser; the e2e tests run the same subcommands
-    (`deltamu migrate`, `deltamu api`, and the argv `deltamu worker` builds in worker.launch)."""
+    (`deltamu migrate`, `deltamu api`, and the argv `deltamu worker` builds in service.launch)."""
     command = compose["services"][service]["command"]
     assert command[0] == "deltamu" and command[1] == subcommand
     args = build_parser().parse_args(command[1:])

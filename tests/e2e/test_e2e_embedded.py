@@ -12,7 +12,7 @@ import sys
 import httpx
 
 from e2e_flow import check_finished_job, e2e_job, wait_until_serving
-from service.testing import REPO_ROOT, Process, free_port
+from helpers import REPO_ROOT, Process, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import sys
 import httpx
 
 from e2e_flow import check_finished_job, e2e_job, poll_job, submit, wait_until_serving
-from service.testing import REPO_ROOT, TEST_TOKEN, free_port, start_api, start_worker, temporary_postgres_database
+from helpers import REPO_ROOT, TEST_TOKEN, free_port, start_api, start_worker, temporary_postgres_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from e2e_flow import check_transfer_study, poll_job, submit, transfer_job, wait_until_serving
-from service.testing import TEST_TOKEN, free_port, start_api, start_worker
+from helpers import TEST_TOKEN, free_port, start_api, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -4,8 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.db import make_engine, make_session_factory
-from service.testing import *  # noqa: F401,F403  (the shared fixtures)
-from service.testing import settings_from_env
+from helpers import settings_from_env
 
 
 @pytest.fixture

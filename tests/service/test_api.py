@@ -15,7 +15,7 @@ from gdn.spec import SweepConfig
 from service import crud, floats
 from service.db import make_engine, make_session_factory, transaction
 from service.models import IdempotencyKey, Job, Trial
-from service.testing import TEST_TOKEN, tiny_job
+from helpers import TEST_TOKEN, tiny_job
 
 pytestmark = pytest.mark.integration
 
@@ -297,6 +297,8 @@ def test_openapi_documents_the_routes(pg_env, make_client):
                  "/metrics"):
         assert path in spec["paths"], path
     assert "JobCreate" in spec["components"]["schemas"]
+    answer = spec["paths"]["/v1/jobs/{job_id}/recommendation"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/RecommendationPublic"}
 
 
 def test_no_mutated_body_gets_a_500(sqlite_env, make_client, auth):

@@ -8,7 +8,7 @@ import pytest
 from service.jobspec import prepare
 from service.schemas import JobCreate
 from service.settings import Settings
-from service.testing import REPO_ROOT
+from helpers import REPO_ROOT
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.json"))
 

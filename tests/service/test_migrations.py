@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.models import Base
-from service.testing import REPO_ROOT, temporary_postgres_database
+from helpers import REPO_ROOT, temporary_postgres_database
 
 pytestmark = pytest.mark.integration
 

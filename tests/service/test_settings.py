@@ -28,6 +28,19 @@ def test_conventional_variables_switch_to_postgres_and_redis(monkeypatch):
     assert Settings().api_tokens == ["a", "b"]
 
 
+def test_a_child_given_the_settings_environment_reads_the_same_settings(monkeypatch, tmp_path):
+    for name in ("DATABASE_URL", "DELTAMU_BROKER_URL", "CELERY_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings(data_dir=tmp_path, database_url="postgres://u@db/x", api_tokens=["a", "b"], auth_reads=True,
+                 allowed_data_dirs=[tmp_path / "d1", tmp_path / "d2"], heartbeat_seconds=0.5, pack_share=2,
+                 max_job_flops=2.5e18)
+    env = s.as_environment()
+    assert "DELTAMU_BROKER_URL" not in env and env["DELTAMU_API_TOKENS"] == "a,b"     # unset: left out
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == s
+
+
 @pytest.mark.parametrize("bad", [
     {"trial_time_limit_seconds": 3600, "visibility_timeout_seconds": 3600},   # Redis would redeliver a live trial
     {"heartbeat_seconds": 10, "stale_after_seconds": 15},                       # live trials would be reaped

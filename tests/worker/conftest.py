@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from service.db import make_engine, make_session_factory
-from service.testing import *  # noqa: F401,F403  (the shared fixtures)
-from service.testing import settings_from_env, start_worker
+from helpers import settings_from_env, start_worker
+
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -21,11 +25,14 @@ def deployment(pg_env):
 
 @pytest.fixture
 def workers(tmp_path):
-    """workers(env, name) starts a real `celery worker` process; all are stopped afterwards."""
+    """workers(env, name) starts a real `celery worker` process; all are stopped afterwards. app="a module of this
+    folder" runs that Celery app instead of the product's (packing_worker_app)."""
     started = []
 
-    def start(env, name):
-        w = start_worker(env, tmp_path / f"{name}.log", name=name)
+    def start(env, name, app=None):
+        if app is not None:
+            env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+        w = start_worker(env, tmp_path / f"{name}.log", name=name, app=app)
         started.append(w)
         return w
 

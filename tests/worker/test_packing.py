@@ -6,7 +6,7 @@ from service.crud import ClaimedTrial
 from service.jobspec import prepare
 from service.schemas import JobCreate
 from service.settings import Settings
-from service.testing import tiny_job
+from helpers import tiny_job
 from worker import packing
 
 
@@ -16,10 +16,11 @@ def claimed(job_id: str, width: int = 32) -> ClaimedTrial:
                         spec={"log_every": 5})
 
 
-def test_cpu_workers_pack_only_when_told():
+def test_cpu_workers_pack_only_when_told(monkeypatch):
     assert not packing.packs_here(Settings(device="cpu"))
-    assert packing.packs_here(Settings(device="cpu", pack_on_cpu=True))
-    assert not packing.packs_here(Settings(device="cpu", pack_on_cpu=True, max_pack=1))
+    monkeypatch.setattr(packing, "PACK_ON_CPU", True)          # as the tests' worker app (packing_worker_app) does
+    assert packing.packs_here(Settings(device="cpu"))
+    assert not packing.packs_here(Settings(device="cpu", max_pack=1))
 
 
 def test_pack_size_is_measured_once_per_job_and_width(monkeypatch):
@@ -32,7 +33,7 @@ def test_pack_size_is_measured_once_per_job_and_width(monkeypatch):
 
     monkeypatch.setattr(packing, "fit_pack_size", device_fits_five)
     monkeypatch.setattr(packing, "_pack_sizes", {})
-    settings = Settings(device="cpu", pack_on_cpu=True, max_pack=8)
+    settings = Settings(device="cpu", max_pack=8)
     assert packing.pack_size(claimed("a"), settings, available=20) == 5 and measured == [8]
     assert packing.pack_size(claimed("a"), settings, available=20) == 5 and measured == [8]   # the device's limit
     assert packing.pack_size(claimed("a"), settings, available=3) == 3 and measured == [8]

@@ -1,6 +1,6 @@
-"""Packed trials through a real `celery worker` process (no eager mode, no mocks): DELTAMU_PACK_ON_CPU=1 makes a
-CPU worker take the path a CUDA worker takes, so one task claims its trial and its PENDING mates of the same job
-and width and trains them with gdn.packed.train_packed."""
+"""Packed trials through a real `celery worker` process (no eager mode, no mocks): the worker runs the product's app
+from packing_worker_app, which makes a CPU worker take the path a CUDA worker takes, so one task claims its trial
+and its PENDING mates of the same job and width and trains them with gdn.packed.train_packed."""
 from __future__ import annotations
 
 import math
@@ -17,12 +17,13 @@ from service import floats
 from service.db import make_engine, make_session_factory
 from service.main import create_app
 from service.models import Job, JobState, TrialState
-from service.testing import settings_from_env, tiny_job, wait_for
+from helpers import settings_from_env, tiny_job, wait_for
 from worker_helpers import AUTH, JOB_TIMEOUT, job_state, logs, steps_of, trials_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PACKING = {"DELTAMU_PACK_ON_CPU": "1", "DELTAMU_MAX_PACK": "4"}
+PACKING = {"DELTAMU_MAX_PACK": "4"}
+PACKING_APP = "packing_worker_app"       # a CPU worker that packs
 DIVERGING_LR = 1.0       # diverges by step 5 at width 32 (AdamW, muP), while the others train on
 
 
@@ -33,7 +34,7 @@ def test_a_packed_job_runs_every_trial_once(deployment, workers):
     client, sessions, env = deployment
     lrs = [0.002, 0.01, 0.05, DIVERGING_LR]
     job_id = client.post("/v1/jobs", json=tiny_job(lr_grid={"values": lrs}), headers=AUTH).json()["id"]
-    worker = workers({**env, **PACKING}, "packer")
+    worker = workers({**env, **PACKING}, "packer", app=PACKING_APP)
     wait_for(lambda: job_state(sessions, job_id) == JobState.SUCCEEDED, JOB_TIMEOUT, what="job SUCCEEDED",
              on_timeout=lambda: logs(worker))
     wait_for(lambda: worker.log().count("not claimable") == 3, 60, what="the other deliveries to be skipped",
@@ -67,7 +68,7 @@ def test_two_workers_split_a_job_into_two_packs(deployment, workers):
     four trials, each worker trains a pack of two at once (not the first worker all four)."""
     client, sessions, env = deployment
     split = {**env, **PACKING, "DELTAMU_PACK_SHARE": "2"}
-    pair = [workers(split, "gpu0"), workers(split, "gpu1")]
+    pair = [workers(split, "gpu0", app=PACKING_APP), workers(split, "gpu1", app=PACKING_APP)]
     wait_for(lambda: all(" ready." in w.log() for w in pair), 60, what="both workers ready",
              on_timeout=lambda: logs(*pair))
     job = tiny_job(lr_grid={"values": [0.002, 0.004, 0.008, 0.016]},
@@ -92,7 +93,7 @@ def test_a_killed_packed_worker_has_all_its_trials_requeued(sqlite_env, workers)
                    schedule={"steps": 100, "warmup_steps": 10, "batch_size": 2, "seq_len": 32})
     with TestClient(create_app(settings)) as client:
         job_id = client.post("/v1/jobs", json=job, headers=AUTH).json()["id"]
-    first = workers(env, "doomed")
+    first = workers(env, "doomed", app=PACKING_APP)
 
     def pack_in_training():
         trials = trials_of(sessions, job_id)
@@ -102,7 +103,7 @@ def test_a_killed_packed_worker_has_all_its_trials_requeued(sqlite_env, workers)
     victims = wait_for(pack_in_training, JOB_TIMEOUT, what="a pack in the middle of training",
                        on_timeout=lambda: logs(first))
     first.kill(signal.SIGKILL)
-    second = workers(env, "fresh")
+    second = workers(env, "fresh", app=PACKING_APP)
     wait_for(lambda: job_state(sessions, job_id) == JobState.SUCCEEDED, JOB_TIMEOUT, what="job SUCCEEDED",
              on_timeout=lambda: logs(first, second))
 
@@ -125,7 +126,7 @@ def test_cancel_stops_every_trial_of_a_pack(deployment, workers):
     client, sessions, env = deployment
     job = tiny_job(schedule={"steps": 5000, "warmup_steps": 10, "batch_size": 2, "seq_len": 32}, log_every=2)
     job_id = client.post("/v1/jobs", json=job, headers=AUTH).json()["id"]
-    worker = workers({**env, **PACKING}, "busy")
+    worker = workers({**env, **PACKING}, "busy", app=PACKING_APP)
     wait_for(lambda: all(t.state == TrialState.RUNNING and steps_of(sessions, t.id)
                          for t in trials_of(sessions, job_id)),
              JOB_TIMEOUT, what="a pack in training", on_timeout=lambda: logs(worker))

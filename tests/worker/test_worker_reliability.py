@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from service.db import make_engine, make_session_factory
 from service.main import create_app
 from service.models import JobState, TrialState
-from service.testing import settings_from_env, tiny_job, wait_for
-from worker.celery_app import make_celery
+from helpers import settings_from_env, tiny_job, wait_for
+from service.queue import make_celery
 from worker_helpers import AUTH, JOB_TIMEOUT, job_state, logs, steps_of, trials_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from service.models import CurvePoint, Job, JobState, Trial
-from service.testing import TEST_TOKEN
+from helpers import TEST_TOKEN
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 JOB_TIMEOUT = 240     # seconds; generous: the CI machine has 2 cores shared with other work

@@ -11,23 +11,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from service import crud
-from service.api.deps import IdempotencyKeyDep, Reader, SessionDep, SettingsDep, Writer
+from service.api.deps import PROBLEMS, IdempotencyKeyDep, Reader, SessionDep, SettingsDep, Writer, load_job
 from service.models import Job, JobState
 from service.present import job_public, trial_public
 from service.problems import ProblemError
-from service.schemas import JobCreate, JobList, JobPublic, Problem, TrialList
+from service.schemas import JobCreate, JobList, JobPublic, TrialList
 from service.submit import submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-PROBLEMS = {code: {"model": Problem, "content": {"application/problem+json": {}}}
-            for code in (400, 401, 404, 409, 422)}
-
-
-def load_job(session, job_id: str) -> Job:
-    job = crud.get_job(session, job_id=job_id)
-    if job is None:
-        raise ProblemError(404, "job-not-found", "Job not found", f"no job with id {job_id!r}")
-    return job
 
 
 @router.post("", status_code=202, response_model=JobPublic, responses=PROBLEMS,

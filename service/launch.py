@@ -1,5 +1,7 @@
-"""Starting Celery worker processes: one per visible GPU (CUDA_VISIBLE_DEVICES set to that GPU, concurrency 1),
-or one CPU worker when there is no GPU. GPUs are counted without initialising CUDA in this parent process."""
+"""Starting Celery worker processes (for `deltamu up` and `deltamu worker`): one per visible GPU
+(CUDA_VISIBLE_DEVICES set to that GPU, concurrency 1), or one CPU worker when there is no GPU. GPUs are counted
+without initialising CUDA in this parent process. The workers' code is named by module (worker.celery_app), never
+imported here."""
 from __future__ import annotations
 
 import os
@@ -39,8 +41,10 @@ def _run(argv: list[str]) -> str | None:
 
 def worker_commands(settings: Settings, *, name: str = "deltamu", gpus: list[str] | None = None,
                     cpu_workers: int = 1) -> list[tuple[list[str], dict[str, str]]]:
-    """(argv, extra environment) of each worker process to start."""
+    """(argv, environment) of each worker process to start: `settings` as DELTAMU_* variables (Settings.as_environment:
+    the worker runs with these settings) and the GPU it may see."""
     gpus = visible_gpus() if gpus is None else gpus
+    env = settings.as_environment()
     base = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", "1", "--queues", settings.queue,
             # the server-less broker has no broadcast: no gossip, mingle or event heartbeats
@@ -48,13 +52,15 @@ def worker_commands(settings: Settings, *, name: str = "deltamu", gpus: list[str
     if gpus:
         share = str(settings.pack_share or len(gpus))       # the workers started together split each job's trials
         return [(base + ["--hostname", f"{name}-gpu{gpu}@%h"],
-                 {"CUDA_VISIBLE_DEVICES": gpu, "DELTAMU_PACK_SHARE": share}) for gpu in gpus]
-    return [(base + ["--hostname", f"{name}-cpu{i}@%h"], {"CUDA_VISIBLE_DEVICES": ""}) for i in range(cpu_workers)]
+                 {**env, "CUDA_VISIBLE_DEVICES": gpu, "DELTAMU_PACK_SHARE": share}) for gpu in gpus]
+    return [(base + ["--hostname", f"{name}-cpu{i}@%h"], {**env, "CUDA_VISIBLE_DEVICES": ""})
+            for i in range(cpu_workers)]
 
 
 def start(commands: list[tuple[list[str], dict[str, str]]]) -> list[subprocess.Popen]:
-    """Each in its own session, so a Ctrl-C of the terminal reaches us first and we stop them in order."""
-    return [subprocess.Popen(argv, env={**os.environ, **extra}, start_new_session=True) for argv, extra in commands]
+    """Each in its own session, so a Ctrl-C of the terminal reaches us first and we stop them in order. A command's
+    environment is laid over this process's (PATH and the like)."""
+    return [subprocess.Popen(argv, env={**os.environ, **env}, start_new_session=True) for argv, env in commands]
 
 
 def stop(procs: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from service.settings import Settings
-from worker.launch import visible_gpus, worker_commands
+from service.launch import visible_gpus, worker_commands
 
 
 def test_one_worker_per_gpu_each_pinned_with_concurrency_one():
@@ -20,6 +20,13 @@ def test_gpu_workers_started_together_split_each_job():
     commands = worker_commands(Settings(pack_share=1), gpus=["0", "1"])          # asked for: one takes all
     assert [env["DELTAMU_PACK_SHARE"] for _, env in commands] == ["1", "1"]
     assert "DELTAMU_PACK_SHARE" not in worker_commands(Settings(), gpus=[])[0][1]
+
+
+def test_workers_are_given_the_settings_they_are_started_with(tmp_path):
+    settings = Settings(data_dir=tmp_path, api_tokens=["t1"], queue="q")
+    for _, env in worker_commands(settings, gpus=["0"]) + worker_commands(settings, gpus=[]):
+        assert env["DELTAMU_DATA_DIR"] == str(tmp_path) and env["DELTAMU_API_TOKENS"] == "t1"
+        assert env["DELTAMU_QUEUE"] == "q"
 
 
 def test_cpu_workers_see_no_gpu():

@@ -1,4 +1,5 @@
 """Helpers for the integration tests (tests/service, tests/worker, tests/e2e): real servers, real processes.
+tests/conftest.py puts this folder on sys.path (`from helpers import ...`) and holds the shared fixtures.
 
 A test that needs PostgreSQL or Redis skips with the reason when the server is absent, unless
 DELTAMU_REQUIRE_SERVICES=1 (CI), which turns that skip into a failure. Every test session works in a PostgreSQL
@@ -160,10 +161,13 @@ class Process:
         self._log.close()
 
 
-def start_worker(env: dict[str, str], log: Path, name: str | None = None) -> Process:
-    """A real `celery worker`, as `deltamu worker` starts it (one process, concurrency 1, CPU)."""
-    from worker.launch import worker_commands
+def start_worker(env: dict[str, str], log: Path, name: str | None = None, app: str | None = None) -> Process:
+    """A real `celery worker`, as `deltamu worker` starts it (one process, concurrency 1, CPU); `app`: another
+    Celery app module to run instead of worker.celery_app (on the PYTHONPATH that `env` gives)."""
+    from service.launch import worker_commands
     argv, extra = worker_commands(settings_from_env(env), name=name or f"test-{uuid.uuid4().hex[:6]}", gpus=[])[0]
+    if app is not None:
+        argv[argv.index("-A") + 1] = app
     return Process(argv, {**env, **extra}, log)
 
 
@@ -192,49 +196,3 @@ def tiny_job(**overrides) -> dict:
            "lr_grid": {"values": [0.002, 0.01, 0.05]}, "seeds": [0], "eval_batches": 2, "log_every": 5}
     job.update(overrides)
     return job
-
-
-# --- fixtures: a conftest imports them with `from service.testing import *` -----------------------------------
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A migrated PostgreSQL database of this test session."""
-    from service import migrate
-    with temporary_postgres_database() as url:
-        migrate.upgrade(url)
-        yield url
-
-
-@pytest.fixture(scope="session")
-def redis_broker() -> str:
-    return check_redis()
-
-
-@pytest.fixture
-def pg_env(postgres_url, redis_broker, tmp_path) -> Iterator[dict[str, str]]:
-    """A deployment on PostgreSQL + Redis, with a queue of its own."""
-    queue = f"deltamu-test-{uuid.uuid4().hex[:8]}"
-    truncate_all(postgres_url)
-    yield fast_settings_env(database_url=postgres_url, broker_url=redis_broker, queue=queue, data_dir=tmp_path)
-    delete_redis_queue(redis_broker, queue)
-
-
-@pytest.fixture
-def sqlite_env(tmp_path) -> dict[str, str]:
-    """The embedded default: a SQLite file and kombu's SQL transport on another SQLite file."""
-    from service import migrate
-    url = f"sqlite:///{tmp_path / 'deltamu.sqlite3'}"
-    migrate.upgrade(url)
-    return fast_settings_env(database_url=url, broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
-                             queue="deltamu", data_dir=tmp_path)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def any_env(request) -> dict[str, str]:
-    """Both backends, one after the other."""
-    return request.getfixturevalue("pg_env" if request.param == "postgresql" else "sqlite_env")
-
-
-@pytest.fixture
-def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {TEST_TOKEN}"}

@@ -1,0 +1,59 @@
+"""A finished job's recommendation for a target width: gdn.sweep.recommend on the base width's stored optimum.
+
+It is a pure function of (job, optimum, width, parametrization version), so it is cached: an ETag of those four,
+Cache-Control for a day (private when reads need a token), and a matching If-None-Match answers "not modified"
+before anything is computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from gdn.parametrization import PARAMETRIZATION_VERSION
+from gdn.fit import Optimum
+from gdn.recommend import SweepResult, recommend
+from gdn.spec import SweepConfig
+from service import floats
+from service.models import Job
+from service.schemas import RecommendationPublic
+from service.settings import Settings
+
+CACHE_SECONDS = 86400
+
+
+class NoOptimumYet(Exception):
+    """The job has not (or not yet) produced an optimum."""
+
+
+class WidthNotSupported(ValueError):
+    """The target width is beyond the deployment's limit, or one the model's width axis cannot take."""
+
+
+@dataclass
+class RecommendationAnswer:
+    headers: dict[str, str]                 # ETag and Cache-Control, on the answer and on "not modified"
+    body: RecommendationPublic | None       # None: the client's copy (If-None-Match) is current
+
+
+def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_match: str | None) -> RecommendationAnswer:
+    if job.optimum is None:
+        raise NoOptimumYet(f"job {job.id} is {job.state.value}; a recommendation needs a SUCCEEDED job"
+                           + (f": {job.error}" if job.error else ""))
+    if width > settings.max_target_width:
+        raise WidthNotSupported(f"width {width} exceeds the limit of {settings.max_target_width}")
+    etag = '"' + hashlib.sha256(json.dumps([job.id, job.optimum, width, PARAMETRIZATION_VERSION],
+                                           sort_keys=True).encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag,
+               "Cache-Control": f"{'private' if settings.auth_reads else 'public'}, max-age={CACHE_SECONDS}"}
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return RecommendationAnswer(headers, None)
+    # the base width's sweep: its optimum and its trials (a transfer study's other widths do not change either)
+    result = SweepResult(config=SweepConfig.from_dict(job.sweep_config),
+                         optimum=Optimum.from_dict(floats.decode(job.optimum)),
+                         num_trials=job.num_points // len(job.widths))
+    try:
+        body = recommend(result, width).to_dict()
+    except ValueError as e:                  # a width the model's width axis cannot take
+        raise WidthNotSupported(str(e)) from None
+    return RecommendationAnswer(headers, RecommendationPublic(job_id=job.id, **body))

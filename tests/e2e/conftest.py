@@ -1,1 +1,0 @@
-from service.testing import *  # noqa: F401,F403  (the shared fixtures)
