@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
 import torch
 from torch import nn
 
-from gdn.parametrization import Group, Parametrization, role_of
+from gdn.parametrization import Parametrization, param_groups
 from gdn.spec import OptimizerSpec
 
 CLIP_EPS = 1e-6      # torch.nn.utils.clip_grad_norm_'s epsilon: coef = max_norm / (norm + eps)
@@ -22,24 +20,6 @@ def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr
         return min_lr
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak_lr - min_lr)
-
-
-def param_groups(model: nn.Module, groups: Sequence[Group], lr: float, weight_decay: float) -> list[dict]:
-    """torch optimizer groups for a GDN model (ours or fla's): every parameter goes to the group of its role
-    (gdn.parametrization.role_of); each group carries its `lr_mult` (so a schedule can scale it), its `lr` (base lr x
-    lr_mult), its weight decay (the optimizer's where the role decays, else 0) and its `clip_weight`. A parameter
-    whose role has no group is an error."""
-    by_role = {g.role: g for g in groups}
-    members: dict[str, list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        role = role_of(name, p).value
-        if role not in by_role:
-            raise KeyError(f"parameter {name!r} ({role}) matches no group of the recommendation")
-        members.setdefault(role, []).append(p)
-    return [{"params": members[g.role], "name": g.role, "role": g.role, "lr_mult": g.lr_multiplier,
-             "lr": lr * g.lr_multiplier, "weight_decay": weight_decay if g.weight_decay else 0.0,
-             "clip_weight": g.clip_weight}
-            for g in groups if g.role in members]
 
 
 def build_optimizer(model: nn.Module, parametrization: Parametrization, spec: OptimizerSpec, lr: float,

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from gdn.optim import CLIP_EPS, param_groups
-from gdn.parametrization import Parametrization
+from gdn.optim import CLIP_EPS
+from gdn.parametrization import Parametrization, param_groups
 from gdn.spec import OptimizerSpec
 
 

@@ -14,7 +14,7 @@ import fnmatch
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from gdn.config import GDNConfig
 
@@ -205,6 +205,24 @@ class ForwardMultipliers:
     logits: float = 1.0         # logits = (h @ E^T) * logits
     o: float | None = None      # o_t = o * S_t^T q_hat before the per-head RMSNorm (q_hat unit-norm); None: fla's
                                 # default K^-1/2. It is the kernel's `scale`: o is linear in q, so it costs nothing.
+
+
+def param_groups(model: nn.Module, groups: Sequence[Group], lr: float, weight_decay: float) -> list[dict]:
+    """torch optimizer groups for a GDN model (ours or fla's): every parameter goes to the group of its role
+    (gdn.parametrization.role_of); each group carries its `lr_mult` (so a schedule can scale it), its `lr` (base lr x
+    lr_mult), its weight decay (the optimizer's where the role decays, else 0) and its `clip_weight`. A parameter
+    whose role has no group is an error."""
+    by_role = {g.role: g for g in groups}
+    members: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        role = role_of(name, p).value
+        if role not in by_role:
+            raise KeyError(f"parameter {name!r} ({role}) matches no group of the recommendation")
+        members.setdefault(role, []).append(p)
+    return [{"params": members[g.role], "name": g.role, "role": g.role, "lr_mult": g.lr_multiplier,
+             "lr": lr * g.lr_multiplier, "weight_decay": weight_decay if g.weight_decay else 0.0,
+             "clip_weight": g.clip_weight}
+            for g in groups if g.role in members]
 
 
 def _check_optimizer(optimizer: str) -> None:

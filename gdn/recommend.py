@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gdn.config import count_params, train_flops_per_token
 from gdn.fit import Optimum
-from gdn.parametrization import PARAMETRIZATION_VERSION, Group
+from gdn.parametrization import PARAMETRIZATION_VERSION, Group, param_groups as groups_of_model
 from gdn.spec import OptimizerSpec, Recommendation, RecommendedGroup, ScheduleSpec, SweepConfig, TransferEvidence
 
 EVIDENCE_FILE = Path(__file__).with_name("transfer_evidence.json")
@@ -98,9 +98,7 @@ def recommendation_from_dict(d: dict) -> Recommendation:
 
 def param_groups(model, recommendation: Recommendation | dict) -> list[dict]:
     """torch optimizer groups for a GDN model (ours or fla's) from a recommendation (or its JSON): each parameter
-    goes to its role's group (gdn.optim.param_groups), with the group's lr, weight decay and clip weight."""
-    from gdn.optim import param_groups as groups_of_model  # torch, only for this
-
+    goes to its role's group (gdn.parametrization.param_groups), with the group's lr, weight decay and clip weight."""
     rec = recommendation if isinstance(recommendation, Recommendation) else recommendation_from_dict(recommendation)
     groups = [Group(role=g.role, patterns=g.patterns, lr_multiplier=g.lr_multiplier, init=g.init,
                     init_std=g.init_std, weight_decay=g.weight_decay > 0, clip_weight=g.clip_weight)

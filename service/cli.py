@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from deltamu.client import ApiError, Client
 from service.settings import Settings, get_settings
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
-HTTP_TIMEOUT_SECONDS = 30.0
 
 
 class CliError(Exception):
@@ -101,7 +101,7 @@ def cmd_migrate(args) -> int:
 
 # --- the client ----------------------------------------------------------------------------------------------
 
-def _client(args) -> httpx.Client:
+def _client(args) -> Client:
     settings = get_settings()
     url = args.url or os.environ.get("DELTAMU_URL") or f"http://{settings.host}:{settings.port}"
     token = args.token or os.environ.get("DELTAMU_TOKEN")
@@ -109,23 +109,15 @@ def _client(args) -> httpx.Client:
         token = settings.api_tokens[0]
     if not token and settings.token_file.exists():
         token = settings.token_file.read_text().strip()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=HTTP_TIMEOUT_SECONDS)
+    return Client(url, token)
 
 
-def _request(client: httpx.Client, method: str, path: str, **kwargs) -> httpx.Response:
+def _request(client: Client, method: str, path: str, **kwargs) -> httpx.Response:
+    """client.request, its ApiError as the CLI's one-line error."""
     try:
-        response = client.request(method, path, **kwargs)
-    except httpx.TransportError as e:
-        raise CliError(f"cannot reach the deltamu API at {client.base_url} ({e}); is `deltamu up` running?") from None
-    if response.status_code >= 400:
-        try:
-            problem = response.json()
-            message = f"{problem.get('title', 'error')}: {problem.get('detail') or ''}".rstrip(": ")
-        except ValueError:
-            message = response.text.strip()[:200]
-        raise CliError(f"{response.status_code} {message}")
-    return response
+        return client.request(method, path, **kwargs)
+    except ApiError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_submit(args) -> int:
@@ -196,7 +188,7 @@ def _print_transfer(transfer: dict) -> None:
         print(f"warning: {warning}")
 
 
-def _watch(client: httpx.Client, job_id: str, interval: float) -> int:
+def _watch(client: Client, job_id: str, interval: float) -> int:
     from tqdm import tqdm
 
     with tqdm(total=100, unit="%", bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:

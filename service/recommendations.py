@@ -1,4 +1,4 @@
-"""A finished job's recommendation for a target width: gdn.sweep.recommend on the base width's stored optimum.
+"""A finished job's recommendation for a target width: gdn.recommend.recommend on the base width's stored optimum.
 
 It is a pure function of (job, optimum, width, parametrization version), so it is cached: an ETag of those four,
 Cache-Control for a day (private when reads need a token), and a matching If-None-Match answers "not modified"

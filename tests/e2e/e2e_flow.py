@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from gdn.recommend import SweepResult, recommend
+from gdn.recommend import SweepResult, recommend, recommendation_from_dict
 from gdn.fit import fit_optimum
 from service import floats
 from service.jobspec import prepare
@@ -83,6 +83,8 @@ def check_finished_job(client: httpx.Client, job_id: str, job_spec: dict) -> Non
     assert body.pop("job_id") == job_id
     assert body == json.loads(json.dumps(floats.encode(expected)))
     assert body["target_width"] == TARGET_WIDTH
+    from deltamu import Client                      # the Python client reads the same answer, typed
+    assert Client(http=client).recommendation(job_id, TARGET_WIDTH) == recommendation_from_dict(expected)
 
     png = client.get(f"/v1/jobs/{job_id}/plot.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -8,8 +8,7 @@ from torch import nn
 from gdn.config import GDNConfig
 from gdn.init import init_model
 from gdn.model import GDNModel
-from gdn.optim import param_groups
-from gdn.parametrization import PRESETS, Role, get_parametrization, role_of
+from gdn.parametrization import PRESETS, Role, get_parametrization, param_groups, role_of
 from gdn.spec import SweepConfig
 from gdn.trial import build_model
 

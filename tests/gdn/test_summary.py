@@ -1,4 +1,4 @@
-"""gdn.summary: what a finished sweep's trials make, against gdn.sweep's fits on the same numbers (no database)."""
+"""gdn.summary: what a finished sweep's trials make, against gdn.fit's and gdn.transfer's fits on the same numbers (no database)."""
 from __future__ import annotations
 
 import math

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from gdn.sweep import SweepResult, fit_optimum, recommend
-from gdn.train import SweepConfig
+from gdn.recommend import SweepResult, recommend
+from gdn.fit import fit_optimum
+from gdn.spec import SweepConfig
 from helpers import tiny_job
 from service import floats
 from service.jobspec import prepare
@@ -29,7 +30,8 @@ def finished_job(optimum: dict | None = None) -> Job:
 def test_the_answer_is_gdns_recommendation_as_json():
     job = finished_job()
     answer = job_recommendation(job, 4096, settings=Settings(), if_none_match=None)
-    expected = recommend(SweepResult(SweepConfig.from_dict(job.sweep_config), fit_optimum(LRS, LOSSES), 3), 4096)
+    expected = recommend(SweepResult(SweepConfig.from_dict(job.sweep_config), fit_optimum(LRS, LOSSES), 3),
+                         4096).to_dict()
     assert json.loads(answer.body.model_dump_json()) == {"job_id": "job-1", **json.loads(json.dumps(expected))}
     assert answer.headers["Cache-Control"] == "public, max-age=86400" and answer.headers["ETag"].startswith('"')
 
