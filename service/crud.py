@@ -251,7 +251,8 @@ def finish_trial(session: Session, *, trial_id: int, worker: str, result: dict) 
     return _finish(session, trial_id=trial_id, worker=worker, state=status, values=dict(
         final_val_loss=result["final_val_loss"], diverged_step=result.get("diverged_step"),
         reason=result.get("reason"), tokens=result.get("tokens"), seconds=result.get("seconds"),
-        num_params=result.get("num_params"), device=result.get("device"), data_sha256=result.get("data_sha256")))
+        num_params=result.get("num_params"), device=result.get("device"), data_sha256=result.get("data_sha256"),
+        backend=result.get("backend"), trainer=result.get("trainer"), cuda_graphs=result.get("cuda_graphs")))
 
 
 def stop_trial(session: Session, *, trial_id: int, worker: str, seconds: float | None = None) -> bool:

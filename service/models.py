@@ -158,6 +158,9 @@ class Trial(Base):
     num_params: Mapped[int | None] = mapped_column(sa.BigInteger)
     device: Mapped[str | None] = mapped_column(sa.String(64))
     data_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    backend: Mapped[str | None] = mapped_column(sa.String(16))     # how it ran (gdn.spec.TrialResult)
+    trainer: Mapped[str | None] = mapped_column(sa.String(16))
+    cuda_graphs: Mapped[bool | None] = mapped_column(sa.Boolean)
 
     job: Mapped[Job] = relationship(back_populates="trials")
 

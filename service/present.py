@@ -64,4 +64,5 @@ def trial_public(t: Trial, points: list[CurvePoint]) -> TrialPublic:
         state=t.state, worker=t.worker, started_at=t.started_at, heartbeat_at=t.heartbeat_at,
         finished_at=t.finished_at, diverged_step=t.diverged_step, reason=t.reason, error=t.error,
         tokens=t.tokens, seconds=t.seconds, num_params=t.num_params, device=t.device, data_sha256=t.data_sha256,
+        backend=t.backend, trainer=t.trainer, cuda_graphs=t.cuda_graphs,
         nonfinite=flags, curve=[point_public(p) for p in points], **values)

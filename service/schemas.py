@@ -263,6 +263,9 @@ class TrialPublic(BaseModel):
     num_params: int | None
     device: str | None
     data_sha256: str | None
+    backend: str | None = Field(None, description="the gated delta rule's backend it ran with (gdn.ops)")
+    trainer: Literal["lone", "pack"] | None = Field(None, description="trained alone or in a pack of trials")
+    cuda_graphs: bool | None = Field(None, description="its steps replayed from a CUDA graph")
     nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
     curve: list[CurvePointPublic]
 

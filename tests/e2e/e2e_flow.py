@@ -59,6 +59,7 @@ def check_finished_job(client: httpx.Client, job_id: str, job_spec: dict) -> Non
     assert len(trials) == len(job_spec["lr_grid"]["values"]) * len(job_spec["seeds"])
     for t in trials:
         assert t["state"] in ("COMPLETED", "DIVERGED"), t
+        assert t["trainer"] in ("lone", "pack") and t["backend"] == "auto", t              # how it ran, recorded
         curve_steps = [p["step"] for p in t["curve"]]
         assert curve_steps and curve_steps == sorted(set(curve_steps))
         if t["state"] == "COMPLETED":

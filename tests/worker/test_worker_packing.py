@@ -45,6 +45,7 @@ def test_a_packed_job_runs_every_trial_once(deployment, workers):
     assert sorted(t.point for t in trials) == [0, 1, 2, 3] and {t.attempt for t in trials} == {1}
     starts = Counter(t.started_at for t in trials)       # the task's own claim, then its three mates' at once
     assert len({t.worker for t in trials}) == 1 and sorted(starts.values()) == [1, 3]
+    assert {(t.trainer, t.backend, t.cuda_graphs) for t in trials} == {("pack", "auto", False)}   # recorded as run
     by_lr = {t.lr: t for t in trials}
     diverged = by_lr[DIVERGING_LR]
     assert diverged.state == TrialState.DIVERGED and math.isnan(diverged.final_val_loss)
