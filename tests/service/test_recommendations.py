@@ -61,3 +61,26 @@ def test_refusals_say_why():
     job.optimum, job.state, job.error = None, JobState.FAILED, "every learning rate diverged"
     with pytest.raises(NoOptimumYet, match="job-1 is FAILED.*: every learning rate diverged"):
         job_recommendation(job, 4096, settings=Settings(), if_none_match=None)
+
+
+def test_public_types_keep_the_fields_of_gdns_types():
+    """OptimumPublic and the transfer types write gdn's dataclasses in the API's non-finite form (null plus a
+    `nonfinite` map), field for field; the recommendation's parts are gdn.spec's dataclasses themselves."""
+    import dataclasses
+
+    from gdn.fit import Optimum
+    from gdn.spec import OptimizerSpec, RecommendedGroup, ScheduleSpec, TransferEvidence
+    from gdn.transfer import TransferSummary, WidthTransfer
+    from service.schemas import OptimumPublic, RecommendationPublic, TransferPublic, WidthTransferPublic
+
+    def names(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+    assert set(OptimumPublic.model_fields) == names(Optimum) | {"nonfinite"}
+    assert set(WidthTransferPublic.model_fields) == names(WidthTransfer)
+    assert set(TransferPublic.model_fields) == names(TransferSummary) | {"regret_is_interpolated"}
+    fields = RecommendationPublic.model_fields
+    assert (fields["optimizer"].annotation, fields["schedule"].annotation) == (OptimizerSpec, ScheduleSpec)
+    assert fields["groups"].annotation == list[RecommendedGroup]
+    assert fields["transfer_evidence"].annotation == TransferEvidence | None
+    from gdn.spec import Recommendation
+    assert set(fields) == names(Recommendation) | {"job_id"}
