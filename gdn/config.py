@@ -48,30 +48,26 @@ class GDNConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.heads_and_dims()  # raises a clear error for a width this axis cannot take
 
+    def _whole(self, x: float, what: str, formula: str, per_width: float) -> int:
+        """x as an int, or a ValueError naming the widths that would make it one."""
+        if x != int(x) or x < 1:
+            step = _width_step(per_width)
+            raise ValueError(f"width {self.width} does not fit the {what} = {formula} = {x:g} is not a whole "
+                             f"number; use a multiple of {step} (e.g. {_round_up(self.width, step)})")
+        return int(x)
+
     # --- the shapes, derived --------------------------------------------------------------------
     def heads_and_dims(self) -> tuple[int, int, int]:
         """(H, K, V): number of heads, per-head key dim, per-head value dim."""
         key_dim = self.width * self.key_ratio
         if self.width_axis == "head_dim":
             H = self.num_heads
-            K = key_dim / H
-            if K != int(K) or K < 1:
-                step = _width_step(self.key_ratio / H)
-                raise ValueError(
-                    f"width {self.width} does not fit the head_dim axis with {H} heads: head_k_dim = "
-                    f"{self.key_ratio} * {self.width} / {H} = {K:g} is not a whole number; "
-                    f"use a multiple of {step} (e.g. {_round_up(self.width, step)})")
-            K = int(K)
+            K = self._whole(key_dim / H, f"head_dim axis with {H} heads: head_k_dim",
+                            f"{self.key_ratio} * {self.width} / {H}", self.key_ratio / H)
         else:
             K = self.head_k_dim
-            H = key_dim / K
-            if H != int(H) or H < 1:
-                step = _width_step(self.key_ratio / K)
-                raise ValueError(
-                    f"width {self.width} does not fit the heads axis with head_k_dim {K}: num_heads = "
-                    f"{self.key_ratio} * {self.width} / {K} = {H:g} is not a whole number; "
-                    f"use a multiple of {step} (e.g. {_round_up(self.width, step)})")
-            H = int(H)
+            H = self._whole(key_dim / K, f"heads axis with head_k_dim {K}: num_heads",
+                            f"{self.key_ratio} * {self.width} / {K}", self.key_ratio / K)
         V = K * self.expand_v
         if V != int(V):
             raise ValueError(f"head_v_dim = {self.expand_v} * {K} is not a whole number")

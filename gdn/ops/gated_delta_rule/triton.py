@@ -82,12 +82,18 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm, save_for_bwd):
+def _launch(q: torch.Tensor, v: torch.Tensor):
+    """What every launch of a call needs: the dims (B, T, H, K, V), chunk length and count (BT, NT), the dot
+    precision, the device and the tile sizes (tiles)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
-    t = tiles(B * H, K, V, dev)
+    return B, T, H, K, V, CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE), _precision(q.dtype), q.device, tiles(B * H, K, V,
+                                                                                                        q.device)
+
+
+def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm, save_for_bwd):
+    B, T, H, K, V, BT, NT, prec, dev, t = _launch(q, v)
+    f32 = torch.float32
     BK, BV, BKP, BVS = t["BK"], t["BV"], t["BKP"], t["BVS"]
     w = torch.empty(B, T, H, K, dtype=f32, device=dev)
     u = torch.empty(B, T, H, V, dtype=f32, device=dev)
@@ -116,11 +122,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
 
 def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     w, Aqk, Tinv, Gcum, rq, rk, h, vn = saved
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    BT, NT = CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE)
-    prec, dev, f32 = _precision(q.dtype), q.device, torch.float32
-    t = tiles(B * H, K, V, dev)
+    B, T, H, K, V, BT, NT, prec, dev, t = _launch(q, v)
+    f32 = torch.float32
     BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
