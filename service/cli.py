@@ -1,5 +1,5 @@
 """The `deltamu` command: the science commands of gdn.cli (sweep, recommend, coordcheck), the service itself
-(up, api, worker, migrate) and a client of its API (submit, status, watch, recommendation, cancel).
+(up, api, worker, migrate, token) and a client of its API (submit, status, watch, recommendation, cancel).
 
 Bad input ends with a one-line `deltamu: error: ...` and a non-zero exit code: 2 for a bad argument or file,
 1 for a request the server refused or a job that did not succeed.
@@ -21,6 +21,7 @@ from deltamu.client import ApiError, Client
 from service.settings import Settings, get_settings
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+NAME_MAX = 100                  # api_tokens.name
 
 
 class CliError(Exception):
@@ -96,6 +97,75 @@ def cmd_migrate(args) -> int:
 
     migrate.upgrade(get_settings().db_url, args.revision)
     print(f"deltamu: database at {args.revision}")
+    return 0
+
+
+def _on_tokens(action):
+    """action(session) in one transaction on the settings' database: the token commands act on it directly, like
+    `deltamu migrate` (whoever can reach the database manages its tokens). A database without the schema is a
+    one-line error."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.db import make_engine, make_session_factory, transaction
+
+    engine = make_engine(get_settings().db_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            return action(session)
+    except SQLAlchemyError as e:
+        cause = type(getattr(e, "orig", None) or e).__name__
+        raise CliError(f"cannot use the tokens of {engine.url!r} ({cause}); is it migrated (`deltamu migrate`)?") \
+            from None
+    finally:
+        engine.dispose()
+
+
+def cmd_token_create(args) -> int:
+    from service.auth import issue_token
+    from service.models import SETTINGS_TOKEN_NAME, TokenScope
+
+    name = args.name.strip()
+    if not name or len(name) > NAME_MAX or not name.isprintable():
+        raise CliError(f"--name must be 1 to {NAME_MAX} printable characters", 2)
+    if name == SETTINGS_TOKEN_NAME:
+        raise CliError(f"the name {name!r} is reserved for the tokens of DELTAMU_API_TOKENS", 2)
+    token, secret = _on_tokens(lambda s: issue_token(s, name=name, scope=TokenScope(args.scope)))
+    print(f"deltamu: token {token.id} ({name}, {token.scope.value}); its secret, shown only this once:",
+          file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    from service import crud
+
+    def when(t) -> str:
+        return "-" if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    tokens = _on_tokens(crud.list_tokens)
+    rows = [("ID", "NAME", "SCOPE", "CREATED", "REVOKED")]
+    rows += [(str(t.id), t.name, t.scope.value, when(t.created_at), when(t.revoked_at)) for t in tokens]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    from service import crud
+
+    def revoke(session) -> str | None:
+        token = crud.get_token(session, token_id=args.id)
+        if token is None:
+            return f"no token with id {args.id}"
+        if not crud.revoke_token(session, token_id=args.id):
+            return f"token {args.id} ({token.name}) was revoked already"
+        return None
+
+    error = _on_tokens(revoke)
+    if error:
+        raise CliError(error)
+    print(f"deltamu: token {args.id} revoked")
     return 0
 
 
@@ -259,6 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade)")
     p.add_argument("revision", nargs="?", default="head")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("token", help="API tokens: create, list, revoke (on the database, like migrate)",
+                       description="Tokens are stored hashed with a name and a scope: read (GET), write (and submit, "
+                                   "cancel) or admin (and whatever manages the service). A revoked token is refused "
+                                   "at once and for good.")
+    tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    t = tokens.add_parser("create", help="a new token; prints its secret, once")
+    t.add_argument("--name", required=True, help="who or what it is for")
+    t.add_argument("--scope", required=True, choices=("read", "write", "admin"))
+    t.set_defaults(func=cmd_token_create)
+    t = tokens.add_parser("list", help="id, name, scope, created, revoked (never the secret)")
+    t.set_defaults(func=cmd_token_list)
+    t = tokens.add_parser("revoke", help="refuse this token from now on")
+    t.add_argument("id", type=int)
+    t.set_defaults(func=cmd_token_revoke)
 
     def client_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default=None, help="API base URL (DELTAMU_URL; default http://127.0.0.1:8000)")

@@ -22,6 +22,7 @@ from gdn.summary import TrialOutcome, summarize_sweep
 from service import floats
 from service.models import (JOB_ACTIVE, JOB_TERMINAL, TRIAL_ACTIVE, TRIAL_RESULT, ApiToken, CurvePoint,
                             IdempotencyKey, Job, JobState, Trial, TrialState, utcnow)
+from service.models import SETTINGS_TOKEN_NAME, TokenScope
 
 
 class JobFinished(Exception):
@@ -405,16 +406,47 @@ def delete_expired_idempotency(session: Session, *, before: dt.datetime) -> int:
 
 
 # --- API tokens ----------------------------------------------------------------------------------------------
+# A token is created (from the settings at the API's start, or by `deltamu token create`), then maybe revoked;
+# revoked_at is set once and never cleared, so a revoked secret can never authenticate again.
 
-def ensure_tokens(session: Session, *, hashes: dict[str, str]) -> None:
-    """Store each {sha256: name} not stored yet (tokens from settings arrive here at startup)."""
+def sync_settings_tokens(session: Session, *, hashes: set[str]) -> int:
+    """Make the settings' tokens (their SHA-256s) the live settings tokens: store each one not stored yet (a write
+    token named SETTINGS_TOKEN_NAME), and revoke every live settings token the settings no longer name. A hash
+    revoked earlier stays revoked. Returns how many were revoked now."""
     known = set(session.scalars(sa.select(ApiToken.token_sha256).where(ApiToken.token_sha256.in_(list(hashes)))))
-    for sha, name in hashes.items():
-        if sha not in known:
-            session.add(ApiToken(name=name, token_sha256=sha))
+    for sha in hashes - known:
+        session.add(ApiToken(name=SETTINGS_TOKEN_NAME, scope=TokenScope.WRITE, token_sha256=sha))
+    dropped = (sa.update(ApiToken)
+               .where(ApiToken.name == SETTINGS_TOKEN_NAME, ApiToken.revoked_at.is_(None),
+                      ApiToken.token_sha256.not_in(list(hashes)))
+               .values(revoked_at=utcnow()))
+    revoked = session.execute(dropped).rowcount
     session.flush()
+    return revoked
 
 
-def active_tokens(session: Session) -> list[tuple[int, str]]:
-    return list(session.execute(sa.select(ApiToken.id, ApiToken.token_sha256).where(ApiToken.revoked_at.is_(None)))
-                .tuples())
+def create_token(session: Session, *, name: str, scope: TokenScope, token_sha256: str) -> ApiToken:
+    token = ApiToken(name=name, scope=scope, token_sha256=token_sha256)
+    session.add(token)
+    session.flush()
+    return token
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(sa.select(ApiToken).order_by(ApiToken.id)))
+
+
+def get_token(session: Session, *, token_id: int) -> ApiToken | None:
+    return session.get(ApiToken, token_id)
+
+
+def revoke_token(session: Session, *, token_id: int) -> bool:
+    """Revoke a live token; False when there is no live token with that id (none, or revoked already)."""
+    return session.execute(sa.update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                           .values(revoked_at=utcnow())).rowcount == 1
+
+
+def active_tokens(session: Session) -> list[tuple[int, str, TokenScope]]:
+    """(id, sha256, scope) of every token not revoked."""
+    return [tuple(row) for row in session.execute(sa.select(ApiToken.id, ApiToken.token_sha256, ApiToken.scope)
+                                                  .where(ApiToken.revoked_at.is_(None)))]

@@ -22,6 +22,20 @@ class JobState(str, enum.Enum):
     CANCELLED = "CANCELLED"
 
 
+class TokenScope(str, enum.Enum):
+    """What a token may do; each scope includes the ones before it."""
+    READ = "read"                # GET the jobs, trials, recommendations, plots
+    WRITE = "write"              # and submit and cancel jobs
+    ADMIN = "admin"              # and whatever is added for managing the service
+
+    def allows(self, needed: "TokenScope") -> bool:
+        order = list(TokenScope)
+        return order.index(self) >= order.index(needed)
+
+
+SETTINGS_TOKEN_NAME = "settings"
+
+
 class TrialState(str, enum.Enum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
@@ -94,12 +108,15 @@ class Base(DeclarativeBase):
 
 
 class ApiToken(Base):
+    """A bearer token, stored as its SHA-256. Those named in DELTAMU_API_TOKENS are named SETTINGS_TOKEN_NAME (a name
+    `deltamu token create` refuses), so the API's start can revoke the ones the settings no longer name."""
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(100))
     token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[TokenScope] = mapped_column(_enum(TokenScope), default=TokenScope.WRITE)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)   # set once, never cleared
 
 
 class Job(Base):

@@ -30,9 +30,10 @@ class Settings(BaseSettings):
     # --- the API -------------------------------------------------------------------------------
     host: str = "127.0.0.1"                         # the embedded default is reachable from this machine only
     port: int = 8000
-    # Bearer tokens allowed to write (comma-separated). They are stored hashed in api_tokens at startup.
+    # Write tokens (comma-separated), stored hashed in api_tokens when the API starts; a settings token no longer
+    # named here is revoked then. `deltamu token create` makes tokens of any scope (read, write, admin).
     api_tokens: Annotated[list[str], NoDecode] = []
-    auth_reads: bool = False                        # also require a token for GET
+    auth_reads: bool = True                         # GETs of jobs need a read token (false: open to anyone)
     idempotency_ttl_hours: float = 24.0
     page_size_default: int = 20
     page_size_max: int = 200

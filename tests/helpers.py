@@ -103,6 +103,7 @@ def fast_settings_env(*, database_url: str, broker_url: str, queue: str, data_di
         "DELTAMU_QUEUE": queue,
         "DELTAMU_DATA_DIR": str(data_dir),
         "DELTAMU_API_TOKENS": TEST_TOKEN,
+        "DELTAMU_AUTH_READS": "false",      # the tests read without a token; test_auth checks the default
         "DELTAMU_HEARTBEAT_SECONDS": "0.5",
         "DELTAMU_STALE_AFTER_SECONDS": "4",
         "DELTAMU_REAPER_INTERVAL_SECONDS": "0.5",

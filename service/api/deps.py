@@ -10,14 +10,14 @@ from sqlalchemy.orm import Session
 
 from service import crud
 from service.auth import match_token, sync_settings_tokens
-from service.models import Job
+from service.models import Job, TokenScope
 from service.problems import ProblemError
 from service.schemas import Problem
 from service.settings import Settings
 
 IDEMPOTENCY_KEY_MAX = 255
 PROBLEMS = {code: {"model": Problem, "content": {"application/problem+json": {}}}
-            for code in (400, 401, 404, 409, 422)}
+            for code in (400, 401, 403, 404, 409, 422)}
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -36,13 +36,14 @@ SessionDep = Annotated[Session, Depends(get_session)]
 @dataclass(frozen=True)
 class Principal:
     token_id: int | None          # None: an anonymous reader
+    scope: TokenScope | None = None
 
     @property
     def key(self) -> str:
         return "anonymous" if self.token_id is None else f"token:{self.token_id}"
 
 
-def _authenticate(request: Request, session: Session, authorization: str | None) -> Principal:
+def _authenticate(request: Request, session: Session, authorization: str | None, needed: TokenScope) -> Principal:
     unauthorized = {"WWW-Authenticate": 'Bearer realm="deltamu"'}
     if not authorization:
         raise ProblemError(401, "unauthorized", "Authentication required",
@@ -52,22 +53,28 @@ def _authenticate(request: Request, session: Session, authorization: str | None)
         raise ProblemError(401, "unauthorized", "Authentication required",
                            "the Authorization header must be 'Bearer <token>'", headers=unauthorized)
     sync_settings_tokens(request.app.state)
-    token_id = match_token(token.strip(), crud.active_tokens(session))
-    if token_id is None:
-        raise ProblemError(401, "invalid-token", "Invalid token", "the bearer token is not valid",
+    match = match_token(token.strip(), crud.active_tokens(session))
+    if match is None:
+        raise ProblemError(401, "invalid-token", "Invalid token", "the bearer token is not valid (or revoked)",
                            headers={"WWW-Authenticate": 'Bearer realm="deltamu", error="invalid_token"'})
-    return Principal(token_id)
+    token_id, scope = match
+    if not scope.allows(needed):
+        raise ProblemError(403, "insufficient-scope", "Insufficient scope",
+                           f"this needs a {needed.value} token; this token's scope is {scope.value}",
+                           headers={"WWW-Authenticate": f'Bearer realm="deltamu", error="insufficient_scope", '
+                                                        f'scope="{needed.value}"'})
+    return Principal(token_id, scope)
 
 
 def writer(request: Request, session: SessionDep,
            authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return _authenticate(request, session, authorization)
+    return _authenticate(request, session, authorization, TokenScope.WRITE)
 
 
 def reader(request: Request, session: SessionDep, settings: SettingsDep,
            authorization: Annotated[str | None, Header()] = None) -> Principal:
     if settings.auth_reads or authorization:
-        return _authenticate(request, session, authorization)
+        return _authenticate(request, session, authorization, TokenScope.READ)
     return Principal(None)
 
 

@@ -143,7 +143,7 @@ def test_reads_can_require_a_token(pg_env, make_client, auth):
     client = make_client(pg_env, auth_reads=True)
     assert_problem(client.get("/v1/jobs"), 401)
     assert client.get("/v1/jobs", headers=auth).status_code == 200
-    assert make_client(pg_env).get("/v1/jobs").status_code == 200     # the default: reads are open
+    assert make_client(pg_env, auth_reads=False).get("/v1/jobs").status_code == 200     # reads opened
 
 
 def test_unknown_ids_routes_and_methods(pg_env, make_client, auth):

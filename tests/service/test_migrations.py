@@ -50,14 +50,14 @@ def test_upgrade_downgrade_upgrade(empty_database):
     # data survives being there during a downgrade/upgrade cycle without errors; rows go with their tables
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO api_tokens (name, token_sha256, created_at) "
-                             "VALUES ('t', :h, CURRENT_TIMESTAMP)"), {"h": "0" * 64})
+        conn.execute(sa.text("INSERT INTO api_tokens (name, token_sha256, scope, created_at) "
+                             "VALUES ('t', :h, 'write', CURRENT_TIMESTAMP)"), {"h": "0" * 64})
     engine.dispose()
     alembic(url, "downgrade", "base")
     assert not (TABLES & tables(url))
     alembic(url, "upgrade", "head")
     assert TABLES <= tables(url)
-    assert "0003 (head)" in alembic(url, "current")
+    assert "0004 (head)" in alembic(url, "current")
 
 
 def columns(url: str, table: str) -> set[str]:
@@ -105,3 +105,68 @@ def test_0002_fills_the_widths_of_existing_jobs_and_keeps_their_rows(empty_datab
     assert "width" not in columns(url, "trials") and not {"widths", "transfer"} & columns(url, "jobs")
     alembic(url, "upgrade", "head")
     assert stored() == ([48], [48, 48], 1)
+
+
+def alembic_fails(url: str, *args: str) -> str:
+    env = {**os.environ, "DELTAMU_DATABASE_URL": url}
+    r = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0, f"alembic {' '.join(args)} should have refused:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def snapshot(url: str) -> dict[str, list[dict]]:
+    """Every row of every table, JSON decoded (SQLite hands back text), ordered by primary key."""
+    engine = sa.create_engine(url)
+    rows = {}
+    with engine.connect() as conn:
+        for table in ("api_tokens", "jobs", "trials", "curve_points", "idempotency_keys"):
+            key = "principal, key" if table == "idempotency_keys" else "id"
+            rows[table] = [{k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+                            for k, v in r._mapping.items()}
+                           for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY {key}"))]
+    engine.dispose()
+    return rows
+
+
+def insert_job(url: str, job_id: str, widths: list[int], transfer: dict | None) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO jobs (id, state, spec, sweep_config, spec_sha256, widths, transfer, num_points, steps, "
+            "created_at, updated_at) VALUES (:id, 'SUCCEEDED', '{}', :config, :sha, :widths, :transfer, :n, 10, "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+            {"id": job_id, "config": json.dumps({"model": {"width": widths[0], "depth": 1}}), "sha": "0" * 64,
+             "widths": json.dumps(widths), "transfer": None if transfer is None else json.dumps(transfer),
+             "n": len(widths)})
+        for point, width in enumerate(widths):
+            conn.execute(sa.text(
+                "INSERT INTO trials (job_id, point, width, lr, seed, attempt, retried, state, created_at) "
+                "VALUES (:job, :point, :width, 0.01, 0, 1, false, 'COMPLETED', CURRENT_TIMESTAMP)"),
+                {"job": job_id, "point": point, "width": width})
+        trial_id = conn.execute(sa.text("SELECT min(id) FROM trials WHERE job_id = :job"), {"job": job_id}).scalar()
+        conn.execute(sa.text("INSERT INTO curve_points (trial_id, step, tokens, loss, lr, grad_norm, seconds) "
+                             "VALUES (:t, 1, 64, 3.0, 0.01, 1.0, 0.1)"), {"t": trial_id})
+    engine.dispose()
+
+
+def test_a_transfer_study_survives_a_downgrade_round_trip_or_stops_it(empty_database):
+    """down then up gives the same rows: a downgrade that would drop what its upgrade cannot rebuild (a transfer
+    study's widths, its trials' widths) refuses with the reason and changes nothing; one that loses nothing goes
+    through and the upgrade gives back every row."""
+    url = empty_database
+    alembic(url, "upgrade", "head")
+    insert_job(url, "one-width", [48], None)
+    before = snapshot(url)
+    alembic(url, "downgrade", "0001")
+    alembic(url, "upgrade", "head")
+    assert snapshot(url) == before
+
+    insert_job(url, "study", [32, 64, 128], {"base_width": 32, "widths": []})
+    before = snapshot(url)
+    refused = alembic_fails(url, "downgrade", "0001")
+    assert "0002" in refused and "study" in refused and "widths" in refused
+    assert snapshot(url) == before                       # nothing changed: not even the later revisions' downgrades
+    head = alembic(url, "heads").split()[0]
+    assert f"{head} (head)" in alembic(url, "current")
+    assert not {t for t in tables(url) if t.startswith("_alembic_tmp")}
