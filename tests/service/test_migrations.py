@@ -2,6 +2,7 @@
 SQLite; the migrated schema matches the models (`alembic check`)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -157,6 +158,8 @@ def test_a_transfer_study_survives_a_downgrade_round_trip_or_stops_it(empty_data
     url = empty_database
     alembic(url, "upgrade", "head")
     insert_job(url, "one-width", [48], None)
+    insert_token(url, "settings", "write", revoked=True)
+    insert_token(url, "ci", "write", revoked=False)
     before = snapshot(url)
     alembic(url, "downgrade", "0001")
     alembic(url, "upgrade", "head")
@@ -170,3 +173,24 @@ def test_a_transfer_study_survives_a_downgrade_round_trip_or_stops_it(empty_data
     head = alembic(url, "heads").split()[0]
     assert f"{head} (head)" in alembic(url, "current")
     assert not {t for t in tables(url) if t.startswith("_alembic_tmp")}
+
+
+def insert_token(url: str, name: str, scope: str, *, revoked: bool) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO api_tokens (name, token_sha256, scope, created_at, revoked_at) "
+                             "VALUES (:name, :sha, :scope, CURRENT_TIMESTAMP, :revoked)"),
+                     {"name": name, "sha": name.ljust(64, "0"), "scope": scope,
+                      "revoked": dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc) if revoked else None})
+    engine.dispose()
+
+
+def test_0004_downgrade_refuses_while_a_token_is_not_a_write_token(empty_database):
+    """At 0003 every token may write: a read token kept there would gain writes."""
+    url = empty_database
+    alembic(url, "upgrade", "head")
+    insert_token(url, "dashboard", "read", revoked=False)
+    before = snapshot(url)
+    refused = alembic_fails(url, "downgrade", "0003")
+    assert "0004" in refused and "dashboard" in refused
+    assert snapshot(url) == before and "scope" in columns(url, "api_tokens")
