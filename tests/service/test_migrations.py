@@ -19,10 +19,14 @@ pytestmark = pytest.mark.integration
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 
-def alembic(url: str, *args: str) -> str:
+def run_alembic(url: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DELTAMU_DATABASE_URL": url}
-    r = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def alembic(url: str, *args: str) -> str:
+    r = run_alembic(url, *args)
     assert r.returncode == 0, f"alembic {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
 
@@ -109,9 +113,7 @@ def test_0002_fills_the_widths_of_existing_jobs_and_keeps_their_rows(empty_datab
 
 
 def alembic_fails(url: str, *args: str) -> str:
-    env = {**os.environ, "DELTAMU_DATABASE_URL": url}
-    r = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = run_alembic(url, *args)
     assert r.returncode != 0, f"alembic {' '.join(args)} should have refused:\n{r.stdout}\n{r.stderr}"
     return r.stdout + r.stderr
 
