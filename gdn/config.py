@@ -9,6 +9,10 @@ from typing import Literal
 WidthAxis = Literal["head_dim", "heads"]
 
 
+# The float fields' sane ranges (low excluded): beyond them a shape overflows or the model is not a GDN anyone trains.
+RATIO_RANGES = {"key_ratio": (0.0, 16.0), "expand_v": (0.0, 16.0), "mlp_ratio": (0.0, 64.0), "norm_eps": (0.0, 0.1)}
+
+
 @dataclass(frozen=True)
 class GDNConfig:
     width: int = 256
@@ -46,6 +50,10 @@ class GDNConfig:
         for name in ("width", "depth", "vocab_size", "num_heads", "head_k_dim", "conv_size", "mlp_multiple_of"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, (low, high) in RATIO_RANGES.items():
+            x = getattr(self, name)
+            if not (isinstance(x, (int, float)) and math.isfinite(x) and low < x <= high):
+                raise ValueError(f"{name} must be a finite number in ({low:g}, {high:g}], got {x}")
         self.heads_and_dims()  # raises a clear error for a width this axis cannot take
 
     def _whole(self, x: float, what: str, formula: str, per_width: float) -> int:
