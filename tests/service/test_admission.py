@@ -11,21 +11,9 @@ import pytest
 from service import crud
 from service.db import make_engine, make_session_factory, transaction
 from service.models import Job
-from helpers import tiny_job
+from helpers import assert_problem, tiny_job
 
 pytestmark = pytest.mark.integration
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response, status: int, slug: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    if slug:
-        assert body["type"].endswith("/" + slug), body
-    return body
-
 
 def count_jobs(env) -> int:
     engine = make_engine(env["DELTAMU_DATABASE_URL"])

@@ -22,7 +22,6 @@ from service.schemas import INT32_MAX, JobCreate, JobList, JobPublic, TrialList
 from service.submit import submit_job
 
 
-
 class AuthenticateFirst(APIRoute):
     """A route with a body authenticates its writer before the body is read: FastAPI reads and parses a body
     before it solves any dependency, so an anonymous 50 MB body would be parsed only to be answered 401."""
