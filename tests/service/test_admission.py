@@ -10,7 +10,6 @@ import pytest
 
 from service import crud
 from service.db import make_engine, make_session_factory, transaction
-from service.models import Job
 from helpers import assert_problem, tiny_job
 
 pytestmark = pytest.mark.integration
