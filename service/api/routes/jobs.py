@@ -43,10 +43,11 @@ def _authenticate_writer(request: Request) -> None:
 
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=AuthenticateFirst)
+SUBMIT_PROBLEMS = {**PROBLEMS, 413: PROBLEMS[422], 503: PROBLEMS[422]}   # a body too large; database or broker down
 T = TypeVar("T")
 
 
-@router.post("", status_code=202, response_model=JobPublic, responses=PROBLEMS,
+@router.post("", status_code=202, response_model=JobPublic, responses=SUBMIT_PROBLEMS,
              summary="Submit a tuning job (202 + Location; 200 when an identical finished job is reused)")
 def create_job(request: Request, body: JobCreate, principal: Writer, key: IdempotencyKeyDep) -> JSONResponse:
     answer = submit_job(request.app.state, principal_key=principal.key, token_id=principal.token_id, key=key,
