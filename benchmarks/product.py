@@ -61,7 +61,14 @@ def main() -> int:
                     break
                 time.sleep(POLL_SECONDS)
             wall = time.monotonic() - t0
-            trials = c.get(f"{location}/trials").json()["items"]
+            trials, cursor = [], None
+            while True:    # /trials is paged
+                params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+                page = c.get(f"{location}/trials", params=params).json()
+                trials += page["items"]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
             tokens = sum(t["tokens"] or 0 for t in trials)
             record.update(state=job["state"], seconds_post_to_done=wall, trials=len(trials), trained_tokens=tokens,
                           tokens_per_second=tokens / wall, optimum=job.get("optimum"),

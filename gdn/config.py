@@ -9,6 +9,10 @@ from typing import Literal
 WidthAxis = Literal["head_dim", "heads"]
 
 
+# The float fields' sane ranges (low excluded): beyond them a shape overflows or the model is not a GDN anyone trains.
+RATIO_RANGES = {"key_ratio": (0.0, 16.0), "expand_v": (0.0, 16.0), "mlp_ratio": (0.0, 64.0), "norm_eps": (0.0, 0.1)}
+
+
 @dataclass(frozen=True)
 class GDNConfig:
     width: int = 256
@@ -46,6 +50,8 @@ class GDNConfig:
         for name in ("width", "depth", "vocab_size", "num_heads", "head_k_dim", "conv_size", "mlp_multiple_of"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, (low, high) in RATIO_RANGES.items():
+            check_range(name, getattr(self, name), low, high, low_included=False)
         self.heads_and_dims()  # raises a clear error for a width this axis cannot take
 
     def _whole(self, x: float, what: str, formula: str, per_width: float) -> int:
@@ -124,6 +130,18 @@ def train_flops_per_token(config: GDNConfig) -> float:
     gdn_fwd = 6 * C * K + 4 * C * V + 6 * K * V
     gdn_bwd = 18 * C * K + 10 * C * V + 16 * K * V + 4 * C * C
     return 6.0 * matmul_params + L * H * (gdn_fwd + gdn_bwd)
+
+
+def is_finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_range(name: str, x, low: float, high: float, low_included: bool = True) -> None:
+    """A ValueError naming the field unless x is a finite number in [low, high] ((low, high] if not low_included):
+    the float fields' one check, here and in gdn.spec, so that no inf or 1e308 reaches a shape or an optimizer."""
+    if not (is_finite_number(x) and (low <= x if low_included else low < x) and x <= high):
+        bracket = "[" if low_included else "("
+        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], got {x}")
 
 
 def _round_up(x: int, m: int) -> int:

@@ -157,7 +157,7 @@ def coord_check(config: SweepConfig, widths: list[int], lr: float = 1e-2, steps:
         raise ValueError("a coordinate check needs at least two widths")
     sched = config.schedule
     corpus = load_corpus(config.data, sched.seq_len)
-    x_probe, _ = corpus.val_batches(1, sched.batch_size, sched.seq_len)[0]
+    x_probe, _ = next(corpus.val_batches(1, sched.batch_size, sched.seq_len))
     sizes: dict[str, list[float]] = {k: [] for k in KINDS}
     updates: dict[str, list[float]] = {}
     for width in widths:

@@ -17,6 +17,7 @@ import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -52,12 +53,13 @@ class Corpus:
         return _windows(self.train, starts, seq_len, device)
 
     def val_batches(self, num_batches: int, batch_size: int, seq_len: int,
-                    device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The fixed held-back slice: num_batches * batch_size windows evenly spaced over the validation stream."""
+                    device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The fixed held-back slice: num_batches * batch_size windows evenly spaced over the validation stream,
+        yielded one batch at a time (only the starts are held: num_batches may be large)."""
         n = num_batches * batch_size
         starts = np.linspace(0, len(self.val) - seq_len - 1, n).astype(np.int64)
-        return [_windows(self.val, starts[i * batch_size:(i + 1) * batch_size], seq_len, device)
-                for i in range(num_batches)]
+        for i in range(num_batches):
+            yield _windows(self.val, starts[i * batch_size:(i + 1) * batch_size], seq_len, device)
 
 
 def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:

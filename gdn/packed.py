@@ -186,12 +186,13 @@ class _Pack:
         cfg = self.specs[0].config
         val = self.corpus.val_batches(cfg.eval_batches, self.schedule.batch_size, self.schedule.seq_len, self.device)
         self.skeleton.eval()
-        totals = [0.0] * len(self.rows)
-        for x, y in val:
+        totals, n = [0.0] * len(self.rows), 0
+        for x, y in val:                    # streamed: one batch on the device at a time
             for r, loss in enumerate(self._losses(self._val_logits(self.params, self.logit_mult, x), y).tolist()):
                 totals[r] += loss
+            n += 1
         self.skeleton.train()
-        return [total / len(val) for total in totals]
+        return [total / n for total in totals]
 
     def close(self) -> None:
         """Free the device memory the pack holds beyond its parameters and optimizer state now: the CUDA graph's

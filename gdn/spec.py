@@ -6,16 +6,19 @@ recommendation all read the same fields with the same defaults and checks.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
-from gdn.config import GDNConfig
+from gdn.config import GDNConfig, check_range, is_finite_number
 from gdn.parametrization import OPTIMIZERS, Parametrization, get_parametrization
 
 BYTE_VOCAB = 256                 # the byte-level tokenizer's vocabulary
 COMPLETED, DIVERGED = "COMPLETED", "DIVERGED"
 BACKENDS = ("auto", "chunk", "naive", "triton")   # the gated delta rule's backends (gdn.ops)
 DTYPES = ("auto", "float32", "float64")
+LR_MAX = 1e6                     # no learning rate (peak or floor) is larger: beyond it a request is a mistake
+MULT_MAX = 1e6                   # likewise for the tuned output and init multipliers,
+GRAD_CLIP_MAX = 1e6              # the clip's norm
+WEIGHT_DECAY_MAX = 1e3           # and the weight decay
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,14 @@ class OptimizerSpec:
         object.__setattr__(self, "betas", tuple(self.betas))
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", 0.1 if self.name == "adamw" else 0.0)
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0 and eps > 0")
-        if not (0 <= self.momentum < 1 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError("momentum and betas must lie in [0, 1)")
+        check_range("weight_decay", self.weight_decay, 0.0, WEIGHT_DECAY_MAX)
+        check_range("grad_clip", self.grad_clip, 0.0, GRAD_CLIP_MAX)
+        check_range("eps", self.eps, 0.0, 1.0, low_included=False)
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {len(self.betas)}")
+        for name, x in (("momentum", self.momentum), ("betas", self.betas[0]), ("betas", self.betas[1])):
+            if not (is_finite_number(x) and 0 <= x < 1):
+                raise ValueError(f"{name} must lie in [0, 1), got {x}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,7 @@ class ScheduleSpec:
             raise ValueError("steps, batch_size and seq_len must be >= 1")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}")
-        if self.min_lr < 0:
-            raise ValueError("min_lr must be >= 0")
+        check_range("min_lr", self.min_lr, 0.0, LR_MAX)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,9 @@ class SweepConfig:
     eval_batches: int = 8
 
     def __post_init__(self) -> None:
+        for name in ("output_mult", "init_mult"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 0.0, MULT_MAX, low_included=False)
         self.param()  # raises on an unknown preset or readout
         if self.eval_batches < 1:
             raise ValueError("eval_batches must be >= 1")
@@ -154,8 +163,7 @@ class TrialSpec:
     cuda_graphs: bool = True        # on CUDA, a pack replays its steps from a CUDA graph (gdn.packed)
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        check_range("lr", self.lr, 0.0, LR_MAX, low_included=False)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.backend not in BACKENDS:

@@ -40,13 +40,14 @@ def run(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], None] | No
 def evaluate(model: GDNModel, batches, autocast) -> float:
     was_training = model.training
     model.eval()
-    total = 0.0
-    for x, y in batches:
+    total, n = 0.0, 0
+    for x, y in batches:                    # streamed: one batch on the device at a time
         with autocast():
             logits = model(x)
         total += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
+        n += 1
     model.train(was_training)
-    return total / len(batches)
+    return total / n
 
 
 def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None = None,

@@ -101,18 +101,31 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     return out
 
 
-def list_trials(session: Session, *, job_id: str) -> list[Trial]:
-    return list(session.scalars(sa.select(Trial).where(Trial.job_id == job_id)
-                                .order_by(Trial.point, Trial.attempt)))
+def list_trials(session: Session, *, job_id: str, limit: int | None = None,
+                after: tuple[int, int] | None = None) -> list[Trial]:
+    """By (point, attempt); `after` is the (point, attempt) of the last trial of the previous page."""
+    q = sa.select(Trial).where(Trial.job_id == job_id)
+    if after is not None:
+        point, attempt = after
+        q = q.where(sa.or_(Trial.point > point, sa.and_(Trial.point == point, Trial.attempt > attempt)))
+    return list(session.scalars(q.order_by(Trial.point, Trial.attempt).limit(limit)))
 
 
-def curve_points(session: Session, *, trial_ids: list[int], after_step: int | None) -> dict[int, list[CurvePoint]]:
+def curve_points(session: Session, *, trial_ids: list[int], after_step: int | None,
+                 limit_per_trial: int | None = None) -> dict[int, list[CurvePoint]]:
+    """Each trial's points after `after_step`, by step; at most `limit_per_trial` of them per trial."""
     out: dict[int, list[CurvePoint]] = {t: [] for t in trial_ids}
     if not trial_ids:
         return out
-    q = sa.select(CurvePoint).where(CurvePoint.trial_id.in_(trial_ids))
+    where = [CurvePoint.trial_id.in_(trial_ids)]
     if after_step is not None:
-        q = q.where(CurvePoint.step > after_step)
+        where.append(CurvePoint.step > after_step)
+    q = sa.select(CurvePoint).where(*where)
+    if limit_per_trial is not None:
+        rank = sa.func.row_number().over(partition_by=CurvePoint.trial_id, order_by=CurvePoint.step)
+        ranked = sa.select(CurvePoint.id, rank.label("rank")).where(*where).subquery()
+        q = (sa.select(CurvePoint).join(ranked, CurvePoint.id == ranked.c.id)
+             .where(ranked.c.rank <= limit_per_trial))
     for point in session.scalars(q.order_by(CurvePoint.trial_id, CurvePoint.step)):
         out[point.trial_id].append(point)
     return out

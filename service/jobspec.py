@@ -9,13 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gdn.spec import SweepConfig
-from gdn.config import count_params, train_flops_per_token
+from gdn.config import GDNConfig, count_params, train_flops_per_token
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import lr_grid
 
 from service.schemas import JobCreate
 from service.settings import Settings
 
+GIB = 1 << 30
+STATE_BYTES_PER_PARAM = 16   # float32 weight, gradient and AdamW's two moments
+ACTIVATION_BYTES = 160       # kept for the backward pass per token, block and unit of width: a float32 estimate
+                             # (q, k, v and their convs, gates, output, norms, the SwiGLU hidden), not a measurement
+LOGIT_BYTES = 12             # per token and vocabulary entry: float32 logits, their softmax and its gradient
 SPEC_VERSION = 1      # bump when the meaning of a stored spec changes: identical specs then stop being reused
 
 
@@ -58,7 +63,7 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
             config.model_at(width)
         except ValueError as e:
             raise JobRejected(f"widths: {e}") from None
-    _check_limits(config, widths, len(lrs) * len(job.seeds), settings)
+    _check_limits(config, widths, len(lrs) * len(job.seeds), job.log_every, settings)
     sweep_config = config.to_dict()
     identity = {"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
                 "sweep_config": sweep_config, "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
@@ -73,20 +78,38 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
 def _check_data_source(source: str, settings: Settings) -> None:
     if source == "builtin":
         return
-    path = Path(source).resolve()
-    roots = [Path(r).resolve() for r in settings.allowed_data_dirs]
+    if not source.isprintable():
+        raise JobRejected("data source: a path must not hold control characters (NUL, newline, ...)")
+    try:
+        path = Path(source).resolve()
+        roots = [Path(r).resolve() for r in settings.allowed_data_dirs]
+        exists = path.exists()
+    except (OSError, ValueError) as e:           # a name too long, a loop of links: not a path this server has
+        raise JobRejected(f"data source {source[:200]!r} is not a usable path ({type(e).__name__})") from None
     if not any(path == root or root in path.parents for root in roots):
         allowed = ", ".join(str(r) for r in roots) or "none (set DELTAMU_ALLOWED_DATA_DIRS)"
-        raise JobRejected(f"data source {source!r} is not under an allowed data directory; allowed: {allowed}")
-    if not path.exists():
-        raise JobRejected(f"data source {source!r} does not exist on the server")
+        raise JobRejected(f"data source {source[:200]!r} is not under an allowed data directory; allowed: {allowed}")
+    if not exists:
+        raise JobRejected(f"data source {source[:200]!r} does not exist on the server")
 
 
-def _check_limits(config: SweepConfig, widths: list[int], trials_per_width: int, settings: Settings) -> None:
-    """Every width's trials count: trials, the widest proxy's width and parameters, and the FLOPs of them all."""
+def trial_memory_bytes(model: GDNConfig, batch_size: int, seq_len: int) -> float:
+    """An estimate of one trial's memory: float32 weights, gradients and two AdamW moments, and what one step
+    keeps for its backward pass (every block's activations, the logits and their gradient)."""
+    tokens = batch_size * seq_len
+    activations = tokens * (model.depth * model.width * ACTIVATION_BYTES + LOGIT_BYTES * model.vocab_size)
+    return STATE_BYTES_PER_PARAM * count_params(model) + activations
+
+
+def _check_limits(config: SweepConfig, widths: list[int], trials_per_width: int, log_every: int,
+                  settings: Settings) -> None:
+    """Every width's trials count: trials, the widest proxy's width, parameters and memory, the FLOPs of them all;
+    and each trial's validation tokens and curve rows."""
     sched, model = config.schedule, config.model
     num_trials = len(widths) * trials_per_width
     widest = max(widths)
+    eval_tokens = config.eval_batches * sched.batch_size * sched.seq_len
+    curve_points = -(-sched.steps // log_every)
     checks = [
         (num_trials <= settings.max_trials,
          f"{num_trials} trials (widths x learning rates x seeds) exceed the limit of {settings.max_trials}"),
@@ -97,6 +120,12 @@ def _check_limits(config: SweepConfig, widths: list[int], trials_per_width: int,
         (sched.batch_size * sched.seq_len <= settings.max_tokens_per_step,
          f"batch_size x seq_len = {sched.batch_size * sched.seq_len} tokens per step exceed the limit of "
          f"{settings.max_tokens_per_step}: the proxy would not fit in memory"),
+        (eval_tokens <= settings.max_eval_tokens,
+         f"eval_batches x batch_size x seq_len = {eval_tokens} validation tokens per trial exceed the limit of "
+         f"{settings.max_eval_tokens}"),
+        (curve_points <= settings.max_curve_points,
+         f"steps / log_every = {curve_points} curve points per trial exceed the limit of "
+         f"{settings.max_curve_points}: raise log_every"),
     ]
     for ok, reason in checks:
         if not ok:
@@ -105,6 +134,11 @@ def _check_limits(config: SweepConfig, widths: list[int], trials_per_width: int,
     if params > settings.max_proxy_params:
         raise JobRejected(f"the proxy at width {widest} has {params:.3g} parameters, above the limit of "
                           f"{settings.max_proxy_params:.3g}")
+    memory = trial_memory_bytes(config.model_at(widest), sched.batch_size, sched.seq_len)
+    if memory > settings.max_trial_memory_gib * GIB:
+        raise JobRejected(f"a trial at width {widest} needs about {memory / GIB:.3g} GiB of memory (weights, "
+                          f"optimizer state, activations), above the limit of {settings.max_trial_memory_gib:g} GiB: "
+                          f"use a smaller batch_size, seq_len, width or depth")
     tokens = sched.steps * sched.batch_size * sched.seq_len
     flops = trials_per_width * tokens * sum(train_flops_per_token(config.model_at(w)) for w in widths)
     if flops > settings.max_job_flops:

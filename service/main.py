@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import problems
 from service.api.routes import health, jobs, recommendations
 from service.auth import sync_settings_tokens
+from service.bodylimit import BodyLimit
 from service.db import make_engine, make_session_factory
 from service.jobspec import JobRejected
 from service.metrics import make_registry
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_session_factory(app.state.engine)
     app.state.celery = make_celery(settings)
     app.state.registry, http_metrics = make_registry(app.state.sessions)
+    # inside the metrics middleware (a BaseHTTPMiddleware, whose task group would wrap BodyTooLarge), before the
+    # routes read a body
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.middleware("http")(http_metrics.middleware)
     problems.install(app)
 

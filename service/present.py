@@ -57,7 +57,7 @@ def point_public(p: CurvePoint) -> CurvePointPublic:
     return CurvePointPublic(step=p.step, tokens=p.tokens, lr=p.lr, seconds=p.seconds, nonfinite=flags, **values)
 
 
-def trial_public(t: Trial, points: list[CurvePoint]) -> TrialPublic:
+def trial_public(t: Trial, points: list[CurvePoint], curve_truncated: bool = False) -> TrialPublic:
     values, flags = floats.to_public({"final_val_loss": t.final_val_loss})
     return TrialPublic(
         id=t.id, point=t.point, width=t.width, lr=t.lr, seed=t.seed, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
@@ -65,4 +65,4 @@ def trial_public(t: Trial, points: list[CurvePoint]) -> TrialPublic:
         finished_at=t.finished_at, diverged_step=t.diverged_step, reason=t.reason, error=t.error,
         tokens=t.tokens, seconds=t.seconds, num_params=t.num_params, device=t.device, data_sha256=t.data_sha256,
         backend=t.backend, trainer=t.trainer, cuda_graphs=t.cuda_graphs,
-        nonfinite=flags, curve=[point_public(p) for p in points], **values)
+        nonfinite=flags, curve=[point_public(p) for p in points], curve_truncated=curve_truncated, **values)

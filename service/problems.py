@@ -1,5 +1,6 @@
 """RFC 9457 problem+json for every error: our own (ProblemError), HTTP errors raised by Starlette (unknown route,
-wrong method), request validation (422; 400 for a body that is not JSON), and anything unexpected (500)."""
+wrong method, a body too large), request validation (422; 400 for a body that is not JSON), the database out of
+reach (503 with Retry-After), and anything unexpected (500)."""
 from __future__ import annotations
 
 import logging
@@ -8,11 +9,18 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://deltamu.dev/problems/"   # stable identifiers, documented in docs/api.md
 log = logging.getLogger("deltamu.api")
+RETRY_AFTER_SECONDS = 5       # what a 503 asks the client to wait
+# Errors that say the database is down or out of connections (not that a query is wrong): 503, not 500.
+DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+_HTTP_PROBLEMS = {400: ("malformed-json", "Malformed JSON body"),     # FastAPI: a body it could not parse at all
+                  404: (None, "Not Found"), 405: (None, "Method Not Allowed"),
+                  413: ("body-too-large", "Content Too Large")}
 
 
 class ProblemError(Exception):
@@ -30,6 +38,13 @@ def problem_response(request: Request, status: int, slug: str | None, title: str
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def http_problem(request: Request, status: int, detail: str | None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    """A Starlette HTTP error (unknown route, wrong method, a body too large) as a problem."""
+    slug, title = _HTTP_PROBLEMS.get(status, (None, "HTTP error"))
+    return problem_response(request, status, slug, title, detail, headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError):
@@ -37,9 +52,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(request, exc.status_code, None, title, detail, getattr(exc, "headers", None))
+        return http_problem(request, exc.status_code, detail, getattr(exc, "headers", None))
+
+    async def _database_down(request: Request, exc: Exception):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(request, 503, "database-unavailable", "Database unavailable",
+                                "the database cannot be reached; retry later",
+                                {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for error in DATABASE_DOWN:
+        app.exception_handler(error)(_database_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

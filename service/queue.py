@@ -23,6 +23,7 @@ from service.settings import Settings
 
 RUN_TRIAL = "deltamu.run_trial"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+BROKER_TIMEOUT_SECONDS = 2.0
 log = logging.getLogger("deltamu.queue")
 
 
@@ -52,6 +53,19 @@ def make_celery(settings: Settings, *, include: Sequence[str] = ()) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+class BrokerUnavailable(Exception):
+    """No connection to the broker opens."""
+
+
+def ensure_broker(celery: Celery) -> None:
+    """Open a connection to the broker or raise BrokerUnavailable: a submit checks it before it stores its job."""
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS)
+    except Exception as e:
+        raise BrokerUnavailable(f"{type(e).__name__}: {e}") from None
 
 
 def enqueue_trials(celery: Celery, sessions: sessionmaker[Session], queue: str, trial_ids: list[int]) -> list[int]:

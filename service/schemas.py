@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gdn.config import GDNConfig
 from gdn.parametrization import PRESETS
-from gdn.spec import (BYTE_VOCAB, DataSpec, OptimizerSpec, RecommendedGroup, ScheduleSpec, SweepConfig,
+from gdn.spec import (BYTE_VOCAB, LR_MAX, DataSpec, OptimizerSpec, RecommendedGroup, ScheduleSpec, SweepConfig,
                       TransferEvidence)
 
 from service.models import JobState, TrialState
@@ -40,8 +40,8 @@ _SWEEP = {f.name: f.default for f in dataclasses.fields(SweepConfig) if f.defaul
 class LRGridIn(_In):
     """Either explicit `values`, or `min`, `max` and `count` (log-spaced, both ends included)."""
     values: list[float] | None = Field(None, min_length=1, max_length=GRID_MAX)
-    min: float | None = Field(None, gt=0)
-    max: float | None = Field(None, gt=0)
+    min: float | None = Field(None, gt=0, le=LR_MAX, allow_inf_nan=False)
+    max: float | None = Field(None, gt=0, le=LR_MAX, allow_inf_nan=False)
     count: int | None = Field(None, ge=1, le=GRID_MAX)
 
     @model_validator(mode="after")
@@ -50,9 +50,9 @@ class LRGridIn(_In):
         if self.values is not None:
             if any(x is not None for x in ranged):
                 raise ValueError("give either values or min/max/count, not both")
-            bad = [x for x in self.values if not (x > 0 and math.isfinite(x))]
+            bad = [x for x in self.values if not (0 < x <= LR_MAX and math.isfinite(x))]
             if bad:
-                raise ValueError(f"learning rates must be positive and finite, got {bad}")
+                raise ValueError(f"values: learning rates must be finite and lie in (0, {LR_MAX:g}], got {bad}")
             if len(set(self.values)) != len(self.values):
                 raise ValueError("learning rates must be distinct")
         elif any(x is None for x in ranged):
@@ -267,12 +267,15 @@ class TrialPublic(BaseModel):
     trainer: Literal["lone", "pack"] | None = Field(None, description="trained alone or in a pack of trials")
     cuda_graphs: bool | None = Field(None, description="its steps replayed from a CUDA graph")
     nonfinite: Nonfinite = Field({}, description=NONFINITE_DOC)
-    curve: list[CurvePointPublic]
+    curve: list[CurvePointPublic] = Field(description="the points after ?after_step=, at most ?curve_limit= of them")
+    curve_truncated: bool = Field(False, description="more points follow: ask again with after_step = the last "
+                                                     "step of this curve")
 
 
 class TrialList(BaseModel):
     job_id: str
     items: list[TrialPublic]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last page")
 
 
 # --- the recommendation: gdn.recommend.recommend's answer for a target width ------------------------------------------

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     max_tokens_per_step: int = 1 << 21             # batch_size x seq_len
     max_proxy_params: float = 2e9
     max_job_flops: float = 1e19                     # about a day of one H100 at a realistic throughput
+    max_eval_tokens: int = 1 << 26                  # eval_batches x batch_size x seq_len of one trial
+    max_curve_points: int = 10_000                  # curve rows of one trial: steps / log_every
+    max_trial_memory_gib: float = 64.0              # one trial's estimated memory: weights, gradients, optimizer
+                                                    # state and one step's activations (service.jobspec)
+    max_body_bytes: int = 1 << 20                   # a request body beyond this is refused (413) unread
+    curve_page_default: int = 1000                  # /trials: curve points per trial on a page, by default
+    max_page_points: int = 100_000                  # /trials: curve points on one page (limit x curve_limit)
 
     # --- the worker ----------------------------------------------------------------------------
     device: str = "auto"                            # "auto": CUDA when the worker sees a GPU, else CPU

@@ -18,8 +18,8 @@ from service.db import transaction
 from service.jobspec import canonical_sha256, prepare
 from service.models import utcnow
 from service.present import job_public
-from service.problems import ProblemError
-from service.queue import enqueue_trials
+from service.problems import RETRY_AFTER_SECONDS, ProblemError
+from service.queue import BrokerUnavailable, enqueue_trials, ensure_broker
 from service.schemas import JobCreate
 
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -42,6 +42,12 @@ def submit_job(state, *, principal_key: str, token_id: int | None, key: str | No
         if replay is not None:
             return replay
     prepared = prepare(body, settings)
+    try:     # a send that fails later is resent by the reaper; a broker down now is said now, with nothing stored
+        ensure_broker(state.celery)
+    except BrokerUnavailable as e:
+        raise ProblemError(503, "broker-unavailable", "Broker unavailable",
+                           f"the job queue cannot be reached ({e}); retry later",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
     trial_ids: list[int] = []
     try:
         with transaction(state.sessions) as session:

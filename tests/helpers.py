@@ -197,3 +197,17 @@ def tiny_job(**overrides) -> dict:
            "lr_grid": {"values": [0.002, 0.01, 0.05]}, "seeds": [0], "eval_batches": 2, "log_every": 5}
     job.update(overrides)
     return job
+
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict:
+    """An RFC 9457 answer of this status (and problem type slug); returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and "instance" in body
+    if slug:
+        assert body["type"].endswith("/" + slug), body
+    return body

@@ -37,6 +37,21 @@ def test_batches_are_a_pure_function_of_seed_and_step():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(v1, v2))
 
 
+def test_validation_batches_are_streamed():
+    """One batch at a time (10,000 batches of 512 x 4096 tokens held at once would need ~336 GB), the same
+    windows in the same order as slicing the evenly spaced starts."""
+    import types
+    corpus = load_corpus(DataSpec())
+    stream = corpus.val_batches(3, 4, 32)
+    assert isinstance(stream, types.GeneratorType)
+    batches = list(stream)
+    starts = np.linspace(0, len(corpus.val) - 32 - 1, 12).astype(np.int64)
+    assert len(batches) == 3
+    for i, (x, y) in enumerate(batches):
+        assert torch.equal(x[:, 0], torch.from_numpy(corpus.val[starts[4 * i:4 * i + 4]].astype(np.int64)))
+        assert torch.equal(x[:, 1:], y[:, :-1])
+
+
 def test_text_file_folder_and_bin(tmp_path):
     text = "héllo wörld, " * 2000
     (tmp_path / "a.txt").write_text(text, encoding="utf-8")

@@ -15,21 +15,10 @@ from gdn.spec import SweepConfig
 from service import crud, floats
 from service.db import make_engine, make_session_factory, transaction
 from service.models import IdempotencyKey, Job, Trial
-from helpers import TEST_TOKEN, tiny_job
+from helpers import PROBLEM, TEST_TOKEN, assert_problem, tiny_job
 
 pytestmark = pytest.mark.integration
 
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response, status: int, slug: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status and body["title"] and "instance" in body
-    if slug:
-        assert body["type"].endswith("/" + slug)
-    return body
 
 
 def run_trials_through_crud(env, job_id: str, losses: list[float]) -> None:
