@@ -28,12 +28,14 @@ class SweepResult:
 def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
     """(parametrization, optimizer) -> what the transfer study measured (EVIDENCE_FILE)."""
     rows = json.loads(EVIDENCE_FILE.read_text())["evidence"]
-    return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"])
+    return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"],
+                                                                     r.get("min_steps"))
             for r in rows}
 
 
-def transfer_warnings(parametrization: str, optimizer: str, width_mult: float) -> list[str]:
-    """What a user should know before trusting a transferred lr at this width ratio, from the study's evidence."""
+def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, steps: int) -> list[str]:
+    """What a user should know before trusting a transferred lr at this width ratio, from the study's evidence,
+    for a sweep of `steps` steps."""
     if width_mult == 1:
         return []
     ev = transfer_evidence().get((parametrization, optimizer))
@@ -41,12 +43,18 @@ def transfer_warnings(parametrization: str, optimizer: str, width_mult: float) -
         return [f"the transfer study has not measured {parametrization!r} under {optimizer}: the lr is scaled by "
                 "its table, untested (docs/transfer.md)"]
     if not ev.holds:
+        held = [p for (p, o), e in transfer_evidence().items() if o == optimizer and e.holds]
+        instead = f"use {' or '.join(repr(p) for p in held)} with {optimizer}" if held else "use 'mup' with adamw"
         return [f"{parametrization!r} under {optimizer} did not transfer in the study ({ev.summary}); tune at the "
-                "target width or use 'mup' with adamw"]
+                f"target width or {instead}"]
+    warnings = []
     if width_mult > ev.max_width_mult:
-        return [f"width ratio {width_mult:g} is beyond the {ev.max_width_mult:g}x the transfer study measured "
-                f"({ev.summary})"]
-    return []
+        warnings.append(f"width ratio {width_mult:g} is beyond the {ev.max_width_mult:g}x the transfer study "
+                        f"measured ({ev.summary})")
+    if ev.min_steps is not None and steps < ev.min_steps:
+        warnings.append(f"{parametrization!r} under {optimizer} transferred in the study at {ev.min_steps} steps and "
+                        f"more, not at fewer; this sweep ran {steps} ({ev.summary})")
+    return warnings
 
 
 def recommend(result: SweepResult, target_width: int) -> Recommendation:
@@ -72,7 +80,8 @@ def recommend(result: SweepResult, target_width: int) -> Recommendation:
                          "description": p.description},
         optimizer=opt, base_width=cfg.base_width, target_width=target_width, width_mult=m, base_lr=lr,
         base_lr_log2_std=result.optimum.log2_lr_std, optimum_on_edge=result.optimum.on_edge,
-        warnings=list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m),
+        warnings=list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m,
+                                                                             cfg.schedule.steps),
         transfer_evidence=transfer_evidence().get((cfg.parametrization, opt.name)),
         schedule=cfg.schedule, groups=groups,
         # gdn_scale: the `scale` argument of (fla's) chunk_gated_delta_rule

@@ -241,6 +241,8 @@ class TransferEvidence:
     holds: bool
     """did the base width's lr transfer there (argmin stable, no worse than SP tuned by hand)"""
     summary: str
+    min_steps: int | None = None
+    """the shortest horizon (steps) at which it held, where a shorter one was measured and did not"""
 
 
 @dataclass(frozen=True)

@@ -29,22 +29,23 @@ def test_tiny_transfer_study_writes_a_report(tmp_path):
 
 
 def test_tiny_sgd_study_judges_the_sgd_preset_against_sgd_sp(tmp_path):
-    """The SGD half of the study at a tiny scale (issue 14): the shipped SGD preset (alpha 4, sigma_0 x 2, the
-    width-consistent clip) against SGD-SP, every width swept and transferred, the report's criteria rows written."""
+    """The SGD half of the study at a tiny scale (issue 14): the shipped SGD preset (mup-sgd: alpha 4, sigma_0 x 2,
+    the matrices' init ~ m^-1/6, the width-consistent clip) against SGD-SP, every width swept and transferred, the
+    report's criteria rows written."""
     results, md = tmp_path / "sgd.jsonl", tmp_path / "sgd.md"
-    cmd = [sys.executable, "benchmarks/transfer.py", "--scale", "tiny", "--arms", "sgd-sp,sgd-mup-default",
+    cmd = [sys.executable, "benchmarks/transfer.py", "--scale", "tiny", "--arms", "sgd-sp,sgd-mup-sgd",
            "--results", str(results), "--md", str(md), "--workers", "2", "--pack", "3", "--concurrent-widths"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
-    for arm in ("sgd-sp", "sgd-mup-default"):
+    for arm in ("sgd-sp", "sgd-mup-sgd"):
         for width in (32, 64):
             assert {"grid", "transfer"} <= {rec["kind"] for rec in records if (rec["arm"], rec["width"]) == (arm, width)}
     assert all((rec["output_mult"], rec["init_mult"]) == (4.0, 2.0) for rec in records
-               if rec["arm"] == "sgd-mup-default")
+               if rec["arm"] == "sgd-mup-sgd")
     text = md.read_text()
-    assert "| sgd-mup-default | 20 |" in text and "| sgd-sp | 20 |" in text
-    row = next(line for line in text.splitlines() if line.startswith("| sgd-mup-default | 20 |"))
+    assert "| sgd-mup-sgd | 20 |" in text and "| sgd-sp | 20 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| sgd-mup-sgd | 20 |"))
     assert row.count("|") == 7 and "%" in row           # argmin range, vs tuned SP, noise verdict, wider-is-better
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from gdn.config import GDNConfig
 from gdn.model import GDNModel
-from gdn.spec import OptimizerSpec, SweepConfig
+from gdn.spec import OptimizerSpec, ScheduleSpec, SweepConfig
 from gdn.parametrization import Role, get_parametrization
 from gdn.fit import Optimum, fit_optimum, grid_step_log2, lr_grid, lr_grid_around
 from gdn.recommend import SweepResult, param_groups, recommend
@@ -286,6 +286,17 @@ def test_recommend_says_where_the_transfer_study_stands():
     untested = recommend(_result("mup-original", "adamw"), 1024).to_dict()
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
     assert not recommend(_result("sp", "adamw"), 256).warnings          # the base width itself: nothing to say
+
+
+def test_sgd_recommendations_follow_the_sgd_study():
+    """Under SGD, mup-sgd transferred at 1000 steps (no warning there), not at 250 (a warning for a short sweep);
+    mup did not, and its warning points at mup-sgd."""
+    def sgd(parametrization, steps):
+        return recommend(_result(parametrization, "sgd", schedule=ScheduleSpec(steps=steps, warmup_steps=10)),
+                         2048).warnings                                                       # 8x
+    assert sgd("mup-sgd", 1000) == [] and sgd("mup-sgd", 4000) == []
+    assert any("at 1000 steps and more" in w and "ran 250" in w for w in sgd("mup-sgd", 250))
+    assert any("did not transfer" in w and "'mup-sgd'" in w for w in sgd("mup", 1000))
 
 
 def test_the_sweep_plot_shades_the_near_best_range():
