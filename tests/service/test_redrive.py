@@ -55,9 +55,8 @@ def test_overdue_trials_and_the_backlog(sessions):
         assert crud.overdue_trials(s, sent_before=utcnow() - dt.timedelta(seconds=60)) == ids[:2]   # oldest first
         backlog = crud.backlog(s)
         assert backlog.sent == 3 and backlog.oldest_sent_at < long_ago
-    claim = crud.claim_trial
     with transaction(sessions) as s:
-        assert claim(s, trial_id=ids[0], worker="w") is not None
+        assert crud.claim_trial(s, trial_id=ids[0], worker="w") is not None
     with transaction(sessions) as s:
         assert crud.overdue_trials(s, sent_before=utcnow() - dt.timedelta(seconds=60)) == ids[1:2]
 

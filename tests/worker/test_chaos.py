@@ -18,7 +18,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,14 @@ from fastapi.testclient import TestClient
 
 from service.db import make_engine, make_session_factory
 from service.models import CurvePoint, JobState, Trial, TrialState
-from helpers import (Process, fast_settings_env, free_port, settings_from_env, start_worker,
-                     temporary_postgres_database, tiny_job, unavailable, wait_for)
-from worker_helpers import AUTH, JOB_TIMEOUT, logs, trials_of
+from helpers import (Process, fast_settings_env, free_port, refuse_connections, settings_from_env, start_worker,
+                     temporary_postgres_database, tiny_job, truncate_all, unavailable, wait_for)
+from worker_helpers import AUTH, JOB_TIMEOUT, assert_every_point_once, job_state, logs, trials_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OUTAGE_SECONDS = 10
 DEFAULT_BOUNDS = ("DELTAMU_HEARTBEAT_SECONDS", "DELTAMU_STALE_AFTER_SECONDS", "DELTAMU_REAPER_INTERVAL_SECONDS")
-RESULTS = (TrialState.COMPLETED, TrialState.DIVERGED)
 
 
 def _binary(name: str) -> str | None:
@@ -133,24 +131,16 @@ class SharedPostgresDatabase:
     def __init__(self):
         self._db = temporary_postgres_database()
         self.url = self._db.__enter__()
-        from helpers import postgres_admin_url
-        self.admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-        self.name = sa.make_url(self.url).database
         self.kind = "a private database on the test server, its connections refused (ALLOW_CONNECTIONS false)"
 
     def down(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false'))
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": self.name})
+        refuse_connections(self.url, True)
 
     def up(self) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true'))
+        refuse_connections(self.url, False)
 
     def close(self) -> None:
         self.up()
-        self.admin.dispose()
         self._db.__exit__(None, None, None)
 
 
@@ -166,7 +156,6 @@ def private_postgres():
 def chaos(private_postgres, tmp_path):
     """A deployment on the private servers: the API in-process, workers started by the test (all stopped after)."""
     from service import migrate
-    from helpers import truncate_all
     migrate.upgrade(private_postgres.url)
     truncate_all(private_postgres.url)
     redis_server = PrivateRedis(tmp_path)
@@ -206,25 +195,7 @@ def state_of(sessions, job_id):
 
 
 def job_succeeded(sessions, job_id) -> bool:
-    from worker_helpers import job_state
     return safely(lambda: job_state(sessions, job_id) == JobState.SUCCEEDED)() or False
-
-
-def assert_every_point_once(sessions, job_id: str, points: int, steps: int, report: str) -> list[Trial]:
-    trials = trials_of(sessions, job_id)
-    results = [t for t in trials if t.state in RESULTS]
-    assert sorted(t.point for t in results) == list(range(points)), \
-        f"{report}\n{[(t.point, t.attempt, t.state.value) for t in trials]}"
-    with sessions() as s:
-        for t in results:
-            got = list(s.scalars(sa.select(CurvePoint.step).where(CurvePoint.trial_id == t.id)
-                                 .order_by(CurvePoint.step)))
-            assert got == sorted(set(got)), f"{report}: duplicate curve points in trial {t.id}"
-            assert t.state == TrialState.DIVERGED or got[-1] == steps, f"{report}: trial {t.id} ends at {got[-1:]}"
-        dupes = s.execute(sa.select(CurvePoint.trial_id, CurvePoint.step, sa.func.count())
-                          .group_by(CurvePoint.trial_id, CurvePoint.step).having(sa.func.count() > 1)).all()
-    assert not dupes, f"{report}: duplicate curve points {dupes}"
-    return trials
 
 
 def report(name: str, lines: list[str]) -> str:

@@ -13,38 +13,19 @@ import sqlalchemy as sa
 from service.models import Job, JobState, Trial, TrialState
 from service.queue import make_celery
 from service.settings import Settings
-from helpers import delete_redis_queue, postgres_admin_url, settings_from_env, tiny_job, wait_for
-from worker_helpers import AUTH, job_state, logs, steps_of, trials_of
+from helpers import delete_redis_queue, refuse_connections, settings_from_env, tiny_job, wait_for
+from worker_helpers import AUTH, assert_every_point_once, job_state, logs, trials_of
 
 RECOVERY_TIMEOUT = 120
 
 
 @contextmanager
 def connections_refused(database_url: str):
-    """The database refuses every connection (ALLOW_CONNECTIONS false, superusers included) and its open sessions
-    are terminated: an outage of that database as its clients see it, the shared server staying up."""
-    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    name = sa.make_url(database_url).database
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+    refuse_connections(database_url, True)
     try:
         yield
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
-
-
-def assert_every_point_once(sessions, job_id, points: int, steps: int) -> list[Trial]:
-    trials = trials_of(sessions, job_id)
-    results = [t for t in trials if t.state in (TrialState.COMPLETED, TrialState.DIVERGED)]
-    assert sorted(t.point for t in results) == list(range(points)), [(t.point, t.attempt, t.state) for t in trials]
-    for t in results:
-        got = steps_of(sessions, t.id)
-        assert got == sorted(set(got)) and (t.state == TrialState.DIVERGED or got[-1] == steps)
-    return trials
+        refuse_connections(database_url, False)
 
 
 def test_default_bounds_notice_a_dead_worker_within_30_seconds():
