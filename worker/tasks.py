@@ -10,8 +10,8 @@ import os
 from collections import Counter
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import InterfaceError, OperationalError
 from celery.signals import worker_ready
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gdn.spec import TrialCancelled
 from gdn.train import run
