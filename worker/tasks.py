@@ -11,7 +11,6 @@ from collections import Counter
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gdn.spec import TrialCancelled
 from gdn.train import run
@@ -23,10 +22,7 @@ from service.queue import RUN_TRIAL, enqueue_trials
 from service.settings import Settings, get_settings
 from worker import packing, reaper
 from worker.celery_app import app
-from worker.runtime import Heartbeat, log, sessions
-
-# The database did not answer (down, restarting, connections refused or cut): worth trying again.
-DATABASE_DOWN = (OperationalError, InterfaceError)
+from worker.runtime import DATABASE_DOWN, Heartbeat, log, sessions, through_outage
 
 
 @app.task(name=RUN_TRIAL, bind=True, ignore_result=True)
@@ -85,13 +81,17 @@ def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dic
     is stored as soon as it is known, a result also taking its trial out of the heartbeat."""
     specs = [packing.trial_spec(t, settings) for t in trials]
 
-    def store_point(i: int, point) -> None:
-        with transaction(sessions()) as session:
-            crud.append_point(session, trial_id=trials[i].trial_id, worker=worker, point=vars(point))
+    def store_point(i: int, point) -> None:      # a repeated step is ignored: safe to write again
+        def write():
+            with transaction(sessions()) as session:
+                crud.append_point(session, trial_id=trials[i].trial_id, worker=worker, point=vars(point))
+        through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, step {point.step}")
 
-    def store_result(i: int, result) -> None:
-        with transaction(sessions()) as session:
-            crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
+    def store_result(i: int, result) -> None:    # conditional on RUNNING for this worker: safe to write again
+        def write():
+            with transaction(sessions()) as session:
+                crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
+        through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, result")
         stored[trials[i].trial_id] = result.status
         beat.release(trials[i].trial_id)
 

@@ -304,4 +304,5 @@ def test_postgres_stopped_for_ten_seconds_mid_job(chaos):
     text = report(f"(c) PostgreSQL down {OUTAGE_SECONDS} s ({database.kind})", [
         f"training went on {resumed:.1f} s after the database came back",
         f"job SUCCEEDED {time.monotonic() - back:.1f} s after it came back"])
-    assert_every_point_once(sessions, job_id, 3, STEPS, text)
+    trials = assert_every_point_once(sessions, job_id, 3, STEPS, text)
+    assert all(t.attempt == 1 for t in trials), text       # the trial in flight waited out the outage
