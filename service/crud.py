@@ -143,6 +143,29 @@ def unenqueued_trials(session: Session, *, created_before: dt.datetime) -> list[
                                                           Trial.created_at < created_before)))
 
 
+def overdue_trials(session: Session, *, sent_before: dt.datetime) -> list[int]:
+    """PENDING trials sent before `sent_before` and not claimed since, the longest waiting first: queued behind
+    other work, or their message was lost (a broker restarted without persistence)."""
+    return list(session.scalars(sa.select(Trial.id).where(Trial.state == TrialState.PENDING,
+                                                          Trial.enqueued_at < sent_before)
+                                .order_by(Trial.enqueued_at, Trial.id)))
+
+
+@dataclass
+class Backlog:
+    sent: int                             # PENDING trials whose task was sent, not claimed yet
+    oldest_sent_at: dt.datetime | None    # the longest-unclaimed one's last send
+    oldest_created_at: dt.datetime | None # the oldest PENDING trial's creation (sent or not)
+
+
+def backlog(session: Session) -> Backlog:
+    """What waits for a worker: the PENDING trials, how many were sent and since when."""
+    sent, oldest_sent, oldest_created = session.execute(sa.select(
+        sa.func.count(Trial.enqueued_at), sa.func.min(Trial.enqueued_at), sa.func.min(Trial.created_at))
+        .where(Trial.state == TrialState.PENDING)).one()
+    return Backlog(sent=sent, oldest_sent_at=_aware(oldest_sent), oldest_created_at=_aware(oldest_created))
+
+
 def cancel_job(session: Session, *, job_id: str) -> Job | None:
     """Cancel: PENDING trials are CANCELLED at once; a job with RUNNING trials is CANCELLING until its workers
     stop them (they see it at their next heartbeat), else CANCELLED. None for an unknown job;
@@ -175,15 +198,25 @@ class ClaimedTrial:
     spec: dict
 
 
-def claim_trial(session: Session, *, trial_id: int, worker: str) -> ClaimedTrial | None:
+def claim_trial(session: Session, *, trial_id: int, worker: str, stale_before: dt.datetime | None = None,
+                max_attempts: int = 1) -> ClaimedTrial | None:
     """PENDING -> RUNNING for `worker`, if the trial is still PENDING and its job active; None otherwise
-    (a duplicate delivery, a cancelled job, a trial someone else claimed)."""
+    (a duplicate delivery, a cancelled job, a trial someone else claimed).
+
+    With `stale_before`, a trial RUNNING under a worker whose heartbeat is older (a dead worker: its task came
+    back) is taken over as the reaper would: FAILED, and its new attempt (while attempts remain) claimed here;
+    the ClaimedTrial is then that attempt's."""
     job_id = session.scalar(sa.select(Trial.job_id).where(Trial.id == trial_id))
     if job_id is None or not _lock_job(session, job_id):
         return None
     now = utcnow()
     if not _claim_locked(session, job_id=job_id, trial_id=trial_id, worker=worker, now=now):
-        return None
+        retry_id = (None if stale_before is None else
+                    _reap_locked(session, job_id=job_id, trial_id=trial_id, stale_before=stale_before,
+                                 max_attempts=max_attempts))
+        if retry_id is None or not _claim_locked(session, job_id=job_id, trial_id=retry_id, worker=worker, now=now):
+            return None
+        trial_id = retry_id
     session.execute(sa.update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
                     .values(state=JobState.RUNNING, started_at=now))
     return _claimed(session, job_id, [trial_id])[0]
@@ -288,18 +321,13 @@ def fail_trial(session: Session, *, trial_id: int, worker: str | None, error: st
 def reap(session: Session, *, stale_before: dt.datetime, max_attempts: int) -> list[int]:
     """RUNNING trials whose heartbeat is older than `stale_before` belong to a dead worker: FAILED, requeued as a
     new attempt while attempts remain (or CANCELLED if their job is being cancelled). Returns the ids to enqueue."""
-    stale = session.execute(sa.select(Trial.id, Trial.job_id, Trial.worker, Trial.heartbeat_at)
+    stale = session.execute(sa.select(Trial.id, Trial.job_id)
                             .where(Trial.state == TrialState.RUNNING, Trial.heartbeat_at < stale_before)).all()
     retries = []
-    for trial_id, job_id, worker, heartbeat_at in stale:
+    for trial_id, job_id in stale:
         if not _lock_job(session, job_id):
             continue
-        still_stale = session.scalar(sa.select(Trial.id).where(Trial.id == trial_id, Trial.state == TrialState.RUNNING,
-                                                              Trial.heartbeat_at < stale_before))
-        if still_stale is None:
-            continue
-        error = f"worker {worker} lost: no heartbeat since {heartbeat_at.isoformat()}"
-        new_id = _fail_locked(session, job_id=job_id, trial_id=trial_id, worker=None, error=error,
+        new_id = _reap_locked(session, job_id=job_id, trial_id=trial_id, stale_before=stale_before,
                               max_attempts=max_attempts)
         if new_id is not None:
             retries.append(new_id)
@@ -321,6 +349,28 @@ def _claim_locked(session: Session, *, job_id: str, trial_id: int, worker: str, 
     return session.execute(
         sa.update(Trial).where(Trial.id == trial_id, Trial.state == TrialState.PENDING, Trial.job_id.in_(active_job))
         .values(state=TrialState.RUNNING, worker=worker, started_at=now, heartbeat_at=now)).rowcount == 1
+
+
+def _reap_locked(session: Session, *, job_id: str, trial_id: int, stale_before: dt.datetime,
+                 max_attempts: int) -> int | None:
+    """Under the job lock: if the trial is RUNNING with a heartbeat older than `stale_before`, FAIL it as lost
+    (CANCELLED in a cancelling job) and return its new PENDING attempt's id, if attempts remain."""
+    stale = session.execute(sa.select(Trial.worker, Trial.heartbeat_at).where(
+        Trial.id == trial_id, Trial.state == TrialState.RUNNING, Trial.heartbeat_at < stale_before)).first()
+    if stale is None:
+        return None
+    error = f"worker {stale.worker} lost: no heartbeat since {_aware(stale.heartbeat_at).isoformat()}"
+    return _fail_locked(session, job_id=job_id, trial_id=trial_id, worker=None, error=error,
+                        max_attempts=max_attempts)
+
+
+def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A UTC datetime from a column read outside the ORM's type (an aggregate; SQLite gives text)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value
 
 
 def _claimed(session: Session, job_id: str, trial_ids: list[int]) -> list[ClaimedTrial]:

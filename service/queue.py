@@ -7,7 +7,8 @@ time), and hard time limit < the broker's visibility timeout (settings checks it
 that is still running. The database is the record: results are ignored, the result backend is never read.
 
 Work is sent only after the transaction that created it has committed; a send that fails leaves the trial PENDING
-with enqueued_at NULL, and the reaper sends it again.
+with enqueued_at NULL, and the reaper sends it again. A message the broker loses after the send (a Redis restart
+without persistence) is made good by the reaper's re-drive (worker.reaper), the database being the record.
 """
 from __future__ import annotations
 
@@ -66,6 +67,15 @@ def ensure_broker(celery: Celery) -> None:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_TIMEOUT_SECONDS)
     except Exception as e:
         raise BrokerUnavailable(f"{type(e).__name__}: {e}") from None
+
+
+def queue_depth(celery: Celery, queue: str, timeout: float) -> int:
+    """Messages waiting in `queue` (Redis: the list's length; the SQL broker: its visible rows); raises when the
+    broker does not answer within `timeout` seconds. Delivered, unacknowledged messages are not counted."""
+    with celery.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=timeout)
+        _, depth, _ = conn.default_channel.queue_declare(queue=queue, passive=False)
+    return depth
 
 
 def enqueue_trials(celery: Celery, sessions: sessionmaker[Session], queue: str, trial_ids: list[int]) -> list[int]:

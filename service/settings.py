@@ -63,9 +63,18 @@ class Settings(BaseSettings):
     # CUDA graph (DELTAMU_CUDA_GRAPHS=0 runs them op by op).
     gdn_backend: str = "auto"
     cuda_graphs: bool = True
-    heartbeat_seconds: float = 15.0                 # a running trial touches its heartbeat this often
-    stale_after_seconds: float = 120.0              # a RUNNING trial silent this long belongs to a dead worker
-    reaper_interval_seconds: float = 30.0
+    # A dead worker's trials are requeued within stale_after + reaper_interval seconds (25 s by default). The cost:
+    # one UPDATE per busy worker per heartbeat, and per worker one reaper pass (two indexed queries) per interval.
+    heartbeat_seconds: float = 5.0                  # a running trial touches its heartbeat this often
+    stale_after_seconds: float = 20.0               # a RUNNING trial silent this long belongs to a dead worker
+    reaper_interval_seconds: float = 5.0
+    # A PENDING trial sent this long ago and still unclaimed is sent again when the broker holds fewer messages
+    # than trials waiting (it lost some: a restart without persistence); a duplicate is skipped by the claim.
+    redrive_after_seconds: float = 60.0
+    # A claim that meets a database error is retried this many times, 1, 2, 4 ... up to claim_retry_max_delay
+    # seconds apart (about 3 minutes in all by default); after that the re-drive sends the trial again.
+    claim_retries: int = Field(10, ge=0)
+    claim_retry_max_delay_seconds: float = 30.0
     max_attempts: int = 3                           # infrastructure failures of one (lr, seed) before it is FAILED
     trial_time_limit_seconds: int = 6 * 3600        # hard limit of one trial (Celery task_time_limit)
     trial_soft_time_limit_margin_seconds: int = 60  # soft limit = hard limit - margin: the task records FAILED

@@ -68,6 +68,20 @@ def temporary_postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+def refuse_connections(database_url: str, refuse: bool) -> None:
+    """An outage of one database of the test server as its clients see it, the server staying up: it refuses
+    every connection (ALLOW_CONNECTIONS false, superusers included) and its open sessions are terminated; or it
+    accepts them again."""
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    name = sa.make_url(database_url).database
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"false" if refuse else "true"}'))
+        if refuse:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+    admin.dispose()
+
+
 def truncate_all(url: str) -> None:
     """Empty every table of the session's database: each test starts from no rows."""
     from service.models import Base

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from typing import Callable, TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import crud
@@ -14,6 +17,9 @@ from service.settings import get_settings
 
 log = logging.getLogger("deltamu.worker")
 _factory: tuple[int, sessionmaker[Session]] | None = None
+# The database did not answer (down, restarting, connections refused or cut): worth trying again.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+T = TypeVar("T")
 
 
 def sessions() -> sessionmaker[Session]:
@@ -21,6 +27,21 @@ def sessions() -> sessionmaker[Session]:
     if _factory is None or _factory[0] != os.getpid():
         _factory = (os.getpid(), make_session_factory(make_engine(get_settings().db_url)))
     return _factory[1]
+
+
+def through_outage(write: Callable[[], T], within: float, what: str) -> T:
+    """write() (one transaction of an idempotent or conditional write), tried again while the database is down,
+    for up to `within` seconds (after that the trial is the reaper's anyway); then the error is raised."""
+    deadline, delay = time.monotonic() + within, 0.5
+    while True:
+        try:
+            return write()
+        except DATABASE_DOWN as e:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the database did not answer (%s); trying again in %.1f s", what, type(e).__name__, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 4.0)
 
 
 class Heartbeat:

@@ -1,8 +1,11 @@
 """Celery tasks: thin glue from a queued trial to gdn.train (or, packed with more trials of its job and width,
 gdn.packed) and back to the database. Tasks take ids only, re-read state from the database, and are idempotent:
-a duplicate delivery, or the delivery of a trial another task packed, finds the trial claimed and returns."""
+a duplicate delivery, or the delivery of a trial another task packed, finds the trial claimed and returns; the
+delivery of a trial still RUNNING under a dead worker (its heartbeat stale) takes it over as a new attempt. A claim
+that meets a database error is retried with backoff (Celery's retry), never acknowledged away."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections import Counter
 
@@ -14,27 +17,38 @@ from gdn.train import run
 from service import crud
 from service.crud import ClaimedTrial
 from service.db import transaction
+from service.models import utcnow
 from service.queue import RUN_TRIAL, enqueue_trials
 from service.settings import Settings, get_settings
 from worker import packing, reaper
 from worker.celery_app import app
-from worker.runtime import Heartbeat, log, sessions
+from worker.runtime import DATABASE_DOWN, Heartbeat, log, sessions, through_outage
 
 
 @app.task(name=RUN_TRIAL, bind=True, ignore_result=True)
 def run_trial(self, trial_id: int) -> str:
     settings = get_settings()
     worker = f"{self.request.hostname}:{os.getpid()}"
-    with transaction(sessions()) as session:
-        claimed = crud.claim_trial(session, trial_id=trial_id, worker=worker)
+    try:
+        with transaction(sessions()) as session:
+            claimed = crud.claim_trial(session, trial_id=trial_id, worker=worker, max_attempts=settings.max_attempts,
+                                       stale_before=utcnow() - dt.timedelta(seconds=settings.stale_after_seconds))
+    except DATABASE_DOWN as e:  # retried, never acknowledged away; past the last retry the reaper re-drives it
+        delay = min(2.0 ** self.request.retries, settings.claim_retry_max_delay_seconds)
+        log.warning("trial %s: the claim met a database error (%s: %s); retry %d of %d in %.0f s", trial_id,
+                    type(e).__name__, e, self.request.retries + 1, settings.claim_retries, delay)
+        raise self.retry(exc=e, countdown=delay, max_retries=settings.claim_retries)
     if claimed is None:
         log.info("trial %s not claimable (duplicate delivery, packed by another task, taken, or job cancelled): "
                  "skipped", trial_id)
         return "skipped"
+    if claimed.trial_id != trial_id:
+        log.warning("trial %s was RUNNING under a worker whose heartbeat is stale: taken over as attempt %d "
+                    "(trial %s)", trial_id, claimed.attempt, claimed.trial_id)
 
     trials, stored, retry_ids = [claimed], {}, []       # stored: trial id -> status, as results land
     try:
-        with Heartbeat([trial_id], worker, settings.heartbeat_seconds) as beat:
+        with Heartbeat([claimed.trial_id], worker, settings.heartbeat_seconds) as beat:
             trials += packing.claim_mates(claimed, worker, settings)
             beat.add([t.trial_id for t in trials[1:]])
             _train(trials, worker, beat, stored, settings)
@@ -67,13 +81,17 @@ def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dic
     is stored as soon as it is known, a result also taking its trial out of the heartbeat."""
     specs = [packing.trial_spec(t, settings) for t in trials]
 
-    def store_point(i: int, point) -> None:
-        with transaction(sessions()) as session:
-            crud.append_point(session, trial_id=trials[i].trial_id, worker=worker, point=vars(point))
+    def store_point(i: int, point) -> None:      # a repeated step is ignored: safe to write again
+        def write():
+            with transaction(sessions()) as session:
+                crud.append_point(session, trial_id=trials[i].trial_id, worker=worker, point=vars(point))
+        through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, step {point.step}")
 
-    def store_result(i: int, result) -> None:
-        with transaction(sessions()) as session:
-            crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
+    def store_result(i: int, result) -> None:    # conditional on RUNNING for this worker: safe to write again
+        def write():
+            with transaction(sessions()) as session:
+                crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
+        through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, result")
         stored[trials[i].trial_id] = result.status
         beat.release(trials[i].trial_id)
 
