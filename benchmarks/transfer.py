@@ -523,6 +523,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default=None, help="comma-separated subset of the scale's arms")
     ap.add_argument("--horizons", default=None, help="comma-separated steps, overriding the scale's")
     ap.add_argument("--widths", default=None, help="comma-separated widths, overriding the scale's")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, overriding the scale's (results are kept "
+                                                  "per seed, so adding one reruns only its trials)")
     ap.add_argument("--results", default=None, help="JSONL of trials (appended; existing trials are skipped)")
     ap.add_argument("--md", default=None, help="write the report here (default: docs/transfer/<scale>.md)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
@@ -545,6 +547,8 @@ def main(argv=None) -> int:
         scale = dataclasses.replace(scale, horizons=tuple(int(x) for x in args.horizons.split(",")))
     if args.widths:
         scale = dataclasses.replace(scale, widths=tuple(int(x) for x in args.widths.split(",")))
+    if args.seeds:
+        scale = dataclasses.replace(scale, seeds=tuple(int(x) for x in args.seeds.split(",")))
     if args.grid_points:
         scale = dataclasses.replace(scale, grid_points=args.grid_points)
     repo = Path(__file__).resolve().parents[1]
