@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gdn.config import GDNConfig
+from gdn.fla_config import gdn_config_from_fla
 from gdn.parametrization import PRESETS
 from gdn.spec import (BYTE_VOCAB, LR_MAX, DataSpec, OptimizerSpec, RecommendedGroup, ScheduleSpec, SweepConfig,
                       TransferEvidence)
@@ -66,6 +67,11 @@ class JobCreate(_In):
     """A tuning job: an LR sweep of one proxy model, or, with several `widths`, a transfer study (the same sweep at
     every width, the base width's optimum carried to the others)."""
     model: GDNConfig = Field(default_factory=GDNConfig, description="the proxy model at the base width")
+    target_config: dict | None = Field(
+        None, description="the model you will train, as fla's GatedDeltaNetConfig (its config.json): the proxy is "
+                          "that architecture at model.width along model.width_axis (model may set only those two), "
+                          "and the recommendation for its hidden_size describes your model. What deltamu's model "
+                          "cannot represent (grouped value heads, no output gate, hybrid attention, ...) is a 422")
     widths: list[int] | None = Field(
         None, min_length=1, max_length=WIDTHS_MAX,
         description="a transfer study: the widths to sweep, the base width (model.width) first; default: "
@@ -89,13 +95,38 @@ class JobCreate(_In):
 
     @model_validator(mode="before")
     @classmethod
-    def _vocab_from_data(cls, raw):
-        """model.vocab_size, when not given, is the data's (a .bin states its own), else bytes."""
-        if isinstance(raw, dict) and isinstance(raw.get("model", {}), dict) and "vocab_size" not in raw.get("model", {}):
+    def _model_from_inputs(cls, raw):
+        """With target_config, the proxy is that model at model.width (gdn.fla_config); model.vocab_size, when not
+        given, is the data's (a .bin states its own), else bytes."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("model", {}), dict):
+            return raw
+        model = dict(raw.get("model", {}))
+        if isinstance(raw.get("target_config"), dict):
+            extra = sorted(set(model) - {"width", "width_axis"})
+            if extra or "width" not in model:
+                raise ValueError(f"with target_config, model sets the base width (required) and width_axis only; "
+                                 f"got {sorted(model)}")
+            target = gdn_config_from_fla(raw["target_config"], model.get("width_axis", "head_dim"))
+            model = dataclasses.asdict(target.at_width(model["width"]))
+        if "vocab_size" not in model:
             data = raw.get("data")
-            vocab = data.get("vocab_size") if isinstance(data, dict) else None
-            raw = {**raw, "model": {**raw.get("model", {}), "vocab_size": vocab or BYTE_VOCAB}}
-        return raw
+            model["vocab_size"] = (data.get("vocab_size") if isinstance(data, dict) else None) or BYTE_VOCAB
+        return {**raw, "model": model}
+
+    @model_validator(mode="after")
+    def _tied_as_the_target(self) -> "JobCreate":
+        if self.target_config is None:
+            return self
+        try:
+            tied = self.sweep_config().param().readout.tied
+        except ValueError:
+            return self                              # an unknown preset or readout: refused with its reason later
+        if tied != self.model.tie_embeddings:
+            raise ValueError(f"the target model is {'tied' if self.model.tie_embeddings else 'untied'} "
+                             f"(tie_word_embeddings) but the readout rule {self.readout or 'of the preset'} is "
+                             f"{'tied' if tied else 'untied'}: set readout to "
+                             f"{'tied-scaled' if self.model.tie_embeddings else 'untied-zero or untied-scaled'}")
+        return self
 
     def sweep_config(self) -> SweepConfig:
         """The job as gdn takes it (raises ValueError for a preset or readout gdn does not know)."""

@@ -7,6 +7,7 @@ database of its own (created and dropped here) and a Celery queue of its own.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -225,3 +226,22 @@ def assert_problem(response, status: int, slug: str | None = None) -> dict:
     if slug:
         assert body["type"].endswith("/" + slug), body
     return body
+
+
+def run_trials_through_crud(env, job_id: str, losses: list[float]) -> None:
+    """Finish every trial the way a worker does: claim, then finish (DIVERGED for a NaN loss)."""
+    from service import crud
+    from service.db import make_engine, make_session_factory, transaction
+    engine = make_engine(env["DELTAMU_DATABASE_URL"])
+    sessions = make_session_factory(engine)
+    with sessions() as s:
+        ids = [t.id for t in crud.list_trials(s, job_id=job_id)]
+    for trial_id, loss in zip(ids, losses):
+        with transaction(sessions) as s:
+            assert crud.claim_trial(s, trial_id=trial_id, worker="test")
+        diverged = math.isnan(loss)
+        with transaction(sessions) as s:
+            crud.finish_trial(s, trial_id=trial_id, worker="test", result={
+                "status": "DIVERGED" if diverged else "COMPLETED", "final_val_loss": loss, "tokens": 10,
+                "seconds": 0.5, "diverged_step": 5 if diverged else None, "reason": "nan" if diverged else None})
+    engine.dispose()

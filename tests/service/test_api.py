@@ -12,30 +12,13 @@ import sqlalchemy as sa
 from gdn.recommend import SweepResult, recommend
 from gdn.fit import fit_optimum
 from gdn.spec import SweepConfig
-from service import crud, floats
-from service.db import make_engine, make_session_factory, transaction
+from service import floats
+from service.db import make_engine, make_session_factory
 from service.models import IdempotencyKey, Job, Trial
-from helpers import PROBLEM, TEST_TOKEN, assert_problem, tiny_job
+from helpers import PROBLEM, TEST_TOKEN, assert_problem, run_trials_through_crud, tiny_job
 
 pytestmark = pytest.mark.integration
 
-
-
-def run_trials_through_crud(env, job_id: str, losses: list[float]) -> None:
-    """Finish every trial the way a worker does: claim, then finish (DIVERGED for a NaN loss)."""
-    engine = make_engine(env["DELTAMU_DATABASE_URL"])
-    sessions = make_session_factory(engine)
-    with sessions() as s:
-        ids = [t.id for t in crud.list_trials(s, job_id=job_id)]
-    for trial_id, loss in zip(ids, losses):
-        with transaction(sessions) as s:
-            assert crud.claim_trial(s, trial_id=trial_id, worker="test")
-        diverged = math.isnan(loss)
-        with transaction(sessions) as s:
-            crud.finish_trial(s, trial_id=trial_id, worker="test", result={
-                "status": "DIVERGED" if diverged else "COMPLETED", "final_val_loss": loss, "tokens": 10,
-                "seconds": 0.5, "diverged_step": 5 if diverged else None, "reason": "nan" if diverged else None})
-    engine.dispose()
 
 
 def count_rows(env, model) -> int:
