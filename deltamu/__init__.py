@@ -15,6 +15,7 @@ _LAZY = {
     "ApiError": "deltamu.client",
     "recommend": "gdn.recommend",
     "param_groups": "gdn.recommend",
+    "apply": "gdn.apply",
     "recommendation_from_dict": "gdn.recommend",
     "SweepResult": "gdn.recommend",
     "Recommendation": "gdn.spec",
