@@ -51,7 +51,8 @@ def test_recommendation_states_every_init():
 # --- GDNModel ---------------------------------------------------------------------------------------------------
 
 def _pooled(model, role):
-    return torch.cat([p.detach().flatten().double() for n, p in model.named_parameters() if role_of(n, p).value == role])
+    return torch.cat([p.detach().flatten().double() for n, p in model.named_parameters()
+                      if role_of(n, p).value == role])
 
 
 def _check_init(model, rec):
@@ -96,6 +97,16 @@ def test_apply_to_gdn_model_is_seeded_and_regroups_an_optimizer():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in groups]
     assert all(g["betas"] == (0.9, 0.999) for g in opt.param_groups)      # the optimizer's other settings kept
+
+
+def test_an_older_answer_without_the_conv_bound_is_refused():
+    rec, target = _rec()
+    d = rec.to_dict()
+    for g in d["groups"]:
+        del g["init_bound"], g["init_note"]
+    with pytest.raises(ValueError, match="init_bound"):
+        apply(GDNModel(target, backend="chunk"), d)
+    apply(GDNModel(target, backend="chunk"), d, init=False)      # the multipliers need no init fields
 
 
 def test_gdn_model_mismatch_lists_every_difference():
@@ -169,7 +180,8 @@ def test_fla_model_gets_the_recommendation_and_the_same_logits_as_ours(readout, 
     idx = torch.randint(0, target.vocab_size, (2, 24), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want, got = ours(idx), fla_model(idx, use_cache=False).logits
-    assert rec.forward_multipliers["logits"] != 1 and rec.forward_multipliers["gdn_scale"] != target.heads_and_dims()[1] ** -0.5
+    fm, K = rec.forward_multipliers, target.heads_and_dims()[1]
+    assert fm["logits"] != 1 and fm["gdn_scale"] != K ** -0.5       # both multipliers are exercised
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # applied twice, nothing compounds: the hook is replaced, the eps folded from fla's own
     apply(fla_model, rec, init=False)
@@ -185,7 +197,8 @@ def test_fla_untied_against_a_tied_recommendation():
 
 def test_fla_mlp_size_mismatch():
     rec, target = _rec()
-    with pytest.raises(ValueError, match="mlp_hidden: the model has 256, the recommendation 192.*intermediate_size=192"):
+    with pytest.raises(ValueError, match="mlp_hidden: the model has 256, the recommendation 192.*"
+                                         "intermediate_size=192"):
         apply(_fla_model(target, intermediate_size=None), rec)          # fla's own rounding: to 256
 
 
