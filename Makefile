@@ -4,7 +4,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch: the 2.13.0 wheel (CPU on this kind of machine). A range 2.13.0 satisfies is pinned in pyproject.toml so
-# pip never resolves a newer release on its own.
+# pip never resolves a newer release on its own. The fla extra (flash-linear-attention, for tests/gdn/test_apply.py)
+# pulls no torch of its own.
 TORCH ?= torch==2.13.0
 
 .PHONY: install run test test-fast coordcheck sweep clean
@@ -13,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,fla]"
 	touch $@
 
 install: $(BIN)/.installed

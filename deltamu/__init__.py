@@ -2,7 +2,8 @@
 
     import deltamu
     rec = deltamu.Client(url, token).recommendation(job_id, width=2048)   # or deltamu.recommend(result, 2048)
-    optimizer = torch.optim.AdamW(deltamu.param_groups(model, rec))       # our GDNModel or fla's
+    optimizer = torch.optim.AdamW(deltamu.apply(model, rec))   # our GDNModel or fla's: checked, initialised,
+                                                               # its forward multipliers installed, its groups
 
 The service (`service`), its workers (`worker`) and the science library (`gdn`) keep their own top-level packages,
 the layout the design card names; this package is the public face over them. Imports are lazy: `import deltamu`
@@ -15,6 +16,7 @@ _LAZY = {
     "ApiError": "deltamu.client",
     "recommend": "gdn.recommend",
     "param_groups": "gdn.recommend",
+    "apply": "gdn.apply",
     "recommendation_from_dict": "gdn.recommend",
     "SweepResult": "gdn.recommend",
     "Recommendation": "gdn.spec",

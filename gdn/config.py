@@ -92,7 +92,7 @@ class GDNConfig:
         return {"width": self.width, "depth": self.depth, "num_heads": H, "head_k_dim": K, "head_v_dim": V,
                 "key_dim": H * K, "value_dim": H * V, "mlp_hidden": self.mlp_hidden,
                 "vocab_size": self.vocab_size, "width_axis": self.width_axis,
-                "tie_embeddings": self.tie_embeddings}
+                "tie_embeddings": self.tie_embeddings, "conv_size": self.conv_size, "norm_eps": self.norm_eps}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,8 +23,9 @@ def init_model(model: nn.Module, parametrization: Parametrization, width_mult: f
 
 
 def init_tensor(p: torch.Tensor, name: str, init: Init, std: float | None, width_mult: float,
-                generator: torch.Generator | None) -> None:
-    """Draw p as `init` says; std is the table's (Parametrization.init_std) for the normal kind."""
+                generator: torch.Generator | None, bound: float | None = None) -> None:
+    """Draw p as `init` says; std is the table's (Parametrization.init_std) for the normal kind; bound, when given,
+    is conv_uniform's (a recommendation's init_bound) instead of the one computed from width_mult."""
     if init.kind == "normal":
         p.normal_(0.0, std, generator=generator)
     elif init.kind == "zeros":
@@ -32,7 +33,8 @@ def init_tensor(p: torch.Tensor, name: str, init: Init, std: float | None, width
     elif init.kind == "ones":
         p.fill_(1.0)
     elif init.kind == "conv_uniform":
-        bound = width_mult ** init.std_exp / math.sqrt(p[0].numel())   # fan_in of a depthwise conv = kernel size
+        if bound is None:
+            bound = width_mult ** init.std_exp / math.sqrt(p[0].numel())   # fan_in of a depthwise conv = kernel size
         p.uniform_(-bound, bound, generator=generator)
     elif init.kind == "gdn_gate" and name.endswith("A_log"):
         A = torch.empty(p.shape, dtype=torch.float32, device=p.device).uniform_(0.0, A_RANGE[1], generator=generator)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from gdn.config import count_params, train_flops_per_token
 from gdn.fit import Optimum
-from gdn.parametrization import PARAMETRIZATION_VERSION, Group, param_groups as groups_of_model
+from gdn.parametrization import (A_RANGE, DT_FLOOR, DT_RANGE, PARAMETRIZATION_VERSION, Group, Init, Role,
+                                  param_groups as groups_of_model)
 from gdn.spec import OptimizerSpec, Recommendation, RecommendedGroup, ScheduleSpec, SweepConfig, TransferEvidence
 
 EVIDENCE_FILE = Path(__file__).with_name("transfer_evidence.json")
@@ -57,6 +59,30 @@ def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, s
     return warnings
 
 
+def init_bound(init: Init, width_mult: float, conv_size: int) -> float | None:
+    """The bound b of a uniform init U(-b, b) at width_mult (gdn.init.init_tensor's conv_uniform), else None."""
+    if init.kind == "conv_uniform":
+        return width_mult ** init.std_exp / math.sqrt(conv_size)   # fan_in of a depthwise conv = kernel size
+    return None
+
+
+def init_note(init: Init, std: float | None, width_mult: float, conv_size: int) -> str:
+    """Every init kind in words, with its numbers at width_mult: what gdn.init.init_tensor draws."""
+    if init.kind == "normal":
+        return f"N(0, {std:.6g}^2)"
+    if init.kind == "zeros":
+        return "zeros"
+    if init.kind == "ones":
+        return "ones"
+    if init.kind == "conv_uniform":
+        b = init_bound(init, width_mult, conv_size)
+        return f"U(-{b:.6g}, {b:.6g}): m^{init.std_exp:g} / sqrt(kernel size {conv_size})"
+    if init.kind == "gdn_gate":
+        return (f"A_log = log A, A ~ U(0, {A_RANGE[1]:g}) floored at {A_RANGE[0]:g}; dt_bias = inverse softplus of "
+                f"dt, dt log-uniform in [{DT_RANGE[0]:g}, {DT_RANGE[1]:g}] floored at {DT_FLOOR:g}; width-independent")
+    raise ValueError(f"unknown init kind {init.kind!r}")
+
+
 def recommend(result: SweepResult, target_width: int) -> Recommendation:
     """The hyperparameters for `target_width`: per-group LR, init, weight decay, forward multipliers, the target
     model's shapes and the proxy's cost. A pure function of (result, target_width); .to_dict() is its JSON."""
@@ -70,6 +96,8 @@ def recommend(result: SweepResult, target_width: int) -> Recommendation:
     groups = [RecommendedGroup(role=g.role, patterns=g.patterns, lr=lr * g.lr_multiplier,
                                min_lr=cfg.schedule.min_lr * g.lr_multiplier, lr_multiplier=g.lr_multiplier,
                                init=g.init, init_std=g.init_std,
+                               init_bound=init_bound(p.rule(Role(g.role)).init, m, target.conv_size),
+                               init_note=init_note(p.rule(Role(g.role)).init, g.init_std, m, target.conv_size),
                                weight_decay=opt.weight_decay if g.weight_decay else 0.0, clip_weight=g.clip_weight)
               for g in p.groups(m, opt.name)]
     mult = p.forward_multipliers(target, proxy)

@@ -231,6 +231,10 @@ class RecommendedGroup:
     weight_decay: float
     clip_weight: float
     """this group's gradient weight in the norm the global clip compares"""
+    init_bound: float | None = None
+    """the bound b of a uniform init U(-b, b) (conv_uniform: m^std_exp / sqrt(kernel size)); null otherwise"""
+    init_note: str = ""
+    """the init in words, complete for every kind (the fixed inits included), e.g. the GDN gate's ranges"""
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,8 @@ class ModelShapesPublic(_Recommended):
     vocab_size: int
     width_axis: Literal["head_dim", "heads"]
     tie_embeddings: bool
+    conv_size: int = Field(4, description="kernel size of the short causal conv on q, k, v")
+    norm_eps: float = Field(1e-6, description="every RMSNorm's epsilon")
     num_params: int
 
 
