@@ -226,3 +226,21 @@ def test_fla_options_deltamu_cannot_represent(overrides, message):
 
 def test_deltamu_exports_apply():
     assert deltamu.apply is apply
+
+
+def test_a_recommendation_from_an_fla_config_applies_to_that_fla_model_as_is():
+    """The path of issue 17 end to end on the CPU: the user's fla config (fla's own MLP rounding, no override) ->
+    the proxy at the base width -> a recommendation for the config's hidden_size -> apply to the model built from
+    that very config: no mismatch, every parameter in a group."""
+    fla_models = pytest.importorskip("fla.models", reason="fla (flash-linear-attention) is not installed")
+    from gdn.fla_config import gdn_config_from_fla
+    fla = dict(hidden_size=256, num_hidden_layers=1, num_heads=6, head_dim=32, vocab_size=64,
+               tie_word_embeddings=True, fuse_norm=False, fuse_swiglu=False, fuse_cross_entropy=False)
+    target = gdn_config_from_fla(fla)
+    config = SweepConfig(model=target.at_width(64))
+    rec = recommend(SweepResult(config, Optimum(lr=3e-3, log2_lr=math.log2(3e-3), loss=2.0, log2_lr_std=None,
+                                                on_edge=False)), 256)
+    assert rec.target_model["mlp_hidden"] == 768                  # fla's 8d/3 rounded up to 256, as fla builds it
+    model = fla_models.GatedDeltaNetForCausalLM(fla_models.GatedDeltaNetConfig(**fla))
+    groups = apply(model, rec, generator=torch.Generator().manual_seed(0))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
