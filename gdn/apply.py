@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from gdn.fla_config import fla_unsupported
 from gdn.init import init_tensor
 from gdn.model import GDNModel
 from gdn.parametrization import ForwardMultipliers, Init, role_of
@@ -118,24 +119,10 @@ def _hint(key: str, want) -> str:
 
 
 def _fla_unsupported(model: nn.Module) -> list[str]:
-    """The fla options our model does not have: each a problem naming what to change."""
-    cfg = _fla_config(model)
-    problems = []
-    if getattr(cfg, "num_v_heads", None) not in (None, cfg.num_heads):
-        problems.append(f"num_v_heads={cfg.num_v_heads} != num_heads={cfg.num_heads}: grouped value heads are not "
-                        "in deltamu's model")
-    if not getattr(cfg, "use_gate", True):
-        problems.append("use_gate=False: deltamu's model has the output gate (o_norm(o) * silu(g_proj x))")
-    if getattr(cfg, "output_gate_activation", "swish") not in ("swish", "silu"):
-        problems.append(f"output_gate_activation={cfg.output_gate_activation!r}: deltamu's gate is swish/silu")
-    if getattr(cfg, "allow_neg_eigval", False):
-        problems.append("allow_neg_eigval=True: deltamu's beta is in (0, 1), not (0, 2)")
-    if not getattr(cfg, "use_short_conv", True):
-        problems.append("use_short_conv=False: deltamu's model has the short conv on q, k, v")
-    if getattr(cfg, "hidden_act", "swish") not in ("swish", "silu"):
-        problems.append(f"hidden_act={cfg.hidden_act!r}: deltamu's MLP is SwiGLU")
-    if getattr(cfg, "attnres_block_size", None) is not None:
-        problems.append("attnres_block_size is set: attention residuals are not in deltamu's model")
+    """The fla options our model does not have (gdn.fla_config.fla_unsupported), and any layer that is not a
+    GatedDeltaNet, by its tensors."""
+    options = {k: v for k, v in _fla_config(model).to_dict().items() if k != "attn"}   # the layers say it by name
+    problems = fla_unsupported(options)
     for i, block in enumerate(model.model.layers):
         attn = getattr(block, "attn", None)
         if attn is None or not hasattr(attn, "A_log"):

@@ -17,12 +17,6 @@ from fractions import Fraction
 from gdn.config import GDNConfig, WidthAxis
 
 FLA_MLP_MULTIPLE = 256
-# fla's values that deltamu's model is: anything else in these fields is a model deltamu does not build.
-FLA_AS_DELTAMU = {
-    "use_gate": True, "use_short_conv": True, "allow_neg_eigval": False, "hidden_act": "swish",
-    "output_gate_activation": "swish", "attnres_block_size": None, "use_l2warp": False,
-}
-FLA_EQUIVALENT = {"hidden_act": ("swish", "silu"), "output_gate_activation": ("swish", "silu")}
 # fla fields that change nothing deltamu measures (kernels, fusion, caching, special tokens, position limit, init
 # range: deltamu's table sets the init)
 FLA_IGNORED = frozenset({
@@ -32,6 +26,8 @@ FLA_IGNORED = frozenset({
     "_name_or_path", "return_dict", "output_hidden_states", "output_attentions", "tie_encoder_decoder",
     "is_encoder_decoder", "chunk_size_feed_forward", "use_return_dict",
 })
+FLA_OPTIONS = frozenset({"use_gate", "use_short_conv", "allow_neg_eigval", "hidden_act", "output_gate_activation",
+                         "attnres_block_size", "use_l2warp", "num_v_heads", "attn"})
 FLA_READ = frozenset({"hidden_size", "num_hidden_layers", "num_heads", "head_dim", "expand_v", "conv_size",
                       "vocab_size", "norm_eps", "tie_word_embeddings", "hidden_ratio", "intermediate_size",
                       "num_v_heads"})
@@ -45,20 +41,13 @@ def gdn_config_from_fla(fla: dict, width_axis: WidthAxis = "head_dim") -> GDNCon
     deltamu cannot represent."""
     if fla.get("model_type", "gated_deltanet") != "gated_deltanet":
         raise ValueError(f"model_type {fla['model_type']!r}: deltamu builds fla's gated_deltanet models only")
-    problems = []
-    for name, value in FLA_AS_DELTAMU.items():
-        if name in fla and fla[name] not in FLA_EQUIVALENT.get(name, (value,)):
-            problems.append(f"{name}={fla[name]!r} (deltamu's GDN has {value!r})")
-    if fla.get("attn") is not None:
-        problems.append(f"attn={fla['attn']!r}: hybrid layers of softmax attention have no rule in deltamu's table")
-    c = {**FLA_DEFAULTS, **{k: v for k, v in fla.items() if k in FLA_READ}}
-    if c["num_v_heads"] not in (None, c["num_heads"]):
-        problems.append(f"num_v_heads={c['num_v_heads']} (grouped value heads; deltamu has num_v_heads = num_heads)")
-    unknown = sorted(set(fla) - FLA_READ - FLA_IGNORED - set(FLA_AS_DELTAMU) - {"attn"})
+    problems = fla_unsupported(fla)
+    unknown = sorted(set(fla) - FLA_READ - FLA_IGNORED - FLA_OPTIONS)
     if unknown:
         problems.append(f"fields deltamu does not know: {', '.join(unknown)}")
     if problems:
         raise ValueError("this fla config has what deltamu's model does not: " + "; ".join(problems))
+    c = {**FLA_DEFAULTS, **{k: v for k, v in fla.items() if k in FLA_READ}}
     d, heads, head_dim = int(c["hidden_size"]), int(c["num_heads"]), int(c["head_dim"])
     if c["intermediate_size"] is not None:            # a fixed size: the same share of the width at every width
         mlp = dict(mlp_ratio=float(Fraction(int(c["intermediate_size"]), d)), mlp_multiple_of=1)
@@ -76,6 +65,33 @@ def gdn_config_from_fla(fla: dict, width_axis: WidthAxis = "head_dim") -> GDNCon
     if wrong:
         raise ValueError(f"deltamu's model cannot reproduce this fla config's sizes: {', '.join(wrong)}")
     return config
+
+
+def fla_unsupported(fla: dict) -> list[str]:
+    """The options of an fla config (a dict of its fields) that deltamu's model does not have, each a problem naming
+    what to change; [] when there are none. The one list of them: gdn_config_from_fla and gdn.apply both ask it."""
+    get = fla.get
+    problems = []
+    if get("num_v_heads") not in (None, get("num_heads", FLA_DEFAULTS["num_heads"])):
+        problems.append(f"num_v_heads={get('num_v_heads')} != num_heads={get('num_heads', FLA_DEFAULTS['num_heads'])}: "
+                        "grouped value heads are not in deltamu's model")
+    if not get("use_gate", True):
+        problems.append("use_gate=False: deltamu's model has the output gate (o_norm(o) * silu(g_proj x))")
+    if get("output_gate_activation", "swish") not in ("swish", "silu"):
+        problems.append(f"output_gate_activation={get('output_gate_activation')!r}: deltamu's gate is swish/silu")
+    if get("allow_neg_eigval", False):
+        problems.append("allow_neg_eigval=True: deltamu's beta is in (0, 1), not (0, 2)")
+    if not get("use_short_conv", True):
+        problems.append("use_short_conv=False: deltamu's model has the short conv on q, k, v")
+    if get("hidden_act", "swish") not in ("swish", "silu"):
+        problems.append(f"hidden_act={get('hidden_act')!r}: deltamu's MLP is SwiGLU")
+    if get("attnres_block_size") is not None:
+        problems.append("attnres_block_size is set: attention residuals are not in deltamu's model")
+    if get("use_l2warp", False):
+        problems.append("use_l2warp=True: deltamu's loss is plain cross-entropy")
+    if get("attn") is not None:
+        problems.append(f"attn={get('attn')!r}: hybrid layers of softmax attention have no rule in deltamu's table")
+    return problems
 
 
 def fla_mlp_hidden(c: dict) -> int:
