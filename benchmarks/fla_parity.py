@@ -1,0 +1,213 @@
+"""fla's GatedDeltaNetForCausalLM made the recommendation by deltamu.apply, against deltamu's own GDNModel given the
+same recommendation: the same data, seed, schedule, clip and loop, at each width; final validation losses and the
+training curves side by side (issue 17: the answer holds in the user's model).
+
+    python3 benchmarks/fla_parity.py --base 512 --widths 512,2048 --steps 1000 --out $OUT       # on a GPU, fla's kernels
+    python3 benchmarks/fla_parity.py --base 32 --widths 32,64 --steps 3 --torch-ops --out /tmp  # CPU smoke run
+
+--torch-ops runs fla's GatedDeltaNet with deltamu's torch references in place of fla's Triton ops (they need a GPU).
+Both models start from the same weights: deltamu's model drawn by the recommendation's init (deltamu.apply), fla's
+given a copy of them (the names match but for fla's `model.` prefix) after apply installed its multipliers, so what
+differs is the implementation alone (fla's modules and kernels against deltamu's).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# the repo on the path, this folder off it: benchmarks/kernels.py would shadow the `kernels` package transformers uses
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import deltamu  # noqa: E402
+from gdn.config import GDNConfig  # noqa: E402
+from gdn.fit import Optimum  # noqa: E402
+from gdn.model import GDNModel  # noqa: E402
+from gdn.optim import clip_grad_norm, lr_at, set_lr  # noqa: E402
+from gdn.recommend import SweepResult, recommend  # noqa: E402
+from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
+from gdn.trial import precision, resolve_device, trial_corpus  # noqa: E402
+
+IMPLS = ("deltamu", "fla")
+
+
+@contextlib.contextmanager
+def fla_on_torch():
+    """fla's GatedDeltaNet with its Triton ops replaced by deltamu's torch references, for a run without a GPU."""
+    import fla.layers.gated_deltanet as layer
+    import fla.modules.causal_conv1d.ops as conv_ops
+    import fla.modules.mlp as mlp
+    import fla.modules.norm.fused_norm_gate as fused_norm_gate
+
+    from gdn.ops.gated_delta_rule import gated_delta_rule
+    from gdn.ops.rms_norm.reference import rms_norm_reference
+    from gdn.ops.short_conv.reference import causal_conv1d_silu_reference
+
+    def gdr(q, k, v, g, beta, *, initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False,
+            use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, use_gate_in_kernel=False, A_log=None,
+            dt_bias=None, scale=None, cu_seqlens=None, **_):
+        assert use_gate_in_kernel and use_beta_sigmoid_in_kernel and not allow_neg_eigval and cu_seqlens is None
+        log_alpha = -A_log.float().exp() * F.softplus(g.float() + dt_bias.float())
+        return gated_delta_rule(q, k, v, log_alpha, torch.sigmoid(beta.float()), scale=scale,
+                                use_qk_l2norm=use_qk_l2norm_in_kernel, backend="chunk")
+
+    def conv(x, weight, bias=None, activation=None, **_):
+        assert bias is None and activation in ("silu", "swish")
+        return causal_conv1d_silu_reference(x, weight.unsqueeze(1)), None
+
+    def norm_gated(x, g, weight, bias, activation, residual=None, prenorm=False, residual_in_fp32=False, eps=1e-5):
+        assert bias is None and residual is None and not prenorm and activation in ("swish", "silu")
+        return rms_norm_reference(x, weight, eps, g, x.dtype)
+
+    patches = [(layer, "chunk_gated_delta_rule", gdr), (layer, "fused_recurrent_gated_delta_rule", gdr),
+               (layer, "causal_conv1d", conv), (conv_ops, "causal_conv1d", conv),
+               (fused_norm_gate, "rms_norm_gated", norm_gated), (mlp, "swiglu", lambda a, b: F.silu(a) * b)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, value in patches:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def fla_model(target: dict, fused: bool):
+    """fla's model of the recommendation's target_model, as the README builds it."""
+    from fla.models import GatedDeltaNetConfig, GatedDeltaNetForCausalLM
+    t = target
+    return GatedDeltaNetForCausalLM(GatedDeltaNetConfig(
+        hidden_size=t["width"], num_hidden_layers=t["depth"], num_heads=t["num_heads"], head_dim=t["head_k_dim"],
+        expand_v=t["head_v_dim"] / t["head_k_dim"], intermediate_size=t["mlp_hidden"], vocab_size=t["vocab_size"],
+        tie_word_embeddings=t["tie_embeddings"], conv_size=t["conv_size"], norm_eps=t["norm_eps"],
+        fuse_norm=fused, fuse_swiglu=fused, fuse_cross_entropy=False))
+
+
+def models(spec: TrialSpec, rec, args) -> dict:
+    """deltamu's model and fla's, each made the recommendation by deltamu.apply, with the same initial weights."""
+    ours = GDNModel(spec.config.model_at(spec.at_width))
+    deltamu.apply(ours, rec, generator=torch.Generator().manual_seed(spec.seed))
+    theirs = fla_model(rec.target_model, fused=not args.torch_ops)
+    deltamu.apply(theirs, rec, init=False)
+    state = ours.state_dict()
+    def ours_of(name: str) -> str:                   # a tied fla model lists its lm_head: our embedding
+        name = name.removeprefix("model.")
+        return name if name in state else "embeddings.weight"
+    theirs.load_state_dict({name: state[ours_of(name)] for name in theirs.state_dict()})
+    return {"deltamu": ours, "fla": theirs}
+
+
+def train(impl: str, model, spec: TrialSpec, rec) -> dict:
+    """One model trained as gdn.train.train_trial trains one: the same batches, schedule, clip and evaluation."""
+    cfg, sched = spec.config, spec.config.schedule
+    device = resolve_device(spec.device)
+    corpus = trial_corpus(cfg)
+    groups = deltamu.apply(model, rec, init=False)
+    dtype, autocast = precision(spec, device)
+    model.to(device=device, dtype=dtype)
+    opt = cfg.optimizer
+    optimizer = (torch.optim.AdamW(groups, betas=opt.betas, eps=opt.eps) if opt.name == "adamw"
+                 else torch.optim.SGD(groups, momentum=opt.momentum, nesterov=opt.momentum > 0))
+    weight_of = {id(p): g["clip_weight"] for g in groups for p in g["params"]}
+    clip_weights = [weight_of[id(p)] for p in model.parameters()]
+
+    def logits(x):
+        return model(x) if impl == "deltamu" else model(x, use_cache=False).logits
+
+    curve, start = [], time.perf_counter()
+    for step in range(sched.steps):
+        set_lr(optimizer, lr_at(step, spec.lr, sched.warmup_steps, sched.steps, sched.min_lr))
+        x, y = corpus.batch(step, spec.seed, sched.batch_size, sched.seq_len, device)
+        with autocast():
+            out = logits(x)
+        loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_grad_norm(model, opt.grad_clip, clip_weights)
+        optimizer.step()
+        curve.append(float(loss))
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in corpus.val_batches(cfg.eval_batches, sched.batch_size, sched.seq_len, device):
+            with autocast():
+                out = logits(x)
+            total += float(F.cross_entropy(out.float().flatten(0, 1), y.flatten()))
+            n += 1
+    return {"impl": impl, "width": spec.at_width, "final_val_loss": total / n, "curve": curve,
+            "seconds": time.perf_counter() - start, "device": str(device)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=int, default=512, help="the base width the recommendation is tuned at")
+    ap.add_argument("--widths", default="512,2048", help="comma-separated widths to train both models at")
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--eval-batches", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2.0 ** -7, help="the base width's lr the recommendation carries")
+    ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    ap.add_argument("--parametrization", default="mup")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--torch-ops", action="store_true", help="fla's layer on deltamu's torch ops (no GPU needed)")
+    ap.add_argument("--out", default=".", help="folder for fla_parity.json and fla_parity.png")
+    args = ap.parse_args(argv)
+
+    config = SweepConfig(model=GDNConfig(width=args.base, depth=args.depth), parametrization=args.parametrization,
+                         optimizer=OptimizerSpec(name=args.optimizer),
+                         schedule=ScheduleSpec(steps=args.steps, warmup_steps=max(1, args.steps // 10),
+                                               batch_size=args.batch_size, seq_len=args.seq_len),
+                         data=DataSpec("builtin"), eval_batches=args.eval_batches)
+    optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
+    rows = []
+    with fla_on_torch() if args.torch_ops else contextlib.nullcontext():
+        for width in (int(w) for w in args.widths.split(",")):
+            rec = recommend(SweepResult(config, optimum), width)
+            spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=width, device=args.device)
+            for impl, model in models(spec, rec, args).items():
+                rows.append(train(impl, model, spec, rec))
+                print(f"  width {width} {impl}: val loss {rows[-1]['final_val_loss']:.4f} "
+                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    plot(rows, out / "fla_parity.png")
+    print("\n| width | deltamu GDNModel | fla + deltamu.apply | fla vs deltamu |\n|---|---|---|---|")
+    for width in sorted({r["width"] for r in rows}):
+        ours, theirs = (next(r["final_val_loss"] for r in rows if (r["width"], r["impl"]) == (width, i))
+                        for i in IMPLS)
+        print(f"| {width} | {ours:.4f} | {theirs:.4f} | {100 * (theirs / ours - 1):+.2f} % |")
+    return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    widths = sorted({r["width"] for r in rows})
+    fig = Figure(figsize=(5 * len(widths), 3.6))
+    FigureCanvasAgg(fig)
+    for k, width in enumerate(widths):
+        ax = fig.add_subplot(1, len(widths), k + 1)
+        for r in rows:
+            if r["width"] == width:
+                ax.plot(range(1, len(r["curve"]) + 1), r["curve"], label=f"{r['impl']} (val {r['final_val_loss']:.3f})",
+                        lw=1)
+        ax.set(title=f"width {width}", xlabel="step", ylabel="training loss")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""benchmarks/fla_parity.py at a tiny size on the CPU (fla's layer on deltamu's torch ops): fla's model made the
+recommendation by deltamu.apply trains to the same losses as deltamu's GDNModel from the same weights."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_fla_and_deltamu_train_alike_on_torch_ops(tmp_path):
+    pytest.importorskip("fla.models", reason="fla (flash-linear-attention) is not installed")
+    cmd = [sys.executable, "benchmarks/fla_parity.py", "--base", "32", "--widths", "32,64", "--depth", "1",
+           "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--eval-batches", "1", "--lr", "0.01",
+           "--torch-ops", "--device", "cpu", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "fla_parity.json").read_text())["rows"]
+    assert sorted((row["width"], row["impl"]) for row in rows) == [(32, "deltamu"), (32, "fla"), (64, "deltamu"),
+                                                                   (64, "fla")]
+    for width in (32, 64):
+        ours, theirs = (next(row for row in rows if (row["width"], row["impl"]) == (width, impl))
+                        for impl in ("deltamu", "fla"))
+        assert theirs["final_val_loss"] == pytest.approx(ours["final_val_loss"], rel=1e-5)
+        assert theirs["curve"] == pytest.approx(ours["curve"], rel=1e-5) and len(ours["curve"]) == 6
+    assert (tmp_path / "fla_parity.png").stat().st_size > 5000
+    assert "| 64 |" in r.stdout
