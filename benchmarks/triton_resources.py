@@ -5,7 +5,7 @@ program compared with what one program may have there; registers and stack (spil
 Why: a launch that asks for more shared memory than the card has fails only on the card (OutOfResources), as the
 two-stage state passes did at K = 256 on an H100 (docs/benchmarks.md, Kernels), and device time is scarce. This
 catches that class of failure in CI. It says nothing about correctness or speed (tests/gdn/test_triton.py and
-benchmarks/kernels.py on the card do).
+benchmarks/gdn_kernels.py on the card do).
 
     python benchmarks/triton_resources.py                      # the shipped launch configs, sm_90 (H100, H200)
     python benchmarks/triton_resources.py --stages-max-k 256   # as before the K = 256 fix: must report a failure

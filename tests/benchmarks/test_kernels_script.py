@@ -1,11 +1,11 @@
-"""benchmarks/kernels.py's CPU-side parts: the FLOP model, the table, the autotuning results carried between calls."""
+"""benchmarks/gdn_kernels.py's CPU-side parts: the FLOP model, the table, the autotuning results carried between calls."""
 import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import kernels  # noqa: E402
+import gdn_kernels as kernels  # noqa: E402
 
 
 def test_autotune_results_travel_from_one_triton_cache_to_another(tmp_path, monkeypatch):

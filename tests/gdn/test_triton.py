@@ -111,7 +111,7 @@ def test_no_grad_forward_matches_and_saves_nothing():
     assert triton_chunk_gated_delta_rule(q, k, v, g, beta)[1] is None
 
 
-# GPU only: the benchmark shapes (benchmarks/kernels.py) and a ragged one, in bf16 (as trained) and fp32.
+# GPU only: the benchmark shapes (benchmarks/gdn_kernels.py) and a ragged one, in bf16 (as trained) and fp32.
 # Reference: the recurrence where its autograd graph fits; above that the chunked PyTorch path in float64
 # (itself tested against the recurrence in tests/gdn/test_ops.py), at B <= 2.
 GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),

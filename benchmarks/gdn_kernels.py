@@ -3,9 +3,9 @@ path, then the whole proxy model's training step with our kernels vs the chunked
 
 One device call (fla-core and flash-linear-attention 0.6.0 installed from carried wheels):
 
-    PYTHONPATH=. python benchmarks/kernels.py --out $OUT
-    PYTHONPATH=. python benchmarks/kernels.py --profile --shapes 2,3,4 --out $OUT   # CUDA ms per kernel of ours
-    PYTHONPATH=. python benchmarks/kernels.py --warm --out $OUT   # compile everything first, in parallel
+    PYTHONPATH=. python benchmarks/gdn_kernels.py --out $OUT
+    PYTHONPATH=. python benchmarks/gdn_kernels.py --profile --shapes 2,3,4 --out $OUT   # CUDA ms per kernel of ours
+    PYTHONPATH=. python benchmarks/gdn_kernels.py --warm --out $OUT   # compile everything first, in parallel
 
 fla autotunes every kernel per shape, and at the large shapes compiling its configs one after another took 100-200 s
 a shape on an H100, more than a device call can spare. `--warm` first runs one forward+backward of every (shape,
