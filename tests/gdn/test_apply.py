@@ -3,6 +3,8 @@ torch stand-ins for fla's Triton ops)."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +15,6 @@ from gdn.apply import apply, model_shapes
 from gdn.config import GDNConfig
 from gdn.fit import Optimum
 from gdn.model import GDNModel
-from gdn.ops.gated_delta_rule import gated_delta_rule
-from gdn.ops.rms_norm.reference import rms_norm_reference
-from gdn.ops.short_conv.reference import causal_conv1d_silu_reference
 from gdn.parametrization import role_of
 from gdn.recommend import SweepResult, recommend
 from gdn.spec import OptimizerSpec, SweepConfig
@@ -131,35 +130,14 @@ def _fla_model(target: GDNConfig, **overrides):
 
 
 @pytest.fixture
-def torch_fla(monkeypatch):
-    """fla's GatedDeltaNet with its Triton ops replaced by deltamu's torch references (fla's ops need a GPU)."""
-    layer = pytest.importorskip("fla.layers.gated_deltanet", reason="fla (flash-linear-attention) is not installed")
-    import fla.modules.causal_conv1d.ops as conv_ops
-    import fla.modules.mlp
-    import fla.modules.norm.fused_norm_gate as fused_norm_gate
-
-    def gdr(q, k, v, g, beta, *, initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False,
-            use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, use_gate_in_kernel=False, A_log=None,
-            dt_bias=None, scale=None, cu_seqlens=None, **_):
-        assert use_gate_in_kernel and use_beta_sigmoid_in_kernel and not allow_neg_eigval and cu_seqlens is None
-        log_alpha = -A_log.float().exp() * F.softplus(g.float() + dt_bias.float())
-        return gated_delta_rule(q, k, v, log_alpha, torch.sigmoid(beta.float()), scale=scale,
-                                use_qk_l2norm=use_qk_l2norm_in_kernel, backend="chunk")
-
-    def conv(x, weight, bias=None, activation=None, **_):
-        assert bias is None and activation in ("silu", "swish")
-        return causal_conv1d_silu_reference(x, weight.unsqueeze(1)), None
-
-    def norm_gated(x, g, weight, bias, activation, residual=None, prenorm=False, residual_in_fp32=False, eps=1e-5):
-        assert bias is None and residual is None and not prenorm and activation in ("swish", "silu")
-        return rms_norm_reference(x, weight, eps, g, x.dtype)
-
-    monkeypatch.setattr(layer, "chunk_gated_delta_rule", gdr)
-    monkeypatch.setattr(layer, "fused_recurrent_gated_delta_rule", gdr)
-    monkeypatch.setattr(layer, "causal_conv1d", conv)
-    monkeypatch.setattr(conv_ops, "causal_conv1d", conv)
-    monkeypatch.setattr(fused_norm_gate, "rms_norm_gated", norm_gated)
-    monkeypatch.setattr(fla.modules.mlp, "swiglu", lambda a, b: F.silu(a) * b)
+def torch_fla():
+    """fla's GatedDeltaNet with its Triton ops replaced by deltamu's torch references (fla's ops need a GPU): the
+    stand-ins benchmarks/fla_parity.py runs fla on without a GPU."""
+    pytest.importorskip("fla.layers.gated_deltanet", reason="fla (flash-linear-attention) is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from fla_parity import fla_on_torch
+    with fla_on_torch():
+        yield
 
 
 @pytest.mark.parametrize("readout", [None, "untied-scaled"])
