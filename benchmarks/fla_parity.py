@@ -169,17 +169,18 @@ def main(argv=None) -> int:
                          data=DataSpec("builtin"), eval_batches=args.eval_batches)
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
     rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with fla_on_torch() if args.torch_ops else contextlib.nullcontext():
         for width in (int(w) for w in args.widths.split(",")):
             rec = recommend(SweepResult(config, optimum), width)
             spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=width, device=args.device)
             for impl, model in models(spec, rec, args).items():
                 rows.append(train(impl, model, spec, rec))
+                # written after every run, so a call cut at its time limit keeps what finished
+                (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
                 print(f"  width {width} {impl}: val loss {rows[-1]['final_val_loss']:.4f} "
                       f"({rows[-1]['seconds']:.0f} s)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     plot(rows, out / "fla_parity.png")
     print("\n| width | deltamu GDNModel | fla + deltamu.apply | fla vs deltamu |\n|---|---|---|---|")
     for width in sorted({r["width"] for r in rows}):
