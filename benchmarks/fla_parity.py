@@ -108,7 +108,7 @@ def train(impl: str, model, spec: TrialSpec, rec, log_every: int) -> dict:
     logits = None if impl == "deltamu" else (lambda x: model(x, use_cache=False).logits)
     result = train_model(spec, model, groups, logits=logits, log_every=log_every)
     return {"impl": impl, "width": spec.at_width, "status": result.status, "final_val_loss": result.final_val_loss,
-            "curve": [[point.step, point.loss] for point in result.curve], "seconds": result.seconds,
+            "curve": [[point.step, point.loss, point.seconds] for point in result.curve], "seconds": result.seconds,
             "device": result.device}
 
 
@@ -169,10 +169,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax = fig.add_subplot(1, len(widths), k + 1)
         for r in rows:
             if r["width"] == width:
-                steps, losses = zip(*r["curve"])
+                steps, losses = zip(*((point[0], point[1]) for point in r["curve"]))
                 ax.plot(steps, losses, label=f"{r['impl']} (val {r['final_val_loss']:.3f})",
                         lw=1)
-        ax.set(title=f"width {width}", xlabel="step", ylabel="training loss")
+        ax.set(title=f"width {width}", xlabel="step", ylabel="training loss (nats per token)", yscale="log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
