@@ -191,8 +191,9 @@ def cmd_coordcheck(args) -> int:
     # (mlp.out 0.52 at 64, 0.13-0.14 from 256 on), so they default to 1 here.
     args.output_mult = 1.0 if args.output_mult is None else args.output_mult
     args.init_mult = 1.0 if args.init_mult is None else args.init_mult
+    threshold = {} if args.threshold is None else {"threshold": args.threshold}
     checks = [coord_check(_config(args, parametrization=name), args.widths, lr=args.lr, steps=args.steps,
-                          seeds=range(args.seeds))
+                          seeds=range(args.seeds), **threshold)
               for name in args.parametrization.split(",")]
     failed = [c for c in checks if not c.passed and c.parametrization not in BASELINES]
     if args.json:
@@ -244,6 +245,8 @@ def add_commands(sub) -> None:
     p.add_argument("--widths", type=_ints, required=True, help="e.g. 64,128,256,512 (the first is the base)")
     p.add_argument("--lr", type=float, default=1e-2, help="constant LR of the few training steps")
     p.add_argument("--seeds", type=int, default=2, help="number of seeds to average")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest |slope - expected slope| that passes (default 0.25)")
     p.add_argument("--json", action="store_true", help="print every check as JSON")
     p.add_argument("--updates", action="store_true",
                    help="also print each parameter kind's update size per width and its slope (muP wants 0)")

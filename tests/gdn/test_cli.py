@@ -50,8 +50,37 @@ def test_tiny_sweep_prints_a_table_and_an_optimum(tmp_path):
 def test_coordcheck_json_and_plot(tmp_path):
     r = deltamu("coordcheck", "--widths", "32,64", "--parametrization", "mup,sp", "--steps", "2", "--seeds", "1",
                 "--json", "--plot", str(tmp_path / "cc.png"))
-    assert r.returncode == 0, r.stderr
     checks = json.loads(r.stdout)
+    assert r.returncode == (0 if checks[0]["passed"] else 1), r.stderr      # sp, the baseline, may fail
     assert [c["parametrization"] for c in checks] == ["mup", "sp"]
     assert set(checks[0]["verdicts"]) >= {"logits", "attn.out", "mlp.out"}
     assert (tmp_path / "cc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_coordcheck_fails_with_a_reason_and_what_to_try():
+    # a tolerance no measured slope meets: every muP tensor fails; sp, the baseline, does not make the exit code
+    r = deltamu("coordcheck", "--widths", "32,64", "--depth", "1", "--steps", "1", "--seeds", "1",
+                "--parametrization", "mup,sp", "--threshold", "0.00001")
+    assert r.returncode == 1, r.stderr
+    assert "FAIL: mup:" in r.stderr and "FAIL: sp" not in r.stderr
+    assert "slope" in r.stderr and "muP expects" in r.stderr and "--seeds" in r.stderr and "--widths" in r.stderr
+    assert "(the baseline: expected to grow)" in r.stdout
+    ok = deltamu("coordcheck", "--widths", "32,64", "--depth", "1", "--steps", "1", "--seeds", "1",
+                 "--threshold", "100")
+    assert ok.returncode == 0 and "FAIL" not in ok.stderr, ok.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    # `deltamu recommend ... | head -1`, with the reader gone before the first write
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "service.cli", "recommend", "--base-width", "256",
+                            "--target-width", "4096", "--lr", "0.004"], cwd=REPO, stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141 and r.stderr == "", r.stderr       # 128 + SIGPIPE, as a shell reports it
+    head = subprocess.run(f"{sys.executable} -m service.cli recommend --base-width 256 --target-width 4096 "
+                          f"--lr 0.004 | head -1", shell=True, cwd=REPO, capture_output=True, text=True)
+    assert head.stdout.startswith("mup (") and "Traceback" not in head.stderr
