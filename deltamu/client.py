@@ -357,9 +357,10 @@ class Client:
                 job = self.job(job_id)
                 if progress:
                     bar = bar or _progress_bar()
-                    bar.set_description_str(job.state)
+                    line = status_line(job).replace("{", "{{").replace("}", "}}")
+                    bar.bar_format = f"{job.state} {{percentage:3.0f}}%|{{bar:20}}| {line}"
                     bar.update(round(100 * job.progress) - bar.n)
-                    bar.set_postfix_str(status_line(job))
+                    bar.refresh()
                 if job.finished:
                     return job
                 if deadline is not None and time.monotonic() > deadline:
@@ -388,4 +389,4 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _progress_bar():
     from tqdm import tqdm
-    return tqdm(total=100, file=sys.stderr, bar_format="{desc} {percentage:3.0f}%|{bar:20}| {postfix}")
+    return tqdm(total=100, file=sys.stderr, bar_format="{percentage:3.0f}%|{bar:20}|")
