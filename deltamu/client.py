@@ -359,8 +359,8 @@ class Client:
                     bar = bar or _progress_bar()
                     line = status_line(job).replace("{", "{{").replace("}", "}}")
                     bar.bar_format = f"{job.state} {{percentage:3.0f}}%|{{bar:20}}| {line}"
-                    bar.update(round(100 * job.progress) - bar.n)
-                    bar.refresh()
+                    bar.n = round(100 * job.progress)
+                    bar.refresh()                         # one line per poll where stderr is not a terminal
                 if job.finished:
                     return job
                 if deadline is not None and time.monotonic() > deadline:

@@ -265,7 +265,8 @@ async function showList(myView) {
     progress.max = 1;
     progress.value = job.progress;
     const cell = el("span");
-    cell.append(progress, ` ${Math.round(100 * job.progress)} %`);
+    cell.append(progress, ` ${Math.round(100 * job.progress)} %` +
+                (job.eta_seconds == null ? "" : ` · ETA ${fmtDuration(job.eta_seconds)}`));
     return row([link, el("span", job.state, `state ${job.state}`), cell,
                 job.queue_position == null ? "-" : `${job.queue_position} ahead`, bestText(job),
                 job.optimum ? fmtLR(job.optimum.lr) : "-", job.widths.join(", "),

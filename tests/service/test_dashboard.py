@@ -71,3 +71,15 @@ def test_unknown_fields_say_did_you_mean(sqlite_env, make_client, auth):
     nothing_close = {**tiny_job(), "zzzzzz": 1}
     problem = assert_problem(client.post("/v1/jobs", json=nothing_close, headers=auth), 422)
     assert "did you mean" not in problem["detail"]
+
+
+def test_every_static_file_ships_in_the_package():
+    # a non-editable install has only what pyproject's package-data names
+    tomllib = pytest.importorskip("tomllib")
+    from fnmatch import fnmatch
+    globs = tomllib.loads((STATIC_DIR.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["service"]
+    for path in STATIC_DIR.rglob("*"):
+        if path.is_file():
+            name = path.relative_to(STATIC_DIR.parent).as_posix()
+            assert any(fnmatch(name, g) and name.count("/") == g.count("/") for g in globs), name
