@@ -83,3 +83,33 @@ def test_every_static_file_ships_in_the_package():
         if path.is_file():
             name = path.relative_to(STATIC_DIR.parent).as_posix()
             assert any(fnmatch(name, g) and name.count("/") == g.count("/") for g in globs), name
+
+
+def test_a_running_job_measures_its_throughput_and_eta(sqlite_env, make_client, auth):
+    from service import crud
+    from service.db import make_engine, make_session_factory, transaction
+
+    client = make_client(sqlite_env)
+    job_id = client.post("/v1/jobs", json=tiny_job(), headers=auth).json()["id"]    # 3 trials of 30 steps
+    engine = make_engine(sqlite_env["DELTAMU_DATABASE_URL"])
+    sessions = make_session_factory(engine)
+    with sessions() as s:
+        first, second, _ = [t.id for t in crud.list_trials(s, job_id=job_id)]
+    with transaction(sessions) as s:                              # one trial done: 30 steps x 2 x 32 tokens
+        assert crud.claim_trial(s, trial_id=first, worker="w")
+    with transaction(sessions) as s:
+        crud.finish_trial(s, trial_id=first, worker="w", result={
+            "status": "COMPLETED", "final_val_loss": 2.9, "tokens": 1920, "seconds": 1.0})
+    with transaction(sessions) as s:                              # one halfway
+        assert crud.claim_trial(s, trial_id=second, worker="w")
+    with transaction(sessions) as s:
+        assert crud.append_point(s, trial_id=second, worker="w", point={
+            "step": 15, "tokens": 960, "loss": 3.5, "lr": 0.01, "grad_norm": 1.0, "seconds": 0.5})
+    engine.dispose()
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "RUNNING" and job["progress"] == pytest.approx(0.5)
+    assert job["tokens_trained"] == 1920 + 960 and job["tokens_total"] == 5760
+    assert job["tokens_per_second"] == pytest.approx(2880 / job["elapsed_seconds"])
+    # half the grid's tokens remain, and half took elapsed_seconds: that long again
+    assert job["eta_seconds"] == pytest.approx(job["elapsed_seconds"])
+    assert job["best_so_far"] == {"width": 32, "lr": 0.002, "seed": 0, "loss": 2.9}
