@@ -203,7 +203,8 @@ function sweepChart(container, key, title, trials, optimum, baseLr, unit) {
   const data = [lrs];
   const series = [{label: "lr", value: (u, v) => fmtLR(v)}];
   seeds.forEach((seed, i) => {
-    const at = new Map(trials.filter((t) => t.seed === seed && t.state === "COMPLETED").map((t) => [t.lr, t.final_val_loss]));
+    const at = new Map(trials.filter((t) => t.seed === seed && t.state === "COMPLETED")
+                             .map((t) => [t.lr, t.final_val_loss]));
     data.push(lrs.map((lr) => (at.has(lr) ? at.get(lr) : null)));
     series.push({label: `seed ${seed}`, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
                  points: {show: true, size: 7}, value: (u, v) => fmtLoss(v)});
