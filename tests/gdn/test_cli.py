@@ -64,10 +64,7 @@ def test_coordcheck_fails_with_a_reason_and_what_to_try():
     assert r.returncode == 1, r.stderr
     assert "FAIL: mup:" in r.stderr and "FAIL: sp" not in r.stderr
     assert "slope" in r.stderr and "muP expects" in r.stderr and "--seeds" in r.stderr and "--widths" in r.stderr
-    assert "(the baseline: expected to grow)" in r.stdout
-    ok = deltamu("coordcheck", "--widths", "32,64", "--depth", "1", "--steps", "1", "--seeds", "1",
-                 "--threshold", "100")
-    assert ok.returncode == 0 and "FAIL" not in ok.stderr, ok.stderr
+    assert "(the baseline: expected to grow)" in r.stdout       # (a pass exits 0: test_coordcheck_json_and_plot)
 
 
 def test_a_closed_pipe_ends_quietly():
