@@ -57,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, recommendations.router, health.router, dashboard.router):
         app.include_router(router)
     app.mount(dashboard.STATIC_URL, StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    app.mount(dashboard.DOCS_ASSETS_URL, StaticFiles(directory=dashboard.DOCS_ASSETS_DIR), name="static-docs")
     return app
