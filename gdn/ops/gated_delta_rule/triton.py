@@ -35,8 +35,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, grad_vtile=4)
-NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, grad_vtile=1)
+# The wide-head state passes at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256)
+# they spill 760 / 280 bytes a thread there against 1,808 / 784 at 4 warps (the fused passes: 2,888 / 936).
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=4)
+NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -146,9 +148,10 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     args = (q, k, w, u, Aqk, Gcum, rq, rk, initial_state if initial_state is not None else w, o, h, vn,
             ht if ht is not None else w, scale, T)
+    which = "state_fwd_tiled" if wide_heads(K) else "state_fwd"
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
                  STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec,
-                 num_warps=NUM_WARPS["state_fwd"], num_stages=_state_stages("state_fwd", BKP))
+                 num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
     if wide_heads(K):
         BKS, NKS = _subtiles(BKP)
         _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKS=BKS, NKS=NKS,
@@ -171,9 +174,9 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     args = (q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
             scale, T)
+    which = "state_bwd_tiled" if tiled else "state_bwd"
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
-                 STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS["state_bwd"],
-                 num_stages=_state_stages("state_bwd", BKP))
+                 STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
     if tiled:
         BKS, NKS = _subtiles(BKP)
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKS=BKS, NKS=NKS,
