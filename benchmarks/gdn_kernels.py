@@ -378,7 +378,7 @@ def main() -> None:
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
     from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
-    timed = ["ours", *OURS_VARIANTS, "fla"]
+    timed = ["ours", "ours-fused", "fla", "ours-tf32"]        # priority order: a deadline cuts the last
     cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes
              if impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K]
     if not args.no_model:
