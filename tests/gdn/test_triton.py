@@ -101,6 +101,10 @@ def test_tiny_shapes_match_float64_recurrence(case):
 
 def test_no_grad_forward_matches_and_saves_nothing():
     """Under no_grad the forward skips the tensors saved for the backward; the output must not change."""
+    no_grad_forward_matches()
+
+
+def no_grad_forward_matches():
     q, k, v, g, beta, h0 = make_inputs(1, 70, 1, 16, 16, torch.float32, "moderate", 3, True)
     o_grad, ht_grad = triton_chunk_gated_delta_rule(q, k, v, g, beta, initial_state=h0.requires_grad_(),
                                                     output_final_state=True, use_qk_l2norm=True)
@@ -152,8 +156,8 @@ def test_auto_backend_is_triton_on_cuda():
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
 
 
-# The wide-head path (triton_tiled.py: K-sub-tiled state passes, the gradient over a V-tile grid dimension and its
-# reduction; bf16 operands and intermediates for bf16 inputs) runs from K = 128 up. Its threshold is lowered here so
+# The wide-head path (triton_tiled.py: K-sub-tiled state passes, the output over all chunks, the gradient over a
+# V-tile grid dimension and its reduction; bf16 operands and intermediates for bf16 inputs) runs from K = 128 up. Its threshold is lowered here so
 # the interpreter runs it at tiny shapes: 1, 2 and 4 state sub-tiles, ragged K, V and T, V over one gradient V tile.
 TILED = [
     pytest.param(dict(B=2, T=70, H=2, K=32, V=16, dtype=torch.float32), id="fp32-T70-K32-V16"),
@@ -165,8 +169,8 @@ TILED = [
     pytest.param(dict(B=1, T=70, H=2, K=128, V=80, dtype=torch.bfloat16), id="bf16-T70-K128-V80"),
     pytest.param(dict(B=1, T=100, H=1, K=256, V=32, dtype=torch.bfloat16, gates="strong"), id="bf16-T100-K256-strong"),
 ]
-TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_state_bwd_tiled_kernel", "_chunk_grad_vtile_kernel",
-                 "_chunk_grad_reduce_kernel")
+TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_state_bwd_tiled_kernel",
+                 "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
 
 
 @pytest.fixture
@@ -193,6 +197,11 @@ def wide_head_path(monkeypatch):
 def test_wide_head_path_matches_float64_recurrence(case, wide_head_path):
     check(**case)
     assert sorted(set(wide_head_path)) == sorted(TILED_KERNELS)        # and none of the fused path's
+
+
+def test_wide_head_path_no_grad_forward_matches(wide_head_path):
+    no_grad_forward_matches()
+    assert "_chunk_output_kernel" in wide_head_path
 
 
 def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, monkeypatch):

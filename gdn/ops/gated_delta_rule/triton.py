@@ -2,8 +2,8 @@
 
 Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K the fused kernels (triton_fwd.py, triton_bwd.py;
 forward 2 launches: prep, state; backward 2: state, grad), which win where the per-chunk work is small; at
-K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward: prep, state; backward: state, the gradient per
-V tile, its reduction), with bf16 operands in some of its products for bf16 inputs (TILED_BF16).
+K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward: prep, state, output; backward: state, the
+gradient per V tile, its reduction), with bf16 operands in some of its products for bf16 inputs (TILED_BF16).
 Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
 products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
 intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
@@ -25,7 +25,8 @@ from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
 from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
-                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
+                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
+                                                   _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -37,8 +38,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
 # The wide-head state passes at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256)
 # they spill 760 / 280 bytes a thread there against 1,808 / 784 at 4 warps (the fused passes: 2,888 / 936).
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=4)
-NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1)
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=4,
+                 output=4)
+NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
+                  output=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -143,21 +146,30 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
 
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
-    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if save_for_bwd else w
-    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if save_for_bwd else w
+    tiled = wide_heads(K)
+    keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
+    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if keep else w
+    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if keep else w
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
-    args = (q, k, w, u, Aqk, Gcum, rq, rk, initial_state if initial_state is not None else w, o, h, vn,
-            ht if ht is not None else w, scale, T)
-    which = "state_fwd_tiled" if wide_heads(K) else "state_fwd"
+    h0 = initial_state if initial_state is not None else w
+    which = "state_fwd_tiled" if tiled else "state_fwd"
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
-                 STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec,
-                 num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
-    if wide_heads(K):
+                 STORE_FINAL=ht is not None, PRECISION=prec, num_warps=NUM_WARPS[which],
+                 num_stages=_state_stages(which, BKP))
+    if tiled:
         BKS, NKS = _subtiles(BKP)
-        _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKS=BKS, NKS=NKS,
-                                                                     OPDT=_operand_dtype(q.dtype), **flags)
+        opdt = _operand_dtype(q.dtype)
+        _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
+            k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, OPDT=opdt, **flags)
+        BVO = t["BVT"]
+        _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
+            q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
+            USE_L2NORM=use_qk_l2norm, PRECISION=prec, OPDT=opdt, num_warps=NUM_WARPS["output"],
+            num_stages=NUM_STAGES["output"])
     else:
-        _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K, **flags)
+        _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, u, Aqk, Gcum, rq, rk, h0, o, h, vn, ht if ht is not None else w, scale, T, BKP=BKP,
+            SAVE_FOR_BWD=save_for_bwd, SPLIT=BKP <= SPLIT_MAX_K, **flags)
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 

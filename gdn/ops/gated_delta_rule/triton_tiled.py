@@ -1,8 +1,11 @@
 """The kernels of the wide-head path (K >= triton.TILED_MIN_K): the two state passes with the state held as 64-row
-K sub-tiles, and the per-chunk gradient split over V tiles.
+K sub-tiles, the output over every chunk at once, and the per-chunk gradient split over V tiles.
 
 Why a separate path: at K >= 128 the fused kernels hold a [K, BV] fp32 state and [64, K] fp32 input tiles at once
 and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). Here
+- the forward state pass is only the sequential part (vn = u - w S, the state update; h and vn written), and the
+  output o = qg S + Aqk vn is a separate kernel over every (V tile, chunk) at once, as fla splits it: the
+  sequential chain, which bounds long sequences, loads w, u, k per chunk instead of also q and Aqk.
 - the state is up to four [64, BV] sub-tiles (S0..S3) and each input tile is loaded where its sub-tile uses it.
   The K rows cannot go to separate programs: every chunk's vn = u - w S (and the backward's k dS) sums over all K
   rows of the state, so one program holds all of them and the K split is inside it.
@@ -84,24 +87,24 @@ def _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT: tl.
 
 @triton.jit
 def _chunk_state_fwd_tiled_kernel(
-    q, k,                                # inputs [B,T,H,K]
-    w, u, Aqk, Gcum, rq_in, rk_in,       # from the prep kernel (fp32)
+    k,                                   # input [B,T,H,K]
+    w, u, Gcum, rk_in,                   # from the prep kernel (fp32)
     h0,                                  # [B,H,K,V] or dummy
-    o,                                   # out [B,T,H,V]
-    h, vn,                               # out fp32 [B,NT,H,K,V], [B,T,H,V] (written when SAVE_FOR_BWD)
+    h, vn,                               # out fp32 [B,NT,H,K,V], [B,T,H,V]: for the output kernel (and the backward)
     ht,                                  # out fp32 [B,H,K,V] (written when STORE_FINAL)
-    scale, T,
+    T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-    SAVE_FOR_BWD: tl.constexpr, PRECISION: tl.constexpr, OPDT: tl.constexpr,
+    PRECISION: tl.constexpr, OPDT: tl.constexpr,
 ):
+    """The sequential part only: per chunk vn = u - w S, S <- gamma_C S + kg^T vn, h and vn written; the output
+    (q S and Aqk vn) is left to `_chunk_output_kernel`, which runs over every chunk at once."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     vc = i_v * BV + tl.arange(0, BV)
     c = tl.arange(0, BT)
     rv_off = c[:, None] * (H * V) + vc[None, :]
-    cc_off = c[:, None] * (H * BT) + c[None, :]
     base0 = i_bh.to(tl.int64) * K * V
 
     S0 = tl.zeros([BKS, BV], dtype=tl.float32)
@@ -119,32 +122,21 @@ def _chunk_state_fwd_tiled_kernel(
         row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
         row_ok = i_t * BT + c < T
         mv = row_ok[:, None] & (vc[None, :] < V)
-        if SAVE_FOR_BWD:
-            hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-            _store_kv(h, hb, 0, vc, S0, K, V, BKS)
-            if NKS > 1:
-                _store_kv(h, hb, 1, vc, S1, K, V, BKS)
-            if NKS > 2:
-                _store_kv(h, hb, 2, vc, S2, K, V, BKS)
-                _store_kv(h, hb, 3, vc, S3, K, V, BKS)
+        hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+        _store_kv(h, hb, 0, vc, S0, K, V, BKS)
         ws = _rows_dot(w, row0, c, row_ok, 0, S0, H, K, BKS, tl.float32, PRECISION)  # w S
-        qs = _rows_dot(q, row0, c, row_ok, 0, S0, H, K, BKS, OPDT, PRECISION)      # q S
         if NKS > 1:
+            _store_kv(h, hb, 1, vc, S1, K, V, BKS)
             ws += _rows_dot(w, row0, c, row_ok, 1, S1, H, K, BKS, tl.float32, PRECISION)
-            qs += _rows_dot(q, row0, c, row_ok, 1, S1, H, K, BKS, OPDT, PRECISION)
         if NKS > 2:
-            ws += _rows_dot(w, row0, c, row_ok, 2, S2, H, K, BKS, OPDT, PRECISION)
-            qs += _rows_dot(q, row0, c, row_ok, 2, S2, H, K, BKS, OPDT, PRECISION)
-            ws += _rows_dot(w, row0, c, row_ok, 3, S3, H, K, BKS, OPDT, PRECISION)
-            qs += _rows_dot(q, row0, c, row_ok, 3, S3, H, K, BKS, OPDT, PRECISION)
-        decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
-                                                USE_L2NORM)
+            _store_kv(h, hb, 2, vc, S2, K, V, BKS)
+            _store_kv(h, hb, 3, vc, S3, K, V, BKS)
+            ws += _rows_dot(w, row0, c, row_ok, 2, S2, H, K, BKS, tl.float32, PRECISION)
+            ws += _rows_dot(w, row0, c, row_ok, 3, S3, H, K, BKS, tl.float32, PRECISION)
+        decay, _q_scale, k_scale = _chunk_scales(Gcum, rk_in, rk_in, row0, c, row_ok, i_t, T, 1.0, H, BT,
+                                                 USE_L2NORM)
         vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.) - ws
-        a_t = tl.load(Aqk + row0 * BT + cc_off, mask=row_ok[:, None], other=0.)
-        o_t = q_scale[:, None] * qs + _dot(a_t, vn_t, PRECISION)
-        tl.store(o + row0 * V + rv_off, o_t.to(o.dtype.element_ty), mask=mv)
-        if SAVE_FOR_BWD:
-            tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
+        tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
         vk = (vn_t * k_scale[:, None]).to(OPDT)
         S0 = S0 * decay + _cols_dot(k, row0, c, row_ok, 0, vk, H, K, BKS, OPDT, PRECISION)
         if NKS > 1:
@@ -159,6 +151,38 @@ def _chunk_state_fwd_tiled_kernel(
         if NKS > 2:
             _store_kv(ht, base0, 2, vc, S2, K, V, BKS)
             _store_kv(ht, base0, 3, vc, S3, K, V, BKS)
+
+
+@triton.jit
+def _chunk_output_kernel(
+    q,                                   # input [B,T,H,K]
+    Aqk, Gcum, rq_in,                    # from the prep kernel (fp32)
+    h, vn,                               # from the state pass (fp32)
+    o,                                   # out [B,T,H,V]
+    scale, T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
+    BV: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, OPDT: tl.constexpr,
+):
+    """One program per (V tile, chunk, b*h): o = qg S + Aqk vn, with S the state at the chunk's start."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    row_ok = i_t * BT + c < T
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+    qs = tl.zeros([BT, BV], dtype=tl.float32)
+    for j in range(NKS):
+        qs += _rows_dot(q, row0, c, row_ok, j, _load_kv(h, hb, j, vc, K, V, BKS), H, K, BKS, OPDT, PRECISION)
+    _decay, q_scale, _k_scale = _chunk_scales(Gcum, rq_in, rq_in, row0, c, row_ok, i_t, T, scale, H, BT,
+                                              USE_L2NORM)
+    a_t = tl.load(Aqk + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
+    vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+    o_t = q_scale[:, None] * qs + _dot(a_t, vn_t, PRECISION)
+    tl.store(o + row0 * V + rv_off, o_t.to(o.dtype.element_ty), mask=mv)
 
 
 @triton.jit
