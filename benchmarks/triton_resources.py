@@ -43,7 +43,8 @@ CASES = [(torch.bfloat16, 256, 64), (torch.bfloat16, 128, 256), (torch.float16, 
          (torch.float32, 128, 256)]
 TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32"}
 KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_kernel", "_chunk_grad_kernel",
-           "_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_state_bwd_tiled_kernel",
+           "_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
+           "_chunk_state_bwd_tiled_kernel",
            "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
 
 

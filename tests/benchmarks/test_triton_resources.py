@@ -19,7 +19,7 @@ def _resources(*args):
 def test_every_bf16_launch_fits_an_h100():
     rc, rows, r = _resources("--case", "bf16,256,64", "--case", "bf16,128,256")
     assert rc == 0, r.stdout + r.stderr[-2000:]
-    assert len(rows) == 12 and not any("over" in row for row in rows)    # 6 kernels at each (the wide-head path)
+    assert len(rows) == 14 and not any("over" in row for row in rows)    # 7 kernels at each (the wide-head path)
     assert sum("_tiled_kernel" in row for row in rows) == 4
 
 

@@ -169,8 +169,8 @@ TILED = [
     pytest.param(dict(B=1, T=70, H=2, K=128, V=80, dtype=torch.bfloat16), id="bf16-T70-K128-V80"),
     pytest.param(dict(B=1, T=100, H=1, K=256, V=32, dtype=torch.bfloat16, gates="strong"), id="bf16-T100-K256-strong"),
 ]
-TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_state_bwd_tiled_kernel",
-                 "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
+TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
+                 "_chunk_state_bwd_tiled_kernel", "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
 
 
 @pytest.fixture

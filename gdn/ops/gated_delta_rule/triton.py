@@ -3,7 +3,7 @@
 Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K the fused kernels (triton_fwd.py, triton_bwd.py;
 forward 2 launches: prep, state; backward 2: state, grad), which win where the per-chunk work is small; at
 K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward: prep, state, output; backward: state, the
-gradient per V tile, its reduction), with bf16 operands in some of its products for bf16 inputs (TILED_BF16).
+Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some of its products for bf16 inputs (TILED_BF16).
 Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
 products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
 intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
@@ -24,8 +24,8 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
-                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
+from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_reduce_kernel,
+                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
                                                    _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
@@ -39,9 +39,9 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # The wide-head state passes at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256)
 # they spill 760 / 280 bytes a thread there against 1,808 / 784 at 4 warps (the fused passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=4,
-                 output=4)
+                 output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
-                  output=1)
+                  output=1, dvn_local=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -184,17 +184,23 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
-    args = (q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
-            scale, T)
+    dht_ = dht if dht is not None else w
+    dh0_ = dh0 if dh0 is not None else w
     which = "state_bwd_tiled" if tiled else "state_bwd"
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
                  STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
     if tiled:
         BKS, NKS = _subtiles(BKP)
-        _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKS=BKS, NKS=NKS,
-                                                                     OPDT=_operand_dtype(q.dtype), **flags)
+        _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
+            Aqk, do, dvn, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, num_warps=NUM_WARPS["dvn_local"],
+            num_stages=NUM_STAGES["dvn_local"])
+        _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
+            OPDT=_operand_dtype(q.dtype), **flags)
     else:
-        _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](*args, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K, **flags)
+        _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
+            **flags)
 
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)

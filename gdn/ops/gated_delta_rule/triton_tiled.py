@@ -6,6 +6,8 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
 - the forward state pass is only the sequential part (vn = u - w S, the state update; h and vn written), and the
   output o = qg S + Aqk vn is a separate kernel over every (V tile, chunk) at once, as fla splits it: the
   sequential chain, which bounds long sequences, loads w, u, k per chunk instead of also q and Aqk.
+  Likewise the backward's within-chunk part of dvn, Aqk^T dO, is computed for every chunk at once ahead of its
+  state pass (`_chunk_dvn_local_kernel`).
 - the state is up to four [64, BV] sub-tiles (S0..S3) and each input tile is loaded where its sub-tile uses it.
   The K rows cannot go to separate programs: every chunk's vn = u - w S (and the backward's k dS) sums over all K
   rows of the state, so one program holds all of them and the K split is inside it.
@@ -188,10 +190,11 @@ def _chunk_output_kernel(
 @triton.jit
 def _chunk_state_bwd_tiled_kernel(
     q, k,                                # inputs [B,T,H,K]
-    w, Aqk, Gcum, rq_in, rk_in,          # saved from the forward (fp32)
+    w, Gcum, rq_in, rk_in,               # saved from the forward (fp32)
     do,                                  # [B,T,H,V]
     dht,                                 # [B,H,K,V] grad of the final state, or dummy
-    dh, dvn,                             # out fp32: [B,NT,H,K,V] grad of the state at each chunk's end, [B,T,H,V]
+    dh,                                  # out fp32 [B,NT,H,K,V]: grad of the state at each chunk's end
+    dvn,                                 # fp32 [B,T,H,V]: in Aqk^T dO (_chunk_dvn_local_kernel), out dvn
     dh0,                                 # out fp32 [B,H,K,V], or dummy
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
@@ -204,7 +207,6 @@ def _chunk_state_bwd_tiled_kernel(
     vc = i_v * BV + tl.arange(0, BV)
     c = tl.arange(0, BT)
     rv_off = c[:, None] * (H * V) + vc[None, :]
-    ccT_off = c[:, None] + c[None, :] * (H * BT)                # a [BT, BT] tile, read transposed
     base0 = i_bh.to(tl.int64) * K * V
 
     dS0 = tl.zeros([BKS, BV], dtype=tl.float32)
@@ -236,9 +238,8 @@ def _chunk_state_bwd_tiled_kernel(
             kdS += _rows_dot(k, row0, c, row_ok, 3, dS3, H, K, BKS, tl.float32, PRECISION)
         decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
                                                 USE_L2NORM)
-        aT_t = tl.load(Aqk + row0 * BT + ccT_off, mask=row_ok[None, :], other=0.)
         do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
-        dvn_t = _dot(aT_t, do_t.to(tl.float32), PRECISION) + k_scale[:, None] * kdS
+        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.) + k_scale[:, None] * kdS
         tl.store(dvn + row0 * V + rv_off, dvn_t, mask=mv)
         qdo = (do_t.to(tl.float32) * q_scale[:, None]).to(OPDT)
         dvo = dvn_t.to(OPDT)
@@ -259,6 +260,27 @@ def _chunk_state_bwd_tiled_kernel(
         if NKS > 2:
             _store_kv(dh0, base0, 2, vc, dS2, K, V, BKS)
             _store_kv(dh0, base0, 3, vc, dS3, K, V, BKS)
+
+
+@triton.jit
+def _chunk_dvn_local_kernel(
+    Aqk, do,                             # fp32 [B,T,H,BT] from the forward, dO [B,T,H,V]
+    dvn,                                 # out fp32 [B,T,H,V]: Aqk^T dO, the part of dvn within the chunk
+    T,
+    H, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (V tile, chunk, b*h), ahead of the backward state pass, which adds kg dS to it."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    row_ok = i_t * BT + c < T
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    aT_t = tl.load(Aqk + row0 * BT + c[:, None] + c[None, :] * (H * BT), mask=row_ok[None, :], other=0.)
+    do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+    tl.store(dvn + row0 * V + rv_off, _dot(aT_t, do_t, PRECISION), mask=mv)
 
 
 @triton.jit
