@@ -233,15 +233,22 @@ def load_autotune(path: Path) -> None:
         tar.extractall(_triton_cache(), filter="data")
 
 
+def _differs(impl: str, shape) -> bool:
+    """Whether a cell of impl at shape runs other kernels than "ours": always, but for our variants below the
+    wide-head path (they run ours there)."""
+    from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
+    return impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K
+
+
 def warm(shapes, impls, timeout: float) -> None:
     """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
-    if not shapes or not impls:
+    todo = [(s, i) for s in shapes for i in impls if _differs(i, s)]
+    if not todo:
         return
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(len(shapes) * len(impls)) as pool:
-        runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i)
-                for s in shapes for i in impls}
+    with cf.ThreadPoolExecutor(len(todo)) as pool:
+        runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i) for s, i in todo}
         for fut in cf.as_completed(runs):
             _records, why = fut.result()
             print(f"warm {runs[fut]}: {'ok' if not why else why}", flush=True)
@@ -310,6 +317,8 @@ def main() -> None:
     ap.add_argument("--rep", type=int, default=300, help="do_bench repetitions, ms")
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--shape-major", action="store_true",
+                    help="time shape by shape (ours, fla, ours-fused), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
@@ -377,10 +386,11 @@ def main() -> None:
 
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
-    from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
     timed = ["ours", "ours-fused", "fla", "ours-tf32"]        # priority order: a deadline cuts the last
-    cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes
-             if impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K]
+    cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes if _differs(impl, shape)]
+    if args.shape_major:                                      # each shape's ours, fla, ours-fused together
+        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused"))}
+        cells.sort(key=lambda c: (c[2] not in rank, shapes.index(c[1]) if c[2] in rank else 0, rank.get(c[2], 0)))
     if not args.no_model:
         cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]
     cells += [("kernel", shape, "chunk") for shape in shapes if "chunk" in impls]

@@ -36,9 +36,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-# The wide-head state passes at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256)
+# The wide-head state passes and gradient V tiles at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16,
+# K = 128, V = 256)
 # they spill 760 / 280 bytes a thread there against 1,808 / 784 at 4 warps (the fused passes: 2,888 / 936).
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=4,
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
                  output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
                   output=1, dvn_local=1)
