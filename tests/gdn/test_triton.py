@@ -156,9 +156,10 @@ def test_auto_backend_is_triton_on_cuda():
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
 
 
-# The wide-head path (triton_tiled.py: K-sub-tiled state passes, the output over all chunks, the gradient over a
-# V-tile grid dimension and its reduction; bf16 operands and intermediates for bf16 inputs) runs from K = 128 up. Its threshold is lowered here so
-# the interpreter runs it at tiny shapes: 1, 2 and 4 state sub-tiles, ragged K, V and T, V over one gradient V tile.
+# The wide-head path (triton_tiled.py: K-sub-tiled state passes, the output and Aqk^T dO over all chunks, the
+# gradient over a V-tile grid dimension and its reduction; bf16 operands in some products for bf16 inputs) runs from
+# K = 128 up. Its threshold is lowered here so the interpreter runs it at tiny shapes: 1, 2 and 4 state sub-tiles,
+# ragged K, V and T, V over one gradient V tile.
 TILED = [
     pytest.param(dict(B=2, T=70, H=2, K=32, V=16, dtype=torch.float32), id="fp32-T70-K32-V16"),
     pytest.param(dict(B=1, T=130, H=1, K=80, V=72, dtype=torch.float32, gates="strong"), id="fp32-T130-K80-V72-strong"),

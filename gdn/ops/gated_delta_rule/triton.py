@@ -2,8 +2,8 @@
 
 Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K the fused kernels (triton_fwd.py, triton_bwd.py;
 forward 2 launches: prep, state; backward 2: state, grad), which win where the per-chunk work is small; at
-K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward: prep, state, output; backward: state, the
-Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some of its products for bf16 inputs (TILED_BF16).
+K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state, output; backward 4: Aqk^T dO,
+state, the gradient per V tile, its reduction), with bf16 operands in some products for bf16 inputs (TILED_BF16).
 Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
 products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
 intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
@@ -25,8 +25,8 @@ from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
 from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_reduce_kernel,
-                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
-                                                   _chunk_state_fwd_tiled_kernel)
+                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
+                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -36,9 +36,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-# The wide-head state passes and gradient V tiles at 8 warps: compiled for sm_90 (benchmarks/triton_resources.py, bf16,
-# K = 128, V = 256)
-# they spill 760 / 280 bytes a thread there against 1,808 / 784 at 4 warps (the fused passes: 2,888 / 936).
+# The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
+# bf16, K = 128, V = 256; Triton 3.9 offline) state forward / state backward / gradient V tile spill 224 / 0 / 32
+# bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes, 1,808 / 784 / 272 (the fused
+# passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
                  output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
@@ -217,8 +218,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
         sdS = torch.empty(NVP, B * H * NT, dtype=f32, device=dev)
         _chunk_grad_vtile_kernel[(NVP, NT, B * H)](
-            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVT, OPDT=_operand_dtype(q.dtype),
-            PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"], num_stages=NUM_STAGES["grad_vtile"])
+            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVT,
+            OPDT=_operand_dtype(q.dtype), PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"], num_stages=NUM_STAGES["grad_vtile"])
         _chunk_grad_reduce_kernel[(NT, B * H)](
             q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
             NVP=NVP, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],
