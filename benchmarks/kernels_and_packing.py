@@ -7,9 +7,9 @@ before the wide-head path as a baseline in the same call), then the packing rows
 
 Stages, each in subprocesses with time limits, all inside --deadline seconds:
 1. checks: `pytest --noconftest -v tests/gdn/test_triton.py` (every benchmark shape and dtype against the float64
-   reference, the tiny shapes, the wide-head path) in three processes at once (bf16; fp32; fp16 and the rest, with
-   tests/gdn/test_packed.py), while every timed kernel compiles for every shape in the background
-   (gdn_kernels.py --warm-only: fla's autotuning then only times compiled configs).
+   reference, the tiny shapes, the wide-head path) in four processes at once (the benchmark shapes in bf16, fp32,
+   fp16; the small cases with tests/gdn/test_packed.py), while every timed kernel compiles for every shape in the
+   background (gdn_kernels.py --warm-only: fla's autotuning then only times compiled configs).
 2. kernels: gdn_kernels.py --impls ours,ours-fused,fla,ours-tf32 --shape-major, the wide shapes first (ours, fla,
    ours-fused at each; ours-fused and ours-tf32 only at K >= 128, where they differ from ours; ours-tf32 last).
 3. packing: packing.py --widths 256 128 --packs 8 16 (K = 8 at d = 256 and K = 16 at d = 128 among them), with the
@@ -31,8 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 
-# pytest -k expressions of the three check processes (test ids name the dtype)
-CHECKS = {"bf16": "bf16", "fp32": "fp32 and not bf16", "rest": "not bf16 and not fp32"}
+# pytest -k expressions of the check processes, run at once (the benchmark shapes' ids name the dtype); "small" also
+# runs tests/gdn/test_packed.py
+CHECKS = {"bf16-shapes": "benchmark_shapes and bf16", "fp32-shapes": "benchmark_shapes and fp32",
+          "fp16-shapes": "benchmark_shapes and fp16", "small": "not benchmark_shapes"}
 TINY_CHECKS = {"tiny": "fp32-T1"}              # one fused-path and one wide-head-path test
 WIDE_FIRST = "2,3,4,0,1"               # gdn_kernels.SHAPES, the wide shapes (issue 21's targets) first
 TINY_SHAPES = ["1,32,1,128,16"]
@@ -68,7 +70,7 @@ def run_checks(out: Path, args, until: float) -> dict:
     sets = TINY_CHECKS if args.tiny else CHECKS
     procs = {}
     for name, expr in sets.items():
-        files = ["tests/gdn/test_triton.py"] + (["tests/gdn/test_packed.py"] if name == "rest" else [])
+        files = ["tests/gdn/test_triton.py"] + (["tests/gdn/test_packed.py"] if name == "small" else [])
         procs[name] = start([sys.executable, "-m", "pytest", "--noconftest", "-v", "-p", "no:cacheprovider",
                              "-k", expr, *files], out / "checks" / f"{name}.txt")
     warm = None
