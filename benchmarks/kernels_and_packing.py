@@ -11,11 +11,12 @@ Stages, each in subprocesses with time limits, all inside --deadline seconds:
    fp16; the small cases with tests/gdn/test_packed.py), while every timed kernel compiles for every shape in the
    background (gdn_kernels.py --warm-only: fla's autotuning then only times compiled configs).
 2. kernels: gdn_kernels.py --impls ours,ours-fused,fla,ours-tf32 --shape-major, the wide shapes first (ours, fla,
-   ours-fused at each; ours-fused and ours-tf32 only at K >= 128, where they differ from ours; ours-tf32 last).
+   ours-fused at each; ours-fused and ours-tf32 only at K >= 128, where they differ from ours; ours-tf32 last);
+   then CUDA ms per kernel of ours at the wide shapes (gdn_kernels.py --profile).
 3. packing: packing.py --widths 256 128 --packs 8 16 (K = 8 at d = 256 and K = 16 at d = 128 among them), with the
    per-phase timing (host ms of the clip and the optimizer) and the kernel profile at d = 256, K = 8.
-A short table comes last; everything in full under --out: checks/*.txt, kernels/kernels.json,
-packing/packing.json, summary.json.
+A short table comes last; everything in full under --out: checks/*.txt, kernels/kernels.json, profile/profile.md,
+packing/packing.json, packing/profile_d256_k8.txt, summary.json.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 # runs tests/gdn/test_packed.py
 CHECKS = {"bf16-shapes": "benchmark_shapes and bf16", "fp32-shapes": "benchmark_shapes and fp32",
           "fp16-shapes": "benchmark_shapes and fp16", "small": "not benchmark_shapes"}
-TINY_CHECKS = {"tiny": "fp32-T1"}              # one fused-path and one wide-head-path test
+TINY_CHECKS = {"tiny": "fp32-T1-no-l2"}             # one fused-path and one wide-head-path test
 WIDE_FIRST = "2,3,4,0,1"               # gdn_kernels.SHAPES, the wide shapes (issue 21's targets) first
 TINY_SHAPES = ["1,32,1,128,16"]
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-check", "--single-repeats", "1"]
@@ -100,6 +101,17 @@ def run_kernels(out: Path, args, until: float) -> dict:
     return dict(ended=ended, **(json.loads(path.read_text()) if path.exists() else {}))
 
 
+def run_profile(out: Path, args, until: float) -> str:
+    """CUDA ms per kernel of ours at the wide shapes (gdn_kernels.py --profile), whatever fits before `until`."""
+    if args.tiny:
+        return "not run on the CPU"
+    cmd = [sys.executable, str(HERE / "gdn_kernels.py"), "--profile", "--shapes", WIDE_FIRST.rsplit(",", 2)[0],
+           "--cell-timeout", str(max(5, (until - time.perf_counter()) / 3)), "--out", str(out / "profile")]
+    ended = finish(start(cmd, out / "profile" / "log.txt"), until)
+    path = out / "profile" / "profile.md"
+    return path.read_text() if path.exists() else ended
+
+
 def run_packing(out: Path, args, until: float) -> dict:
     budget = max(10, until - time.perf_counter() - 30)
     cmd = [sys.executable, str(HERE / "packing.py"), *(TINY_PACKING if args.tiny else PACKING),
@@ -158,6 +170,7 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=460, help="seconds for the whole call")
     ap.add_argument("--checks-s", type=float, default=150, help="seconds for stage 1")
     ap.add_argument("--packing-s", type=float, default=100, help="seconds kept for stage 3")
+    ap.add_argument("--profile-s", type=float, default=30, help="seconds kept for the kernel profile")
     ap.add_argument("--cell-timeout", type=float, default=90)
     ap.add_argument("--impls", default="ours,ours-fused,fla,ours-tf32")
     ap.add_argument("--tiny", action="store_true", help="the CPU smoke run: tiny shapes, kernels interpreted")
@@ -170,11 +183,12 @@ def main() -> None:
     end = t0 + args.deadline
     result = dict(command="python3 benchmarks/kernels_and_packing.py " + " ".join(sys.argv[1:]))
     result["checks"] = run_checks(out, args, min(end - args.packing_s - 60, t0 + args.checks_s))
-    result["kernels"] = run_kernels(out, args, end - args.packing_s)
+    result["kernels"] = run_kernels(out, args, end - args.packing_s - args.profile_s)
+    result["profile"] = run_profile(out, args, end - args.packing_s)
     result["packing"] = run_packing(out, args, end)
     result["seconds"] = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(result, indent=1))
-    text = summary(result)
+    text = summary(result) + ("\n\n" + result["profile"] if "|" in result["profile"] else "")
     (out / "summary.md").write_text(text + "\n")
     print(f"\n{result['kernels'].get('env', {})}, {result['seconds']:.0f} s\n{text}", flush=True)
 
