@@ -210,3 +210,15 @@ def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, monkeyp
     import gdn.ops.gated_delta_rule.triton as launcher
     monkeypatch.setattr(launcher, "TILED_BF16", False)
     check(B=1, T=70, H=1, K=64, V=40, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("case", [dict(B=1, T=70, H=2, K=128, V=72, dtype=torch.bfloat16),
+                                  dict(B=1, T=70, H=1, K=200, V=40, dtype=torch.float32, gates="strong")],
+                         ids=["bf16-K128-V72", "fp32-K200-V40-strong"])
+def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, monkeypatch):
+    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
+    import gdn.ops.gated_delta_rule.triton as launcher
+    monkeypatch.setattr(launcher, "num_sms", lambda device: 1)
+    widest = 64 if case["K"] <= 128 else 32
+    assert launcher.tiles(case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE))["BVS"] == widest
+    check(**case)

@@ -37,8 +37,8 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
 # The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
-# bf16, K = 128, V = 256; Triton 3.9 offline) state forward / state backward / gradient V tile spill 224 / 0 / 32
-# bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes, 1,808 / 784 / 272 (the fused
+# bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
+# spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes, 1,808 / 784 / 272 (the fused
 # passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
                  output=4, dvn_local=4)
@@ -96,11 +96,25 @@ def _state_stages(which: str, BKP: int) -> int:
     return NUM_STAGES[which] if BKP <= STATE_STAGES_MAX_K else 1
 
 
+def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
+    """V tile of the wide-head state passes. At 8 warps and 230-255 registers a thread one program fills an SM's
+    register file, so programs run in waves of one per SM: take the narrowest tile from 16 up whose
+    B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
+    64 at K <= 128, 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a thread at K = 128,
+    920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    widest = min(64 if BKP <= 128 else 32, _pow2(V))
+    BV = 16
+    while BV < widest and BH * triton.cdiv(V, BV) > num_sms(device):
+        BV *= 2
+    return BV
+
+
 def tiles(BH: int, K: int, V: int, device: torch.device) -> dict[str, int]:
     """Every tile size the kernels launch with: BK, BV (prep), BKP, BVS (the state passes), BVG (grad), BVT (the
     wide-head gradient's V tiles)."""
     BKP = _k_tile(K)
-    return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=_state_block_v(BH, V, BKP, device),
+    BVS = _tiled_state_block_v(BH, V, BKP, device) if wide_heads(K) else _state_block_v(BH, V, BKP, device)
+    return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=BVS,
                 BVG=min(_pow2(V), GRAD_BLOCK_V), BVT=min(_pow2(V), TILED_GRAD_BLOCK_V))
 
 
