@@ -38,8 +38,8 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
 # The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
 # bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
-# spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes, 1,808 / 784 / 272 (the fused
-# passes: 2,888 / 936).
+# spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
+# 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
                  output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
