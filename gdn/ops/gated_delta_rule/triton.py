@@ -18,7 +18,6 @@ import warnings
 
 import torch
 import triton
-import triton.language as tl
 
 from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
@@ -127,9 +126,10 @@ def wide_heads(K: int) -> bool:
     return K >= TILED_MIN_K
 
 
-def _operand_dtype(dtype: torch.dtype) -> tl.dtype:
-    """The operand dtype of the wide-head path's bf16-tolerant products (triton_tiled.py) for inputs of `dtype`."""
-    return tl.bfloat16 if dtype == torch.bfloat16 and TILED_BF16 else tl.float32
+def _bf16_operands(dtype: torch.dtype) -> bool:
+    """Whether the wide-head path's bf16-tolerant products (triton_tiled.py) take bf16 operands for inputs of
+    `dtype` (else fp32 operands, in the call's precision)."""
+    return dtype == torch.bfloat16 and TILED_BF16
 
 
 def _subtiles(BKP: int) -> tuple[int, int]:
@@ -174,13 +174,14 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
                  num_stages=_state_stages(which, BKP))
     if tiled:
         BKS, NKS = _subtiles(BKP)
-        opdt = _operand_dtype(q.dtype)
+        bf16_ops = _bf16_operands(q.dtype)
         _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
-            k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, OPDT=opdt, **flags)
+            k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, BF16_OPS=bf16_ops,
+            **flags)
         BVO = t["BVT"]
         _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
             q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
-            USE_L2NORM=use_qk_l2norm, PRECISION=prec, OPDT=opdt, num_warps=NUM_WARPS["output"],
+            USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, num_warps=NUM_WARPS["output"],
             num_stages=NUM_STAGES["output"])
     else:
         _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
@@ -212,7 +213,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             num_stages=NUM_STAGES["dvn_local"])
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
-            OPDT=_operand_dtype(q.dtype), **flags)
+            BF16_OPS=_bf16_operands(q.dtype), **flags)
     else:
         _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
@@ -233,7 +234,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         sdS = torch.empty(NVP, B * H * NT, dtype=f32, device=dev)
         _chunk_grad_vtile_kernel[(NVP, NT, B * H)](
             v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVT,
-            OPDT=_operand_dtype(q.dtype), PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"], num_stages=NUM_STAGES["grad_vtile"])
+            BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"],
+            num_stages=NUM_STAGES["grad_vtile"])
         _chunk_grad_reduce_kernel[(NT, B * H)](
             q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
             NVP=NVP, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],

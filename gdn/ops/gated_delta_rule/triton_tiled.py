@@ -11,7 +11,7 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
 - the state is up to four [64, BV] sub-tiles (S0..S3) and each input tile is loaded where its sub-tile uses it.
   The K rows cannot go to separate programs: every chunk's vn = u - w S (and the backward's k dS) sums over all K
   rows of the state, so one program holds all of them and the K split is inside it.
-- with bf16 inputs (OPDT = bf16) the products that the float64 checks showed insensitive to bf16 rounding take
+- with bf16 inputs (BF16_OPS; OPDT = bf16) the products that the float64 checks showed insensitive to bf16 rounding take
   bf16 operands with fp32 accumulation: q S and k^T (kg vn) in the forward, q^T (qg dO) and w^T dvn in the
   backward, dvn v^T in the gradient; each has one operand that is a bf16 input already, the other (the state, a
   row-scaled vn or dO, dvn, w) rounded to bf16 on entry. The products that feed vn and dvn (w S, Aqk vn, Aqk^T dO,
@@ -97,10 +97,11 @@ def _chunk_state_fwd_tiled_kernel(
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-    PRECISION: tl.constexpr, OPDT: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
 ):
     """The sequential part only: per chunk vn = u - w S, S <- gamma_C S + kg^T vn, h and vn written; the output
     (q S and Aqk vn) is left to `_chunk_output_kernel`, which runs over every chunk at once."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -163,9 +164,10 @@ def _chunk_output_kernel(
     o,                                   # out [B,T,H,V]
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
-    BV: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, OPDT: tl.constexpr,
+    BV: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
 ):
     """One program per (V tile, chunk, b*h): o = qg S + Aqk vn, with S the state at the chunk's start."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -199,8 +201,9 @@ def _chunk_state_bwd_tiled_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-    PRECISION: tl.constexpr, OPDT: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
 ):
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -291,9 +294,10 @@ def _chunk_grad_vtile_kernel(
     sdS,                                 # out fp32 [NV, B*H*NT]: its part of sum(S o dS)
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    OPDT: tl.constexpr, PRECISION: tl.constexpr,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (V tile, chunk, b*h): the V-summed products of the per-chunk backward, for one V tile."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
