@@ -117,8 +117,10 @@ def run_packing(out: Path, args, until: float) -> dict:
     cmd = [sys.executable, str(HERE / "packing.py"), *(TINY_PACKING if args.tiny else PACKING),
            "--time-budget", str(budget), "--out", str(out / "packing")]
     ended = finish(start(cmd, out / "packing" / "log.txt"), until)
-    path = out / "packing" / "packing.json"
-    return dict(ended=ended, **(json.loads(path.read_text()) if path.exists() else {}))
+    path, rows = out / "packing" / "packing.json", out / "packing" / "packing.jsonl"
+    if path.exists():
+        return dict(ended=ended, **json.loads(path.read_text()))
+    return dict(ended=ended, rows=[json.loads(line) for line in rows.read_text().splitlines()] if rows.exists() else [])
 
 
 def summary(result: dict) -> str:
