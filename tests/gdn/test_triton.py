@@ -175,9 +175,15 @@ TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chun
 
 
 @pytest.fixture
-def wide_head_path(monkeypatch):
+def launcher(monkeypatch):
+    """The namespace of the launcher module that triton_chunk_gated_delta_rule runs in (another test module's
+    triton_device() may have imported the kernels' modules anew since this one imported them), for patching."""
+    return triton_chunk_gated_delta_rule.__globals__
+
+
+@pytest.fixture
+def wide_head_path(launcher, monkeypatch):
     """Every K takes the wide-head path; returns the names of the kernels launched."""
-    import gdn.ops.gated_delta_rule.triton as launcher
     launched = []
 
     class Spy:
@@ -188,9 +194,9 @@ def wide_head_path(monkeypatch):
             launched.append(self.name)
             return self.kernel[grid]
 
-    monkeypatch.setattr(launcher, "TILED_MIN_K", 1)
+    monkeypatch.setitem(launcher, "TILED_MIN_K", 1)
     for name in TILED_KERNELS + ("_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
-        monkeypatch.setattr(launcher, name, Spy(name, getattr(launcher, name)))
+        monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
 
@@ -205,20 +211,18 @@ def test_wide_head_path_no_grad_forward_matches(wide_head_path):
     assert "_chunk_output_kernel" in wide_head_path
 
 
-def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, monkeypatch):
-    """DELTAMU_GDN_TILED_BF16=0: bf16 inputs with fp32 intermediates and TF32 products on the wide-head path."""
-    import gdn.ops.gated_delta_rule.triton as launcher
-    monkeypatch.setattr(launcher, "TILED_BF16", False)
+def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_BF16=0: bf16 inputs with fp32 operands (TF32 products) everywhere on the wide-head path."""
+    monkeypatch.setitem(launcher, "TILED_BF16", False)
     check(B=1, T=70, H=1, K=64, V=40, dtype=torch.bfloat16)
 
 
 @pytest.mark.parametrize("case", [dict(B=1, T=70, H=2, K=128, V=72, dtype=torch.bfloat16),
                                   dict(B=1, T=70, H=1, K=200, V=40, dtype=torch.float32, gates="strong")],
                          ids=["bf16-K128-V72", "fp32-K200-V40-strong"])
-def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, monkeypatch):
+def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, launcher, monkeypatch):
     """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
-    import gdn.ops.gated_delta_rule.triton as launcher
-    monkeypatch.setattr(launcher, "num_sms", lambda device: 1)
+    monkeypatch.setitem(launcher, "num_sms", lambda device: 1)
     widest = 64 if case["K"] <= 128 else 32
-    assert launcher.tiles(case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE))["BVS"] == widest
+    assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE))["BVS"] == widest
     check(**case)
