@@ -46,6 +46,10 @@ from gdn.ops.gated_delta_rule import CHUNK_SIZE  # noqa: E402
 SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
           (2, 16384, 16, 128, 128)]
 IMPLS = ("ours", "fla", "chunk")
+# Our kernels as they were before the wide-head path, and that path with TF32 products only: baselines in the same
+# call (`--impls ours,ours-fused,ours-tf32,fla`); each is set through the environment of its own cell process and
+# timed only where it differs from "ours" (K >= TILED_MIN_K).
+OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
@@ -64,8 +68,38 @@ def _emit(**record) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _bench(fn, warmup: int, rep: int, grad_to_none=None) -> float:
+    """Median ms of fn: triton.testing.do_bench on CUDA; off CUDA (the CPU smoke run, kernels interpreted) the
+    median of three timed calls after one."""
+    if _device() == "cuda":
+        import triton
+        return triton.testing.do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_to_none, return_mode="median")
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times[1:])[1]
+
+
 def _impl(name: str):
     """fn(q, k, v, g, beta) -> o for one implementation, with L2 norm inside."""
+    if name in OURS_VARIANTS:
+        os.environ.update(OURS_VARIANTS[name])                   # read when the kernels' module is imported
+        name = "ours"
+    if _device() == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"                     # before the kernels are defined
     if name == "ours":
         from gdn.ops.gated_delta_rule.triton import triton_chunk_gated_delta_rule
         return lambda q, k, v, g, beta: triton_chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
@@ -85,14 +119,15 @@ def _impl(name: str):
 def _inputs(B, T, H, K, V, seed=0):
     import torch
     import torch.nn.functional as F
-    gen = torch.Generator(device="cuda").manual_seed(seed)
+    dev = _device()
+    gen = torch.Generator(device=dev).manual_seed(seed)
     bf16 = torch.bfloat16
-    q = torch.randn(B, T, H, K, generator=gen, device="cuda", dtype=bf16)
-    k = torch.randn(B, T, H, K, generator=gen, device="cuda", dtype=bf16)
-    v = torch.randn(B, T, H, V, generator=gen, device="cuda", dtype=bf16)
-    g = F.logsigmoid(torch.rand(B, T, H, generator=gen, device="cuda")).to(bf16)
-    beta = torch.rand(B, T, H, generator=gen, device="cuda").sigmoid().to(bf16)
-    do = torch.randn(B, T, H, V, generator=gen, device="cuda", dtype=bf16)
+    q = torch.randn(B, T, H, K, generator=gen, device=dev, dtype=bf16)
+    k = torch.randn(B, T, H, K, generator=gen, device=dev, dtype=bf16)
+    v = torch.randn(B, T, H, V, generator=gen, device=dev, dtype=bf16)
+    g = F.logsigmoid(torch.rand(B, T, H, generator=gen, device=dev)).to(bf16)
+    beta = torch.rand(B, T, H, generator=gen, device=dev).sigmoid().to(bf16)
+    do = torch.randn(B, T, H, V, generator=gen, device=dev, dtype=bf16)
     return [q, k, v, g, beta], do
 
 
@@ -111,8 +146,6 @@ def _reference(xs, do):
 
 
 def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
-    import torch
-    import triton
     B, T, H, K, V = shape
     fn = _impl(impl)
     xs, do = _inputs(B, T, H, K, V)
@@ -123,7 +156,7 @@ def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
         return ((x.double() - r).norm() / r.norm()).item()
 
     leaves = [x.detach().requires_grad_() for x in xs]
-    fwd_ms = triton.testing.do_bench(lambda: fn(*leaves), warmup=warmup, rep=rep, return_mode="median")
+    fwd_ms = _bench(lambda: fn(*leaves), warmup, rep)
     _emit(metric="fwd_ms", value=fwd_ms, tflops=tokens_heads * fwd_flop / fwd_ms / 1e9)
 
     # accuracy at B <= ERROR_BATCH, forward first (fla's backward may crash the process)
@@ -134,14 +167,14 @@ def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
     o = fn(*le)
     _emit(metric="err_o", value=rel(o, ref[0]), reference=ref_name, error_batch=xe[0].shape[0])
     o.backward(de)
-    torch.cuda.synchronize()
+    _sync()
     for name, x, r in zip(("dq", "dk", "dv", "dg", "dbeta"), le, ref[1:]):
         _emit(metric=f"err_{name}", value=rel(x.grad, r))
     del ref, le, o
 
     def step():
         fn(*leaves).backward(do)
-    ms = triton.testing.do_bench(step, warmup=warmup, rep=rep, grad_to_none=leaves, return_mode="median")
+    ms = _bench(step, warmup, rep, grad_to_none=leaves)
     _emit(metric="fwdbwd_ms", value=ms, tflops=tokens_heads * (fwd_flop + bwd_flop) / ms / 1e9)
 
 
@@ -200,15 +233,22 @@ def load_autotune(path: Path) -> None:
         tar.extractall(_triton_cache(), filter="data")
 
 
+def _differs(impl: str, shape) -> bool:
+    """Whether a cell of impl at shape runs other kernels than "ours": always, but for our variants below the
+    wide-head path (they run ours there)."""
+    from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
+    return impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K
+
+
 def warm(shapes, impls, timeout: float) -> None:
     """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
-    if not shapes or not impls:
+    todo = [(s, i) for s in shapes for i in impls if _differs(i, s)]
+    if not todo:
         return
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(len(shapes) * len(impls)) as pool:
-        runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i)
-                for s in shapes for i in impls}
+    with cf.ThreadPoolExecutor(len(todo)) as pool:
+        runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i) for s, i in todo}
         for fut in cf.as_completed(runs):
             _records, why = fut.result()
             print(f"warm {runs[fut]}: {'ok' if not why else why}", flush=True)
@@ -272,10 +312,13 @@ def main() -> None:
     ap.add_argument("--out", default=".out")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--shapes", default="all", help="'all' or indices into SHAPES, e.g. 0,1")
+    ap.add_argument("--shape", action="append", help="B,T,H,K,V instead of --shapes (repeatable)")
     ap.add_argument("--warmup", type=int, default=50, help="do_bench warm-up, ms")
     ap.add_argument("--rep", type=int, default=300, help="do_bench repetitions, ms")
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
+    ap.add_argument("--shape-major", action="store_true",
+                    help="time shape by shape (ours, fla, ours-fused), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
@@ -306,15 +349,18 @@ def main() -> None:
         fla_version = fla.__version__
     except ImportError:
         fla_version = None
-    env = dict(date=time.strftime("%Y-%m-%d"), card=torch.cuda.get_device_name(), torch=torch.__version__,
+    env = dict(date=time.strftime("%Y-%m-%d"), card=torch.cuda.get_device_name() if torch.cuda.is_available() else
+               "cpu (kernels interpreted)", torch=torch.__version__,
                triton=triton.__version__, fla=fla_version, python=sys.version.split()[0])
     print(json.dumps(env), flush=True)
     shapes = SHAPES if args.shapes == "all" else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    if args.shape:
+        shapes = [tuple(int(x) for x in s.split(",")) for s in args.shape]
     start = time.perf_counter()
     if args.load_autotune:
         load_autotune(Path(args.load_autotune))
     if args.warm or args.warm_only:
-        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla")], args.deadline)
+        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla", *OURS_VARIANTS)], args.deadline)
         if args.warm_only:
             return
     if args.profile:
@@ -340,7 +386,11 @@ def main() -> None:
 
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
-    cells = [("kernel", shape, impl) for impl in ("ours", "fla") if impl in impls for shape in shapes]
+    timed = ["ours", "ours-fused", "fla", "ours-tf32"]        # priority order: a deadline cuts the last
+    cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes if _differs(impl, shape)]
+    if args.shape_major:                                      # each shape's ours, fla, ours-fused together
+        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused"))}
+        cells.sort(key=lambda c: (c[2] not in rank, shapes.index(c[1]) if c[2] in rank else 0, rank.get(c[2], 0)))
     if not args.no_model:
         cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]
     cells += [("kernel", shape, "chunk") for shape in shapes if "chunk" in impls]
@@ -388,10 +438,9 @@ def table(results: dict) -> str:
     for c in results["kernels"]:
         shape = tuple(c["shape"])
         fla = by.get((shape, "fla"), {})
-        ours = by.get((shape, "ours"), {})
         ratio = None
-        if c["impl"] == "ours" and val(ours, "fwdbwd_ms") and val(fla, "fwdbwd_ms"):
-            ratio = val(ours, "fwdbwd_ms") / val(fla, "fwdbwd_ms")
+        if c["impl"].startswith("ours") and val(c, "fwdbwd_ms") and val(fla, "fwdbwd_ms"):
+            ratio = val(c, "fwdbwd_ms") / val(fla, "fwdbwd_ms")
         tfl = c.get("fwdbwd_ms", {}).get("tflops") if isinstance(c.get("fwdbwd_ms"), dict) else None
         rows.append(f"| {', '.join(map(str, shape))} | {c['impl']} | {f(val(c, 'fwd_ms'), '.3f')} | "
                     f"{f(val(c, 'fwdbwd_ms'), '.3f')} | {f(tfl, '.1f')} | {f(ratio, '.2f')} | "

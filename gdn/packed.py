@@ -86,8 +86,7 @@ class _Pack:
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
         weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
         # made once, not every step; None where every weight is 1 (the plain global norm: SP, AdamW, m = 1)
-        self.clip_weights = (None if all(w == 1.0 for w in weights)
-                             else torch.tensor(weights, dtype=dtype, device=self.device))
+        self.clip_weights = None if all(w == 1.0 for w in weights) else weights
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.use_graphs = uses_cuda_graphs(specs[0])
         self._graph = None                                           # (graph, static x, static y, static losses)

@@ -19,11 +19,12 @@ def _resources(*args):
 def test_every_bf16_launch_fits_an_h100():
     rc, rows, r = _resources("--case", "bf16,256,64", "--case", "bf16,128,256")
     assert rc == 0, r.stdout + r.stderr[-2000:]
-    assert len(rows) == 8 and not any("over" in row for row in rows)     # 4 kernels at each of the two cases
+    assert len(rows) == 14 and not any("over" in row for row in rows)    # 7 kernels at each (the wide-head path)
+    assert sum("_tiled_kernel" in row for row in rows) == 4
 
 
 def test_the_two_stage_state_pass_at_k256_is_caught():
     """The configuration that failed on an H100 (2026-11-27, OutOfResources) before STATE_STAGES_MAX_K = 128."""
-    rc, rows, r = _resources("--case", "bf16,256,64", "--stages-max-k", "256")
+    rc, rows, r = _resources("--case", "bf16,256,64", "--stages-max-k", "256", "--tiled-min-k", "1000")
     assert rc == 1, r.stdout + r.stderr[-2000:]
     assert any("_chunk_state_fwd_kernel | 4 | 2 |" in row and "**over**" in row for row in rows)

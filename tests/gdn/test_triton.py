@@ -101,6 +101,10 @@ def test_tiny_shapes_match_float64_recurrence(case):
 
 def test_no_grad_forward_matches_and_saves_nothing():
     """Under no_grad the forward skips the tensors saved for the backward; the output must not change."""
+    no_grad_forward_matches()
+
+
+def no_grad_forward_matches():
     q, k, v, g, beta, h0 = make_inputs(1, 70, 1, 16, 16, torch.float32, "moderate", 3, True)
     o_grad, ht_grad = triton_chunk_gated_delta_rule(q, k, v, g, beta, initial_state=h0.requires_grad_(),
                                                     output_final_state=True, use_qk_l2norm=True)
@@ -150,3 +154,75 @@ def test_head_dim_below_the_card_bound_takes_the_chunked_path():
 def test_auto_backend_is_triton_on_cuda():
     from gdn.ops.gated_delta_rule.dispatch import resolve_backend
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
+
+
+# The wide-head path (triton_tiled.py: K-sub-tiled state passes, the output and Aqk^T dO over all chunks, the
+# gradient over a V-tile grid dimension and its reduction; bf16 operands in some products for bf16 inputs) runs from
+# K = 128 up. Its threshold is lowered here so the interpreter runs it at tiny shapes: 1, 2 and 4 state sub-tiles,
+# ragged K, V and T, V over one gradient V tile.
+TILED = [
+    pytest.param(dict(B=2, T=70, H=2, K=32, V=16, dtype=torch.float32), id="fp32-T70-K32-V16"),
+    pytest.param(dict(B=1, T=130, H=1, K=80, V=72, dtype=torch.float32, gates="strong"), id="fp32-T130-K80-V72-strong"),
+    pytest.param(dict(B=1, T=64, H=1, K=200, V=24, dtype=torch.float32, gates="zero", with_h0=False),
+                 id="fp32-T64-K200-zero-gates"),
+    pytest.param(dict(B=2, T=1, H=1, K=16, V=16, dtype=torch.float32, use_qk_l2norm=False, with_h0=False,
+                      with_ht=False), id="fp32-T1-no-l2-no-state"),
+    pytest.param(dict(B=1, T=70, H=2, K=128, V=80, dtype=torch.bfloat16), id="bf16-T70-K128-V80"),
+    pytest.param(dict(B=1, T=100, H=1, K=256, V=32, dtype=torch.bfloat16, gates="strong"), id="bf16-T100-K256-strong"),
+]
+TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
+                 "_chunk_state_bwd_tiled_kernel", "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
+
+
+@pytest.fixture
+def launcher(monkeypatch):
+    """The namespace of the launcher module that triton_chunk_gated_delta_rule runs in (another test module's
+    triton_device() may have imported the kernels' modules anew since this one imported them), for patching."""
+    return triton_chunk_gated_delta_rule.__globals__
+
+
+@pytest.fixture
+def wide_head_path(launcher, monkeypatch):
+    """Every K takes the wide-head path; returns the names of the kernels launched."""
+    launched = []
+
+    class Spy:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kernel[grid]
+
+    monkeypatch.setitem(launcher, "TILED_MIN_K", 1)
+    for name in TILED_KERNELS + ("_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
+        monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
+    return launched
+
+
+@pytest.mark.parametrize("case", TILED)
+def test_wide_head_path_matches_float64_recurrence(case, wide_head_path):
+    check(**case)
+    assert sorted(set(wide_head_path)) == sorted(TILED_KERNELS)        # and none of the fused path's
+
+
+def test_wide_head_path_no_grad_forward_matches(wide_head_path):
+    no_grad_forward_matches()
+    assert "_chunk_output_kernel" in wide_head_path
+
+
+def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_BF16=0: bf16 inputs with fp32 operands (TF32 products) everywhere on the wide-head path."""
+    monkeypatch.setitem(launcher, "TILED_BF16", False)
+    check(B=1, T=70, H=1, K=64, V=40, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("case", [dict(B=1, T=70, H=2, K=128, V=72, dtype=torch.bfloat16),
+                                  dict(B=1, T=70, H=1, K=200, V=40, dtype=torch.float32, gates="strong")],
+                         ids=["bf16-K128-V72", "fp32-K200-V40-strong"])
+def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, launcher, monkeypatch):
+    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
+    monkeypatch.setitem(launcher, "num_sms", lambda device: 1)
+    widest = 64 if case["K"] <= 128 else 32
+    assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE))["BVS"] == widest
+    check(**case)

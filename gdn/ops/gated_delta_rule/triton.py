@@ -1,6 +1,9 @@
 """The Triton chunked gated delta rule: launchers, the autograd Function and the public entry.
 
-Forward: 2 launches (prep, state). Backward: 2 launches (state, grad).
+Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K the fused kernels (triton_fwd.py, triton_bwd.py;
+forward 2 launches: prep, state; backward 2: state, grad), which win where the per-chunk work is small; at
+K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state, output; backward 4: Aqk^T dO,
+state, the gradient per V tile, its reduction), with bf16 operands in some products for bf16 inputs (TILED_BF16).
 Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
 products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
 intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
@@ -10,6 +13,7 @@ every chunk start h [B,NT,H,K,V]; vn [B,T,H,V].
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -19,6 +23,9 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
+from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_reduce_kernel,
+                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
+                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -28,8 +35,14 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8)
-NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1)
+# The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
+# bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
+# spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
+# 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
+NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
+                 output=4, dvn_local=4)
+NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
+                  output=1, dvn_local=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -45,6 +58,17 @@ SPLIT_MAX_K = 32
 # version against the reference, lower it here and run tests/gdn/test_triton.py there.
 MIN_CUDA_HEAD_DIM_K = 16
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
+
+# The wide-head path (triton_tiled.py) from this head dim K up. At K = 128-256 the fused kernels spill and lost to
+# fla 0.6.0 by 1.8-2.7 x on an H100; at K <= 64 they beat it (docs/benchmarks.md, Kernels). The environment
+# variables exist for the benchmark (benchmarks/gdn_kernels.py times the fused path as the baseline in the same
+# call with DELTAMU_GDN_TILED_MIN_K=1000) and the tests (which lower it to run the wide-head kernels at tiny K).
+TILED_MIN_K = int(os.environ.get("DELTAMU_GDN_TILED_MIN_K", "128"))
+# bf16 inputs on the wide-head path: bf16 operands with fp32 accumulation in the products the float64 checks allow
+# (triton_tiled.py says which). "0": TF32 for every product there, as on the fused path.
+TILED_BF16 = os.environ.get("DELTAMU_GDN_TILED_BF16", "1") != "0"
+TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
+TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 
 
 def _pow2(n: int) -> int:
@@ -71,15 +95,47 @@ def _state_stages(which: str, BKP: int) -> int:
     return NUM_STAGES[which] if BKP <= STATE_STAGES_MAX_K else 1
 
 
+def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
+    """V tile of the wide-head state passes. At 8 warps and 230-255 registers a thread one program fills an SM's
+    register file, so programs run in waves of one per SM: take the narrowest tile from 16 up whose
+    B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
+    64 at K <= 128, 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a thread at K = 128,
+    920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    widest = min(64 if BKP <= 128 else 32, _pow2(V))
+    BV = 16
+    while BV < widest and BH * triton.cdiv(V, BV) > num_sms(device):
+        BV *= 2
+    return BV
+
+
 def tiles(BH: int, K: int, V: int, device: torch.device) -> dict[str, int]:
-    """Every tile size the four kernels launch with: BK, BV (prep), BKP, BVS (the state passes), BVG (grad)."""
+    """Every tile size the kernels launch with: BK, BV (prep), BKP, BVS (the state passes), BVG (grad), BVT (the
+    wide-head gradient's V tiles)."""
     BKP = _k_tile(K)
-    return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=_state_block_v(BH, V, BKP, device),
-                BVG=min(_pow2(V), GRAD_BLOCK_V))
+    BVS = _tiled_state_block_v(BH, V, BKP, device) if wide_heads(K) else _state_block_v(BH, V, BKP, device)
+    return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=BVS,
+                BVG=min(_pow2(V), GRAD_BLOCK_V), BVT=min(_pow2(V), TILED_GRAD_BLOCK_V))
 
 
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def wide_heads(K: int) -> bool:
+    """The one dispatch point between the fused kernels and the wide-head kernels."""
+    return K >= TILED_MIN_K
+
+
+def _bf16_operands(dtype: torch.dtype) -> bool:
+    """Whether the wide-head path's bf16-tolerant products (triton_tiled.py) take bf16 operands for inputs of
+    `dtype` (else fp32 operands, in the call's precision)."""
+    return dtype == torch.bfloat16 and TILED_BF16
+
+
+def _subtiles(BKP: int) -> tuple[int, int]:
+    """(rows of a state sub-tile, how many) for a K tile of BKP rows."""
+    BKS = min(TILED_SUBTILE_K, BKP)
+    return BKS, BKP // BKS
 
 
 def _launch(q: torch.Tensor, v: torch.Tensor):
@@ -106,16 +162,31 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
 
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
-    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if save_for_bwd else w
-    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if save_for_bwd else w
+    tiled = wide_heads(K)
+    keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
+    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if keep else w
+    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if keep else w
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
-    _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
-        q, k, w, u, Aqk, Gcum, rq, rk, initial_state if initial_state is not None else w, o, h, vn,
-        ht if ht is not None else w, scale, T,
-        H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
-        STORE_FINAL=ht is not None, SAVE_FOR_BWD=save_for_bwd, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K,
-        num_warps=NUM_WARPS["state_fwd"],
-        num_stages=_state_stages("state_fwd", BKP))
+    h0 = initial_state if initial_state is not None else w
+    which = "state_fwd_tiled" if tiled else "state_fwd"
+    flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
+                 STORE_FINAL=ht is not None, PRECISION=prec, num_warps=NUM_WARPS[which],
+                 num_stages=_state_stages(which, BKP))
+    if tiled:
+        BKS, NKS = _subtiles(BKP)
+        bf16_ops = _bf16_operands(q.dtype)
+        _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
+            k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, BF16_OPS=bf16_ops,
+            **flags)
+        BVO = t["BVT"]
+        _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
+            q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
+            USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, num_warps=NUM_WARPS["output"],
+            num_stages=NUM_STAGES["output"])
+    else:
+        _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, u, Aqk, Gcum, rq, rk, h0, o, h, vn, ht if ht is not None else w, scale, T, BKP=BKP,
+            SAVE_FOR_BWD=save_for_bwd, SPLIT=BKP <= SPLIT_MAX_K, **flags)
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 
@@ -126,25 +197,55 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     f32 = torch.float32
     BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
+    tiled = wide_heads(K)
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
-    _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
-        q, k, w, Aqk, Gcum, rq, rk, do, dht if dht is not None else w, dh, dvn, dh0 if dh0 is not None else w,
-        scale, T, H=H, K=K, V=V, BT=BT, BKP=BKP, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
-        STORE_DH0=has_h0, PRECISION=prec, SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["state_bwd"],
-        num_stages=_state_stages("state_bwd", BKP))
+    dht_ = dht if dht is not None else w
+    dh0_ = dh0 if dh0 is not None else w
+    which = "state_bwd_tiled" if tiled else "state_bwd"
+    flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
+                 STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
+    if tiled:
+        BKS, NKS = _subtiles(BKP)
+        _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
+            Aqk, do, dvn, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, num_warps=NUM_WARPS["dvn_local"],
+            num_stages=NUM_STAGES["dvn_local"])
+        _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
+            BF16_OPS=_bf16_operands(q.dtype), **flags)
+    else:
+        _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
+            q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
+            **flags)
 
-    dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dv = torch.empty_like(v)
     dg = torch.empty_like(g)
     dbeta = torch.empty_like(beta)
     scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=f32, device=dev)
-    _chunk_grad_kernel[(NT, B * H)](
-        q, k, v, g, beta, do, h, dh, vn, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scratch, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
-        SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["grad"], num_stages=NUM_STAGES["grad"])
+    outs = (dq, dk, dv, dg, dbeta, scratch, scale, T)
+    if tiled:
+        # the V-summed products per V tile, one program each, then their sums and the rest per chunk
+        BVT = t["BVT"]
+        NVP = triton.cdiv(V, BVT)
+        dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=f32, device=dev) for _ in range(3))
+        dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
+        sdS = torch.empty(NVP, B * H * NT, dtype=f32, device=dev)
+        _chunk_grad_vtile_kernel[(NVP, NT, B * H)](
+            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVT,
+            BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"],
+            num_stages=NUM_STAGES["grad_vtile"])
+        _chunk_grad_reduce_kernel[(NT, B * H)](
+            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
+            NVP=NVP, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],
+            num_stages=NUM_STAGES["grad"])
+    else:
+        dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
+        _chunk_grad_kernel[(NT, B * H)](
+            q, k, v, g, beta, do, h, dh, vn, dvn, Tinv, dqi, dw, dkt, *outs,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
+            SPLIT=BKP <= SPLIT_MAX_K, num_warps=NUM_WARPS["grad"], num_stages=NUM_STAGES["grad"])
     return dq, dk, dv, dg, dbeta, dh0
 
 

@@ -104,8 +104,6 @@ def _chunk_grad_kernel(
     c = tl.arange(0, BT)
     row_ok = i_t * BT + c < T
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-    cc_off = c[:, None] * BT + c[None, :]
-    ccT_off = c[:, None] + c[None, :] * BT
     scr = scratch + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (2 * BT * BT)
 
     # 1. products with the state at the chunk start S and the state gradient at its end dS, per K tile
@@ -149,7 +147,26 @@ def _chunk_grad_kernel(
         v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
         dP += _dot_input(do_t, tl.trans(vn_t), PRECISION, SPLIT)
         dTu += _dot(dvn_t, tl.trans(v_t.to(tl.float32)), PRECISION)
+    _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scr, dP, dTu, sdS, scale,
+                 row0, c, row_ok, H, K, V, BT, BK, BV, USE_L2NORM, EPS, PRECISION)
 
+
+@triton.jit
+def _grad_finish(
+    q, k, v, g, beta, dvn, Tinv,         # inputs, the state backward's dvn, the forward's T
+    dqi, dw, dkt,                        # fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
+    dq, dk, dv, dg, dbeta,               # out
+    scr,                                 # this program's fp32 scratch, 2 * BT * BT floats
+    dP, dTu, sdS,                        # dO vn^T, dvn v^T [BT, BT] and sum(S o dS), summed over V
+    scale, row0, c, row_ok,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Steps 3-6 of the per-chunk backward (module docstring), from the products over V of steps 1-2."""
+    NK: tl.constexpr = (K + BK - 1) // BK
+    NV: tl.constexpr = (V + BV - 1) // BV
+    cc_off = c[:, None] * BT + c[None, :]
+    ccT_off = c[:, None] + c[None, :] * BT
     # 3. per K tile: norms, K K^T, Q K^T and the row products with step 1's tiles
     g_r = tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
     beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
@@ -220,7 +237,7 @@ def _chunk_grad_kernel(
         vc = i_v * BV + tl.arange(0, BV)
         mv = row_ok[:, None] & (vc[None, :] < V)
         rv_off = c[:, None] * (H * V) + vc[None, :]
-        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
         v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
         dru = _dot(Tt, dvn_t, PRECISION)                        # T^T dvn
         tl.store(dv + row0 * V + rv_off, (beta_r[:, None] * dru).to(dv.dtype.element_ty), mask=mv)

@@ -1,0 +1,383 @@
+"""The kernels of the wide-head path (K >= triton.TILED_MIN_K): the two state passes with the state held as 64-row
+K sub-tiles, the output over every chunk at once, and the per-chunk gradient split over V tiles.
+
+Why a separate path: at K >= 128 the fused kernels hold a [K, BV] fp32 state and [64, K] fp32 input tiles at once
+and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). Here
+- the forward state pass is only the sequential part (vn = u - w S, the state update; h and vn written), and the
+  output o = qg S + Aqk vn is a separate kernel over every (V tile, chunk) at once, as fla splits it: the
+  sequential chain, which bounds long sequences, loads w, u, k per chunk instead of also q and Aqk.
+  Likewise the backward's within-chunk part of dvn, Aqk^T dO, is computed for every chunk at once ahead of its
+  state pass (`_chunk_dvn_local_kernel`).
+- the state is up to four [64, BV] sub-tiles (S0..S3) and each input tile is loaded where its sub-tile uses it.
+  The K rows cannot go to separate programs: every chunk's vn = u - w S (and the backward's k dS) sums over all K
+  rows of the state, so one program holds all of them and the K split is inside it.
+- with bf16 inputs (BF16_OPS; OPDT = bf16) the products that the float64 checks showed insensitive to bf16 rounding take
+  bf16 operands with fp32 accumulation: q S and k^T (kg vn) in the forward, q^T (qg dO) and w^T dvn in the
+  backward, dvn v^T in the gradient; each has one operand that is a bf16 input already, the other (the state, a
+  row-scaled vn or dO, dvn, w) rounded to bf16 on entry. The products that feed vn and dvn (w S, Aqk vn, Aqk^T dO,
+  k dS) and the gradient's products with S and dS keep fp32 operands (TF32): in bf16 they took dbeta to 2.5e-2 and
+  dk, dv to 9e-3 relative error at K = 128-256 (tests/gdn/test_triton.py, the interpreter); as chosen the errors
+  are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32.
+- the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
+  dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
+  order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
+  kernel: triton_bwd._grad_finish).
+
+Notation and formulas as triton_fwd.py and triton_bwd.py.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from gdn.ops.gated_delta_rule.triton_bwd import _grad_finish
+from gdn.ops.gated_delta_rule.triton_fwd import _dot
+
+
+@triton.jit
+def _rows_dot(x, row0, c, row_ok, j, S, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """x_j S for K sub-tile j: x a [B,T,H,K] tensor (its [BT, BKS] tile of this chunk), S a [BKS, BV] fp32 tile."""
+    kc = j * BKS + tl.arange(0, BKS)
+    x_t = tl.load(x + row0 * K + c[:, None] * (H * K) + kc[None, :], mask=row_ok[:, None] & (kc[None, :] < K),
+                  other=0.)
+    return _dot(x_t.to(OPDT), S.to(OPDT), PRECISION)
+
+
+@triton.jit
+def _cols_dot(x, row0, c, row_ok, j, y, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
+              PRECISION: tl.constexpr):
+    """x_j^T y for K sub-tile j, y [BT, BV] already in OPDT; x_j^T is read transposed from memory (an A operand is
+    never tl.trans'ed in registers: fla issue 640)."""
+    kc = j * BKS + tl.arange(0, BKS)
+    xT_t = tl.load(x + row0 * K + kc[:, None] + c[None, :] * (H * K), mask=(kc[:, None] < K) & row_ok[None, :],
+                   other=0.)
+    return _dot(xT_t.to(OPDT), y, PRECISION)
+
+
+@triton.jit
+def _kv_offsets(j, vc, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
+    kc = j * BKS + tl.arange(0, BKS)
+    return kc[:, None] * V + vc[None, :], (kc[:, None] < K) & (vc[None, :] < V)
+
+
+@triton.jit
+def _store_kv(ptr, base, j, vc, S, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
+    off, ok = _kv_offsets(j, vc, K, V, BKS)
+    tl.store(ptr + base + off, S, mask=ok)
+
+
+@triton.jit
+def _load_kv(ptr, base, j, vc, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
+    off, ok = _kv_offsets(j, vc, K, V, BKS)
+    return tl.load(ptr + base + off, mask=ok, other=0.).to(tl.float32)     # h0 may be any float dtype
+
+
+@triton.jit
+def _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT: tl.constexpr,
+                  USE_L2NORM: tl.constexpr):
+    """gamma_C and the row scales of qg = scale gamma q^ and kg = e^{G_C - G} k^ for chunk i_t."""
+    G = tl.load(Gcum + row0 + c * H, mask=row_ok, other=0.)
+    G_end = tl.load(Gcum + row0 + (tl.minimum(BT, T - i_t * BT) - 1) * H)
+    q_scale = scale * tl.exp(G)
+    k_scale = tl.exp(G_end - G)
+    if USE_L2NORM:
+        q_scale *= tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
+        k_scale *= tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
+    return tl.exp(G_end), q_scale, k_scale
+
+
+@triton.jit
+def _chunk_state_fwd_tiled_kernel(
+    k,                                   # input [B,T,H,K]
+    w, u, Gcum, rk_in,                   # from the prep kernel (fp32)
+    h0,                                  # [B,H,K,V] or dummy
+    h, vn,                               # out fp32 [B,NT,H,K,V], [B,T,H,V]: for the output kernel (and the backward)
+    ht,                                  # out fp32 [B,H,K,V] (written when STORE_FINAL)
+    T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
+    BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+):
+    """The sequential part only: per chunk vn = u - w S, S <- gamma_C S + kg^T vn, h and vn written; the output
+    (q S and Aqk vn) is left to `_chunk_output_kernel`, which runs over every chunk at once."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    base0 = i_bh.to(tl.int64) * K * V
+
+    S0 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S1 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S2 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S3 = tl.zeros([BKS, BV], dtype=tl.float32)
+    if HAS_H0:
+        S0 += _load_kv(h0, base0, 0, vc, K, V, BKS)
+        if NKS > 1:
+            S1 += _load_kv(h0, base0, 1, vc, K, V, BKS)
+        if NKS > 2:
+            S2 += _load_kv(h0, base0, 2, vc, K, V, BKS)
+            S3 += _load_kv(h0, base0, 3, vc, K, V, BKS)
+    for i_t in range(NT):
+        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+        row_ok = i_t * BT + c < T
+        mv = row_ok[:, None] & (vc[None, :] < V)
+        hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+        _store_kv(h, hb, 0, vc, S0, K, V, BKS)
+        ws = _rows_dot(w, row0, c, row_ok, 0, S0, H, K, BKS, tl.float32, PRECISION)  # w S
+        if NKS > 1:
+            _store_kv(h, hb, 1, vc, S1, K, V, BKS)
+            ws += _rows_dot(w, row0, c, row_ok, 1, S1, H, K, BKS, tl.float32, PRECISION)
+        if NKS > 2:
+            _store_kv(h, hb, 2, vc, S2, K, V, BKS)
+            _store_kv(h, hb, 3, vc, S3, K, V, BKS)
+            ws += _rows_dot(w, row0, c, row_ok, 2, S2, H, K, BKS, tl.float32, PRECISION)
+            ws += _rows_dot(w, row0, c, row_ok, 3, S3, H, K, BKS, tl.float32, PRECISION)
+        decay, _q_scale, k_scale = _chunk_scales(Gcum, rk_in, rk_in, row0, c, row_ok, i_t, T, 1.0, H, BT,
+                                                 USE_L2NORM)
+        vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.) - ws
+        tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
+        vk = (vn_t * k_scale[:, None]).to(OPDT)
+        S0 = S0 * decay + _cols_dot(k, row0, c, row_ok, 0, vk, H, K, BKS, OPDT, PRECISION)
+        if NKS > 1:
+            S1 = S1 * decay + _cols_dot(k, row0, c, row_ok, 1, vk, H, K, BKS, OPDT, PRECISION)
+        if NKS > 2:
+            S2 = S2 * decay + _cols_dot(k, row0, c, row_ok, 2, vk, H, K, BKS, OPDT, PRECISION)
+            S3 = S3 * decay + _cols_dot(k, row0, c, row_ok, 3, vk, H, K, BKS, OPDT, PRECISION)
+    if STORE_FINAL:
+        _store_kv(ht, base0, 0, vc, S0, K, V, BKS)
+        if NKS > 1:
+            _store_kv(ht, base0, 1, vc, S1, K, V, BKS)
+        if NKS > 2:
+            _store_kv(ht, base0, 2, vc, S2, K, V, BKS)
+            _store_kv(ht, base0, 3, vc, S3, K, V, BKS)
+
+
+@triton.jit
+def _chunk_output_kernel(
+    q,                                   # input [B,T,H,K]
+    Aqk, Gcum, rq_in,                    # from the prep kernel (fp32)
+    h, vn,                               # from the state pass (fp32)
+    o,                                   # out [B,T,H,V]
+    scale, T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
+    BV: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+):
+    """One program per (V tile, chunk, b*h): o = qg S + Aqk vn, with S the state at the chunk's start."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    row_ok = i_t * BT + c < T
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+    qs = tl.zeros([BT, BV], dtype=tl.float32)
+    for j in range(NKS):
+        qs += _rows_dot(q, row0, c, row_ok, j, _load_kv(h, hb, j, vc, K, V, BKS), H, K, BKS, OPDT, PRECISION)
+    _decay, q_scale, _k_scale = _chunk_scales(Gcum, rq_in, rq_in, row0, c, row_ok, i_t, T, scale, H, BT,
+                                              USE_L2NORM)
+    a_t = tl.load(Aqk + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
+    vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+    o_t = q_scale[:, None] * qs + _dot(a_t, vn_t, PRECISION)
+    tl.store(o + row0 * V + rv_off, o_t.to(o.dtype.element_ty), mask=mv)
+
+
+@triton.jit
+def _chunk_state_bwd_tiled_kernel(
+    q, k,                                # inputs [B,T,H,K]
+    w, Gcum, rq_in, rk_in,               # saved from the forward (fp32)
+    do,                                  # [B,T,H,V]
+    dht,                                 # [B,H,K,V] grad of the final state, or dummy
+    dh,                                  # out fp32 [B,NT,H,K,V]: grad of the state at each chunk's end
+    dvn,                                 # fp32 [B,T,H,V]: in Aqk^T dO (_chunk_dvn_local_kernel), out dvn
+    dh0,                                 # out fp32 [B,H,K,V], or dummy
+    scale, T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
+    BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+):
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    base0 = i_bh.to(tl.int64) * K * V
+
+    dS0 = tl.zeros([BKS, BV], dtype=tl.float32)
+    dS1 = tl.zeros([BKS, BV], dtype=tl.float32)
+    dS2 = tl.zeros([BKS, BV], dtype=tl.float32)
+    dS3 = tl.zeros([BKS, BV], dtype=tl.float32)
+    if HAS_DHT:
+        dS0 += _load_kv(dht, base0, 0, vc, K, V, BKS)
+        if NKS > 1:
+            dS1 += _load_kv(dht, base0, 1, vc, K, V, BKS)
+        if NKS > 2:
+            dS2 += _load_kv(dht, base0, 2, vc, K, V, BKS)
+            dS3 += _load_kv(dht, base0, 3, vc, K, V, BKS)
+    for i_rev in range(NT):
+        i_t = NT - 1 - i_rev
+        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+        row_ok = i_t * BT + c < T
+        mv = row_ok[:, None] & (vc[None, :] < V)
+        hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+        _store_kv(dh, hb, 0, vc, dS0, K, V, BKS)
+        kdS = _rows_dot(k, row0, c, row_ok, 0, dS0, H, K, BKS, tl.float32, PRECISION)  # k dS
+        if NKS > 1:
+            _store_kv(dh, hb, 1, vc, dS1, K, V, BKS)
+            kdS += _rows_dot(k, row0, c, row_ok, 1, dS1, H, K, BKS, tl.float32, PRECISION)
+        if NKS > 2:
+            _store_kv(dh, hb, 2, vc, dS2, K, V, BKS)
+            _store_kv(dh, hb, 3, vc, dS3, K, V, BKS)
+            kdS += _rows_dot(k, row0, c, row_ok, 2, dS2, H, K, BKS, tl.float32, PRECISION)
+            kdS += _rows_dot(k, row0, c, row_ok, 3, dS3, H, K, BKS, tl.float32, PRECISION)
+        decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
+                                                USE_L2NORM)
+        do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
+        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.) + k_scale[:, None] * kdS
+        tl.store(dvn + row0 * V + rv_off, dvn_t, mask=mv)
+        qdo = (do_t.to(tl.float32) * q_scale[:, None]).to(OPDT)
+        dvo = dvn_t.to(OPDT)
+        dS0 = dS0 * decay + _cols_dot(q, row0, c, row_ok, 0, qdo, H, K, BKS, OPDT, PRECISION) \
+            - _cols_dot(w, row0, c, row_ok, 0, dvo, H, K, BKS, OPDT, PRECISION)
+        if NKS > 1:
+            dS1 = dS1 * decay + _cols_dot(q, row0, c, row_ok, 1, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 1, dvo, H, K, BKS, OPDT, PRECISION)
+        if NKS > 2:
+            dS2 = dS2 * decay + _cols_dot(q, row0, c, row_ok, 2, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 2, dvo, H, K, BKS, OPDT, PRECISION)
+            dS3 = dS3 * decay + _cols_dot(q, row0, c, row_ok, 3, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 3, dvo, H, K, BKS, OPDT, PRECISION)
+    if STORE_DH0:
+        _store_kv(dh0, base0, 0, vc, dS0, K, V, BKS)
+        if NKS > 1:
+            _store_kv(dh0, base0, 1, vc, dS1, K, V, BKS)
+        if NKS > 2:
+            _store_kv(dh0, base0, 2, vc, dS2, K, V, BKS)
+            _store_kv(dh0, base0, 3, vc, dS3, K, V, BKS)
+
+
+@triton.jit
+def _chunk_dvn_local_kernel(
+    Aqk, do,                             # fp32 [B,T,H,BT] from the forward, dO [B,T,H,V]
+    dvn,                                 # out fp32 [B,T,H,V]: Aqk^T dO, the part of dvn within the chunk
+    T,
+    H, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (V tile, chunk, b*h), ahead of the backward state pass, which adds kg dS to it."""
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    vc = i_v * BV + tl.arange(0, BV)
+    c = tl.arange(0, BT)
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    row_ok = i_t * BT + c < T
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    aT_t = tl.load(Aqk + row0 * BT + c[:, None] + c[None, :] * (H * BT), mask=row_ok[None, :], other=0.)
+    do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+    tl.store(dvn + row0 * V + rv_off, _dot(aT_t, do_t, PRECISION), mask=mv)
+
+
+@triton.jit
+def _chunk_grad_vtile_kernel(
+    v, do, h, dh, vn, dvn,               # v, dO [B,T,H,V]; fp32 h, dh [B,NT,H,K,V], vn, dvn [B,T,H,V]
+    dqi, dw, dkt,                        # out fp32 [NV, B,T,H,K]: this V tile's part of dO S^T, -dvn S^T, vn dS^T
+    dP, dTu,                             # out fp32 [NV, B,T,H,BT]: its part of dO vn^T, dvn v^T
+    sdS,                                 # out fp32 [NV, B*H*NT]: its part of sum(S o dS)
+    T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (V tile, chunk, b*h): the V-summed products of the per-chunk backward, for one V tile."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    rows = tl.num_programs(1) * tl.num_programs(2)                # B*H*NT chunks
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    vc = i_v * BV + tl.arange(0, BV)
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+    part = i_v.to(tl.int64) * T * tl.num_programs(2)              # offset of this V tile's slot, in rows of H
+    do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+    vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+    dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+    s = tl.zeros([], dtype=tl.float32)
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
+        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+        s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        off = (part + row0) * K + c[:, None] * (H * K) + kc[None, :]
+        tl.store(dqi + off, _dot(do_t, tl.trans(S_t), PRECISION), mask=mk)
+        tl.store(dw + off, -_dot(dvn_t, tl.trans(S_t), PRECISION), mask=mk)
+        tl.store(dkt + off, _dot(vn_t, tl.trans(dS_t), PRECISION), mask=mk)
+    v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
+    cc = (part + row0) * BT + c[:, None] * (H * BT) + c[None, :]
+    tl.store(dP + cc, _dot(do_t, tl.trans(vn_t), PRECISION), mask=row_ok[:, None])
+    tl.store(dTu + cc, _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION), mask=row_ok[:, None])
+    tl.store(sdS + i_v.to(tl.int64) * rows + i_bh * NT + i_t, s)
+
+
+@triton.jit
+def _chunk_grad_reduce_kernel(
+    q, k, v, g, beta,                    # inputs
+    dvn, Tinv,                           # from the state backward and the forward
+    dqi, dw, dkt, dP, dTu, sdS,          # the V tiles' parts (_chunk_grad_vtile_kernel); slot 0 gets their sums
+    dq, dk, dv, dg, dbeta,               # out
+    scratch,                             # fp32, 2 * BT * BT floats per program
+    scale, T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    NVP: tl.constexpr,                   # V tiles of the parts
+    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (chunk, b*h): the parts summed over V tiles (in a fixed order: the same bits every run), then
+    the rest of the per-chunk backward, as the fused kernel."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    slot = (T * tl.num_programs(1)).to(tl.int64)                  # rows of H between V tiles' slots
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+        a = tl.load(dqi + off, mask=mk, other=0.)
+        b = tl.load(dw + off, mask=mk, other=0.)
+        e = tl.load(dkt + off, mask=mk, other=0.)
+        for i_v in range(1, NVP):
+            a += tl.load(dqi + i_v * slot * K + off, mask=mk, other=0.)
+            b += tl.load(dw + i_v * slot * K + off, mask=mk, other=0.)
+            e += tl.load(dkt + i_v * slot * K + off, mask=mk, other=0.)
+        tl.store(dqi + off, a, mask=mk)
+        tl.store(dw + off, b, mask=mk)
+        tl.store(dkt + off, e, mask=mk)
+    cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+    dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
+    dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
+    s = tl.load(sdS + i_bh * NT + i_t)
+    for i_v in range(1, NVP):
+        dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
+        dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
+        s += tl.load(sdS + i_v * NT * tl.num_programs(1) + i_bh * NT + i_t)
+    tl.debug_barrier()                                            # the sums are read back by other threads
+    scr = scratch + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (2 * BT * BT)
+    _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scr, dP_t, dTu_t, s, scale,
+                 row0, c, row_ok, H, K, V, BT, BK, BV, USE_L2NORM, EPS, PRECISION)
