@@ -44,10 +44,15 @@ TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "
                 "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats", "1"]
 
 
+# The wide-head kernels are off by default until this call has checked them on the card (gdn.ops.gated_delta_rule.
+# triton.TILED_MIN_K): every process of this call runs them from K = 128 ("ours-fused" turns them off again).
+WIDE_HEADS_ENV = {"DELTAMU_GDN_TILED_MIN_K": "128"}
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **WIDE_HEADS_ENV, **(env or {})})
 
 
 def finish(proc: subprocess.Popen, until: float) -> str:

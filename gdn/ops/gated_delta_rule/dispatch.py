@@ -24,7 +24,7 @@ _load_triton = functools.partial(load_kernel, "gdn.ops.gated_delta_rule.triton",
 # Kernels): bf16 at K = 16, 32, 48, 64, 128, 256; fp16 at K = 32, 64, 128; fp32 (no TF32) at K = 16, 32, 48, 64, 128.
 # Elsewhere "auto" takes the chunked path until that check has run. Those checks ran the fused kernels; from K = 128
 # the launcher now takes its wide-head kernels (triton.TILED_MIN_K), which have passed the same checks in the CPU
-# interpreter and await the card's run (benchmarks/kernels_and_packing.py runs them there first).
+# interpreter; they are off (TILED_MIN_K) until the card's run (benchmarks/kernels_and_packing.py) checks them.
 TRITON_VALIDATED_K = {torch.bfloat16: (16, 256), torch.float16: (32, 128), torch.float32: (16, 128)}
 
 
