@@ -98,7 +98,8 @@ def recommend(result: SweepResult, target_width: int) -> Recommendation:
                                init=g.init, init_std=g.init_std,
                                init_bound=init_bound(p.rule(Role(g.role)).init, m, target.conv_size),
                                init_note=init_note(p.rule(Role(g.role)).init, g.init_std, m, target.conv_size),
-                               weight_decay=opt.weight_decay if g.weight_decay else 0.0, clip_weight=g.clip_weight)
+                               weight_decay=opt.weight_decay * g.weight_decay_mult if g.weight_decay else 0.0,
+                               clip_weight=g.clip_weight)
               for g in p.groups(m, opt.name)]
     mult = p.forward_multipliers(target, proxy)
     proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
@@ -137,7 +138,9 @@ def param_groups(model, recommendation: Recommendation | dict) -> list[dict]:
     """torch optimizer groups for a GDN model (ours or fla's) from a recommendation (or its JSON): each parameter
     goes to its role's group (gdn.parametrization.param_groups), with the group's lr, weight decay and clip weight."""
     rec = recommendation if isinstance(recommendation, Recommendation) else recommendation_from_dict(recommendation)
+    wd = rec.optimizer.weight_decay
     groups = [Group(role=g.role, patterns=g.patterns, lr_multiplier=g.lr_multiplier, init=g.init,
-                    init_std=g.init_std, weight_decay=g.weight_decay > 0, clip_weight=g.clip_weight)
+                    init_std=g.init_std, weight_decay=g.weight_decay > 0, clip_weight=g.clip_weight,
+                    weight_decay_mult=g.weight_decay / wd if wd > 0 else 1.0)   # each group's own decay, as given
               for g in rec.groups]
     return groups_of_model(model, groups, rec.base_lr, rec.optimizer.weight_decay)
