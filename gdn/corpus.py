@@ -15,6 +15,7 @@ computed once, while the cache file is written, and read back from its metadata.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -321,6 +322,37 @@ def known_token_count(spec: DataSpec) -> int | None:
     except (OSError, ValueError, RuntimeError):
         return None
     return None
+
+
+def known_train_tokens(spec: DataSpec) -> int | None:
+    """The training split's tokens, when known_token_count knows the corpus's (memoized per process by the
+    source's and the tokenizer's mtimes: the service asks for every job it shows)."""
+    return _known_train_tokens(spec, _mtime_ns(spec.source), _mtime_ns(spec.tokenizer))
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except (OSError, ValueError):
+        return -1
+
+
+@functools.lru_cache(maxsize=256)
+def _known_train_tokens(spec: DataSpec, _source_mtime: int, _tokenizer_mtime: int) -> int | None:
+    total = known_token_count(spec)
+    return None if total is None else train_token_count(total)
+
+
+def vocab_of(spec: DataSpec) -> int:
+    """The corpus's vocabulary: a pre-tokenized file's stated vocab_size, else its tokenizer's (read from the
+    tokenizer's file; a stated data.vocab_size must agree)."""
+    if spec.pretokenized:
+        return spec.vocab_size
+    from gdn.tokenizer import load_tokenizer
+    vocab = load_tokenizer(spec.tokenizer).vocab_size
+    if spec.vocab_size is not None and spec.vocab_size != vocab:
+        raise ValueError(f"data.vocab_size {spec.vocab_size} differs from tokenizer {spec.tokenizer!r}'s {vocab}")
+    return vocab
 
 
 def train_token_count(total: int) -> int:
