@@ -181,11 +181,8 @@ class Parametrization:
         return 1.0
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult,
-             "init_mult": self.init_mult}
-        if self.weight_decay_rule != "coupled":     # absent at the default: older answers stay as they were
-            d["weight_decay_rule"] = self.weight_decay_rule
-        return d
+        return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult,
+                "init_mult": self.init_mult, "weight_decay_rule": self.weight_decay_rule}
 
     def groups(self, width_mult: float, optimizer: str) -> list[Group]:
         """Every role a model under this parametrization has (the lm_head only when untied), as numbers at

@@ -43,7 +43,7 @@ def data_regime(job: Job) -> tuple[SweepConfig, int | None, int | None]:
     """A job's sweep config, its corpus's training tokens (None: not known here without reading it) and the
     target's vocabulary (target_config's; None: not given)."""
     config = SweepConfig.from_dict(job.sweep_config)
-    target_vocab = (job.spec.get("target_config") or {}).get("vocab_size")
+    target_vocab = ((job.spec or {}).get("target_config") or {}).get("vocab_size")
     return config, known_train_tokens(config.data), target_vocab
 
 
