@@ -243,6 +243,28 @@ def cmd_tokenizer_train(args) -> int:
     return 0
 
 
+def cmd_tokenizer_encode(args) -> int:
+    """Tokenize a corpus into a raw .bin of ids (the token cache's file, copied out): a machine without the
+    tokenizer library, or without the text, trains on it as --data FILE --vocab-size V."""
+    import shutil
+
+    from gdn.corpus import tokenize_to_cache
+    from gdn.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    if tokenizer.dtype.itemsize < 2:
+        raise ValueError("a byte-level corpus needs no encoding: use the text itself as --data")
+    cached = tokenize_to_cache(DataSpec(args.data, tokenizer=args.tokenizer, text_column=args.text_column),
+                               tokenizer)
+    tmp = Path(args.output).with_name(f".{Path(args.output).name}.tmp")
+    shutil.copyfile(cached.path, tmp)
+    tmp.replace(args.output)
+    print(f"wrote {args.output}: {cached.count:,} ids as {cached.dtype} ({Path(args.output).stat().st_size:,} bytes), "
+          f"vocab {cached.vocab_size}, sha256 {cached.sha256}; train on it with --data {args.output} "
+          f"--vocab-size {cached.vocab_size}" + (" --token-dtype uint32" if cached.dtype == "uint32" else ""))
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run an LR sweep of the proxy here, with a progress bar",
                        description="Train the proxy at each learning rate (and seed; on a GPU several at once, "
@@ -295,6 +317,12 @@ def add_commands(sub) -> None:
     t.add_argument("--text-column", default="text")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_tokenizer_train)
+    t = tsub.add_parser("encode", help="tokenize a corpus into a .bin of ids (no tokenizer needed to train on it)")
+    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.json/.parquet/.arrow file or folder")
+    t.add_argument("--tokenizer", required=True, help="a tokenizer.json or a tiktoken BPE file")
+    t.add_argument("-o", "--output", required=True, help="the .bin to write")
+    t.add_argument("--text-column", default="text")
+    t.set_defaults(func=cmd_tokenizer_encode)
 
 
 def run(args) -> int:
