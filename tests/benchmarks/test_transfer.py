@@ -146,7 +146,7 @@ def test_tiny_study_at_a_bpe_vocabulary_with_the_weight_decay_arm(tmp_path):
     results, md = tmp_path / "bpe.jsonl", tmp_path / "bpe.md"
     cmd = [sys.executable, "benchmarks/transfer.py", "--scale", "tiny", "--arms", "adamw-mup-default,adamw-mup-wdind",
            "--data", str(tmp_path / "ids.bin"), "--vocab-size", "300", "--results", str(results), "--md", str(md),
-           "--workers", "2", "--grid-points", "2", "--horizons", "10"]
+           "--workers", "2", "--grid-points", "3", "--horizons", "10", "--concurrent-widths"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
