@@ -15,7 +15,6 @@ computed once, while the cache file is written, and read back from its metadata.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -327,7 +326,16 @@ def known_token_count(spec: DataSpec) -> int | None:
 def known_train_tokens(spec: DataSpec) -> int | None:
     """The training split's tokens, when known_token_count knows the corpus's (memoized per process by the
     source's and the tokenizer's mtimes: the service asks for every job it shows)."""
-    return _known_train_tokens(spec, _mtime_ns(spec.source), _mtime_ns(spec.tokenizer))
+    key = (spec, _mtime_ns(spec.source), _mtime_ns(spec.tokenizer))
+    if key not in _KNOWN_TRAIN_TOKENS:
+        total = known_token_count(spec)
+        if total is None:
+            return None                 # not memoized: a worker may cache the tokenized corpus later
+        _KNOWN_TRAIN_TOKENS[key] = train_token_count(total)
+    return _KNOWN_TRAIN_TOKENS[key]
+
+
+_KNOWN_TRAIN_TOKENS: dict[tuple, int] = {}
 
 
 def _mtime_ns(path: str) -> int:
@@ -335,12 +343,6 @@ def _mtime_ns(path: str) -> int:
         return os.stat(path).st_mtime_ns
     except (OSError, ValueError):
         return -1
-
-
-@functools.lru_cache(maxsize=256)
-def _known_train_tokens(spec: DataSpec, _source_mtime: int, _tokenizer_mtime: int) -> int | None:
-    total = known_token_count(spec)
-    return None if total is None else train_token_count(total)
 
 
 def vocab_of(spec: DataSpec) -> int:
