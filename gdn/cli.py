@@ -54,12 +54,12 @@ def _add_schedule_args(p: argparse.ArgumentParser, steps: int, seq_len: int, bat
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="builtin", help="'builtin'; a UTF-8 text file or folder; a .jsonl, .json, "
+    p.add_argument("--data", default="builtin", help="'builtin'; a UTF-8 text file or folder; a .jsonl, "
                    ".parquet or .arrow file (or folder) with a text column; or token ids in a .bin or .npy")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a .bin or .npy corpus")
     p.add_argument("--tokenizer", default="bytes",
                    help="'bytes', a tokenizer.json (e.g. from `deltamu tokenizer train`), or a tiktoken BPE file")
-    p.add_argument("--text-column", default="text", help="the text column of a .jsonl/.json/.parquet/.arrow corpus")
+    p.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
     p.add_argument("--token-dtype", choices=["uint16", "uint32"], default=None,
                    help="the ids' type in a .bin (default: uint16 up to vocab 65,536, else uint32)")
 
@@ -311,14 +311,14 @@ def add_commands(sub) -> None:
     t = tsub.add_parser("train", help="train a byte-level BPE (the tokenizers library) on a corpus",
                         description="Train a byte-level BPE on DATA and write its tokenizer.json, for jobs to name "
                                     "as data.tokenizer (--tokenizer).")
-    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.json/.parquet/.arrow file or folder")
+    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
     t.add_argument("--vocab", type=int, required=True, help="the vocabulary size to reach, e.g. 32768")
     t.add_argument("-o", "--output", required=True, help="the tokenizer.json to write")
     t.add_argument("--text-column", default="text")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_tokenizer_train)
     t = tsub.add_parser("encode", help="tokenize a corpus into a .bin of ids (no tokenizer needed to train on it)")
-    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.json/.parquet/.arrow file or folder")
+    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
     t.add_argument("--tokenizer", required=True, help="a tokenizer.json or a tiktoken BPE file")
     t.add_argument("-o", "--output", required=True, help="the .bin to write")
     t.add_argument("--text-column", default="text")

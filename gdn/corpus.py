@@ -2,7 +2,7 @@
 cache of tokenized text. No torch (the service sizes a job's corpus with it); gdn.data batches the streams.
 
 - Pre-tokenized ids (.bin raw uint16/uint32, .npy) are memory-mapped as they are.
-- Text (builtin, a UTF-8 file or folder, a .jsonl/.json/.parquet/.arrow table's text column) is tokenized once,
+- Text (builtin, a UTF-8 file or folder, a .jsonl/.parquet/.arrow table's text column) is tokenized once,
   document by document, into the token cache: `<cache>/tokens/<key>.tokens` (raw ids) and `<key>.json` (dtype, count,
   the stream's sha256). The key is the sha256 of the source's file listing (path, size, mtime: stat only, so a cache
   hit reads no text) and of the tokenizer's file. Writers race safely: each writes temporary files and renames them
@@ -35,7 +35,7 @@ MIN_BLOCKS = 4 * VAL_EVERY  # smaller corpora are cut into this many blocks
 SCAN_TOKENS = 1 << 22    # ids per chunk of a pass over a memory-mapped file
 DOCS_PER_BATCH = 256     # documents tokenized at once
 CACHE_ENV = "DELTAMU_CACHE_DIR"
-TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+TABLE_BUILDERS = {".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 
 # --- the split: index maps over the stream, no copy ------------------------------------------------------------
@@ -98,8 +98,9 @@ def source_kind(spec: DataSpec) -> str:
     path = Path(spec.source)
     if path.is_file():
         return "table" if path.suffix in TABLE_SUFFIXES else "text"
-    if path.is_dir() and any(p.suffix in TABLE_SUFFIXES for p in path.rglob("*") if p.is_file()):
-        return "table"
+    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")] if path.is_dir() else []
+    if files and all(p.suffix in TABLE_SUFFIXES for p in files):     # a folder of text that holds one .jsonl
+        return "table"                                                 # stays a folder of text, as before
     return "text"
 
 
@@ -117,7 +118,7 @@ def source_files(spec: DataSpec) -> list[Path]:
         return [path]
     files = sorted(q for q in path.rglob("*") if q.is_file())
     if source_kind(spec) == "table":
-        files = [f for f in files if f.suffix in TABLE_SUFFIXES]
+        files = [f for f in files if not f.name.startswith(".")]
         kinds = {TABLE_BUILDERS[f.suffix] for f in files}
         if len(kinds) > 1:
             raise ValueError(f"folder {path} mixes table formats ({', '.join(sorted(kinds))}): keep one per folder")
@@ -155,14 +156,14 @@ def iter_documents(spec: DataSpec) -> Iterator[str]:
 
 
 def _table_rows(spec: DataSpec) -> Iterator[str]:
-    """The text column of a .jsonl/.json/.parquet/.arrow corpus, streamed by the `datasets` library from the local
+    """The text column of a .jsonl/.parquet/.arrow corpus, streamed by the `datasets` library from the local
     files (offline: nothing is looked up or downloaded; no Arrow copy is written)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import datasets
     files = source_files(spec)
     if not files:
-        raise ValueError(f"folder {spec.source} holds no .jsonl, .json, .parquet or .arrow files")
+        raise ValueError(f"folder {spec.source} holds no .jsonl, .parquet or .arrow files")
     builder = TABLE_BUILDERS[files[0].suffix]
     try:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=True)

@@ -4,7 +4,7 @@ Sources (gdn.corpus reads them; DataSpec names them):
 - "builtin": the source files of the running Python's standard library, in sorted order. Present on any machine
   with Python, no download; it differs between Python versions, so every result records its sha256.
 - a UTF-8 text file, or a folder of them (read recursively, sorted; files that are not UTF-8 are skipped).
-- a .jsonl / .json / .parquet / .arrow file (or a folder of one kind) with a text column, read with `datasets`.
+- a .jsonl / .parquet / .arrow file (or a folder of only such files) with a text column, read with `datasets`.
 - pre-tokenized ids: a raw .bin (uint16 or uint32) or a .npy, memory-mapped, with its vocab size stated.
 Text is tokenized by the job's tokenizer (gdn.tokenizer: bytes by default) into gdn.corpus's cache, then
 memory-mapped like pre-tokenized ids: a worker's memory does not grow with the corpus.

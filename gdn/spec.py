@@ -80,7 +80,8 @@ class ScheduleSpec:
 
 
 PRETOKENIZED_SUFFIXES = (".bin", ".npy")      # token ids, memory-mapped
-TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")   # rows with a text column, read with `datasets`
+TABLE_SUFFIXES = (".jsonl", ".parquet", ".arrow")   # rows with a text column, read with `datasets` (a .json file
+                                                     # stays text, as before)
 TOKEN_DTYPES = ("uint16", "uint32")
 BYTES_TOKENIZER = "bytes"
 
@@ -88,8 +89,8 @@ BYTES_TOKENIZER = "bytes"
 @dataclass(frozen=True)
 class DataSpec:
     source: str = "builtin"
-    """builtin; a UTF-8 text file or folder; a .jsonl / .json / .parquet / .arrow file (or a folder of one kind) with
-    a text column; or pre-tokenized ids in a .bin (raw, token_dtype) or .npy. On the service: under one of its
+    """builtin; a UTF-8 text file or folder; a .jsonl / .parquet / .arrow file (or a folder of only such files, of
+    one kind) with a text column; or pre-tokenized ids in a .bin (raw, token_dtype) or .npy. On the service: under one of its
     allowed data dirs"""
     vocab_size: int | None = None
     """required for pre-tokenized ids; with a tokenizer file, its vocabulary (default: read from the file);
@@ -98,7 +99,7 @@ class DataSpec:
     """bytes (byte-level, vocab 256), a tokenizer.json of the `tokenizers` library, or a tiktoken BPE file (a
     local path; nothing is downloaded). Text corpora only"""
     text_column: str = "text"
-    """the column of a .jsonl / .json / .parquet / .arrow corpus that holds the text"""
+    """the column of a .jsonl / .parquet / .arrow corpus that holds the text"""
     token_dtype: str | None = None
     """the ids' type in a .bin: uint16 or uint32 (default: uint16 up to vocab 65,536, else uint32); a .npy says
     its own"""

@@ -112,6 +112,8 @@ def test_jsonl_and_parquet_corpora_read_through_datasets(tmp_path):
     assert load_corpus(DataSpec(str(folder), text_column="body")).sha256 == hashlib.sha256(expected).hexdigest()
     with pytest.raises(ValueError, match="no column 'text'"):
         load_corpus(DataSpec(str(tmp_path / "c.jsonl")))
+    (folder / "README.json").write_text('{"not": "a shard"}')       # a folder that is not only tables is text
+    assert corpus_mod.source_kind(DataSpec(str(folder))) == "text"
 
 
 def test_tokenizer_train_then_a_corpus_tokenized_once_and_cached(tmp_path, monkeypatch):
