@@ -76,3 +76,12 @@ def test_sweep_with_a_trained_tokenizer_and_the_repeated_corpus_warning(tmp_path
     assert epochs > 1 and f"{epochs:.1f} epochs" in r.stdout and "9.8 %" in r.stdout
     r = deltamu("sweep", "--data", str(text), "--tokenizer", str(text), "--steps", "4", *env_args)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "tiktoken" in r.stderr
+
+
+def test_recommend_warns_when_the_targets_vocabulary_is_not_the_proxys():
+    base = ("recommend", "--base-width", "256", "--target-width", "1024", "--lr", "0.004", "--json")
+    same = json.loads(deltamu(*base, "--target-vocab", "256").stdout)
+    other = json.loads(deltamu(*base, "--target-vocab", "151936").stdout)
+    assert not any("vocabulary" in w for w in same["warnings"])
+    assert any("151,936" in w and "(256," in w for w in other["warnings"])
+    assert other["proxy_model"]["vocab_size"] == 256
