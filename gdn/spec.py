@@ -133,6 +133,11 @@ class DataSpec:
         """The ids' type of a .bin."""
         return self.token_dtype or ("uint16" if (self.vocab_size or 0) <= 1 << 16 else "uint32")
 
+    @property
+    def loss_unit(self) -> str:
+        """What one unit of this corpus's loss is: nats per byte for the byte-level tokenizer, else per token."""
+        return "nats per byte" if not self.pretokenized and self.tokenizer == BYTES_TOKENIZER else "nats per token"
+
 
 @dataclass(frozen=True)
 class SweepConfig:
