@@ -335,14 +335,14 @@ def add_commands(sub) -> None:
     t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
     t.add_argument("--vocab", type=int, required=True, help="the vocabulary size to reach, e.g. 32768")
     t.add_argument("-o", "--output", required=True, help="the tokenizer.json to write")
-    t.add_argument("--text-column", default="text")
+    t.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_tokenizer_train)
     t = tsub.add_parser("encode", help="tokenize a corpus into a .bin of ids (no tokenizer needed to train on it)")
     t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
     t.add_argument("--tokenizer", required=True, help="a tokenizer.json or a tiktoken BPE file")
     t.add_argument("-o", "--output", required=True, help="the .bin to write")
-    t.add_argument("--text-column", default="text")
+    t.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
     t.set_defaults(func=cmd_tokenizer_encode)
 
 
