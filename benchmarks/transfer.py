@@ -10,6 +10,11 @@ width, a "transfer" trial runs at exactly the base width's fitted optimum: the L
     python benchmarks/transfer.py --scale cpu                     # the CPU study (widths 32..256), resumable
     python benchmarks/transfer.py --scale gpu --out $OUT/t.jsonl  # the GPU study (widths 128..1024)
     python benchmarks/transfer.py --report-only --results docs/transfer/cpu.jsonl --md docs/transfer.md
+    python benchmarks/transfer.py --scale gpu --data tok32k.bin --vocab-size 32768 ...  # at a BPE's vocabulary
+
+--data / --tokenizer run every arm on another corpus or tokenizer (a tokenizer.json from `deltamu tokenizer train`,
+or ids pre-tokenized into a .bin, which needs no tokenizer library where the study runs); every record says its
+vocab, and one results file holds one vocab.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdn.config import GDNConfig  # noqa: E402
+from gdn.corpus import vocab_of  # noqa: E402
 from gdn.spec import BACKENDS, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.parametrization import BASE_MULTS  # noqa: E402
 from gdn.fit import fit_optimum  # noqa: E402
@@ -57,6 +63,7 @@ class Arm:
     output_mults: tuple[float, ...] = (1.0,)   # several: tuned at the base width, the best one carried
     init_mults: tuple[float, ...] = (1.0,)     # likewise for sigma_0 of the matrices
     start_log2_lr: float = -7.0                # where the base width's grid is centred
+    weight_decay_rule: str = "coupled"         # gdn.parametrization.WEIGHT_DECAY_RULES
 
     @property
     def mults(self) -> list[Mults]:
@@ -87,6 +94,9 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     Arm("sgd-mup-tied", "sgd", "mup", "tied", start_log2_lr=-2.5),
     shipped("sgd-mup-default", "sgd", "mup", start_log2_lr=-4.0),              # the SGD preset as shipped
     shipped("sgd-mup-sgd", "sgd", "mup-sgd", start_log2_lr=-4.0),              # matrices' init ~ m^-1/6
+    # the AdamW preset as shipped, its weight decay independent of the LR multiplier (issue 18)
+    dataclasses.replace(shipped("adamw-mup-default", "adamw", "mup", start_log2_lr=-7.5), name="adamw-mup-wdind",
+                        weight_decay_rule="independent"),
 ]}
 SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
 
@@ -103,6 +113,8 @@ class Scale:
     arms: tuple[str, ...]
     warmup_frac: float = 0.1
     grid_points: int = GRID_POINTS
+    data: DataSpec = DataSpec("builtin")
+    vocab_size: int = 256                      # the data's (vocab_of(data)), set with it
 
 
 SCALES = {
@@ -128,12 +140,12 @@ def nearest_k(log2_lr: float) -> int:
 
 def _config(scale: Scale, arm: Arm, horizon: int, mults: tuple[float, float]) -> SweepConfig:
     return SweepConfig(
-        model=GDNConfig(width=scale.widths[0], depth=scale.depth),
+        model=GDNConfig(width=scale.widths[0], depth=scale.depth, vocab_size=scale.vocab_size),
         parametrization=arm.parametrization, readout=arm.readout, output_mult=mults[0], init_mult=mults[1],
-        optimizer=OptimizerSpec(name=arm.optimizer),
+        optimizer=OptimizerSpec(name=arm.optimizer, weight_decay_rule=arm.weight_decay_rule),
         schedule=ScheduleSpec(steps=horizon, warmup_steps=max(1, int(scale.warmup_frac * horizon)),
                               batch_size=scale.batch_size, seq_len=scale.seq_len),
-        data=DataSpec("builtin"), eval_batches=scale.eval_batches)
+        data=scale.data, eval_batches=scale.eval_batches)
 
 
 def _spec(job: dict) -> TrialSpec:
@@ -145,6 +157,7 @@ def _record(job: dict, r, packed: int = 1) -> dict:
     return {**job["key"], "lr": job["lr"], "status": r.status, "final_val_loss": r.final_val_loss,
             "seconds": r.seconds / packed, "tokens": r.tokens, "num_params": r.num_params, "device": r.device,
             "data_sha256": r.data_sha256, "diverged_step": r.diverged_step, "packed": packed,
+            "vocab_size": job["config"]["model"]["vocab_size"], "tokenizer": job["config"]["data"]["tokenizer"],
             "curve": [(p.step, round(p.loss, 5)) for p in r.curve]}
 
 
@@ -536,6 +549,10 @@ def main(argv=None) -> int:
     ap.add_argument("--gpus", default="", help="comma-separated GPU indices; the workers take them round robin")
     ap.add_argument("--grid-points", type=int, default=None, help="points of each first grid, overriding the scale's")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help="the gated delta rule's backend (gdn.ops)")
+    ap.add_argument("--data", default="builtin", help="the corpus of every arm (gdn.spec.DataSpec.source)")
+    ap.add_argument("--tokenizer", default="bytes", help="a tokenizer.json (or tiktoken file) for a text --data")
+    ap.add_argument("--vocab-size", type=int, default=None, help="the vocab of a .bin/.npy --data")
+    ap.add_argument("--token-dtype", choices=["uint16", "uint32"], default=None, help="the ids' type in a .bin")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--card", default=None, help="the card the results came from (for --report-only elsewhere)")
     args = ap.parse_args(argv)
@@ -551,10 +568,16 @@ def main(argv=None) -> int:
         scale = dataclasses.replace(scale, seeds=tuple(int(x) for x in args.seeds.split(",")))
     if args.grid_points:
         scale = dataclasses.replace(scale, grid_points=args.grid_points)
+    data = DataSpec(args.data, args.vocab_size, tokenizer=args.tokenizer, token_dtype=args.token_dtype)
+    scale = dataclasses.replace(scale, data=data, vocab_size=vocab_of(data))
     repo = Path(__file__).resolve().parents[1]
     results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
+    vocabs = {r.get("vocab_size", 256) for r in (json.loads(x) for x in results.read_text().splitlines() if x.strip())
+              } if results.exists() else set()
+    if vocabs - {scale.vocab_size} and not args.report_only:
+        ap.error(f"{results} holds trials at vocab {sorted(vocabs)}, not {scale.vocab_size}: give another --results")
     study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
                   tuple(g for g in args.gpus.split(",") if g), args.backend)
     start = time.time()
@@ -565,7 +588,9 @@ def main(argv=None) -> int:
     card = args.card or (torch.cuda.get_device_name() if torch.cuda.is_available()
                          else f"CPU ({platform.processor() or 'x86_64'}, {os.cpu_count()} cores)")
     header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
-              f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}\n\n"
+              f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}, "
+              f"vocab {', '.join(map(str, sorted(vocabs))) if args.report_only and vocabs else scale.vocab_size} "
+              f"(data {scale.data.source}, tokenizer {scale.data.tokenizer})\n\n"
               f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "
               f"Trial time: {sum(r['seconds'] for r in study.records) / 3600:.1f} h in all (packed trials counted "
               f"as their share of the pack). Wall time of this invocation: {wall:.0f} s.\n"

@@ -1,10 +1,12 @@
-"""The science commands of `deltamu`: sweep, recommend, coordcheck. (`service/cli.py` adds the service ones.)"""
+"""The science commands of `deltamu`: sweep, recommend, coordcheck, tokenizer train. (`service/cli.py` adds the
+service ones.)"""
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from gdn.config import GDNConfig
 from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig
@@ -35,6 +37,9 @@ def _add_model_args(p: argparse.ArgumentParser, width: int, depth: int) -> None:
     p.add_argument("--readout", default=None, help="readout rule (default: the preset's)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="default adamw")
     p.add_argument("--weight-decay", type=float, default=None, help="default: 0.1 under AdamW, 0 under SGD")
+    p.add_argument("--weight-decay-rule", choices=["coupled", "independent"], default="coupled",
+                   help="coupled: torch's lr x wd per group (default, what the study measured); independent: each "
+                        "group's wd divided by its LR multiplier")
     p.add_argument("--output-mult", type=float, default=None,
                    help="logit multiplier tuned at the base width (default: the preset's; mup: 4)")
     p.add_argument("--init-mult", type=float, default=None,
@@ -48,13 +53,29 @@ def _add_schedule_args(p: argparse.ArgumentParser, steps: int, seq_len: int, bat
     p.add_argument("--seq-len", type=int, default=seq_len, help=f"tokens per sequence (default {seq_len})")
     p.add_argument("--min-lr", type=float, default=0.0,
                    help="the cosine schedule's floor, absolute for a group of LR multiplier 1 (default 0)")
-    p.add_argument("--data", default="builtin", help="'builtin', a UTF-8 text file or folder, or a .bin")
-    p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a .bin corpus")
+    _add_data_args(p)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="builtin", help="'builtin'; a UTF-8 text file or folder; a .jsonl, "
+                   ".parquet or .arrow file (or folder) with a text column; or token ids in a .bin or .npy")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a .bin or .npy corpus")
+    p.add_argument("--tokenizer", default="bytes",
+                   help="'bytes', a tokenizer.json (e.g. from `deltamu tokenizer train`), or a tiktoken BPE file")
+    p.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
+    p.add_argument("--token-dtype", choices=["uint16", "uint32"], default=None,
+                   help="the ids' type in a .bin (default: uint16 up to vocab 65,536, else uint32)")
+
+
+def _data_spec(args) -> DataSpec:
+    return DataSpec(args.data, args.vocab_size, tokenizer=args.tokenizer, text_column=args.text_column,
+                    token_dtype=args.token_dtype)
 
 
 def _config(args, parametrization: str | None = None) -> SweepConfig:
-    data = DataSpec(args.data, args.vocab_size) if hasattr(args, "data") else DataSpec()
-    vocab = data.vocab_size or 256
+    from gdn.corpus import vocab_of
+    data = _data_spec(args) if hasattr(args, "data") else DataSpec()
+    vocab = vocab_of(data)
     model = GDNConfig(width=args.width, depth=args.depth, width_axis=args.width_axis, vocab_size=vocab)
     schedule = ScheduleSpec()
     if hasattr(args, "steps"):
@@ -63,7 +84,8 @@ def _config(args, parametrization: str | None = None) -> SweepConfig:
                                 seq_len=args.seq_len, min_lr=args.min_lr)
     return SweepConfig(model=model, parametrization=parametrization or args.parametrization, readout=args.readout,
                        output_mult=args.output_mult, init_mult=args.init_mult,
-                       optimizer=OptimizerSpec(name=args.optimizer, weight_decay=args.weight_decay),
+                       optimizer=OptimizerSpec(name=args.optimizer, weight_decay=args.weight_decay,
+                                               weight_decay_rule=args.weight_decay_rule),
                        schedule=schedule, data=data)
 
 
@@ -72,14 +94,20 @@ def _config(args, parametrization: str | None = None) -> SweepConfig:
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
+    from gdn.data import load_corpus
     from gdn.fit import fit_optimum, lr_grid
     from gdn.pack_plan import plan_packs
+    from gdn.recommend import data_warnings
     from gdn.spec import TrialSpec
     from gdn.train import run
     from gdn.trial import resolve_device
 
     config = _config(args)
     lrs = args.lrs or lr_grid(args.lr_min, args.lr_max, args.count)
+    corpus = load_corpus(config.data, config.schedule.seq_len)       # tokenized (and cached) before the bar starts
+    regime = data_warnings(config, len(corpus.train))
+    for w in regime:
+        print(f"warning: {w}", file=sys.stderr)
     specs = [TrialSpec(config, lr=lr, seed=seed, device=args.device) for seed in args.seeds for lr in lrs]
     # On a GPU the trials train in packs (batched, CUDA graphs: docs/benchmarks.md, Packed training); on a CPU
     # one after another, where a pack does not pay. gdn.train.run picks the trainer of each.
@@ -112,10 +140,12 @@ def cmd_sweep(args) -> int:
     spread = f" (log2 std {optimum.log2_lr_std:.2f})" if optimum.log2_lr_std is not None else ""
     print(f"optimum: lr = {optimum.lr:.4g} (log2 {optimum.log2_lr:.2f}){spread}, val loss {optimum.loss:.4f}"
           f"{'  [on the grid edge]' if optimum.on_edge else ''}")
-    for w in optimum.warnings:
+    print(f"corpus: {corpus.description}, vocab {corpus.vocab_size}, {len(corpus.train):,} training tokens")
+    for w in optimum.warnings + regime:
         print(f"warning: {w}")
     if args.json:
-        out = {"config": config.to_dict(), "optimum": optimum.to_dict(),
+        out = {"config": config.to_dict(), "optimum": optimum.to_dict(), "warnings": regime,
+               "vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train),
                "trials": [{"lr": lr, "seed": s, **r.to_dict()} for lr, s, r in results]}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2, default=_json_default)
@@ -148,7 +178,7 @@ def cmd_recommend(args) -> int:
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise ValueError(f"--lr must be a positive number, got {args.lr}")
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
-    rec = recommend(SweepResult(config, optimum), args.target_width).to_dict()
+    rec = recommend(SweepResult(config, optimum), args.target_width, target_vocab=args.target_vocab).to_dict()
     if args.json:
         print(json.dumps(rec, indent=2, default=_json_default))
         return 0
@@ -212,6 +242,47 @@ def cmd_coordcheck(args) -> int:
     return 1 if failed else 0
 
 
+# --- tokenizer train -------------------------------------------------------------------------------------------
+
+def cmd_tokenizer_train(args) -> int:
+    from tqdm import tqdm
+
+    from gdn.corpus import iter_documents, source_kind
+    from gdn.tokenizer import train_bpe
+
+    data = DataSpec(args.data, text_column=args.text_column)
+    if source_kind(data) == "tokens":
+        raise ValueError(f"{args.data} holds token ids already: a tokenizer trains on text")
+    with tqdm(iter_documents(data), unit="doc", desc=f"reading {args.data}", file=sys.stderr,
+              disable=args.quiet) as docs:
+        vocab = train_bpe(docs, args.vocab, Path(args.output), show_progress=not args.quiet)
+    print(f"wrote {args.output}: byte-level BPE, vocab {vocab}"
+          + (f" (the corpus gave no more merges than that; {args.vocab} asked)" if vocab < args.vocab else ""))
+    return 0
+
+
+def cmd_tokenizer_encode(args) -> int:
+    """Tokenize a corpus into a raw .bin of ids (the token cache's file, copied out): a machine without the
+    tokenizer library, or without the text, trains on it as --data FILE --vocab-size V."""
+    import shutil
+
+    from gdn.corpus import tokenize_to_cache
+    from gdn.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    if tokenizer.dtype.itemsize < 2:
+        raise ValueError("a byte-level corpus needs no encoding: use the text itself as --data")
+    cached = tokenize_to_cache(DataSpec(args.data, tokenizer=args.tokenizer, text_column=args.text_column),
+                               tokenizer)
+    tmp = Path(args.output).with_name(f".{Path(args.output).name}.tmp")
+    shutil.copyfile(cached.path, tmp)
+    tmp.replace(args.output)
+    print(f"wrote {args.output}: {cached.count:,} ids as {cached.dtype} ({Path(args.output).stat().st_size:,} bytes), "
+          f"vocab {cached.vocab_size}, sha256 {cached.sha256}; train on it with --data {args.output} "
+          f"--vocab-size {cached.vocab_size}" + (" --token-dtype uint32" if cached.dtype == "uint32" else ""))
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run an LR sweep of the proxy here, with a progress bar",
                        description="Train the proxy at each learning rate (and seed; on a GPU several at once, "
@@ -235,6 +306,9 @@ def add_commands(sub) -> None:
                    help="the width the LR was tuned at (default 256)")
     p.add_argument("--target-width", type=int, required=True, help="the width you will train")
     p.add_argument("--lr", type=float, required=True, help="the best LR found at the base width")
+    p.add_argument("--target-vocab", type=int, default=None,
+                   help="the target's vocabulary: a warning when it is not the proxy's")
+    _add_data_args(p)
     p.add_argument("--json", action="store_true", help="print the whole recommendation as JSON")
     p.set_defaults(func=cmd_recommend)
 
@@ -252,6 +326,24 @@ def add_commands(sub) -> None:
                    help="also print each parameter kind's update size per width and its slope (muP wants 0)")
     p.add_argument("--plot", default=None, help="write size vs width to this PNG")
     p.set_defaults(func=cmd_coordcheck)
+
+    p = sub.add_parser("tokenizer", help="tokenizers for your corpus")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    t = tsub.add_parser("train", help="train a byte-level BPE (the tokenizers library) on a corpus",
+                        description="Train a byte-level BPE on DATA and write its tokenizer.json, for jobs to name "
+                                    "as data.tokenizer (--tokenizer).")
+    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
+    t.add_argument("--vocab", type=int, required=True, help="the vocabulary size to reach, e.g. 32768")
+    t.add_argument("-o", "--output", required=True, help="the tokenizer.json to write")
+    t.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_tokenizer_train)
+    t = tsub.add_parser("encode", help="tokenize a corpus into a .bin of ids (no tokenizer needed to train on it)")
+    t.add_argument("data", help="'builtin', a text file or folder, or a .jsonl/.parquet/.arrow file or folder")
+    t.add_argument("--tokenizer", required=True, help="a tokenizer.json or a tiktoken BPE file")
+    t.add_argument("-o", "--output", required=True, help="the .bin to write")
+    t.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
+    t.set_defaults(func=cmd_tokenizer_encode)
 
 
 def run(args) -> int:

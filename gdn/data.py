@@ -1,32 +1,35 @@
-"""Corpora and the byte-level tokenizer -> deterministic (x, y) batches.
+"""Corpora -> deterministic (x, y) batches.
 
-Sources:
+Sources (gdn.corpus reads them; DataSpec names them):
 - "builtin": the source files of the running Python's standard library, in sorted order. Present on any machine
   with Python, no download; it differs between Python versions, so every result records its sha256.
 - a UTF-8 text file, or a folder of them (read recursively, sorted; files that are not UTF-8 are skipped).
-- a ".bin" file of uint16 token ids, with its vocab size stated.
+- a .jsonl / .parquet / .arrow file (or a folder of only such files) with a text column, read with `datasets`.
+- pre-tokenized ids: a raw .bin (uint16 or uint32) or a .npy, memory-mapped, with its vocab size stated.
+Text is tokenized by the job's tokenizer (gdn.tokenizer: bytes by default) into gdn.corpus's cache, then
+memory-mapped like pre-tokenized ids: a worker's memory does not grow with the corpus.
 
 The token stream is cut into blocks; every VAL_EVERY-th block is held back for validation, the rest is training
-data. Training batch `step` of seed `s` is a pure function of (s, step); the validation slice depends on nothing.
+data (index maps over the stream, no copy). Training batch `step` of seed `s` is a pure function of (s, step); the
+validation slice depends on nothing.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from gdn.spec import BYTE_VOCAB, DataSpec
+from gdn.corpus import (BLOCK, MIN_BLOCKS, VAL_EVERY, SplitView, open_token_file, scan_token_file, split_views,
+                        stdlib_files, tokenize_to_cache)
+from gdn.spec import DataSpec
+from gdn.tokenizer import load_tokenizer
 
-BLOCK = 1 << 16          # tokens per split block
-VAL_EVERY = 32           # one block in 32 (about 3 %) is validation
-MIN_BLOCKS = 4 * VAL_EVERY  # smaller corpora are cut into this many blocks
+__all__ = ["BLOCK", "MIN_BLOCKS", "VAL_EVERY", "Corpus", "decode", "encode", "load_corpus", "stdlib_files"]
 
 
 def encode(text: str) -> np.ndarray:
@@ -39,8 +42,8 @@ def decode(tokens) -> str:
 
 @dataclass
 class Corpus:
-    train: np.ndarray
-    val: np.ndarray
+    train: SplitView
+    val: SplitView
     vocab_size: int
     sha256: str                 # fingerprint of the whole token stream, before the split
     description: str
@@ -62,7 +65,7 @@ class Corpus:
             yield _windows(self.val, starts[i * batch_size:(i + 1) * batch_size], seq_len, device)
 
 
-def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(stream: SplitView, starts: np.ndarray, seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
     w = torch.from_numpy(stream[idx].astype(np.int64)).to(device)   # (B, T + 1)
     return w[:, :-1], w[:, 1:]
@@ -70,7 +73,7 @@ def _windows(stream: np.ndarray, starts: np.ndarray, seq_len: int, device) -> tu
 
 def load_corpus(spec: DataSpec, seq_len: int = 0) -> Corpus:
     """Load (cached per process) and split a corpus. `seq_len` only checks that both splits hold a window."""
-    key = (spec.source, spec.vocab_size, _mtime(spec.source))
+    key = (spec, _mtime(spec.source), _mtime(spec.tokenizer))
     corpus = _load(key)
     for split in ("train", "val"):
         if len(getattr(corpus, split)) < seq_len + 2:
@@ -79,83 +82,30 @@ def load_corpus(spec: DataSpec, seq_len: int = 0) -> Corpus:
     return corpus
 
 
-def _mtime(source: str) -> float:
-    return 0.0 if source == "builtin" else os.path.getmtime(source) if os.path.exists(source) else -1.0
+def _mtime(path: str) -> float:
+    return os.path.getmtime(path) if os.path.exists(path) else -1.0
 
 
 @functools.lru_cache(maxsize=4)
 def _load(key) -> Corpus:
-    source, vocab_size, _ = key
-    if source == "builtin":
-        tokens, description = _stdlib_tokens(), f"builtin: Python {sysconfig.get_python_version()} standard library"
-        vocab_size = BYTE_VOCAB
-    elif source.endswith(".bin"):
-        tokens, description = _bin_tokens(Path(source), vocab_size), f"tokens: {source}"
+    spec: DataSpec = key[0]
+    if spec.pretokenized:
+        tokens = open_token_file(spec)
+        sha, top = scan_token_file(spec, tokens)
+        if top >= spec.vocab_size:
+            raise ValueError(f"{spec.source} holds token id {top} >= vocab_size {spec.vocab_size}")
+        vocab_size, description = spec.vocab_size, f"tokens: {spec.source}"
     else:
-        tokens, description = _text_tokens(Path(source)), f"text: {source}"
-        vocab_size = BYTE_VOCAB
-    sha = hashlib.sha256(tokens.tobytes()).hexdigest()
-    train, val = split(tokens)
+        tokenizer = load_tokenizer(spec.tokenizer)
+        if spec.vocab_size is not None and spec.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"data.vocab_size {spec.vocab_size} differs from tokenizer {spec.tokenizer!r}'s "
+                             f"{tokenizer.vocab_size}")
+        cached = tokenize_to_cache(spec, tokenizer)
+        tokens = np.memmap(cached.path, dtype=np.dtype(cached.dtype).newbyteorder("<"), mode="r") if cached.count \
+            else np.zeros(0, dtype=cached.dtype)
+        sha, vocab_size = cached.sha256, tokenizer.vocab_size
+        what = (f"builtin: Python {sysconfig.get_python_version()} standard library" if spec.source == "builtin"
+                else f"text: {spec.source}")
+        description = what if spec.tokenizer == "bytes" else f"{what}, tokenizer {spec.tokenizer}"
+    train, val = split_views(tokens)
     return Corpus(train=train, val=val, vocab_size=vocab_size, sha256=sha, description=description)
-
-
-def split(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every VAL_EVERY-th block goes to validation (the middle one of each group, so both ends train)."""
-    block = min(BLOCK, max(1, len(tokens) // MIN_BLOCKS))
-    n_blocks = -(-len(tokens) // block)
-    is_val = (np.arange(n_blocks) % VAL_EVERY) == VAL_EVERY // 2
-    blocks = [tokens[i * block:(i + 1) * block] for i in range(n_blocks)]
-    train = [b for b, v in zip(blocks, is_val) if not v]
-    val = [b for b, v in zip(blocks, is_val) if v]
-    empty = tokens[:0]
-    return (np.concatenate(train) if train else empty), (np.concatenate(val) if val else empty)
-
-
-def stdlib_files() -> list[Path]:
-    """The standard library's own .py files (no site-packages, no test suites), sorted by relative path."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    files = [p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts[:-1])]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _stdlib_tokens() -> np.ndarray:
-    parts = [p.read_bytes() for p in stdlib_files()]
-    if not parts:
-        raise RuntimeError("found no standard-library sources for the builtin corpus")
-    return np.frombuffer(b"\n".join(parts), dtype=np.uint8)
-
-
-def _text_tokens(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise ValueError(f"data source {str(path)!r} does not exist")
-    if path.is_file():
-        data = path.read_bytes()
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        parts = [data]
-    else:
-        parts = []
-        for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            data = p.read_bytes()
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            parts.append(data)
-        if not parts:
-            raise ValueError(f"folder {path} holds no UTF-8 text files")
-    return np.frombuffer(b"\n".join(parts), dtype=np.uint8)
-
-
-def _bin_tokens(path: Path, vocab_size: int) -> np.ndarray:
-    if not path.is_file():
-        raise ValueError(f"data source {str(path)!r} does not exist")
-    if path.stat().st_size % 2:
-        raise ValueError(f"{path} has an odd number of bytes: not a uint16 token file")
-    tokens = np.fromfile(path, dtype=np.uint16)
-    if tokens.size and int(tokens.max()) >= vocab_size:
-        raise ValueError(f"{path} holds token id {int(tokens.max())} >= vocab_size {vocab_size}")
-    return tokens

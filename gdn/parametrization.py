@@ -31,6 +31,13 @@ DT_FLOOR = 1e-4
 
 OPTIMIZERS = ("adamw", "sgd")
 
+# How the optimizer's weight decay meets a group's LR multiplier r. torch's AdamW decays by lr x wd per step (SGD's
+# L2 term is scaled by lr too), so under "coupled" a group at r decays r x as fast as at the base width: muP's hidden
+# matrices at m x width (r = 1/m) decay m x more slowly, which the held-out check found to fail where the corpus
+# repeats (issue 18). "independent" divides the group's wd by r, holding the per-step decay base_lr x wd at every
+# width (Wortsman et al. 2023; Kosson et al. 2025). "coupled" is what the transfer study measured and ships.
+WEIGHT_DECAY_RULES = ("coupled", "independent")
+
 
 class Role(str, Enum):
     EMBEDDING = "embedding"       # token embedding (also the readout when tied)
@@ -113,6 +120,7 @@ class Parametrization:
     output_mult: float = 1.0        # a constant logit multiplier tuned at the base width and carried as is
     init_mult: float = 1.0          # sigma_0 of the matrices (hidden, gate projections) x this: tuned at the base
                                     # width and carried as is, like output_mult
+    weight_decay_rule: str = "coupled"   # WEIGHT_DECAY_RULES
     description: str = ""
 
     # ---- what the table yields, as functions of m ----
@@ -163,9 +171,18 @@ class Parametrization:
         this factor, but it sees it: at the base width the two differ by ~2 % of loss (docs/transfer.md)."""
         return (base_head_k_dim if self.o_mult else head_k_dim) ** -0.5
 
+    def weight_decay_mult(self, role: Role, optimizer: str, width_mult: float) -> float:
+        """The factor on the optimizer's weight decay in this role's group: 0 where the role does not decay, else
+        1 ("coupled") or 1 / the role's LR multiplier ("independent")."""
+        if not self.rule(role).weight_decay:
+            return 0.0
+        if self.weight_decay_rule == "independent":
+            return 1.0 / self.lr_multiplier(role, optimizer, width_mult)
+        return 1.0
+
     def to_dict(self) -> dict:
         return {"name": self.name, "readout": self.readout.name, "output_mult": self.output_mult,
-                "init_mult": self.init_mult}
+                "init_mult": self.init_mult, "weight_decay_rule": self.weight_decay_rule}
 
     def groups(self, width_mult: float, optimizer: str) -> list[Group]:
         """Every role a model under this parametrization has (the lm_head only when untied), as numbers at
@@ -176,7 +193,8 @@ class Parametrization:
         return [Group(role=role.value, patterns=ROLE_PATTERN_OF[role], lr_multiplier=self.lr_multiplier(role, optimizer, width_mult),
                       init=self.rule(role).init.kind, init_std=self.init_std(role, width_mult),
                       weight_decay=self.rule(role).weight_decay,
-                      clip_weight=self.clip_weight(role, optimizer, width_mult))
+                      clip_weight=self.clip_weight(role, optimizer, width_mult),
+                      weight_decay_mult=self.weight_decay_mult(role, optimizer, width_mult))
                 for role in roles]
 
     def forward_multipliers(self, target: GDNConfig, base: GDNConfig) -> ForwardMultipliers:
@@ -197,6 +215,7 @@ class Group:
     init_std: float | None           # std of a normal (0 for zeros), None for the fixed inits
     weight_decay: bool               # does the optimizer's weight decay apply to this role
     clip_weight: float               # the role's gradient weight in the norm the global clip compares
+    weight_decay_mult: float = 1.0   # its weight decay = the optimizer's x this (Parametrization.weight_decay_mult)
 
 
 @dataclass(frozen=True)
@@ -210,7 +229,7 @@ class ForwardMultipliers:
 def param_groups(model: nn.Module, groups: Sequence[Group], lr: float, weight_decay: float) -> list[dict]:
     """torch optimizer groups for a GDN model (ours or fla's): every parameter goes to the group of its role
     (gdn.parametrization.role_of); each group carries its `lr_mult` (so a schedule can scale it), its `lr` (base lr x
-    lr_mult), its weight decay (the optimizer's where the role decays, else 0) and its `clip_weight`. A parameter
+    lr_mult), its weight decay (the optimizer's x weight_decay_mult where the role decays, else 0) and its `clip_weight`. A parameter
     whose role has no group is an error."""
     by_role = {g.role: g for g in groups}
     members: dict[str, list] = {}
@@ -220,7 +239,7 @@ def param_groups(model: nn.Module, groups: Sequence[Group], lr: float, weight_de
             raise KeyError(f"parameter {name!r} ({role}) matches no group of the recommendation")
         members.setdefault(role, []).append(p)
     return [{"params": members[g.role], "name": g.role, "role": g.role, "lr_mult": g.lr_multiplier,
-             "lr": lr * g.lr_multiplier, "weight_decay": weight_decay if g.weight_decay else 0.0,
+             "lr": lr * g.lr_multiplier, "weight_decay": weight_decay * g.weight_decay_mult if g.weight_decay else 0.0,
              "clip_weight": g.clip_weight}
             for g in groups if g.role in members]
 
@@ -314,7 +333,8 @@ PRESETS: dict[str, dict] = {
 
 
 def get_parametrization(name: str = "mup", readout: str | None = None, output_mult: float | None = None,
-                        init_mult: float | None = None, optimizer: str = "adamw") -> Parametrization:
+                        init_mult: float | None = None, optimizer: str = "adamw",
+                        weight_decay_rule: str = "coupled") -> Parametrization:
     """A preset, optionally with another readout rule and the base width's output and init multipliers (None: the
     preset's tuned values for this optimizer, BASE_MULTS, else 1)."""
     if name not in PRESETS:
@@ -331,6 +351,9 @@ def get_parametrization(name: str = "mup", readout: str | None = None, output_mu
     for label, value in (("output_mult", output_mult), ("init_mult", init_mult)):
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{label} must be a positive number, got {value}")
+    if weight_decay_rule not in WEIGHT_DECAY_RULES:
+        raise ValueError(f"weight_decay_rule must be one of {WEIGHT_DECAY_RULES}, got {weight_decay_rule!r}")
     rules = dict(preset["rules"])
     return Parametrization(name=name, rules=rules, readout=preset["readouts"][readout], o_mult=preset["o_mult"],
-                           output_mult=output_mult, init_mult=init_mult, description=preset["description"])
+                           output_mult=output_mult, init_mult=init_mult, weight_decay_rule=weight_decay_rule,
+                           description=preset["description"])

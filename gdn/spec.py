@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from gdn.config import GDNConfig, check_range, is_finite_number
-from gdn.parametrization import OPTIMIZERS, Parametrization, get_parametrization
+from gdn.parametrization import OPTIMIZERS, WEIGHT_DECAY_RULES, Parametrization, get_parametrization
 
 BYTE_VOCAB = 256                 # the byte-level tokenizer's vocabulary
 COMPLETED, DIVERGED = "COMPLETED", "DIVERGED"
@@ -35,10 +35,16 @@ class OptimizerSpec:
     """SGD's Nesterov momentum (the paper needed 0.98 for stability)"""
     grad_clip: float = 1.0
     """global grad-norm clip; 0 disables"""
+    weight_decay_rule: str = "coupled"
+    """coupled: torch's decoupled decay lr x wd per step, so a group at LR multiplier r decays r x as fast (muP's
+    hidden matrices at m x width: 1/m); independent: each decayed group's wd is divided by its LR multiplier, so the
+    per-step decay base_lr x wd is the same at every width (gdn.parametrization, WEIGHT_DECAY_RULES)"""
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
+        if self.weight_decay_rule not in WEIGHT_DECAY_RULES:
+            raise ValueError(f"weight_decay_rule must be one of {WEIGHT_DECAY_RULES}, got {self.weight_decay_rule!r}")
         object.__setattr__(self, "betas", tuple(self.betas))
         if self.weight_decay is None:
             object.__setattr__(self, "weight_decay", 0.1 if self.name == "adamw" else 0.0)
@@ -73,27 +79,64 @@ class ScheduleSpec:
         check_range("min_lr", self.min_lr, 0.0, LR_MAX)
 
 
+PRETOKENIZED_SUFFIXES = (".bin", ".npy")      # token ids, memory-mapped
+TABLE_SUFFIXES = (".jsonl", ".parquet", ".arrow")   # rows with a text column, read with `datasets` (a .json file
+                                                     # stays text, as before)
+TOKEN_DTYPES = ("uint16", "uint32")
+BYTES_TOKENIZER = "bytes"
+
+
 @dataclass(frozen=True)
 class DataSpec:
     source: str = "builtin"
-    """builtin, or a text file / folder / .bin of uint16 token ids (on the service: under one of its allowed data
-    dirs)"""
+    """builtin; a UTF-8 text file or folder; a .jsonl / .parquet / .arrow file (or a folder of only such files, of
+    one kind) with a text column; or pre-tokenized ids in a .bin (raw, token_dtype) or .npy. On the service: under one of its
+    allowed data dirs"""
     vocab_size: int | None = None
-    """required for .bin; byte-level (256) otherwise"""
+    """required for pre-tokenized ids; with a tokenizer file, its vocabulary (default: read from the file);
+    byte-level (256) otherwise"""
+    tokenizer: str = BYTES_TOKENIZER
+    """bytes (byte-level, vocab 256), a tokenizer.json of the `tokenizers` library, or a tiktoken BPE file (a
+    local path; nothing is downloaded). Text corpora only"""
+    text_column: str = "text"
+    """the column of a .jsonl / .parquet / .arrow corpus that holds the text"""
+    token_dtype: str | None = None
+    """the ids' type in a .bin: uint16 or uint32 (default: uint16 up to vocab 65,536, else uint32); a .npy says
+    its own"""
 
     def __post_init__(self) -> None:
         if not self.source:
             raise ValueError("source must not be empty")
-        if self.source != "builtin" and not self.source.endswith(".bin") and self.vocab_size not in (None, BYTE_VOCAB):
-            raise ValueError(f"text corpora are byte-level (vocab 256); vocab_size={self.vocab_size} needs a .bin")
-        if self.source.endswith(".bin") and not self.vocab_size:
-            raise ValueError("a .bin corpus needs its vocab_size")
+        if not self.tokenizer or not self.text_column:
+            raise ValueError("tokenizer and text_column must not be empty")
+        if self.vocab_size is not None and not (isinstance(self.vocab_size, int) and 1 <= self.vocab_size <= 1 << 32):
+            raise ValueError(f"vocab_size must be an integer in [1, 2^32], got {self.vocab_size!r}")
+        if self.token_dtype is not None and self.token_dtype not in TOKEN_DTYPES:
+            raise ValueError(f"token_dtype must be one of {TOKEN_DTYPES}, got {self.token_dtype!r}")
+        if self.pretokenized:
+            if not self.vocab_size:
+                raise ValueError(f"a {self.source.rsplit('.', 1)[-1]} corpus of token ids needs its vocab_size")
+            if self.tokenizer != BYTES_TOKENIZER:
+                raise ValueError("a corpus of token ids is already tokenized: it takes no tokenizer")
+            if self.token_dtype == "uint16" and self.vocab_size > 1 << 16:
+                raise ValueError(f"vocab_size {self.vocab_size} does not fit token_dtype uint16: use uint32")
+        elif self.tokenizer == BYTES_TOKENIZER and self.vocab_size not in (None, BYTE_VOCAB):
+            raise ValueError(f"text corpora with the bytes tokenizer are byte-level (vocab 256); "
+                             f"vocab_size={self.vocab_size} needs a tokenizer file or a corpus of token ids")
+
+    @property
+    def pretokenized(self) -> bool:
+        return self.source.endswith(PRETOKENIZED_SUFFIXES)
+
+    @property
+    def bin_dtype(self) -> str:
+        """The ids' type of a .bin."""
+        return self.token_dtype or ("uint16" if (self.vocab_size or 0) <= 1 << 16 else "uint32")
 
     @property
     def loss_unit(self) -> str:
         """What one unit of this corpus's loss is: nats per byte for the byte-level tokenizer, else per token."""
-        return "nats per byte" if not self.source.endswith(".bin") and self.vocab_size in (None, BYTE_VOCAB) \
-            else "nats per token"
+        return "nats per byte" if not self.pretokenized and self.tokenizer == BYTES_TOKENIZER else "nats per token"
 
 
 @dataclass(frozen=True)
@@ -123,7 +166,7 @@ class SweepConfig:
 
     def param(self) -> Parametrization:
         return get_parametrization(self.parametrization, self.readout, self.output_mult, self.init_mult,
-                                   self.optimizer.name)
+                                   self.optimizer.name, self.optimizer.weight_decay_rule)
 
     def model_at(self, width: int) -> GDNConfig:
         """The proxy's architecture at `width`, tied or not as the readout rule says."""

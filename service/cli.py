@@ -209,6 +209,8 @@ def cmd_submit(args) -> int:
         else:
             reused = " (an identical finished job, reused)" if response.status_code == 200 else ""
             print(f"{job['id']} {job['state']}{reused}  {response.headers.get('Location', '')}")
+            for warning in job.get("warnings", []):
+                print(f"warning: {warning}", file=sys.stderr)
         if args.watch:
             return _watch(client, job["id"], args.interval)
     return 0

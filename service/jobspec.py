@@ -8,7 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdn.spec import SweepConfig
+import dataclasses
+
+from gdn.corpus import vocab_of
+from gdn.spec import BYTE_VOCAB, BYTES_TOKENIZER, SweepConfig
 from gdn.config import GDNConfig, count_params, train_flops_per_token
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import lr_grid
@@ -47,6 +50,8 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     widths = job.all_widths
     spec["widths"] = widths
     _check_data_source(job.data.source, settings)
+    if job.data.tokenizer != BYTES_TOKENIZER:
+        _check_data_source(job.data.tokenizer, settings, what="tokenizer")
     num_lrs = len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count
     grid_size = len(widths) * num_lrs * len(job.seeds)
     if grid_size > settings.max_trials:     # before building the grid
@@ -56,8 +61,10 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
         config = job.sweep_config()
         lrs = (list(job.lr_grid.values) if job.lr_grid.values is not None
                else lr_grid(job.lr_grid.min, job.lr_grid.max, job.lr_grid.count))
+        config = _at_corpus_vocab(config)
     except (ValueError, TypeError) as e:
         raise JobRejected(str(e)) from None
+    spec["model"]["vocab_size"] = config.model.vocab_size
     for width in widths[1:]:
         try:
             config.model_at(width)
@@ -66,7 +73,7 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     _check_limits(config, widths, len(lrs) * len(job.seeds), job.log_every, settings)
     sweep_config = config.to_dict()
     identity = {"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
-                "sweep_config": sweep_config, "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
+                "sweep_config": _without_new_defaults(sweep_config), "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
                 "log_every": job.log_every}
     if len(widths) > 1:      # absent for one width, so a single-width job's hash is what it was before widths
         identity["widths"] = widths
@@ -75,22 +82,48 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
                        spec_sha256=canonical_sha256(identity), steps=config.schedule.steps)
 
 
-def _check_data_source(source: str, settings: Settings) -> None:
-    if source == "builtin":
+# Fields added after jobs were first stored, at their defaults: left out of the spec's hash, so a job asked for
+# before they existed is still found identical (reuse) to the same job asked for now.
+NEW_DEFAULTS = {"data": {"tokenizer": BYTES_TOKENIZER, "text_column": "text", "token_dtype": None},
+                "optimizer": {"weight_decay_rule": "coupled"}}
+
+
+def _without_new_defaults(sweep_config: dict) -> dict:
+    out = dict(sweep_config)
+    for part, defaults in NEW_DEFAULTS.items():
+        out[part] = {k: v for k, v in out[part].items() if not (k in defaults and v == defaults[k])}
+    return out
+
+
+def _at_corpus_vocab(config: SweepConfig) -> SweepConfig:
+    """The proxy's vocabulary is its corpus's: a tokenizer file's is read here (after its path was allowed); a
+    model.vocab_size that differs from it is refused (the trials could not run)."""
+    vocab = vocab_of(config.data)
+    model_vocab = config.model.vocab_size
+    if model_vocab != vocab:
+        if config.data.tokenizer != BYTES_TOKENIZER and model_vocab == BYTE_VOCAB:   # not given: the tokenizer's
+            return dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=vocab))
+        raise ValueError(f"model.vocab_size {model_vocab} differs from the corpus's vocabulary {vocab} "
+                         f"(data.vocab_size or the tokenizer's)")
+    return config
+
+
+def _check_data_source(source: str, settings: Settings, what: str = "data source") -> None:
+    if source == "builtin" and what == "data source":
         return
     if not source.isprintable():
-        raise JobRejected("data source: a path must not hold control characters (NUL, newline, ...)")
+        raise JobRejected(f"{what}: a path must not hold control characters (NUL, newline, ...)")
     try:
         path = Path(source).resolve()
         roots = [Path(r).resolve() for r in settings.allowed_data_dirs]
         exists = path.exists()
     except (OSError, ValueError) as e:           # a name too long, a loop of links: not a path this server has
-        raise JobRejected(f"data source {source[:200]!r} is not a usable path ({type(e).__name__})") from None
+        raise JobRejected(f"{what} {source[:200]!r} is not a usable path ({type(e).__name__})") from None
     if not any(path == root or root in path.parents for root in roots):
         allowed = ", ".join(str(r) for r in roots) or "none (set DELTAMU_ALLOWED_DATA_DIRS)"
-        raise JobRejected(f"data source {source[:200]!r} is not under an allowed data directory; allowed: {allowed}")
+        raise JobRejected(f"{what} {source[:200]!r} is not under an allowed data directory; allowed: {allowed}")
     if not exists:
-        raise JobRejected(f"data source {source[:200]!r} does not exist on the server")
+        raise JobRejected(f"{what} {source[:200]!r} does not exist on the server")
 
 
 def trial_memory_bytes(model: GDNConfig, batch_size: int, seq_len: int) -> float:

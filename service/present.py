@@ -1,7 +1,9 @@
 """ORM rows -> the API's public types (non-finite floats become null plus a `nonfinite` flag)."""
 from __future__ import annotations
 
-from gdn.spec import DataSpec
+from gdn.corpus import known_train_tokens
+from gdn.recommend import data_warnings
+from gdn.spec import DataSpec, SweepConfig
 from service import floats
 from service.crud import TrialSummary
 from service.models import (JOB_TERMINAL, TRIAL_TERMINAL, CurvePoint, Job, JobState, Trial, TrialState,
@@ -38,6 +40,14 @@ def transfer_public(stored: dict | None) -> TransferPublic | None:
     return TransferPublic(**{**transfer, "widths": widths})
 
 
+def data_regime(job: Job) -> tuple[SweepConfig, int | None, int | None]:
+    """A job's sweep config, its corpus's training tokens (None: not known here without reading it) and the
+    target's vocabulary (target_config's; None: not given)."""
+    config = SweepConfig.from_dict(job.sweep_config)
+    target_vocab = ((job.spec or {}).get("target_config") or {}).get("vocab_size")
+    return config, known_train_tokens(config.data), target_vocab
+
+
 def job_public(job: Job, summary: TrialSummary, queue_position: int | None = None) -> JobPublic:
     done_points = sum(n for state, n in summary.counts.items() if TrialState(state) in TRIAL_TERMINAL)
     total_steps = max(job.num_points * job.steps, 1)
@@ -57,7 +67,8 @@ def job_public(job: Job, summary: TrialSummary, queue_position: int | None = Non
         started_at=job.started_at, finished_at=job.finished_at, elapsed_seconds=elapsed,
         trial_seconds=summary.trial_seconds, progress=progress,
         widths=job.widths, trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
-        optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer), error=job.error, spec_sha256=job.spec_sha256, spec=job.spec,
+        optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer), error=job.error,
+        warnings=data_warnings(*data_regime(job)), spec_sha256=job.spec_sha256, spec=job.spec,
         links=job_links(job.id), queue_position=queue_position if job.state == JobState.QUEUED else None,
         best_so_far=best, tokens_trained=summary.tokens_trained, tokens_total=tokens_total, tokens_per_second=rate,
         eta_seconds=eta, loss_unit=DataSpec(**job.spec.get("data", {})).loss_unit)

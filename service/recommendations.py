@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import Optimum
 from gdn.recommend import SweepResult, recommend
-from gdn.spec import SweepConfig
 from service import floats
 from service.models import Job
+from service.present import data_regime
 from service.schemas import RecommendationPublic
 from service.settings import Settings
 
@@ -49,11 +49,12 @@ def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_matc
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return RecommendationAnswer(headers, None)
     # the base width's sweep: its optimum and its trials (a transfer study's other widths do not change either)
-    result = SweepResult(config=SweepConfig.from_dict(job.sweep_config),
+    config, train_tokens, target_vocab = data_regime(job)
+    result = SweepResult(config=config,
                          optimum=Optimum.from_dict(floats.decode(job.optimum)),
                          num_trials=job.num_points // len(job.widths))
     try:
-        body = recommend(result, width).to_dict()
+        body = recommend(result, width, train_tokens=train_tokens, target_vocab=target_vocab).to_dict()
     except ValueError as e:                  # a width the model's width axis cannot take
         raise WidthNotSupported(str(e)) from None
     return RecommendationAnswer(headers, RecommendationPublic(job_id=job.id, **body))

@@ -96,8 +96,9 @@ class JobCreate(_In):
     @model_validator(mode="before")
     @classmethod
     def _model_from_inputs(cls, raw):
-        """With target_config, the proxy is that model at model.width (gdn.fla_config); model.vocab_size, when not
-        given, is the data's (a .bin states its own), else bytes."""
+        """With target_config, the proxy is that model at model.width (gdn.fla_config), at the data's vocabulary
+        (the target's, when it differs, is a warning of the recommendation); model.vocab_size, when not given, is
+        the data's (a .bin states its own; a tokenizer file's is read when the job is prepared), else bytes."""
         if not isinstance(raw, dict) or not isinstance(raw.get("model", {}), dict):
             return raw
         model = dict(raw.get("model", {}))
@@ -107,7 +108,8 @@ class JobCreate(_In):
                 raise ValueError(f"with target_config, model sets the base width (required) and width_axis only; "
                                  f"got {sorted(model)}")
             target = gdn_config_from_fla(raw["target_config"], model.get("width_axis", "head_dim"))
-            model = dataclasses.asdict(target.at_width(model["width"]))
+            model = {k: v for k, v in dataclasses.asdict(target.at_width(model["width"])).items()
+                     if k != "vocab_size"}
         if "vocab_size" not in model:
             data = raw.get("data")
             model["vocab_size"] = (data.get("vocab_size") if isinstance(data, dict) else None) or BYTE_VOCAB
@@ -259,6 +261,9 @@ class JobPublic(BaseModel):
     transfer: TransferPublic | None = Field(description="a transfer study's summary once it has finished; "
                                                         "null for a job of one width")
     error: str | None
+    warnings: list[str] = Field([], description="what the job's data regime says before any result: a proxy trial "
+                                "that repeats its corpus (more than one epoch), a target vocabulary that is not the "
+                                "proxy's")
     spec_sha256: str
     spec: dict
     links: JobLinks
@@ -346,6 +351,8 @@ class ParametrizationPublic(_Recommended):
     readout_tied: bool
     width_axis: Literal["head_dim", "heads"]
     description: str
+    weight_decay_rule: Literal["coupled", "independent"] = Field(
+        "coupled", description="how each group's weight decay meets its LR multiplier (OptimizerSpec)")
 
 
 class ForwardMultipliersPublic(_Recommended):

@@ -125,3 +125,40 @@ def test_criterion_two_is_judged_against_the_seed_noise():
     assert transfer._verdict(0.5 * noise, noise) == "tie"
     assert transfer._verdict(-1.5 * noise, noise) == "better" and transfer._verdict(1.5 * noise, noise) == "worse"
     assert transfer._verdict(float("nan"), noise) == "-"
+
+
+def test_tiny_study_at_a_bpe_vocabulary_with_the_weight_decay_arm(tmp_path):
+    """The study at a tokenizer's vocabulary (issue 18): a BPE trained by `deltamu tokenizer train`, its corpus
+    pre-tokenized by `deltamu tokenizer encode` into a .bin (what the GPU run loads, with no tokenizer library);
+    the shipped AdamW preset with coupled and with independent weight decay; every record says its vocab, and a
+    results file of another vocab is refused."""
+    rng = __import__("random").Random(0)
+    words = "gated delta rule state decay write read key value query head chunk width learning rate".split()
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(6000)))
+    env = {**os.environ, "DELTAMU_CACHE_DIR": str(tmp_path / "cache")}
+    for cmd in (["tokenizer", "train", "--vocab", "300", str(text), "-o", str(tmp_path / "tok.json"), "--quiet"],
+                ["tokenizer", "encode", str(text), "--tokenizer", str(tmp_path / "tok.json"), "-o",
+                 str(tmp_path / "ids.bin")]):
+        r = subprocess.run([sys.executable, "-m", "gdn", *cmd], cwd=REPO, capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+    results, md = tmp_path / "bpe.jsonl", tmp_path / "bpe.md"
+    cmd = [sys.executable, "benchmarks/transfer.py", "--scale", "tiny", "--arms", "adamw-mup-default,adamw-mup-wdind",
+           "--data", str(tmp_path / "ids.bin"), "--vocab-size", "300", "--results", str(results), "--md", str(md),
+           "--workers", "2", "--grid-points", "3", "--horizons", "10", "--concurrent-widths"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert {rec["vocab_size"] for rec in records} == {300}
+    assert {rec["arm"] for rec in records} == {"adamw-mup-default", "adamw-mup-wdind"}
+    by_arm = {arm: {(rec["width"], rec["lr_key"]): rec["final_val_loss"] for rec in records if rec["arm"] == arm}
+              for arm in ("adamw-mup-default", "adamw-mup-wdind")}
+    shared = set(by_arm["adamw-mup-default"]) & set(by_arm["adamw-mup-wdind"])
+    # at the base width the two rules are one (multipliers 1); at 2x the hidden matrices decay twice as fast
+    assert all(by_arm["adamw-mup-default"][k] == by_arm["adamw-mup-wdind"][k] for k in shared if k[0] == 32)
+    assert any(by_arm["adamw-mup-default"][k] != by_arm["adamw-mup-wdind"][k] for k in shared if k[0] == 64)
+    assert "vocab 300" in md.read_text()
+    other = subprocess.run([*cmd[:6], "--data", "builtin", *cmd[10:]], cwd=REPO, capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert other.returncode == 2 and "vocab [300], not 256" in other.stderr

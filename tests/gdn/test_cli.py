@@ -75,3 +75,33 @@ def test_a_closed_pipe_ends_quietly():
     head = subprocess.run(f"{sys.executable} -m service.cli recommend --base-width 256 --target-width 4096 "
                           f"--lr 0.004 | head -1", shell=True, cwd=REPO, capture_output=True, text=True)
     assert head.stdout.startswith("mup (") and "Traceback" not in head.stderr
+
+
+def test_sweep_with_a_trained_tokenizer_and_the_repeated_corpus_warning(tmp_path):
+    """`deltamu tokenizer train` then `deltamu sweep --tokenizer`: the proxy trains at the BPE's vocabulary; a corpus
+    the trials see more than once is a warning with the number of epochs; a tokenizer that is not one is a one-line
+    error."""
+    words = "gated delta rule state decay write read key value query head chunk width learning rate".split()
+    text = tmp_path / "c.txt"
+    text.write_text("\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(400)))
+    env_args = ("--width", "32", "--depth", "1", "--seq-len", "32", "--batch-size", "4", "--lrs", "0.01", "--quiet")
+    r = deltamu("tokenizer", "train", "--vocab", "280", str(text), "-o", str(tmp_path / "tok.json"), "--quiet")
+    assert r.returncode == 0 and "vocab 280" in r.stdout, r.stderr
+    r = deltamu("sweep", "--data", str(text), "--tokenizer", str(tmp_path / "tok.json"), "--steps", "150",
+                "--json", str(tmp_path / "s.json"), *env_args)
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert out["vocab_size"] == 280 and out["config"]["model"]["vocab_size"] == 280
+    epochs = 150 * 4 * 32 / out["train_tokens"]
+    assert epochs > 1 and f"{epochs:.1f} epochs" in r.stdout and "9.8 %" in r.stdout
+    r = deltamu("sweep", "--data", str(text), "--tokenizer", str(text), "--steps", "4", *env_args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "tiktoken" in r.stderr
+
+
+def test_recommend_warns_when_the_targets_vocabulary_is_not_the_proxys():
+    base = ("recommend", "--base-width", "256", "--target-width", "1024", "--lr", "0.004", "--json")
+    same = json.loads(deltamu(*base, "--target-vocab", "256").stdout)
+    other = json.loads(deltamu(*base, "--target-vocab", "151936").stdout)
+    assert not any("vocabulary" in w for w in same["warnings"])
+    assert any("151,936" in w and "(256," in w for w in other["warnings"])
+    assert other["proxy_model"]["vocab_size"] == 256

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from gdn.spec import DataSpec
-from gdn.data import decode, encode, load_corpus, split, stdlib_files
+from gdn.corpus import BLOCK, MIN_BLOCKS, VAL_EVERY, split_views
+from gdn.data import decode, encode, load_corpus, stdlib_files
 
 
 def test_builtin_corpus_is_fingerprinted_and_split():
@@ -16,12 +17,27 @@ def test_builtin_corpus_is_fingerprinted_and_split():
     assert files and all(f.suffix == ".py" and "site-packages" not in f.parts for f in files)
 
 
-def test_split_is_a_partition_in_order():
-    tokens = np.arange(10_000, dtype=np.uint16)
-    train, val = split(tokens)
-    both = np.sort(np.concatenate([train, val]))
-    assert np.array_equal(both, tokens) and len(val) > 0
-    assert not set(train.tolist()) & set(val.tolist())
+def copied_split(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The split as it was first written, by concatenating blocks: the reference of the index maps."""
+    block = min(BLOCK, max(1, len(tokens) // MIN_BLOCKS))
+    n_blocks = -(-len(tokens) // block)
+    is_val = (np.arange(n_blocks) % VAL_EVERY) == VAL_EVERY // 2
+    blocks = [tokens[i * block:(i + 1) * block] for i in range(n_blocks)]
+    pick = lambda v: np.concatenate([b for b, x in zip(blocks, is_val) if x == v] or [tokens[:0]])   # noqa: E731
+    return pick(False), pick(True)
+
+
+@pytest.mark.parametrize("n", [1, 5, 128, 129, 2100, 10_000, 16 * 4096 + 7, 33 * BLOCK * 4 + 5, 144 * BLOCK + 3])
+def test_split_views_are_the_copied_split_without_a_copy(n):
+    """Index maps over the stream give the tokens the concatenated blocks gave, for every length (short last block
+    in training or in validation), so batches and results did not change; they are a partition in order."""
+    tokens = np.arange(n, dtype=np.uint32)
+    train, val = split_views(tokens)
+    ref_train, ref_val = copied_split(tokens)
+    assert (len(train), len(val)) == (len(ref_train), len(ref_val))
+    assert np.array_equal(train[np.arange(len(train))], ref_train)
+    assert np.array_equal(val[np.arange(len(val))], ref_val)
+    assert np.array_equal(np.sort(np.concatenate([ref_train, ref_val])), tokens)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step():
@@ -66,7 +82,7 @@ def test_text_file_folder_and_bin(tmp_path):
     ids = np.random.default_rng().integers(0, 1000, 50_000).astype(np.uint16)
     ids.tofile(tmp_path / "tok.bin")
     corpus = load_corpus(DataSpec(str(tmp_path / "tok.bin"), vocab_size=1000), seq_len=16)
-    assert corpus.vocab_size == 1000 and int(corpus.train.max()) < 1000
+    assert corpus.vocab_size == 1000 and int(corpus.train[np.arange(len(corpus.train))].max()) < 1000
 
 
 def test_bad_sources_are_clear_errors(tmp_path):

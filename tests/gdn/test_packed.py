@@ -11,6 +11,8 @@ from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec,
 from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, dispatch
 from gdn.pack_plan import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, plan_packs
 from gdn.packed import _Pack, pack_key, train_packed
+from gdn.packed_optim import PackedOptimizer
+from gdn.parametrization import Role
 from gdn.trial import build_model
 from gdn.train import train_trial
 
@@ -40,8 +42,10 @@ def corpus(tmp_path_factory):
     return CORPUS
 
 
-def tiny(optimizer="adamw", steps=8, **kw):
-    return SweepConfig(model=GDNConfig(width=32, depth=1), optimizer=OptimizerSpec(name=optimizer),
+def tiny(optimizer="adamw", steps=8, weight_decay_rule="coupled", weight_decay=None, **kw):
+    return SweepConfig(model=GDNConfig(width=32, depth=1),
+                       optimizer=OptimizerSpec(name=optimizer, weight_decay=weight_decay,
+                                               weight_decay_rule=weight_decay_rule),
                        schedule=ScheduleSpec(steps=steps, warmup_steps=2, batch_size=4, seq_len=32),
                        data=CORPUS, eval_batches=2, **kw)
 
@@ -70,15 +74,29 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("optimizer,width", [("adamw", None), ("sgd", None), ("sgd", 64)])
-def test_packed_matches_separate_runs_float64(optimizer, width):
-    """At width 64 (m = 2) the SGD clip weighs the vector-like gradients by m^1/2 (Parametrization.clip_weight)."""
-    specs = [TrialSpec(tiny(optimizer, output_mult=c.get("output_mult", 1.0)), lr=c["lr"], seed=c["seed"],
-                       width=width, dtype="float64", device="cpu") for c in CASES[optimizer]]   # on the CPU
+@pytest.mark.parametrize("optimizer,width,wd_rule", [("adamw", None, "coupled"), ("sgd", None, "coupled"),
+                                                     ("sgd", 64, "coupled"), ("adamw", 64, "independent"),
+                                                     ("sgd", 64, "independent")])
+def test_packed_matches_separate_runs_float64(optimizer, width, wd_rule):
+    """At width 64 (m = 2) the SGD clip weighs the vector-like gradients by m^1/2 (Parametrization.clip_weight);
+    under the independent weight-decay rule each decayed group's wd is divided by its LR multiplier, in both
+    trainers' optimizers."""
+    wd = 0.05 if (optimizer, wd_rule) == ("sgd", "independent") else None     # SGD's default decay is 0
+    specs = [TrialSpec(tiny(optimizer, output_mult=c.get("output_mult", 1.0), weight_decay_rule=wd_rule,
+                            weight_decay=wd),
+                       lr=c["lr"], seed=c["seed"], width=width, dtype="float64", device="cpu")
+             for c in CASES[optimizer]]   # on the CPU
     points, finished = [], []
     packed = train_packed(specs, progress=lambda i, p: points.append((i, p)), log_every=2,
                           on_result=lambda i, r: finished.append((i, r.status)))
     single = [train_trial(spec, log_every=2) for spec in specs]
+    if wd_rule == "independent":        # the packed optimizer's groups carry the table's decay: wd / lr multiplier
+        config = specs[0].config
+        skeleton, p, _ = build_model(config, width, seed=0)
+        decays = {tuple(names): wd for _, wd, names in PackedOptimizer(skeleton, p, config.optimizer, 2.0).groups}
+        for suffix, role in (("mlp.up_proj.weight", Role.HIDDEN), ("a_proj.weight", Role.GATE_PROJ)):
+            decay = next(wd for names, wd in decays.items() if any(n.endswith(suffix) for n in names))
+            assert decay == pytest.approx(config.optimizer.weight_decay / p.lr_multiplier(role, optimizer, 2.0))
 
     assert [r.status for r in single] == [COMPLETED, COMPLETED, DIVERGED]     # the case covers both outcomes
     worst = 0.0

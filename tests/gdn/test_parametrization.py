@@ -127,6 +127,38 @@ def test_param_groups_scale_lr_and_decay():
     assert groups["gate_scalar"]["lr"] == pytest.approx(1e-2)
 
 
+def test_independent_weight_decay_holds_the_per_step_decay_at_every_width():
+    """coupled (the default): every decayed group has the optimizer's wd, so its per-step decay lr x wd follows the
+    LR multiplier (1/m for muP's matrices). independent: wd / multiplier, so lr x wd is base_lr x wd at any width;
+    the torch optimizer, the recommendation and the groups rebuilt from it agree."""
+    from gdn.optim import build_optimizer
+    from gdn.fit import Optimum
+    from gdn.recommend import SweepResult, param_groups as rec_param_groups, recommend
+    from gdn.spec import OptimizerSpec
+    lr, wd, m = 1e-2, 0.1, 4.0
+    for rule in ("coupled", "independent"):
+        config = SweepConfig(model=GDNConfig(width=64, depth=1), optimizer=OptimizerSpec(weight_decay_rule=rule))
+        model, p, _ = build_model(config, 256, seed=0)
+        groups = {g["name"]: g for g in build_optimizer(model, p, config.optimizer, lr, m).param_groups}
+        for role in ("hidden", "gate_proj"):
+            g = groups[role]
+            assert g["lr"] == pytest.approx(lr / m)
+            assert g["weight_decay"] == pytest.approx(wd if rule == "coupled" else wd * m)
+            assert g["lr"] * g["weight_decay"] == pytest.approx(lr * wd / (m if rule == "coupled" else 1))
+        assert groups["embedding"]["weight_decay"] == 0.0 and groups["norm"]["weight_decay"] == 0.0
+        rec = recommend(SweepResult(config, Optimum(lr=lr, log2_lr=math.log2(lr), loss=1.0, log2_lr_std=None,
+                                                    on_edge=False)), 256)
+        by_role = {g.role: g for g in rec.groups}
+        assert by_role["hidden"].weight_decay == pytest.approx(groups["hidden"]["weight_decay"])
+        rebuilt = {g["role"]: g for g in rec_param_groups(model, rec.to_dict())}
+        assert rebuilt["hidden"]["weight_decay"] == pytest.approx(groups["hidden"]["weight_decay"])
+        assert rec.parametrization["weight_decay_rule"] == rule
+    sp = get_parametrization("sp", weight_decay_rule="independent")
+    assert all(g.weight_decay_mult in (0.0, 1.0) for g in sp.groups(m, "adamw"))     # SP: multipliers are 1
+    with pytest.raises(ValueError, match="weight_decay_rule"):
+        OptimizerSpec(weight_decay_rule="half")
+
+
 def test_unknown_preset_and_readout_are_clear_errors():
     with pytest.raises(ValueError, match="unknown parametrization"):
         get_parametrization("mup-v9")
