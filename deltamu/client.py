@@ -82,8 +82,9 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
             time.sleep(poll_seconds)
 
-    def recommendation(self, job_id: str, width: int) -> Recommendation:
-        body = self.request("GET", f"/v1/jobs/{job_id}/recommendation", params={"width": width}).json()
+    def recommendation(self, job_id: str, width: int, tokens: int | None = None) -> Recommendation:
+        params = {"width": width} | ({"tokens": tokens} if tokens is not None else {})
+        body = self.request("GET", f"/v1/jobs/{job_id}/recommendation", params=params).json()
         return recommendation_from_dict(body)
 
     def cancel(self, job_id: str) -> dict:

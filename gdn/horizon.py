@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from gdn.fit import Optimum
+from gdn.fit import Optimum, fit_optimum
+from gdn.spec import SweepConfig
 
 # One horizon's lr* is read off a parabola through the grid's best point and its neighbours; with noise-free
 # losses it is exact, but how far a few seeds' noise can move it is not known from one sweep, so the grid itself
@@ -183,3 +184,27 @@ def scaled_warmup(warmup_steps: int, steps: int, horizon_steps: int) -> int:
     if warmup_steps == 0:
         return 0
     return min(horizon_steps, max(1, round(warmup_steps * horizon_steps / steps)))
+
+
+def config_at_horizon(config: SweepConfig, steps: int | None) -> SweepConfig:
+    """The sweep config trained for `steps` (None or its own: unchanged), its warmup scaled (scaled_warmup)."""
+    sched = config.schedule
+    if steps is None or steps == sched.steps:
+        return config
+    return dataclasses.replace(config, schedule=dataclasses.replace(
+        sched, steps=steps, warmup_steps=scaled_warmup(sched.warmup_steps, sched.steps, steps)))
+
+
+def horizon_optima(steps: Sequence[int], lrs: Sequence[float], losses: Sequence[float],
+                   seeds: Sequence[int]) -> tuple[dict[int, Optimum | None], dict[int, int]]:
+    """Each horizon's optimum (None where nothing has a finite loss) and its number of seeds, from one width's
+    trials (their horizon, lr, final loss (nan: diverged), seed)."""
+    optima, counts = {}, {}
+    for h in sorted(set(steps)):
+        ks = [k for k, s in enumerate(steps) if s == h]
+        counts[h] = len({seeds[k] for k in ks})
+        try:
+            optima[h] = fit_optimum([lrs[k] for k in ks], [losses[k] for k in ks], [seeds[k] for k in ks])
+        except ValueError:
+            optima[h] = None
+    return optima, counts

@@ -13,16 +13,22 @@ from service.recommendations import NoOptimumYet, WidthNotSupported, job_recomme
 from service.schemas import RecommendationPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
+TOKENS_MAX = 10 ** 16      # ten quadrillion: past any training run, so a larger number is a typo
 
 
 @router.get("/{job_id}/recommendation", response_model=RecommendationPublic,
             responses={**PROBLEMS, 304: {"description": "Not modified"}},
-            summary="muP hyperparameters for a target width (409 until the job has an optimum)")
+            summary="muP hyperparameters for a target width and, given, token budget (409 until the job has an "
+                    "optimum)")
 def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: Reader, response: Response,
                    width: Annotated[int, Query(ge=1, description="target width")],
+                   tokens: Annotated[int | None, Query(ge=1, le=TOKENS_MAX, description=(
+                       "the training tokens of the target run: the lr is then the horizon fit's for that budget "
+                       "(the job's single horizon: the proxy's, with a warning)"))] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> RecommendationPublic | Response:
     try:
-        answer = job_recommendation(load_job(session, job_id), width, settings=settings, if_none_match=if_none_match)
+        answer = job_recommendation(load_job(session, job_id), width, settings=settings, if_none_match=if_none_match,
+                                    tokens=tokens)
     except NoOptimumYet as e:
         raise ProblemError(409, "no-optimum-yet", "No optimum yet", str(e)) from None
     except WidthNotSupported as e:
