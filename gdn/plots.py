@@ -79,7 +79,7 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
     """lr* against training tokens (both log2), one colour per width: the base width's measured optima (points:
     (tokens, lr*, one standard error of log2 lr*, in the fit); open markers: left out, an edge is a bound) and the
     fitted line (intercept, exponent, covariance, proxy tokens: log2 lr* = intercept + exponent log2(D / proxy)),
-    solid over the measured horizons and dashed out to `tokens` with its 1-sigma band; every width's line is the
+    solid over the fitted horizons and dashed beyond, out to `tokens`, with its 1-sigma band; every width's line is the
     base width's times its hidden matrices' muP lr multiplier (multipliers: width -> multiplier)."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
@@ -104,7 +104,8 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
             u = [math.log2(x / proxy) for x in xs]
             ys = [mult * 2 ** (a + b * v) for v in u]
             sd = [math.sqrt(max(cov[0][0] + 2 * v * cov[0][1] + v * v * cov[1][1], 0.0)) for v in u]
-            j = max(k for k, x in enumerate(xs) if x <= max(measured) * (1 + 1e-9))   # the last measured
+            fitted = [t for t, _, _, used in points if used] or measured
+            j = max(k for k, x in enumerate(xs) if x <= max(fitted) * (1 + 1e-9))     # the longest fitted
             ax.plot(xs[:j + 1], ys[:j + 1], "-", color=color, label=f"width {width}: lr* ~ D^{b:+.3f}")
             ax.plot(xs[j:], ys[j:], "--", color=color)                                # extrapolated
             ax.fill_between(xs, [y / 2 ** e for y, e in zip(ys, sd)], [y * 2 ** e for y, e in zip(ys, sd)],
