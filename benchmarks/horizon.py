@@ -42,6 +42,9 @@ SCALES = {
     # seconds on 2 CPU cores: width 32 -> 64 (2x for the joint part), horizons 10..80
     "tiny": Scale(widths=(32, 64), depth=1, seq_len=32, batch_size=4, horizons=(10, 20, 40, 80), seeds=(0, 1),
                   eval_batches=2, arms=("adamw-mup-default",), grid_points=3),
+    # 2 CPU cores: the CPU transfer study's shapes (docs/transfer.md), width 32 -> 256, T = 50 steps
+    "cpu": Scale(widths=(32, 256), depth=2, seq_len=64, batch_size=8, horizons=(50, 100, 200, 400, 800),
+                 seeds=(0, 1), eval_batches=16, arms=("adamw-mup-default",), grid_points=5),
     # one H100: width 128 (4096 tokens a step), T = 250 steps; 16T = 4000; the joint run at 1024 x 2000 steps
     "gpu": Scale(widths=(128, 1024), depth=4, seq_len=512, batch_size=8, horizons=(250, 500, 1000, 2000, 4000),
                  seeds=(0, 1), eval_batches=16, arms=("adamw-mup-default",), grid_points=5),

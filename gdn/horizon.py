@@ -107,7 +107,8 @@ class HorizonFit:
             log2_factor = 0.0
             warnings.append(
                 f"the fitted exponent {self.exponent:+.3f} +- {self.exponent_err:.3f} is not distinguishable from 0 "
-                f"over {self.points[0].steps}-{max(p.steps for p in self.points if p.in_fit)} steps: the lr is not "
+                f"over {min(p.steps for p in self.points if p.in_fit)}-{max(p.steps for p in self.points if p.in_fit)} "
+                f"steps: the lr is not "
                 f"extrapolated (the proxy's); the line's error at {tokens:,} tokens is {error:.2g} grid steps")
         if validated_ratio is not None and ratio > validated_ratio:
             warnings.append(f"{tokens:,} tokens is {ratio:.3g}x the longest proxy horizon ({self.max_tokens:,}), "

@@ -35,7 +35,8 @@ def test_a_grid_of_too_small_lrs_extends_upward_and_says_how_many_rounds(deploym
 
 def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(deployment, workers):
     client, sessions, env = deployment
-    job = tiny_job(lr_grid={"values": [0.005, 0.01, 0.02]}, horizons=[5, 10, 20], schedule=SHORT)  # the proxy's: 10
+    job = tiny_job(lr_grid={"values": [0.005, 0.01, 0.02]}, horizons=[5, 10, 20], schedule=SHORT,   # the proxy's: 10
+                   max_extend_rounds=1)
     job_id = client.post("/v1/jobs", json=job, headers=AUTH).json()["id"]
     worker = workers(env, "horizons")
     wait_for(lambda: job_state(sessions, job_id) in (JobState.SUCCEEDED, JobState.FAILED), JOB_TIMEOUT,
@@ -44,6 +45,8 @@ def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(depl
     assert body["state"] == "SUCCEEDED", body["error"]
     trials = trials_of(sessions, job_id)
     assert sorted({t.steps for t in trials}, key=lambda s: s or 10) == [5, None, 20]
+    added = len(trials) - 9                  # 3 lrs x 3 horizons, and two per horizon whose best was an edge
+    assert body["trials"]["total"] == len(trials) and added % 2 == 0 and (added > 0) == (body["extend_rounds"] == 1)
     assert all(t.tokens == (t.steps or 10) * 2 * 32 for t in trials)          # each trained its own horizon
     fit = body["horizon"]
     assert [p["steps"] for p in fit["points"]] == [5, 10, 20] and fit["proxy_tokens"] == 10 * 64
