@@ -2,10 +2,15 @@
 itself past the edge, and a horizon sweep answers the recommendation for a token budget. Tiny CPU jobs."""
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
+from deltamu import Client
+from service import cli
 from service.models import JobState
-from helpers import assert_problem, tiny_job, wait_for
+from helpers import TEST_TOKEN, assert_problem, tiny_job, wait_for
 from worker_helpers import AUTH, JOB_TIMEOUT, job_state, logs, trials_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,7 +38,7 @@ def test_a_grid_of_too_small_lrs_extends_upward_and_says_how_many_rounds(deploym
     assert any("single horizon" in w and "falls as the token budget grows" in w for w in rec["warnings"])
 
 
-def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(deployment, workers):
+def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(deployment, workers, monkeypatch, capsys):
     client, sessions, env = deployment
     job = tiny_job(lr_grid={"values": [0.005, 0.01, 0.02]}, horizons=[5, 10, 20], schedule=SHORT,   # the proxy's: 10
                    max_extend_rounds=1)
@@ -71,8 +76,16 @@ def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(depl
                               headers=AUTH), 422)
     plain = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 64}, headers=AUTH).json()
     assert plain["horizon"] is None and plain["base_lr"] == pytest.approx(rec["proxy_lr"])
-    png = client.get(f"/v1/jobs/{job_id}/horizon.png", params={"tokens": tokens}, headers=AUTH)
+    png = client.get(f"/v1/jobs/{job_id}/horizon.png", params={"tokens": tokens, "width": 256}, headers=AUTH)
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the Python client and the CLI give the same answer (the CLI's connection pointed at this app; last: it closes it)
+    assert Client(http=client, token=TEST_TOKEN).recommendation(job_id, 64, tokens=tokens).base_lr == rec["base_lr"]
+    monkeypatch.setattr(cli, "_client", lambda args: Client(http=client, token=TEST_TOKEN))
+    args = argparse.Namespace(id=job_id, width=64, tokens=tokens, url=None, token=None)
+    assert cli.cmd_recommendation(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == rec and f"for {tokens:,} tokens" in err and "16x the longest proxy horizon" in err
 
 
 def test_horizons_must_hold_the_proxys(deployment):
