@@ -70,6 +70,15 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     _check_limits(config, widths, len(lrs) * len(job.seeds), job.log_every, settings)
     for h in extra_horizons:       # each further horizon of the base width: its steps, curve rows and FLOPs
         _check_limits(config_at_horizon(config, h), [widths[0]], len(lrs) * len(job.seeds), job.log_every, settings)
+    if extra_horizons:             # and the FLOPs of every width and horizon together
+        sched, per_step = config.schedule, config.schedule.batch_size * config.schedule.seq_len
+        flops = len(lrs) * len(job.seeds) * per_step * (
+            sched.steps * sum(train_flops_per_token(config.model_at(w)) for w in widths)
+            + sum(extra_horizons) * train_flops_per_token(config.model_at(widths[0])))
+        if flops > settings.max_job_flops:
+            raise JobRejected(f"the job needs about {flops:.3g} training FLOPs over its widths and horizons, above "
+                              f"the limit of {settings.max_job_flops:.3g}: use fewer or shorter horizons, trials or "
+                              f"widths")
     sweep_config = config.to_dict()
     identity = {"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
                 "sweep_config": sweep_config, "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
