@@ -67,10 +67,11 @@ def steps_error(predicted_log2: float | None, measured_log2: float | None) -> fl
 
 class HorizonStudy:
     def __init__(self, study: Study, arm: str, fit: list[int], predict: list[int], joint_width: int,
-                 joint_horizon: int):
+                 joint_horizon: int, joint_grid_points: int = 3):
         self.study, self.scale = study, study.scale
         self.arm, self.fit_h, self.predict_h = ARMS[arm], fit, predict
         self.joint_width, self.joint_horizon = joint_width, joint_horizon
+        self.joint_grid_points = joint_grid_points
         self.base = self.scale.widths[0]
 
     def mults(self, arm) -> tuple[float, float]:
@@ -117,6 +118,9 @@ class HorizonStudy:
         self.study.sweep_width([(sp, self.fit_h[0], self.base, self.mults(sp), nearest_k(sp.start_log2_lr))])
         sp_base = self.optimum(sp, self.fit_h[0], self.base)
         print(f"part joint: {self.arm.name} and SP at width {self.joint_width}, {self.joint_horizon} steps", flush=True)
+        # the wide, long runs are the study's cost: a narrower first grid, centred on the prediction (the edge
+        # extensions still make each optimum interior)
+        self.study.scale = dataclasses.replace(self.scale, grid_points=self.joint_grid_points)
         self.study.sweep_width([(self.arm, self.joint_horizon, self.joint_width, self.mults(self.arm),
                                  nearest_k(product)),
                                 (sp, self.joint_horizon, self.joint_width, self.mults(sp), nearest_k(sp_base.log2_lr))])
@@ -209,6 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--predict", default=None, help="comma-separated horizons to predict (default: the rest)")
     ap.add_argument("--joint-width", type=int, default=None, help="default: the scale's widest")
     ap.add_argument("--joint-horizon", type=int, default=None, help="default: 8x the first fit horizon")
+    ap.add_argument("--joint-grid-points", type=int, default=3, help="points of the joint runs' first grids")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds, overriding the scale's")
     ap.add_argument("--grid-points", type=int, default=None)
     ap.add_argument("--out", required=True, help="folder for the results JSONL, the summary JSON and the plot")
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
     study = Study(scale, out / args.results, args.workers, args.threads, args.pack,
                   gpus=tuple(g for g in args.gpus.split(",") if g))
     hs = HorizonStudy(study, args.arm or scale.arms[0], fit, predict, args.joint_width or scale.widths[-1],
-                      args.joint_horizon or 8 * fit[0])
+                      args.joint_horizon or 8 * fit[0], args.joint_grid_points)
     planned = len(scale.seeds) * scale.grid_points * sum(fit + predict)
     print(f"{scale.grid_points} lrs x {len(scale.seeds)} seeds: {planned:,} trial-steps at width {scale.widths[0]} "
           "before extensions", flush=True)
