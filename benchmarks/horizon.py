@@ -18,8 +18,8 @@ summary and a plot are written under --out.
 
     python benchmarks/horizon.py --scale tiny --out /tmp/h                      # the suite's CPU run (seconds)
     PYTHONPATH=. python3 benchmarks/horizon.py --scale gpu --part horizon --out $OUT --workers 5 --pack 10
-    PYTHONPATH=. python3 benchmarks/horizon.py --scale gpu --part joint --out $OUT --workers 2 --pack 10 \\
-        --results horizon.jsonl                                                  # the first call's results
+    PYTHONPATH=. python3 benchmarks/horizon.py --scale gpu --part joint --out $OUT --workers 3 --pack 6 \\
+        --resume-from docs/transfer/horizon-gpu.jsonl                            # the first call's trials
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -218,6 +219,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-points", type=int, default=None)
     ap.add_argument("--out", required=True, help="folder for the results JSONL, the summary JSON and the plot")
     ap.add_argument("--results", default="horizon.jsonl", help="the JSONL under --out (kept: a rerun resumes)")
+    ap.add_argument("--resume-from", default=None,
+                    help="a JSONL of an earlier call (e.g. the first call's, carried into the tree): copied under --out "
+                         "first, so this call runs only what is missing and returns every trial")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pack", type=int, default=1)
@@ -234,6 +238,8 @@ def main(argv=None) -> int:
                else [h for h in scale.horizons if h not in fit])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.resume_from and not (out / args.results).exists():
+        shutil.copyfile(args.resume_from, out / args.results)
     study = Study(scale, out / args.results, args.workers, args.threads, args.pack,
                   gpus=tuple(g for g in args.gpus.split(",") if g))
     hs = HorizonStudy(study, args.arm or scale.arms[0], fit, predict, args.joint_width or scale.widths[-1],
