@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,10 +28,9 @@ import deltamu  # noqa: E402
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.fit import Optimum  # noqa: E402
 from gdn.model import GDNModel  # noqa: E402
-from gdn.optim import clip_grad_norm, lr_at, set_lr  # noqa: E402
 from gdn.recommend import SweepResult, recommend  # noqa: E402
 from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
-from gdn.trial import precision, resolve_device, trial_corpus  # noqa: E402
+from gdn.train import train_model  # noqa: E402
 
 IMPLS = ("deltamu", "fla")
 
@@ -103,45 +101,15 @@ def models(spec: TrialSpec, rec, args) -> dict:
     return {"deltamu": ours, "fla": theirs}
 
 
-def train(impl: str, model, spec: TrialSpec, rec) -> dict:
-    """One model trained as gdn.train.train_trial trains one: the same batches, schedule, clip and evaluation."""
-    cfg, sched = spec.config, spec.config.schedule
-    device = resolve_device(spec.device)
-    corpus = trial_corpus(cfg)
+def train(impl: str, model, spec: TrialSpec, rec, log_every: int) -> dict:
+    """One model trained by gdn.train.train_model, the loop every lone trial runs: the same batches, schedule, clip
+    and evaluation for both implementations."""
     groups = deltamu.apply(model, rec, init=False)
-    dtype, autocast = precision(spec, device)
-    model.to(device=device, dtype=dtype)
-    opt = cfg.optimizer
-    optimizer = (torch.optim.AdamW(groups, betas=opt.betas, eps=opt.eps) if opt.name == "adamw"
-                 else torch.optim.SGD(groups, momentum=opt.momentum, nesterov=opt.momentum > 0))
-    weight_of = {id(p): g["clip_weight"] for g in groups for p in g["params"]}
-    clip_weights = [weight_of[id(p)] for p in model.parameters()]
-
-    def logits(x):
-        return model(x) if impl == "deltamu" else model(x, use_cache=False).logits
-
-    curve, start = [], time.perf_counter()
-    for step in range(sched.steps):
-        set_lr(optimizer, lr_at(step, spec.lr, sched.warmup_steps, sched.steps, sched.min_lr))
-        x, y = corpus.batch(step, spec.seed, sched.batch_size, sched.seq_len, device)
-        with autocast():
-            out = logits(x)
-        loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm(model, opt.grad_clip, clip_weights)
-        optimizer.step()
-        curve.append(float(loss))
-    model.eval()
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for x, y in corpus.val_batches(cfg.eval_batches, sched.batch_size, sched.seq_len, device):
-            with autocast():
-                out = logits(x)
-            total += float(F.cross_entropy(out.float().flatten(0, 1), y.flatten()))
-            n += 1
-    return {"impl": impl, "width": spec.at_width, "final_val_loss": total / n, "curve": curve,
-            "seconds": time.perf_counter() - start, "device": str(device)}
+    logits = None if impl == "deltamu" else (lambda x: model(x, use_cache=False).logits)
+    result = train_model(spec, model, groups, logits=logits, log_every=log_every)
+    return {"impl": impl, "width": spec.at_width, "status": result.status, "final_val_loss": result.final_val_loss,
+            "curve": [[point.step, point.loss, point.seconds] for point in result.curve], "seconds": result.seconds,
+            "device": result.device}
 
 
 def main(argv=None) -> int:
@@ -157,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     ap.add_argument("--parametrization", default="mup")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=10, help="steps between curve points (mean training loss)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch-ops", action="store_true", help="fla's layer on deltamu's torch ops (no GPU needed)")
     ap.add_argument("--out", default=".", help="folder for fla_parity.json and fla_parity.png")
@@ -169,17 +138,18 @@ def main(argv=None) -> int:
                          data=DataSpec("builtin"), eval_batches=args.eval_batches)
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
     rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with fla_on_torch() if args.torch_ops else contextlib.nullcontext():
         for width in (int(w) for w in args.widths.split(",")):
             rec = recommend(SweepResult(config, optimum), width)
             spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=width, device=args.device)
             for impl, model in models(spec, rec, args).items():
-                rows.append(train(impl, model, spec, rec))
+                rows.append(train(impl, model, spec, rec, args.log_every))
+                # written after every run, so a call cut at its time limit keeps what finished
+                (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
                 print(f"  width {width} {impl}: val loss {rows[-1]['final_val_loss']:.4f} "
                       f"({rows[-1]['seconds']:.0f} s)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     plot(rows, out / "fla_parity.png")
     print("\n| width | deltamu GDNModel | fla + deltamu.apply | fla vs deltamu |\n|---|---|---|---|")
     for width in sorted({r["width"] for r in rows}):
@@ -199,9 +169,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax = fig.add_subplot(1, len(widths), k + 1)
         for r in rows:
             if r["width"] == width:
-                ax.plot(range(1, len(r["curve"]) + 1), r["curve"], label=f"{r['impl']} (val {r['final_val_loss']:.3f})",
+                steps, losses = zip(*((point[0], point[1]) for point in r["curve"]))
+                ax.plot(steps, losses, label=f"{r['impl']} (val {r['final_val_loss']:.3f})",
                         lw=1)
-        ax.set(title=f"width {width}", xlabel="step", ylabel="training loss")
+        ax.set(title=f"width {width}", xlabel="step", ylabel="training loss (nats per token)", yscale="log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,7 +1,7 @@
 """deltamu for users: tune the learning rate of a GDN language model on a small proxy, carry it to any width.
 
     import deltamu
-    rec = deltamu.Client(url, token).recommendation(job_id, width=2048)   # or deltamu.recommend(result, 2048)
+    rec = deltamu.Client(url, token).job(job_id).recommendation(2048)   # or deltamu.recommend(result, 2048)
     optimizer = torch.optim.AdamW(deltamu.apply(model, rec))   # our GDNModel or fla's: checked, initialised,
                                                                # its forward multipliers installed, its groups
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 _LAZY = {
     "Client": "deltamu.client",
     "ApiError": "deltamu.client",
+    "Job": "deltamu.client",
     "recommend": "gdn.recommend",
     "param_groups": "gdn.recommend",
     "apply": "gdn.apply",

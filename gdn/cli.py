@@ -27,12 +27,14 @@ def _floats(s: str) -> list[float]:
 
 def _add_model_args(p: argparse.ArgumentParser, width: int, depth: int) -> None:
     p.add_argument("--width", type=int, default=width, help="model width d (the base width)")
-    p.add_argument("--depth", type=int, default=depth)
-    p.add_argument("--width-axis", choices=["head_dim", "heads"], default="head_dim")
+    p.add_argument("--depth", type=int, default=depth, help=f"number of blocks (default {depth})")
+    p.add_argument("--width-axis", choices=["head_dim", "heads"], default="head_dim",
+                   help="how width grows: head_dim (the paper: 6 heads, wider heads) or heads (fixed head dims, "
+                        "more heads)")
     p.add_argument("--parametrization", default="mup", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--readout", default=None, help="readout rule (default: the preset's)")
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="default adamw")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: 0.1 under AdamW, 0 under SGD")
     p.add_argument("--output-mult", type=float, default=None,
                    help="logit multiplier tuned at the base width (default: the preset's; mup: 4)")
     p.add_argument("--init-mult", type=float, default=None,
@@ -40,11 +42,12 @@ def _add_model_args(p: argparse.ArgumentParser, width: int, depth: int) -> None:
 
 
 def _add_schedule_args(p: argparse.ArgumentParser, steps: int, seq_len: int, batch_size: int) -> None:
-    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--steps", type=int, default=steps, help=f"training steps (default {steps})")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 10%% of steps)")
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--seq-len", type=int, default=seq_len)
-    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per step (default {batch_size})")
+    p.add_argument("--seq-len", type=int, default=seq_len, help=f"tokens per sequence (default {seq_len})")
+    p.add_argument("--min-lr", type=float, default=0.0,
+                   help="the cosine schedule's floor, absolute for a group of LR multiplier 1 (default 0)")
     p.add_argument("--data", default="builtin", help="'builtin', a UTF-8 text file or folder, or a .bin")
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size of a .bin corpus")
 
@@ -134,7 +137,8 @@ def cmd_sweep(args) -> int:
                         completed=[(lr, s, r.final_val_loss) for lr, s, r in results if r.status == "COMPLETED"],
                         diverged=[(lr, s) for lr, s, r in results if r.status != "COMPLETED"],
                         optimum_lr=optimum.lr, optimum_loss=optimum.loss, on_edge=optimum.on_edge,
-                        near_best=(optimum.near_best_lr_min, optimum.near_best_lr_max))
+                        near_best=(optimum.near_best_lr_min, optimum.near_best_lr_max),
+                        loss_unit=config.data.loss_unit)
         with open(args.plot, "wb") as f:
             f.write(png)
     return 0
@@ -160,6 +164,12 @@ def cmd_recommend(args) -> int:
     if args.json:
         print(json.dumps(rec, indent=2, default=_json_default))
         return 0
+    print_recommendation(rec)
+    return 0
+
+
+def print_recommendation(rec: dict) -> None:
+    """The readable table of a recommendation (gdn.spec.Recommendation.to_dict(), or the API's answer)."""
     print(f"{rec['parametrization']['name']} ({rec['parametrization']['readout']} readout, "
           f"{rec['parametrization']['width_axis']} axis), {rec['optimizer']['name']}: base width "
           f"{rec['base_width']} -> {rec['target_width']} (m = {rec['width_mult']:g}), base lr {rec['base_lr']:.4g}")
@@ -176,13 +186,16 @@ def cmd_recommend(args) -> int:
           f"{100 * rec['cost']['trial_share']:.3g}% of a target run of the same tokens")
     for warning in rec["warnings"]:
         print(f"warning: {warning}")
-    return 0
 
 
 # --- coordcheck -------------------------------------------------------------------------------------------------
 
+BASELINES = ("sp",)      # expected to fail the check (its activations grow with width): the comparison, not a FAIL
+
+
 def cmd_coordcheck(args) -> int:
-    from gdn.coordcheck import coord_check, format_table, format_update_table, plot
+    """Exit 1 when a parametrization other than the SP baseline fails, with why and what to try."""
+    from gdn.coordcheck import coord_check, explain, format_table, format_update_table, plot
 
     args.width = args.widths[0]            # the narrowest model is the base
     # The check is of the table's width exponents, which constants tuned at the base width do not change; with
@@ -190,20 +203,25 @@ def cmd_coordcheck(args) -> int:
     # (mlp.out 0.52 at 64, 0.13-0.14 from 256 on), so they default to 1 here.
     args.output_mult = 1.0 if args.output_mult is None else args.output_mult
     args.init_mult = 1.0 if args.init_mult is None else args.init_mult
+    threshold = {} if args.threshold is None else {"threshold": args.threshold}
     checks = [coord_check(_config(args, parametrization=name), args.widths, lr=args.lr, steps=args.steps,
-                          seeds=range(args.seeds))
+                          seeds=range(args.seeds), **threshold)
               for name in args.parametrization.split(",")]
+    failed = [c for c in checks if not c.passed and c.parametrization not in BASELINES]
     if args.json:
         print(json.dumps([c.to_dict() for c in checks], indent=2))
     else:
         for c in checks:
-            print(f"== {c.parametrization} ({'flat' if c.passed else 'FAILS: ' + ', '.join(c.failing)})")
+            baseline = " (the baseline: expected to grow)" if c.parametrization in BASELINES else ""
+            print(f"== {c.parametrization} ({'flat' if c.passed else 'FAILS: ' + ', '.join(c.failing)}{baseline})")
             print(format_table(c))
             if args.updates:
                 print(format_update_table(c))
     if args.plot:
         plot(checks, args.plot)
-    return 0
+    for c in failed:
+        print(f"deltamu coordcheck: FAIL: {c.parametrization}: " + "\n  ".join(explain(c)), file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_commands(sub) -> None:
@@ -213,13 +231,13 @@ def add_commands(sub) -> None:
     _add_model_args(p, width=64, depth=2)
     _add_schedule_args(p, steps=200, seq_len=128, batch_size=16)
     p.add_argument("--lrs", type=_floats, default=None, help="comma-separated learning rates")
-    p.add_argument("--lr-min", type=float, default=2e-3)
-    p.add_argument("--lr-max", type=float, default=3.2e-2)
-    p.add_argument("--count", type=int, default=5)
-    p.add_argument("--seeds", type=_ints, default=[0])
+    p.add_argument("--lr-min", type=float, default=2e-3, help="smallest LR of the log-spaced grid (default 0.002)")
+    p.add_argument("--lr-max", type=float, default=3.2e-2, help="largest LR of the grid (default 0.032)")
+    p.add_argument("--count", type=int, default=5, help="learning rates in the grid (default 5)")
+    p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
     p.add_argument("--max-extend-rounds", type=int, default=2,
                    help="rounds of learning rates added beyond the grid's edge while the best one is there (0: none)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cpu")
     p.add_argument("--json", default=None, help="write every trial and the optimum to this file")
     p.add_argument("--plot", default=None, help="write loss vs learning rate to this PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -227,10 +245,11 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("recommend", help="muP-scaled hyperparameters for a target width, from a tuned base LR")
     _add_model_args(p, width=256, depth=8)
-    p.add_argument("--base-width", dest="width", type=int, default=256)
-    p.add_argument("--target-width", type=int, required=True)
+    p.add_argument("--base-width", dest="width", type=int, default=256,
+                   help="the width the LR was tuned at (default 256)")
+    p.add_argument("--target-width", type=int, required=True, help="the width you will train")
     p.add_argument("--lr", type=float, required=True, help="the best LR found at the base width")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the whole recommendation as JSON")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("coordcheck", help="activation size vs width per tensor, with a verdict",
@@ -240,7 +259,9 @@ def add_commands(sub) -> None:
     p.add_argument("--widths", type=_ints, required=True, help="e.g. 64,128,256,512 (the first is the base)")
     p.add_argument("--lr", type=float, default=1e-2, help="constant LR of the few training steps")
     p.add_argument("--seeds", type=int, default=2, help="number of seeds to average")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest |slope - expected slope| that passes (default 0.25)")
+    p.add_argument("--json", action="store_true", help="print every check as JSON")
     p.add_argument("--updates", action="store_true",
                    help="also print each parameter kind's update size per width and its slope (muP wants 0)")
     p.add_argument("--plot", default=None, help="write size vs width to this PNG")

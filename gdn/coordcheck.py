@@ -223,6 +223,26 @@ def format_update_table(check: CoordCheck) -> str:
     return "\n".join(rows)
 
 
+def explain(check: CoordCheck) -> list[str]:
+    """Why each failing tensor failed, and what to try: a slope fitted over few narrow widths and seeds is noisy,
+    and narrow models are far from the large-width behaviour the exponents describe."""
+    lines = []
+    for k in check.failing:
+        sizes = " -> ".join(f"{s:.3g}" for s in check.sizes[k])
+        lines.append(f"{k} ({KINDS[k][0]}) {check.verdicts[k]}: slope {check.slopes[k]:+.2f} in log width, muP "
+                     f"expects {check.expected[k]:+.2f} +- {check.threshold:g}; mean |coordinate| {sizes} over "
+                     f"widths {', '.join(map(str, check.widths))}")
+    if lines:
+        hints = []
+        if min(check.widths) < 64 or max(check.widths) / min(check.widths) < 8:
+            hints.append("wider widths spanning 8x or more (e.g. --widths 64,128,256,512): narrow models are far "
+                         "from their large-width behaviour, and a short span makes the slope noisy")
+        hints.append("more seeds (--seeds 4): the slope is fitted to a mean over seeds")
+        hints.append("--updates, to see which parameter's update grows with width")
+        lines.append("try: " + "; ".join(hints))
+    return lines
+
+
 def format_table(check: CoordCheck) -> str:
     head = f"{'tensor':<10}" + "".join(f"{w:>10}" for w in check.widths) + f"{'slope':>8}{'expect':>8}  verdict"
     rows = [head]

@@ -25,12 +25,22 @@ def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr
 def build_optimizer(model: nn.Module, parametrization: Parametrization, spec: OptimizerSpec, lr: float,
                     width_mult: float) -> torch.optim.Optimizer:
     """One param group per role, each carrying its `lr_mult` (so the schedule can scale it)."""
-    groups = param_groups(model, parametrization.groups(width_mult, spec.name), lr, spec.weight_decay)
+    return optimizer_for(param_groups(model, parametrization.groups(width_mult, spec.name), lr, spec.weight_decay),
+                         spec)
+
+
+def optimizer_for(groups: list[dict], spec: OptimizerSpec) -> torch.optim.Optimizer:
+    """The torch optimizer `spec` names over param groups that carry their own lr and weight decay
+    (gdn.parametrization.param_groups, or what deltamu.apply returns for any model)."""
     if spec.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
-                                 foreach=True)
-    return torch.optim.SGD(groups, lr=lr, momentum=spec.momentum, nesterov=spec.momentum > 0,
-                           weight_decay=spec.weight_decay, foreach=True)
+        return torch.optim.AdamW(groups, betas=spec.betas, eps=spec.eps, foreach=True)
+    return torch.optim.SGD(groups, momentum=spec.momentum, nesterov=spec.momentum > 0, foreach=True)
+
+
+def group_clip_weights(model: nn.Module, groups: list[dict]) -> list[float]:
+    """The clip weight of every parameter of `model`, in model.parameters() order, from the groups it is in."""
+    weight_of = {id(p): g["clip_weight"] for g in groups for p in g["params"]}
+    return [weight_of[id(p)] for p in model.parameters()]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> None:

@@ -10,17 +10,29 @@ from collections import defaultdict
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-FIGSIZE = (6.4, 4.0)
+FIGSIZE = (8.4, 4.0)          # the axes and, to their right, the legend (never over the data)
 DPI = 110
+MAX_LR_TICKS = 8
 
 
-def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
-              optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False,
-              near_best: tuple[float, float] | None = None) -> bytes:
+def sweep_png(**kwargs) -> bytes:
+    """sweep_figure as PNG bytes."""
+    return _to_png(sweep_figure(**kwargs))
+
+
+def transfer_png(**kwargs) -> bytes:
+    """transfer_figure as PNG bytes."""
+    return _to_png(transfer_figure(**kwargs))
+
+
+def sweep_figure(*, title: str, completed: list[tuple[float, int, float]], diverged: list[tuple[float, int]],
+                 optimum_lr: float | None, optimum_loss: float | None, on_edge: bool = False,
+                 near_best: tuple[float, float] | None = None, loss_unit: str = "nats per token") -> Figure:
     """completed: (lr, seed, final loss); diverged: (lr, seed); near_best: the optimum's (near_best_lr_min,
     near_best_lr_max), shaded where it spans more than one grid point: the sweep cannot rank the LRs inside."""
-    fig, ax = _axes(title, "final validation loss")
+    fig, ax = _axes(title, f"final validation loss ({loss_unit})")
     if near_best is not None and all(x is not None and math.isfinite(x) for x in near_best) and \
             near_best[1] > near_best[0]:
         ax.axvspan(*near_best, color="0.85", zorder=0, label="within the seed noise of the best")
@@ -42,14 +54,15 @@ def sweep_png(*, title: str, completed: list[tuple[float, int, float]], diverged
         if optimum_loss is not None and math.isfinite(optimum_loss):
             ax.plot([optimum_lr], [optimum_loss], "*", color="k", markersize=14,
                     label=f"optimum lr={optimum_lr:.3g}{edge}")
-    return _png(fig, ax, empty=not completed and not diverged)
+    return _finish(fig, ax, [lr for lr, _, _ in completed] + [lr for lr, _ in diverged])
 
 
-def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], diverged: list[tuple[int, float]],
-                 optima: dict[int, tuple[float, float]], base_lr: float | None) -> bytes:
+def transfer_figure(*, title: str, completed: list[tuple[int, float, int, float]],
+                    diverged: list[tuple[int, float]], optima: dict[int, tuple[float, float]], base_lr: float | None,
+                    loss_unit: str = "nats per token") -> Figure:
     """A transfer study: per width, the seed-mean final loss minus that width's best vs LR. completed: (width, lr,
     seed, loss); diverged: (width, lr); optima: width -> (lr*, fitted loss); base_lr: the base width's lr*."""
-    fig, ax = _axes(title, "final validation loss minus the width's best")
+    fig, ax = _axes(title, f"final validation loss minus the width's best ({loss_unit})")
     by_width: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for width, lr, _seed, loss in completed:
         by_width[width][lr].append(loss)
@@ -70,7 +83,7 @@ def transfer_png(*, title: str, completed: list[tuple[int, float, int, float]], 
         ax.plot([lr], [excess_top * 1.05 or 1.0], "x", color=lines[width], markersize=9, mew=2)
     if base_lr is not None:
         ax.axvline(base_lr, color="k", ls="--", lw=1, label=f"base width's lr* {base_lr:.3g}")
-    return _png(fig, ax, empty=not completed and not diverged)
+    return _finish(fig, ax, [lr for _, lr, _, _ in completed] + [lr for _, lr in diverged])
 
 
 def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool]],
@@ -114,7 +127,13 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
             ax.plot([], [], "o", color=color, label=f"width {width} (one horizon: no line)")
     if tokens:
         ax.axvline(tokens, color="k", ls=":", lw=1, label=f"{tokens:,} tokens")
-    return _png(fig, ax, empty=not points)
+    if not points:
+        ax.text(0.5, 0.5, "no optimum yet", transform=ax.transAxes, ha="center", va="center")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _to_png(fig)
 
 
 def _axes(title: str, ylabel: str):
@@ -129,13 +148,30 @@ def _axes(title: str, ylabel: str):
     return fig, ax
 
 
-def _png(fig: Figure, ax, empty: bool) -> bytes:
-    if empty:
-        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
+def decimal_lr(x: float, _pos=None) -> str:
+    """A learning rate as a decimal with 3 significant digits (0.002, 0.00447), not as a power of two."""
+    return f"{x:.3g}" if x >= 1e-4 else f"{x:.2e}"
+
+
+def _finish(fig: Figure, ax, lrs: list[float]) -> Figure:
+    """Ticks at the grid's own learning rates (at most MAX_LR_TICKS of them), in decimal; the legend to the right
+    of the axes."""
+    grid = sorted(set(lrs))
+    if grid:
+        every = math.ceil(len(grid) / MAX_LR_TICKS)
+        ax.xaxis.set_major_locator(FixedLocator(grid[::every]))
+        ax.xaxis.set_major_formatter(FuncFormatter(decimal_lr))
+        ax.xaxis.set_minor_locator(NullLocator())
     else:
-        ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+        ax.text(0.5, 0.5, "no finished trial yet", transform=ax.transAxes, ha="center", va="center")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def _to_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

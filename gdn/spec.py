@@ -89,6 +89,12 @@ class DataSpec:
         if self.source.endswith(".bin") and not self.vocab_size:
             raise ValueError("a .bin corpus needs its vocab_size")
 
+    @property
+    def loss_unit(self) -> str:
+        """What one unit of this corpus's loss is: nats per byte for the byte-level tokenizer, else per token."""
+        return "nats per byte" if not self.source.endswith(".bin") and self.vocab_size in (None, BYTE_VOCAB) \
+            else "nats per token"
+
 
 @dataclass(frozen=True)
 class SweepConfig:

@@ -1,5 +1,6 @@
 """Train trials: `run` is the one entry (a lone trial, or a pack of K trials of one architecture, by device and
-spec); `train_trial` is the readable reference loop, one proxy at a time, that the packed trainer is tested against.
+spec); `train_trial` is the readable reference loop, one proxy at a time, that the packed trainer is tested against;
+`train_model` is its loop for any model and param groups (benchmarks/fla_parity.py trains fla's model with it).
 
 No database and no Celery here: progress leaves through a callback, cancellation comes in through another.
 """
@@ -12,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from gdn.model import GDNModel
-from gdn.optim import build_optimizer, clip_grad_norm, lr_at, set_lr
+from gdn.optim import clip_grad_norm, group_clip_weights, lr_at, optimizer_for, set_lr
 from gdn.packed import train_packed
+from gdn.parametrization import param_groups
 from gdn.spec import CurvePoint, TrialCancelled, TrialResult, TrialSpec
 from gdn.trial import TrialLog, build_model, is_log_point, precision, resolve_device, trial_corpus, uses_cuda_graphs
 
@@ -37,14 +39,16 @@ def run(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], None] | No
 
 
 @torch.no_grad()
-def evaluate(model: GDNModel, batches, autocast) -> float:
+def evaluate(model: torch.nn.Module, batches, autocast, logits: Callable | None = None) -> float:
+    """Mean validation loss; `logits(x)` is the model's forward (default: model(x))."""
+    logits = logits or model
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     for x, y in batches:                    # streamed: one batch on the device at a time
         with autocast():
-            logits = model(x)
-        total += float(F.cross_entropy(logits.float().flatten(0, 1), y.flatten()))
+            out = logits(x)
+        total += float(F.cross_entropy(out.float().flatten(0, 1), y.flatten()))
         n += 1
     model.train(was_training)
     return total / n
@@ -53,17 +57,29 @@ def evaluate(model: GDNModel, batches, autocast) -> float:
 def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, log_every: int = 10) -> TrialResult:
     """One trial, one model, op by op: the reference the packed trainer is tested against."""
+    cfg = spec.config
+    model, p, width_mult = build_model(cfg, spec.at_width, spec.seed, spec.backend)
+    groups = param_groups(model, p.groups(width_mult, cfg.optimizer.name), spec.lr, cfg.optimizer.weight_decay)
+    return train_model(spec, model, groups, progress=progress, should_stop=should_stop, log_every=log_every)
+
+
+def train_model(spec: TrialSpec, model: torch.nn.Module, groups: list[dict], *, logits: Callable | None = None,
+                progress: Callable[[CurvePoint], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                log_every: int = 10) -> TrialResult:
+    """Train `model` as trial `spec` trains: its batches, schedule, clip and evaluation, with the optimizer over
+    `groups` (param groups carrying lr_mult, lr, weight decay and clip_weight). `logits(x)` is the forward
+    (default: model(x)); the model is moved to the spec's device and dtype here."""
     cfg, sched = spec.config, spec.config.schedule
     device = resolve_device(spec.device)
     corpus = trial_corpus(cfg)
-    model, p, width_mult = build_model(cfg, spec.at_width, spec.seed, spec.backend)
     dtype, autocast = precision(spec, device)
     model.to(device=device, dtype=dtype)
-    optimizer = build_optimizer(model, p, cfg.optimizer, spec.lr, width_mult)
-    clip_weights = p.clip_weights(model, cfg.optimizer.name, width_mult)
+    logits = logits or model
+    optimizer = optimizer_for(groups, cfg.optimizer)
+    clip_weights = group_clip_weights(model, groups)
     val_batches = corpus.val_batches(cfg.eval_batches, sched.batch_size, sched.seq_len, device)
-    log = TrialLog(spec, num_params=model.num_params(), data_sha256=corpus.sha256, device=device, trainer="lone",
-                   cuda_graphs=False, start=time.perf_counter())
+    log = TrialLog(spec, num_params=sum(p.numel() for p in model.parameters()), data_sha256=corpus.sha256,
+                   device=device, trainer="lone", cuda_graphs=False, start=time.perf_counter())
     window_losses: list[torch.Tensor] = []
 
     for step in range(sched.steps):
@@ -71,8 +87,8 @@ def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None =
         set_lr(optimizer, base_lr)
         x, y = corpus.batch(step, spec.seed, sched.batch_size, sched.seq_len, device)
         with autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            out = logits(x)
+        loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_grad_norm(model, cfg.optimizer.grad_clip, clip_weights)
@@ -91,4 +107,4 @@ def train_trial(spec: TrialSpec, progress: Callable[[CurvePoint], None] | None =
         if should_stop is not None and should_stop():
             raise TrialCancelled(f"stopped at step {done}")
 
-    return log.finished(evaluate(model, val_batches, autocast))
+    return log.finished(evaluate(model, val_batches, autocast, logits))

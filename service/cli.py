@@ -12,15 +12,13 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from deltamu.client import ApiError, Client
+from deltamu.client import ApiError, Client, find_token
 from service.settings import Settings, get_settings
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 NAME_MAX = 100                  # api_tokens.name
 
 
@@ -59,7 +57,11 @@ def cmd_up(args) -> int:
     migrate.upgrade(settings.db_url)
     procs = launch.start(launch.worker_commands(settings, cpu_workers=args.workers))
     host, port = args.host or settings.host, args.port or settings.port
+    # the dashboard's link carries the token in its fragment, which the browser never sends: the page stores it
+    file_token = settings.token_file.read_text().strip() if settings.token_file.exists() else None
+    dashboard = f"http://{host}:{port}/" + (f"#token={file_token}" if file_token in settings.api_tokens else "")
     print(f"deltamu: API on http://{host}:{port} (docs at /docs); {len(procs)} worker process(es)\n"
+          f"deltamu: dashboard {dashboard}\n"
           f"deltamu: database {settings.db_url}\ndeltamu: broker {settings.broker}\n"
           f"deltamu: write token in {settings.token_file if settings.token_file.exists() else 'DELTAMU_API_TOKENS'}",
           flush=True)
@@ -172,14 +174,12 @@ def cmd_token_revoke(args) -> int:
 # --- the client ----------------------------------------------------------------------------------------------
 
 def _client(args) -> Client:
+    """The API client: the URL from --url, DELTAMU_URL or the settings' host and port; the token as
+    deltamu.client.find_token finds it (the places it looked are named in a 401)."""
     settings = get_settings()
     url = args.url or os.environ.get("DELTAMU_URL") or f"http://{settings.host}:{settings.port}"
-    token = args.token or os.environ.get("DELTAMU_TOKEN")
-    if not token and settings.api_tokens:
-        token = settings.api_tokens[0]
-    if not token and settings.token_file.exists():
-        token = settings.token_file.read_text().strip()
-    return Client(url, token)
+    return Client(url, token_search=find_token(args.token, data_dir=settings.data_dir,
+                                               settings_tokens=settings.api_tokens))
 
 
 def _request(client: Client, method: str, path: str, **kwargs) -> httpx.Response:
@@ -259,21 +259,18 @@ def _print_transfer(transfer: dict) -> None:
 
 
 def _watch(client: Client, job_id: str, interval: float) -> int:
-    from tqdm import tqdm
-
-    with tqdm(total=100, unit="%", bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}") as bar:
-        while True:
-            job = _request(client, "GET", f"/v1/jobs/{job_id}").json()
-            done = sum(job["trials"]["by_state"].get(s, 0) for s in ("COMPLETED", "DIVERGED", "FAILED", "CANCELLED"))
-            bar.set_description_str(f"{job['state']} {done}/{job['trials']['total']} trials")
-            bar.update(round(100 * job["progress"]) - bar.n)
-            if job["state"] in TERMINAL:
-                break
-            time.sleep(interval)
-    if job["state"] == "SUCCEEDED":
-        print(f"{job_id} SUCCEEDED: optimum lr {job['optimum']['lr']:.4g}")
+    """A progress bar until the job is done: trials done, the best loss so far, tokens per second and the ETA the
+    server measured (the grid's remaining tokens at the job's throughput so far)."""
+    try:
+        job = client.wait(job_id, poll_seconds=interval, progress=True)
+    except ApiError as e:
+        raise CliError(str(e)) from None
+    if job.state == "SUCCEEDED":
+        best = job.best_so_far
+        print(f"{job_id} SUCCEEDED: optimum lr {job.optimum.lr:.4g}"
+              + (f" (best trial: loss {best.loss:.4f} {job.loss_unit} at lr {best.lr:.4g})" if best else ""))
         return 0
-    print(f"{job_id} {job['state']}" + (f": {job['error']}" if job["error"] else ""))
+    print(f"{job_id} {job.state}" + (f": {job.error}" if job.error else ""))
     return 1
 
 
@@ -283,6 +280,8 @@ def cmd_watch(args) -> int:
 
 
 def cmd_recommendation(args) -> int:
+    from gdn.cli import print_recommendation
+
     if args.width < 1:
         raise CliError(f"--width must be a positive integer, got {args.width}", 2)
     if args.tokens is not None and args.tokens < 1:
@@ -290,15 +289,42 @@ def cmd_recommendation(args) -> int:
     params = {"width": args.width} | ({"tokens": args.tokens} if args.tokens is not None else {})
     with _client(args) as client:
         body = _request(client, "GET", f"/v1/jobs/{args.id}/recommendation", params=params).json()
-    print(json.dumps(body, indent=2))
-    if body.get("horizon"):       # the answer in one line, on stderr so stdout stays JSON
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print_recommendation(body)
+    if body.get("horizon"):       # the token budget's answer in one line, on stderr so that stdout stays as asked
         h = body["horizon"]
         error = "no fit" if h["error_steps"] is None else f"+- {h['error_steps']:.2g} grid steps"
         print(f"lr {body['base_lr']:.4g} at width {body['base_width']} for {h['tokens']:,} tokens (the proxy's "
               f"{body['proxy_lr']:.4g} x {h['lr_factor']:.3g}, {error}, {h['extrapolation_ratio']:.3g}x the longest "
               f"proxy horizon); per group at width {body['target_width']} in `groups`", file=sys.stderr)
-        for warning in h["warnings"]:
+        for warning in h["warnings"] if args.json else []:      # the table lists them already
             print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    with _client(args) as client:
+        try:
+            jobs = client.jobs(state=args.state, limit=args.limit)
+        except ApiError as e:
+            raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps([j.raw for j in jobs], indent=2))
+        return 0
+    rows = [("ID", "STATE", "PROGRESS", "TRIALS", "BEST LOSS", "OPTIMUM LR", "WIDTHS", "SUBMITTED")]
+    for j in jobs:
+        queued = f" ({j.queue_position} ahead)" if j.queue_position is not None else ""
+        rows.append((j.id, j.state + queued, f"{100 * j.progress:.0f}%", f"{j.trials_done}/{j.trials_total}",
+                     "-" if j.best_so_far is None else f"{j.best_so_far.loss:.4f}",
+                     "-" if j.optimum is None or j.optimum.lr is None else f"{j.optimum.lr:.4g}",
+                     ",".join(map(str, j.widths)), j.created_at[:19].replace("T", " ")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if not jobs:
+        print("no jobs" + (f" in state {args.state}" if args.state else ""), file=sys.stderr)
     return 0
 
 
@@ -328,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("api", help="the API only (production: migrations run separately)")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None, help="address to listen on (DELTAMU_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (DELTAMU_PORT; default 8000)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("worker", help="Celery workers only: one per visible GPU, else --workers CPU workers")
@@ -338,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("migrate", help="upgrade the database schema (alembic upgrade)")
-    p.add_argument("revision", nargs="?", default="head")
+    p.add_argument("revision", nargs="?", default="head", help="the Alembic revision to upgrade to (default head)")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("token", help="API tokens: create, list, revoke (on the database, like migrate)",
@@ -348,12 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     t = tokens.add_parser("create", help="a new token; prints its secret, once")
     t.add_argument("--name", required=True, help="who or what it is for")
-    t.add_argument("--scope", required=True, choices=("read", "write", "admin"))
+    t.add_argument("--scope", required=True, choices=("read", "write", "admin"),
+                   help="read: GETs; write: also submit and cancel; admin: also manage the service")
     t.set_defaults(func=cmd_token_create)
     t = tokens.add_parser("list", help="id, name, scope, created, revoked (never the secret)")
     t.set_defaults(func=cmd_token_list)
     t = tokens.add_parser("revoke", help="refuse this token from now on")
-    t.add_argument("id", type=int)
+    t.add_argument("id", type=int, help="the token's id (deltamu token list)")
     t.set_defaults(func=cmd_token_revoke)
 
     def client_args(p: argparse.ArgumentParser) -> None:
@@ -371,33 +398,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a job's state, progress and optimum")
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", help="the job's id")
+    p.add_argument("--json", action="store_true", help="print the whole job as the API gives it")
     client_args(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("watch", help="a progress bar until the job is done (exit 0 if it SUCCEEDED)")
-    p.add_argument("id")
+    p.add_argument("id", help="the job's id")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     client_args(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("recommendation", help="muP hyperparameters of a finished job for a target width")
-    p.add_argument("id")
+    p.add_argument("id", help="the job's id")
     p.add_argument("--width", type=int, required=True, help="target width")
     p.add_argument("--tokens", type=int, default=None,
                    help="the target run's training tokens: the lr for that budget from the job's horizon fit")
+    p.add_argument("--json", action="store_true", help="print the API's answer as JSON instead of the table")
     client_args(p)
     p.set_defaults(func=cmd_recommendation)
 
     p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("id")
+    p.add_argument("id", help="the job's id")
     client_args(p)
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("jobs", help="list jobs, newest first: state, progress, queue position, best loss so far")
+    p.add_argument("--state", default=None, choices=("QUEUED", "RUNNING", "CANCELLING", "SUCCEEDED", "FAILED",
+                                                      "CANCELLED"), help="only jobs in this state")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="print the jobs as the API gives them")
+    client_args(p)
+    p.set_defaults(func=cmd_jobs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (`deltamu ... | head`): no traceback; stdout now goes nowhere, so that Python's own
+        # flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func.__module__ == "gdn.cli":

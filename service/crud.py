@@ -12,6 +12,7 @@ Concurrency rules, the same on PostgreSQL and SQLite:
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from dataclasses import dataclass, field
 
@@ -75,6 +76,9 @@ class TrialSummary:
     trial_seconds: float = 0.0        # training seconds of finished trials
     planned_steps: int = 0            # training steps of every current trial (horizons differ; extensions add)
     finished_steps: int = 0           # of those, the terminal trials' (a diverged one counts whole: it is done)
+    tokens_trained: int = 0           # finished attempts' tokens plus the RUNNING trials' last curve point
+    best: tuple[int, float, int, float] | None = None   # (width, lr, seed, loss): the base width's lowest final
+                                                        # validation loss so far
 
 
 def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialSummary]:
@@ -109,7 +113,42 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
                            .where(Trial.job_id.in_(job_ids), Trial.retried.is_(False)).group_by(Trial.job_id))
     for job_id, planned, finished in rows:
         out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
+    rows = session.execute(sa.select(Trial.job_id, sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
+                           .where(Trial.job_id.in_(job_ids)).group_by(Trial.job_id))
+    for job_id, tokens in rows:
+        out[job_id].tokens_trained += int(tokens or 0)
+    running_tokens = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.tokens).label("tokens"))
+                      .group_by(CurvePoint.trial_id).subquery())
+    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(running_tokens.c.tokens))
+                           .join(running_tokens, running_tokens.c.trial_id == Trial.id)
+                           .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.RUNNING)
+                           .group_by(Trial.job_id))
+    for job_id, tokens in rows:
+        out[job_id].tokens_trained += int(tokens or 0)
+    base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
+    rows = session.execute(sa.select(Trial.job_id, Trial.width, Trial.lr, Trial.seed, Trial.final_val_loss)
+                           .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.COMPLETED,
+                                  Trial.retried.is_(False), Trial.steps.is_(None)))   # the proxy's horizon
+    for job_id, width, lr, seed, loss in rows:
+        best = out[job_id].best
+        if width == base_width[job_id][0] and loss is not None and math.isfinite(loss) and \
+                (best is None or loss < best[3]):
+            out[job_id].best = (width, lr, seed, loss)
     return out
+
+
+def queue_positions(session: Session, *, jobs: list[Job]) -> dict[str, int]:
+    """For each QUEUED job of `jobs`: how many unfinished jobs were submitted before it (Celery serves trials in
+    the order they were sent, so these run first)."""
+    queued = [j for j in jobs if j.state == JobState.QUEUED]
+    if not queued:
+        return {}
+    latest = max(j.created_at for j in queued)
+    ahead = session.execute(sa.select(Job.id, Job.created_at)
+                            .where(Job.state.in_(JOB_ACTIVE), Job.created_at <= latest)
+                            .order_by(Job.created_at, Job.id)).all()
+    order = {job_id: i for i, (job_id, _) in enumerate(ahead)}
+    return {j.id: order[j.id] for j in queued if j.id in order}
 
 
 def list_trials(session: Session, *, job_id: str, limit: int | None = None,

@@ -6,10 +6,11 @@ from contextlib import asynccontextmanager
 import logging
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import problems
-from service.api.routes import health, jobs, recommendations
+from service.api.routes import dashboard, health, jobs, recommendations
 from service.auth import sync_settings_tokens
 from service.bodylimit import BodyLimit
 from service.db import make_engine, make_session_factory
@@ -33,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.engine.dispose()
 
-    app = FastAPI(title="deltamu", version="1", lifespan=lifespan,
+    # docs_url, redoc_url: None, as the defaults load their assets from a CDN; dashboard.py serves them locally
+    app = FastAPI(title="deltamu", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Learning-rate transfer for Gated Delta Networks: tune a small proxy, get muP "
                               "hyperparameters for any width. Errors are RFC 9457 problem+json.")
     app.state.settings = settings
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _rejected(request, exc: JobRejected):
         return problems.problem_response(request, 422, "job-rejected", "Job rejected", str(exc))
 
-    for router in (jobs.router, recommendations.router, health.router):
+    for router in (jobs.router, recommendations.router, health.router, dashboard.router):
         app.include_router(router)
+    app.mount(dashboard.STATIC_URL, StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    app.mount(dashboard.DOCS_ASSETS_URL, StaticFiles(directory=dashboard.DOCS_ASSETS_DIR), name="static-docs")
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gdn.horizon import HorizonFit
 from gdn.plots import horizon_png, sweep_png, transfer_png
-from gdn.spec import SweepConfig
+from gdn.spec import DataSpec, SweepConfig
 from service import floats
 from service.models import Job, Trial, TrialState
 
@@ -16,19 +16,21 @@ def job_png(job: Job, trials: list[Trial]) -> bytes:
     diverged = [t for t in trials if t.state == TrialState.DIVERGED]
     title = f"job {job.id[:8]} ({job.state.value}), {job.spec['parametrization']}"
     optimum = floats.decode(job.optimum) if job.optimum else None
+    loss_unit = DataSpec(**job.spec.get("data", {})).loss_unit
     if len(job.widths) > 1:
         transfer = floats.decode(job.transfer) if job.transfer else {"widths": []}
         optima = {w["width"]: (w["optimum"]["lr"], w["optimum"]["loss"]) for w in transfer["widths"] if w["optimum"]}
         return transfer_png(title=f"{title}, widths {', '.join(map(str, job.widths))}",
                             completed=[(t.width, t.lr, t.seed, t.final_val_loss) for t in completed],
                             diverged=[(t.width, t.lr) for t in diverged], optima=optima,
-                            base_lr=optimum["lr"] if optimum else None)
+                            base_lr=optimum["lr"] if optimum else None, loss_unit=loss_unit)
     return sweep_png(title=f"{title}, width {job.widths[0]}",
                      completed=[(t.lr, t.seed, t.final_val_loss) for t in completed],
                      diverged=[(t.lr, t.seed) for t in diverged],
                      optimum_lr=optimum["lr"] if optimum else None, optimum_loss=optimum["loss"] if optimum else None,
                      on_edge=bool(optimum and optimum["on_edge"]),
-                     near_best=(optimum.get("near_best_lr_min"), optimum.get("near_best_lr_max")) if optimum else None)
+                     near_best=(optimum.get("near_best_lr_min"), optimum.get("near_best_lr_max")) if optimum else None,
+                     loss_unit=loss_unit)
 
 
 def horizon_plot_png(job: Job, tokens: int | None, width: int | None) -> bytes:

@@ -1,11 +1,12 @@
 """ORM rows -> the API's public types (non-finite floats become null plus a `nonfinite` flag)."""
 from __future__ import annotations
 
+from gdn.spec import DataSpec
 from service import floats
 from service.crud import TrialSummary
-from service.models import JOB_TERMINAL, CurvePoint, Job, Trial, utcnow
-from service.schemas import (CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TransferPublic, TrialCounts,
-                             TrialPublic, WidthTransferPublic)
+from service.models import JOB_TERMINAL, CurvePoint, Job, JobState, Trial, utcnow
+from service.schemas import (BestSoFarPublic, CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TransferPublic,
+                             TrialCounts, TrialPublic, WidthTransferPublic)
 
 _OPTIMUM_FLOATS = ("lr", "log2_lr", "loss", "log2_lr_std", "grid_lr", "near_best_lr_min", "near_best_lr_max")
 
@@ -36,12 +37,20 @@ def transfer_public(stored: dict | None) -> TransferPublic | None:
     return TransferPublic(**{**transfer, "widths": widths})
 
 
-def job_public(job: Job, summary: TrialSummary) -> JobPublic:
+def job_public(job: Job, summary: TrialSummary, queue_position: int | None = None) -> JobPublic:
     # steps, not trials: a horizon sweep's trials differ in length; an extension round adds trials (and steps)
     progress = 1.0 if job.state in JOB_TERMINAL else min(
         (summary.finished_steps + summary.running_steps) / max(summary.planned_steps, 1), 1.0)
     end = job.finished_at or (None if job.started_at is None else utcnow())
     elapsed = (end - job.started_at).total_seconds() if job.started_at and end else None
+    schedule = job.spec.get("schedule", {})
+    # every current trial's own steps (a horizon sweep's differ; an extension round adds trials)
+    tokens_total = summary.planned_steps * schedule.get("batch_size", 0) * schedule.get("seq_len", 0)
+    rate = summary.tokens_trained / elapsed if elapsed and summary.tokens_trained else None
+    # the grid's remaining share at the throughput measured so far (a diverged trial stops early: its share is done)
+    eta = (1.0 - progress) * tokens_total / rate if rate and job.state == JobState.RUNNING else None
+    best = None if summary.best is None else BestSoFarPublic(
+        width=summary.best[0], lr=summary.best[1], seed=summary.best[2], loss=summary.best[3])
     return JobPublic(
         id=job.id, state=job.state, created_at=job.created_at, updated_at=job.updated_at,
         started_at=job.started_at, finished_at=job.finished_at, elapsed_seconds=elapsed,
@@ -50,7 +59,9 @@ def job_public(job: Job, summary: TrialSummary) -> JobPublic:
         optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer),
         horizon=floats.decode(job.horizon) if job.horizon else None, extend_rounds=job.extend_rounds or 0,
         error=job.error, spec_sha256=job.spec_sha256, spec=job.spec,
-        links=job_links(job.id))
+        links=job_links(job.id), queue_position=queue_position if job.state == JobState.QUEUED else None,
+        best_so_far=best, tokens_trained=summary.tokens_trained, tokens_total=tokens_total, tokens_per_second=rate,
+        eta_seconds=eta, loss_unit=DataSpec(**job.spec.get("data", {})).loss_unit)
 
 
 def point_public(p: CurvePoint) -> CurvePointPublic:

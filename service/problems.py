@@ -3,12 +3,17 @@ wrong method, a body too large), request validation (422; 400 for a body that is
 reach (503 with Retry-After), and anything unexpected (500)."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
+import types
+import typing
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +26,33 @@ DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutE
 _HTTP_PROBLEMS = {400: ("malformed-json", "Malformed JSON body"),     # FastAPI: a body it could not parse at all
                   404: (None, "Not Found"), 405: (None, "Method Not Allowed"),
                   413: ("body-too-large", "Content Too Large")}
+
+
+UNKNOWN_FIELD = ("extra_forbidden", "unexpected_keyword_argument")   # pydantic models; the gdn.spec dataclasses
+
+
+def field_names(tp, path: list) -> list[str]:
+    """The field names a request body of type `tp` accepts at `path` (keys and list indices), for "did you mean";
+    [] where the path leads to no model or dataclass."""
+    for key in [*path, None]:
+        while typing.get_origin(tp) in (typing.Union, types.UnionType, list, dict):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if not args:
+                return []
+            tp = args[-1]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {name: f.annotation for name, f in tp.model_fields.items()}
+        elif dataclasses.is_dataclass(tp):
+            fields = typing.get_type_hints(tp)
+        else:
+            return []
+        if key is None:
+            return list(fields)
+        if not isinstance(key, int):
+            if key not in fields:
+                return []
+            tp = fields[key]
+    return []
 
 
 class ProblemError(Exception):
@@ -71,6 +103,14 @@ def install(app: FastAPI) -> None:
         if any(e["type"] == "json_invalid" for e in errors):
             return problem_response(request, 400, "malformed-json", "Malformed JSON body",
                                     "the request body is not valid JSON", errors=errors)
+        body_field = getattr(request.scope.get("route"), "body_field", None)
+        body_type = body_field.field_info.annotation if body_field is not None else None
+        for e in errors:
+            if e["type"] in UNKNOWN_FIELD and e["loc"][:1] == ["body"] and body_type is not None:
+                close = difflib.get_close_matches(str(e["loc"][-1]), field_names(body_type, e["loc"][1:-1]), n=3)
+                if close:
+                    e["did_you_mean"] = close
+                    e["msg"] += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
         return problem_response(request, 422, "validation-error", "Invalid request", detail, errors=errors)
 

@@ -295,6 +295,14 @@ class HorizonFitPublic(BaseModel):
     warnings: list[str]
 
 
+class BestSoFarPublic(BaseModel):
+    """The lowest final validation loss among the base width's finished trials so far."""
+    width: int
+    lr: float
+    seed: int
+    loss: float
+
+
 class JobLinks(BaseModel):
     self: str
     trials: str
@@ -325,6 +333,19 @@ class JobPublic(BaseModel):
     spec_sha256: str
     spec: dict
     links: JobLinks
+    queue_position: int | None = Field(None, description="a QUEUED job: how many unfinished jobs were submitted "
+                                                         "before it (0: next); null once it runs")
+    best_so_far: BestSoFarPublic | None = Field(None, description="the lowest final validation loss of the base "
+                                                "width's trials finished so far (null: none yet)")
+    tokens_trained: int = Field(0, description="tokens trained so far: finished attempts plus the running trials' "
+                                               "last curve point")
+    tokens_total: int = Field(0, description="tokens of the whole grid: trials x steps x batch_size x seq_len")
+    tokens_per_second: float | None = Field(None, description="tokens_trained / elapsed_seconds: the measured "
+                                            "throughput of every worker on the job together (null: none yet)")
+    eta_seconds: float | None = Field(None, description="the grid's remaining tokens at tokens_per_second "
+                                                        "(null: not running, or nothing measured yet)")
+    loss_unit: str = Field("nats per token", description="the unit of every loss of this job: nats per byte for "
+                                                          "the byte-level tokenizer, else nats per token")
 
 
 class JobList(BaseModel):

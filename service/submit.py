@@ -61,7 +61,8 @@ def submit_job(state, *, principal_key: str, token_id: int | None, key: str | No
                 trial_ids = [t.id for t in job.trials]
                 status = 202
             summary = crud.trial_summaries(session, job_ids=[job.id])[job.id]
-            answer = Answer(status, jsonable_encoder(job_public(job, summary)),
+            answer = Answer(status, jsonable_encoder(job_public(job, summary,
+                                                                crud.queue_positions(session, jobs=[job]).get(job.id))),
                             {"Location": f"/v1/jobs/{job.id}", "Retry-After": "5"} if status == 202
                             else {"Location": f"/v1/jobs/{job.id}"})
             if key is not None:

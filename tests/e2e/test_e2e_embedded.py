@@ -56,8 +56,15 @@ def test_deltamu_up_runs_the_whole_product(tmp_path):
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
             check_finished_job(c, job_id, job_spec)
             api_answer = c.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 4096}).json()
-        rec = deltamu(client_env, "recommendation", job_id, "--width", "4096")
+        rec = deltamu(client_env, "recommendation", job_id, "--width", "4096", "--json")
         assert rec.returncode == 0 and json.loads(rec.stdout) == api_answer
+        table = deltamu(client_env, "recommendation", job_id, "--width", "4096")      # as `deltamu recommend`
+        assert table.returncode == 0 and table.stdout.splitlines()[1].split()[:3] == ["group", "lr", "x"]
+        assert any(line.startswith("hidden ") for line in table.stdout.splitlines())
+        assert "SUCCEEDED" in submitted.stderr and "best " in submitted.stderr        # the --watch bar
+        jobs = deltamu(client_env, "jobs")
+        assert jobs.returncode == 0 and jobs.stdout.splitlines()[0].split()[:2] == ["ID", "STATE"]
+        assert jobs.stdout.splitlines()[1].split()[:2] == [job_id, "SUCCEEDED"]
 
         # bad input: one line on stderr, a non-zero exit
         for args in (("recommendation", job_id, "--width", "1001"), ("status", "no-such-job"),

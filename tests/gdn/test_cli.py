@@ -58,11 +58,31 @@ def test_sweep_extends_a_grid_that_starts_off_to_one_side(tmp_path):
     assert data["optimum"]["on_edge"] and data["optimum"]["lr"] == pytest.approx(1.6e-5)
 
 
-def test_coordcheck_json_and_plot(tmp_path):
+def test_coordcheck_json_plot_and_a_fail_with_its_reason(tmp_path):
+    # a tolerance no measured slope meets: every muP tensor fails, which is exit 1 with why and what to try; sp, the
+    # baseline, fails too but does not make the exit code
     r = deltamu("coordcheck", "--widths", "32,64", "--parametrization", "mup,sp", "--steps", "2", "--seeds", "1",
-                "--json", "--plot", str(tmp_path / "cc.png"))
-    assert r.returncode == 0, r.stderr
+                "--threshold", "0.00001", "--json", "--plot", str(tmp_path / "cc.png"))
     checks = json.loads(r.stdout)
     assert [c["parametrization"] for c in checks] == ["mup", "sp"]
     assert set(checks[0]["verdicts"]) >= {"logits", "attn.out", "mlp.out"}
     assert (tmp_path / "cc.png").read_bytes()[:4] == b"\x89PNG"
+    assert r.returncode == 1 and not checks[0]["passed"], r.stderr
+    assert "FAIL: mup:" in r.stderr and "FAIL: sp" not in r.stderr
+    assert "slope" in r.stderr and "muP expects" in r.stderr and "--seeds" in r.stderr and "--widths" in r.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    # `deltamu recommend ... | head -1`, with the reader gone before the first write
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "service.cli", "recommend", "--base-width", "256",
+                            "--target-width", "4096", "--lr", "0.004"], cwd=REPO, stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141 and r.stderr == "", r.stderr       # 128 + SIGPIPE, as a shell reports it
+    head = subprocess.run(f"{sys.executable} -m service.cli recommend --base-width 256 --target-width 4096 "
+                          f"--lr 0.004 | head -1", shell=True, cwd=REPO, capture_output=True, text=True)
+    assert head.stdout.startswith("mup (") and "Traceback" not in head.stderr

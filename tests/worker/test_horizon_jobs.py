@@ -82,7 +82,7 @@ def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(depl
     # the Python client and the CLI give the same answer (the CLI's connection pointed at this app; last: it closes it)
     assert Client(http=client, token=TEST_TOKEN).recommendation(job_id, 64, tokens=tokens).base_lr == rec["base_lr"]
     monkeypatch.setattr(cli, "_client", lambda args: Client(http=client, token=TEST_TOKEN))
-    args = argparse.Namespace(id=job_id, width=64, tokens=tokens, url=None, token=None)
+    args = argparse.Namespace(id=job_id, width=64, tokens=tokens, json=True, url=None, token=None)
     assert cli.cmd_recommendation(args) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == rec and f"for {tokens:,} tokens" in err and "16x the longest proxy horizon" in err

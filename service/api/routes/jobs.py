@@ -64,13 +64,16 @@ def list_jobs(session: SessionDep, settings: SettingsDep, _: Reader, state: JobS
     page = jobs[:limit]
     summaries = crud.trial_summaries(session, job_ids=[j.id for j in page])
     next_cursor = encode_cursor([page[-1].created_at.isoformat(), page[-1].id]) if len(jobs) > limit else None
-    return JobList(items=[job_public(j, summaries[j.id]) for j in page], next_cursor=next_cursor)
+    positions = crud.queue_positions(session, jobs=page)
+    return JobList(items=[job_public(j, summaries[j.id], positions.get(j.id)) for j in page],
+                   next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEMS, summary="A job: state, counts, optimum")
 def get_job(job_id: str, session: SessionDep, _: Reader) -> JobPublic:
     job = load_job(session, job_id)
-    return job_public(job, crud.trial_summaries(session, job_ids=[job.id])[job.id])
+    return job_public(job, crud.trial_summaries(session, job_ids=[job.id])[job.id],
+                      crud.queue_positions(session, jobs=[job]).get(job.id))
 
 
 @router.get("/{job_id}/trials", response_model=TrialList, responses=PROBLEMS,
