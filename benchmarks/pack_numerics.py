@@ -36,14 +36,15 @@ from service.settings import Settings  # noqa: E402
 
 
 def specs_from_job(job: dict, steps: int) -> list[TrialSpec]:
-    """The job's base-width trials as the service would train them (its defaults, grid and order), with the
-    schedule shortened to `steps`."""
+    """The job's base-width trials at its proxy horizon as the service would train them (its defaults, grid and
+    order), with the schedule shortened to `steps`."""
     prepared = prepare(JobCreate.model_validate(job), Settings())
     config = SweepConfig.from_dict(prepared.sweep_config)
     warmup = min(config.schedule.warmup_steps, max(1, steps // 10))
     config = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule, steps=steps,
                                                                       warmup_steps=warmup))
-    return [TrialSpec(config, lr=lr, seed=seed) for width, lr, seed in prepared.grid if width == prepared.widths[0]]
+    return [TrialSpec(config, lr=lr, seed=seed) for width, lr, seed, horizon in prepared.grid
+            if width == prepared.widths[0] and horizon is None]
 
 
 def run(packs: list[list[int]], specs: list[TrialSpec], log_every: int) -> tuple[dict[int, dict], float]:

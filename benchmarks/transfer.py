@@ -38,7 +38,7 @@ from gdn.config import GDNConfig  # noqa: E402
 from gdn.corpus import vocab_of  # noqa: E402
 from gdn.spec import BACKENDS, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.parametrization import BASE_MULTS  # noqa: E402
-from gdn.fit import fit_optimum  # noqa: E402
+from gdn.fit import edge_extension, fit_optimum  # noqa: E402
 from gdn.train import run  # noqa: E402
 
 STEP_LOG2 = 0.5          # grid spacing: 2^0.5
@@ -270,18 +270,11 @@ class Study:
         recs = self.grid_records(arm.name, horizon, width, om)
         if not recs:        # its first round failed: nothing to extend yet
             return []
-        ks = sorted({nearest_k(math.log2(r["lr"])) for r in recs})
-        mean = {k: _mean([_loss(r) for r in recs if nearest_k(math.log2(r["lr"])) == k]) for k in ks}
-        best = min(ks, key=lambda k: mean[k])
-        if not math.isfinite(mean[best]):
-            return []
-        if best == ks[0]:
-            new = [ks[0] - 1, ks[0] - 2]
-        elif best == ks[-1] and math.isfinite(mean[ks[-1]]):
-            new = [ks[-1] + 1, ks[-1] + 2]
-        else:
-            return []
-        return [self.job(arm, horizon, width, "grid", lattice(k), s, om) for k in new for s in self.scale.seeds]
+        new = edge_extension([r["lr"] for r in recs], [_loss(r) for r in recs], [r["seed"] for r in recs],
+                             step_log2=STEP_LOG2)
+        # snapped back onto the lattice, so a resumed study finds these trials by their exact lr
+        return [self.job(arm, horizon, width, "grid", lattice(nearest_k(math.log2(lr))), s, om)
+                for lr in new for s in self.scale.seeds]
 
     def run_study(self) -> None:
         """Horizon by horizon (the short one first, so a partial run still covers every width), width by width."""

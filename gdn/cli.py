@@ -95,7 +95,7 @@ def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
     from gdn.data import load_corpus
-    from gdn.fit import fit_optimum, lr_grid
+    from gdn.fit import edge_extension, fit_optimum, lr_grid
     from gdn.pack_plan import plan_packs
     from gdn.recommend import data_warnings
     from gdn.spec import TrialSpec
@@ -104,32 +104,43 @@ def cmd_sweep(args) -> int:
 
     config = _config(args)
     lrs = args.lrs or lr_grid(args.lr_min, args.lr_max, args.count)
+    if args.max_extend_rounds < 0:
+        raise ValueError(f"--max-extend-rounds must be >= 0, got {args.max_extend_rounds}")
     corpus = load_corpus(config.data, config.schedule.seq_len)       # tokenized (and cached) before the bar starts
     regime = data_warnings(config, len(corpus.train))
     for w in regime:
         print(f"warning: {w}", file=sys.stderr)
-    specs = [TrialSpec(config, lr=lr, seed=seed, device=args.device) for seed in args.seeds for lr in lrs]
     # On a GPU the trials train in packs (batched, CUDA graphs: docs/benchmarks.md, Packed training); on a CPU
     # one after another, where a pack does not pay. gdn.train.run picks the trainer of each.
     on_gpu = resolve_device(args.device).type == "cuda"
-    packs = plan_packs(specs) if on_gpu else [[i] for i in range(len(specs))]
     steps = config.schedule.steps
-    done = [0] * len(specs)
-    trained = [None] * len(specs)
-    with tqdm(total=len(specs) * steps, unit="step", desc="sweep", file=sys.stderr, disable=args.quiet) as bar:
-        for pack in packs:
-            def progress(j, point, pack=pack):
-                i = pack[j]
-                bar.update(point.step - done[i])
-                bar.set_postfix(lr=f"{specs[i].lr:.3g}", seed=specs[i].seed, loss=f"{point.loss:.3f}")
-                done[i] = point.step
+    results: list[tuple[float, int, object]] = []
+    rounds = 0
+    with tqdm(total=0, unit="step", desc="sweep", file=sys.stderr, disable=args.quiet) as bar:
+        while lrs:
+            specs = [TrialSpec(config, lr=lr, seed=seed, device=args.device) for seed in args.seeds for lr in lrs]
+            bar.total += len(specs) * steps          # an extension round grows the total
+            bar.refresh()
+            packs = plan_packs(specs) if on_gpu else [[i] for i in range(len(specs))]
+            done = [0] * len(specs)
+            for pack in packs:
+                def progress(j, point, pack=pack):
+                    i = pack[j]
+                    bar.update(point.step - done[i])
+                    bar.set_postfix(lr=f"{specs[i].lr:.3g}", seed=specs[i].seed, loss=f"{point.loss:.3f}")
+                    done[i] = point.step
 
-            pack_results = run([specs[i] for i in pack], progress=progress)
-            for i, r in zip(pack, pack_results):
-                trained[i] = r
-                bar.update(steps - done[i])  # a diverged trial stops early
-                done[i] = steps
-    results = [(spec.lr, spec.seed, r) for spec, r in zip(specs, trained)]
+                for i, r in zip(pack, run([specs[i] for i in pack], progress=progress)):
+                    results.append((specs[i].lr, specs[i].seed, r))
+                    bar.update(steps - done[i])  # a diverged trial stops early
+                    done[i] = steps
+            # the best point on an edge: more learning rates beyond it, at the grid's spacing, in bounded rounds
+            lrs = edge_extension([lr for lr, _, _ in results], [r.final_val_loss for *_, r in results],
+                                 [s for _, s, _ in results]) if rounds < args.max_extend_rounds else []
+            if lrs:
+                rounds += 1
+                print(f"round {rounds}: the best lr is on the grid's edge; trying {', '.join(f'{x:.4g}' for x in lrs)}",
+                      file=sys.stderr)
 
     optimum = fit_optimum([lr for lr, _, _ in results], [r.final_val_loss for *_, r in results],
                           [s for _, s, _ in results])
@@ -140,11 +151,12 @@ def cmd_sweep(args) -> int:
     spread = f" (log2 std {optimum.log2_lr_std:.2f})" if optimum.log2_lr_std is not None else ""
     print(f"optimum: lr = {optimum.lr:.4g} (log2 {optimum.log2_lr:.2f}){spread}, val loss {optimum.loss:.4f}"
           f"{'  [on the grid edge]' if optimum.on_edge else ''}")
+    print(f"extension rounds: {rounds} of at most {args.max_extend_rounds}")
     print(f"corpus: {corpus.description}, vocab {corpus.vocab_size}, {len(corpus.train):,} training tokens")
     for w in optimum.warnings + regime:
         print(f"warning: {w}")
     if args.json:
-        out = {"config": config.to_dict(), "optimum": optimum.to_dict(), "warnings": regime,
+        out = {"config": config.to_dict(), "optimum": optimum.to_dict(), "extend_rounds": rounds, "warnings": regime,
                "vocab_size": corpus.vocab_size, "train_tokens": len(corpus.train),
                "trials": [{"lr": lr, "seed": s, **r.to_dict()} for lr, s, r in results]}
         with open(args.json, "w") as f:
@@ -294,6 +306,8 @@ def add_commands(sub) -> None:
     p.add_argument("--lr-max", type=float, default=3.2e-2, help="largest LR of the grid (default 0.032)")
     p.add_argument("--count", type=int, default=5, help="learning rates in the grid (default 5)")
     p.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds (default 0)")
+    p.add_argument("--max-extend-rounds", type=int, default=2,
+                   help="rounds of learning rates added beyond the grid's edge while the best one is there (0: none)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cpu")
     p.add_argument("--json", default=None, help="write every trial and the optimum to this file")
     p.add_argument("--plot", default=None, help="write loss vs learning rate to this PNG")

@@ -153,6 +153,30 @@ def _near_best(grid: list[float], mean: np.ndarray, seeds: int) -> tuple[float, 
     return min(near), max(near)
 
 
+EXTEND_POINTS = 2        # learning rates added beyond an edge per round of extension, at the grid's spacing
+
+
+def edge_extension(lrs: Sequence[float], losses: Sequence[float], seeds: Sequence[int] | None = None, *,
+                   points: int = EXTEND_POINTS, step_log2: float | None = None) -> list[float]:
+    """The learning rates to try next so that a sweep's optimum becomes interior: `points` more beyond the edge whose
+    grid point has the best mean loss, spaced `step_log2` (default: the grid's own spacing) apart; none when the
+    best point is interior, when every point diverged, or for a grid of one value without a `step_log2`. Diverged
+    trials (non-finite losses) count as +inf, so a diverged top edge is never extended past."""
+    if not lrs:
+        return []
+    _, grid, mean = grid_means(lrs, losses, seeds if seeds is not None else [0] * len(lrs))
+    step = step_log2 if step_log2 is not None else grid_step_log2(grid)
+    if not step or not np.isfinite(mean).any():
+        return []
+    i = int(np.argmin(mean))
+    if 0 < i < len(grid) - 1 and len(grid) > 1:
+        return []
+    if len(grid) == 1:          # one point: no side is known yet, so both
+        return [grid[0] * 2 ** (-step), grid[0] * 2 ** step]
+    direction = -1 if i == 0 else 1
+    return [grid[i] * 2 ** (direction * step * k) for k in range(1, points + 1)]
+
+
 def grid_step_log2(lrs: Sequence[float]) -> float | None:
     """The spacing of an LR grid in log2 units: the median gap between its distinct sorted values (exact for a
     log-spaced grid, robust to an irregular explicit one). None for a grid of one value."""

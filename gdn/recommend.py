@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gdn.config import count_params, train_flops_per_token
 from gdn.fit import Optimum
+from gdn.horizon import HorizonFit, fit_horizons
 from gdn.parametrization import (A_RANGE, DT_FLOOR, DT_RANGE, PARAMETRIZATION_VERSION, Group, Init, Role,
                                   param_groups as groups_of_model)
 from gdn.spec import OptimizerSpec, Recommendation, RecommendedGroup, ScheduleSpec, SweepConfig, TransferEvidence
@@ -24,6 +25,7 @@ class SweepResult:
     config: SweepConfig
     optimum: Optimum
     num_trials: int = 1
+    horizon: HorizonFit | None = None    # lr* against tokens, when the sweep ran several horizons
 
 
 @functools.cache
@@ -33,6 +35,34 @@ def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
     return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"],
                                                                      r.get("min_steps"))
             for r in rows}
+
+
+@functools.cache
+def horizon_evidence() -> dict:
+    """What the horizon study measured: {validated_ratio, summary} (EVIDENCE_FILE's "horizon")."""
+    return json.loads(EVIDENCE_FILE.read_text())["horizon"]
+
+
+def horizon_answer(result: SweepResult, tokens: int) -> dict:
+    """The horizon part of a recommendation for a token budget: the fit (the sweep's, or one of its single horizon,
+    which says so) read at `tokens`, with the evidence's validated ratio."""
+    cfg = result.config
+    fit = result.horizon
+    if fit is None:     # one horizon: no line, so no error in grid steps either (the spacing given is not read)
+        fit = fit_horizons({cfg.schedule.steps: result.optimum}, {cfg.schedule.steps: 1},
+                           tokens_per_step=cfg.schedule.batch_size * cfg.schedule.seq_len,
+                           proxy_steps=cfg.schedule.steps, grid_step_log2=1.0)
+    ev = horizon_evidence()
+    pred = fit.predict(tokens, validated_ratio=ev["validated_ratio"], validated_note=ev["summary"])
+    return {"tokens": tokens, "proxy_steps": fit.proxy_steps, "proxy_tokens": fit.proxy_tokens,
+            "lr_factor": pred.factor, "log2_factor": pred.log2_factor, "error_steps": pred.error_steps,
+            "grid_step_log2": fit.grid_step_log2, "extrapolation_ratio": pred.extrapolation_ratio,
+            "validated_ratio": ev["validated_ratio"], "extrapolated": pred.extrapolated,
+            "exponent": fit.exponent, "exponent_err": fit.exponent_err, "intercept": fit.intercept,
+            "intercept_err": fit.intercept_err, "slope_resolved": fit.slope_resolved, "chi2": fit.chi2,
+            "dof": fit.dof, "horizons": [dataclasses.asdict(p) for p in fit.points],
+            "weight_decay_rule": fit.weight_decay_rule, "weight_decay_note": fit.weight_decay_note,
+            "warnings": fit.warnings + pred.warnings}
 
 
 def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, steps: int) -> list[str]:
@@ -110,18 +140,21 @@ def init_note(init: Init, std: float | None, width_mult: float, conv_size: int) 
     raise ValueError(f"unknown init kind {init.kind!r}")
 
 
-def recommend(result: SweepResult, target_width: int, train_tokens: int | None = None,
+def recommend(result: SweepResult, target_width: int, tokens: int | None = None, *, train_tokens: int | None = None,
               target_vocab: int | None = None) -> Recommendation:
-    """The hyperparameters for `target_width`: per-group LR, init, weight decay, forward multipliers, the target
-    model's shapes and the proxy's cost. A pure function of (result, target_width) and, for the data warnings
-    (data_warnings), the corpus's training tokens and the target's vocabulary; .to_dict() is its JSON."""
+    """The hyperparameters for `target_width` (and, given, a budget of `tokens` training tokens of the target): per-group
+    LR, init, weight decay, forward multipliers, the target model's shapes and the proxy's cost. With `tokens`, the lr
+    is muP's transfer of the base width's optimum times the horizon fit's LR*(tokens) / LR*(proxy tokens).
+    `train_tokens` (the proxy corpus's training split, None if not known) and `target_vocab` only add the data
+    warnings (data_warnings). A pure function of its arguments; .to_dict() is its JSON."""
     cfg = result.config
     target = cfg.model_at(target_width)          # raises ValueError for a width the axis cannot take
     proxy = cfg.model_at(cfg.base_width)
     p = cfg.param()
     m = target_width / cfg.base_width
     opt = cfg.optimizer
-    lr = result.optimum.lr
+    horizon = horizon_answer(result, tokens) if tokens is not None else None
+    lr = result.optimum.lr * (horizon["lr_factor"] if horizon else 1.0)
     groups = [RecommendedGroup(role=g.role, patterns=g.patterns, lr=lr * g.lr_multiplier,
                                min_lr=cfg.schedule.min_lr * g.lr_multiplier, lr_multiplier=g.lr_multiplier,
                                init=g.init, init_std=g.init_std,
@@ -140,7 +173,8 @@ def recommend(result: SweepResult, target_width: int, train_tokens: int | None =
         base_lr_log2_std=result.optimum.log2_lr_std, optimum_on_edge=result.optimum.on_edge,
         warnings=list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m,
                                                                              cfg.schedule.steps)
-        + data_warnings(cfg, train_tokens, target_vocab),
+        + data_warnings(cfg, train_tokens, target_vocab)
+        + (horizon["warnings"] if horizon else []),
         transfer_evidence=transfer_evidence().get((cfg.parametrization, opt.name)),
         schedule=cfg.schedule, groups=groups,
         # gdn_scale: the `scale` argument of (fla's) chunk_gated_delta_rule
@@ -149,7 +183,8 @@ def recommend(result: SweepResult, target_width: int, train_tokens: int | None =
         proxy_model={**proxy.shapes(), "num_params": count_params(proxy)},
         cost={"proxy_train_flops_per_token": proxy_flops, "target_train_flops_per_token": target_flops,
               "trial_share": proxy_flops / target_flops, "num_trials": result.num_trials,
-              "sweep_share": result.num_trials * proxy_flops / target_flops})
+              "sweep_share": result.num_trials * proxy_flops / target_flops},
+        tokens=tokens, proxy_lr=result.optimum.lr, horizon=horizon)
 
 
 def recommendation_from_dict(d: dict) -> Recommendation:

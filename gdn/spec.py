@@ -318,6 +318,10 @@ class Recommendation:
     target_model: dict               # shapes and parameter count
     proxy_model: dict
     cost: dict                       # training FLOPs of proxy and target, the sweep's share
+    tokens: int | None = None        # the token budget asked for (None: the proxy's horizon, base_lr as measured)
+    proxy_lr: float | None = None    # the base width's measured optimum at the proxy's horizon; base_lr is it x the
+                                     # horizon factor when `tokens` is given
+    horizon: dict | None = None      # with `tokens`: the horizon fit and its prediction (gdn.recommend.horizon_answer)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

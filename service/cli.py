@@ -286,12 +286,23 @@ def cmd_recommendation(args) -> int:
 
     if args.width < 1:
         raise CliError(f"--width must be a positive integer, got {args.width}", 2)
+    if args.tokens is not None and args.tokens < 1:
+        raise CliError(f"--tokens must be a positive integer, got {args.tokens}", 2)
+    params = {"width": args.width} | ({"tokens": args.tokens} if args.tokens is not None else {})
     with _client(args) as client:
-        body = _request(client, "GET", f"/v1/jobs/{args.id}/recommendation", params={"width": args.width}).json()
+        body = _request(client, "GET", f"/v1/jobs/{args.id}/recommendation", params=params).json()
     if args.json:
         print(json.dumps(body, indent=2))
     else:
         print_recommendation(body)
+    if body.get("horizon"):       # the token budget's answer in one line, on stderr so that stdout stays as asked
+        h = body["horizon"]
+        error = "no fit" if h["error_steps"] is None else f"+- {h['error_steps']:.2g} grid steps"
+        print(f"lr {body['base_lr']:.4g} at width {body['base_width']} for {h['tokens']:,} tokens (the proxy's "
+              f"{body['proxy_lr']:.4g} x {h['lr_factor']:.3g}, {error}, {h['extrapolation_ratio']:.3g}x the longest "
+              f"proxy horizon); per group at width {body['target_width']} in `groups`", file=sys.stderr)
+        for warning in h["warnings"] if args.json else []:      # the table lists them already
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -403,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommendation", help="muP hyperparameters of a finished job for a target width")
     p.add_argument("id", help="the job's id")
     p.add_argument("--width", type=int, required=True, help="target width")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="the target run's training tokens: the lr for that budget from the job's horizon fit")
     p.add_argument("--json", action="store_true", help="print the API's answer as JSON instead of the table")
     client_args(p)
     p.set_defaults(func=cmd_recommendation)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from gdn.summary import TrialOutcome, summarize_sweep
+from gdn.summary import TrialOutcome, extension_points, summarize_sweep
 from service import floats
-from service.models import (JOB_ACTIVE, JOB_TERMINAL, TRIAL_ACTIVE, TRIAL_RESULT, ApiToken, CurvePoint,
+from service.models import (JOB_ACTIVE, JOB_TERMINAL, TRIAL_ACTIVE, TRIAL_RESULT, TRIAL_TERMINAL, ApiToken, CurvePoint,
                             IdempotencyKey, Job, JobState, Trial, TrialState, utcnow)
 from service.models import SETTINGS_TOKEN_NAME, TokenScope
 
@@ -33,13 +33,14 @@ class JobFinished(Exception):
 # --- jobs ----------------------------------------------------------------------------------------------------
 
 def create_job(session: Session, *, spec: dict, sweep_config: dict, spec_sha256: str, widths: list[int],
-               grid: list[tuple[int, float, int]], steps: int, created_by: int | None) -> Job:
-    """A QUEUED job sweeping `widths` (the base width first) and one PENDING trial per (width, lr, seed) of
-    `grid`, in the caller's transaction."""
+               grid: list[tuple], steps: int, created_by: int | None) -> Job:
+    """A QUEUED job sweeping `widths` (the base width first) and one PENDING trial per (width, lr, seed) or
+    (width, lr, seed, steps) of `grid` (steps None: the job's `steps`), in the caller's transaction."""
     job = Job(id=str(uuid.uuid4()), state=JobState.QUEUED, spec=spec, sweep_config=sweep_config,
               spec_sha256=spec_sha256, widths=list(widths), num_points=len(grid), steps=steps, created_by=created_by)
-    job.trials = [Trial(point=i, width=width, lr=lr, seed=seed, attempt=1, state=TrialState.PENDING)
-                  for i, (width, lr, seed) in enumerate(grid)]
+    job.trials = [Trial(point=i, width=width, lr=lr, seed=seed, steps=rest[0] if rest else None, attempt=1,
+                        state=TrialState.PENDING)
+                  for i, (width, lr, seed, *rest) in enumerate(grid)]
     session.add(job)
     session.flush()
     return job
@@ -73,6 +74,8 @@ class TrialSummary:
     retries: int = 0                  # attempts that failed and were requeued
     running_steps: int = 0            # steps done by the RUNNING trials (for progress)
     trial_seconds: float = 0.0        # training seconds of finished trials
+    planned_steps: int = 0            # training steps of every current trial (horizons differ; extensions add)
+    finished_steps: int = 0           # of those, the terminal trials' (a diverged one counts whole: it is done)
     tokens_trained: int = 0           # finished attempts' tokens plus the RUNNING trials' last curve point
     best: tuple[int, float, int, float] | None = None   # (width, lr, seed, loss): the base width's lowest final
                                                         # validation loss so far
@@ -102,6 +105,14 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
                            .group_by(Trial.job_id))
     for job_id, steps in rows:
         out[job_id].running_steps = int(steps or 0)
+    horizon = sa.func.coalesce(Trial.steps, Job.steps)
+    terminal = list(TRIAL_TERMINAL)
+    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(horizon),
+                                     sa.func.sum(sa.case((Trial.state.in_(terminal), horizon), else_=0)))
+                           .join(Job, Job.id == Trial.job_id)
+                           .where(Trial.job_id.in_(job_ids), Trial.retried.is_(False)).group_by(Trial.job_id))
+    for job_id, planned, finished in rows:
+        out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
     rows = session.execute(sa.select(Trial.job_id, sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
                            .where(Trial.job_id.in_(job_ids)).group_by(Trial.job_id))
     for job_id, tokens in rows:
@@ -117,7 +128,7 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
     rows = session.execute(sa.select(Trial.job_id, Trial.width, Trial.lr, Trial.seed, Trial.final_val_loss)
                            .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.COMPLETED,
-                                  Trial.retried.is_(False)))
+                                  Trial.retried.is_(False), Trial.steps.is_(None)))   # the proxy's horizon
     for job_id, width, lr, seed, loss in rows:
         best = out[job_id].best
         if width == base_width[job_id][0] and loss is not None and math.isfinite(loss) and \
@@ -235,6 +246,7 @@ class ClaimedTrial:
     attempt: int
     sweep_config: dict
     spec: dict
+    steps: int | None = None      # its horizon (None: the sweep config's schedule.steps)
 
 
 def claim_trial(session: Session, *, trial_id: int, worker: str, stale_before: dt.datetime | None = None,
@@ -266,21 +278,24 @@ def _count_at_width(session: Session, trial_id: int, what, *where) -> int:
     lead = session.get(Trial, trial_id)
     if lead is None:
         return 0
-    return session.scalar(sa.select(what).where(Trial.job_id == lead.job_id, Trial.width == lead.width, *where)) or 0
+    return session.scalar(sa.select(what).where(Trial.job_id == lead.job_id, Trial.width == lead.width,
+                                                Trial.steps.is_not_distinct_from(lead.steps), *where)) or 0
 
 
 def count_pack_mates(session: Session, *, trial_id: int) -> int:
-    """PENDING trials that could share a pack with `trial_id`: of its job, at its width."""
+    """PENDING trials that could share a pack with `trial_id`: of its job, at its width and horizon."""
     return _count_at_width(session, trial_id, sa.func.count(), Trial.state == TrialState.PENDING)
 
 
 def count_width_points(session: Session, *, trial_id: int) -> int:
-    """Grid points of the job of `trial_id` at its width, whatever their state (a retry is the same point)."""
+    """Grid points of the job of `trial_id` at its width and horizon, whatever their state (a retry is the same
+    point)."""
     return _count_at_width(session, trial_id, sa.func.count(sa.distinct(Trial.point)))
 
 
 def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:
-    """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width, in grid order,
+    """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width and horizon, in
+    grid order,
     each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks finds them
     taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
     lead = session.get(Trial, trial_id)
@@ -290,7 +305,8 @@ def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int
     if lead.state != TrialState.RUNNING or lead.worker != worker:
         return []
     candidates = session.scalars(sa.select(Trial.id).where(
-        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.state == TrialState.PENDING)
+        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.steps.is_not_distinct_from(lead.steps),
+        Trial.state == TrialState.PENDING)
         .order_by(Trial.point, Trial.attempt).limit(limit)).all()
     now = utcnow()
     claimed = [t for t in candidates if _claim_locked(session, job_id=lead.job_id, trial_id=t, worker=worker, now=now)]
@@ -416,7 +432,7 @@ def _claimed(session: Session, job_id: str, trial_ids: list[int]) -> list[Claime
     job = session.get(Job, job_id, populate_existing=True)
     trials = [session.get(Trial, t, populate_existing=True) for t in trial_ids]
     return [ClaimedTrial(trial_id=t.id, job_id=job.id, width=t.width, lr=t.lr, seed=t.seed, attempt=t.attempt,
-                         sweep_config=job.sweep_config, spec=job.spec) for t in trials]
+                         sweep_config=job.sweep_config, spec=job.spec, steps=t.steps) for t in trials]
 
 
 def _finish(session: Session, *, trial_id: int, worker: str, state: TrialState, values: dict) -> bool:
@@ -446,7 +462,7 @@ def _fail_locked(session: Session, *, job_id: str, trial_id: int, worker: str | 
     new_id = None
     trial = session.get(Trial, trial_id, populate_existing=True)
     if not cancelling and job_state in JOB_ACTIVE and trial.attempt < max_attempts:
-        retry = Trial(job_id=job_id, point=trial.point, width=trial.width, lr=trial.lr, seed=trial.seed,
+        retry = Trial(job_id=job_id, point=trial.point, width=trial.width, lr=trial.lr, seed=trial.seed, steps=trial.steps,
                       attempt=trial.attempt + 1, retry_of=trial.id, state=TrialState.PENDING)
         session.add(retry)
         trial.retried = True
@@ -456,10 +472,21 @@ def _fail_locked(session: Session, *, job_id: str, trial_id: int, worker: str | 
     return new_id
 
 
+NEW_TRIALS = "deltamu.new_trial_ids"     # session.info key: trials created in this transaction, to enqueue after it
+
+
+def new_trial_ids(session: Session) -> list[int]:
+    """The trials a settle created in this session's transaction (a grid extended past its edge): the caller sends
+    them once it has committed. A send lost here is made by the reaper (they stay unenqueued until sent)."""
+    return list(session.info.get(NEW_TRIALS, []))
+
+
 def _settle(session: Session, job_id: str) -> None:
-    """If no current trial is PENDING or RUNNING, move the job to its terminal state: CANCELLED when cancelling,
-    else SUCCEEDED with what gdn.summary makes of its trials (stored once, here), or FAILED when there is nothing
-    to fit. Runs under the job lock, so exactly one transaction sees the job settle."""
+    """If no current trial is PENDING or RUNNING, either extend a grid whose best point is on its edge (new PENDING
+    trials, while the job's max_extend_rounds allows) or move the job to its terminal state: CANCELLED when
+    cancelling, else SUCCEEDED with what gdn.summary makes of its trials (stored once, here), or FAILED when there
+    is nothing to fit. Runs under the job lock, so exactly one transaction sees the job settle or extend; a
+    duplicate delivery of the last trial finds it terminal and changes nothing."""
     session.flush()                        # pending changes first: the reload below must not discard them
     job = session.get(Job, job_id, populate_existing=True)
     if job.state in JOB_TERMINAL:
@@ -468,19 +495,36 @@ def _settle(session: Session, job_id: str) -> None:
                                    .order_by(Trial.point).execution_options(populate_existing=True)))
     if any(t.state in TRIAL_ACTIVE for t in current):
         return
-    job.finished_at = utcnow()
     if job.state == JobState.CANCELLING:
+        job.finished_at = utcnow()
         job.state = JobState.CANCELLED
         return
-    summary = summarize_sweep([TrialOutcome(width=t.width, lr=t.lr, seed=t.seed, state=t.state.value,
-                                            final_val_loss=t.final_val_loss, attempt=t.attempt) for t in current],
-                              widths=job.widths)
+    outcomes = [TrialOutcome(width=t.width, lr=t.lr, seed=t.seed, state=t.state.value,
+                             final_val_loss=t.final_val_loss, attempt=t.attempt, steps=t.steps) for t in current]
+    if (job.extend_rounds or 0) < job.spec.get("max_extend_rounds", 0):
+        points = extension_points(outcomes)
+        if points:
+            first = max(t.point for t in current) + 1
+            trials = [Trial(job_id=job_id, point=first + i, width=width, lr=lr, seed=seed, steps=steps, attempt=1,
+                            state=TrialState.PENDING) for i, (width, steps, lr, seed) in enumerate(points)]
+            session.add_all(trials)
+            job.num_points += len(trials)
+            job.extend_rounds = (job.extend_rounds or 0) + 1
+            session.flush()
+            session.info.setdefault(NEW_TRIALS, []).extend(t.id for t in trials)
+            return
+    job.finished_at = utcnow()
+    schedule = job.sweep_config.get("schedule", {})
+    summary = summarize_sweep(outcomes, widths=job.widths, proxy_steps=job.steps,
+                              tokens_per_step=schedule.get("batch_size", 1) * schedule.get("seq_len", 1))
     if summary.error is not None:
         job.state, job.error = JobState.FAILED, summary.error
         return
     job.optimum = floats.encode(summary.optimum.to_dict())
     if summary.transfer is not None:
         job.transfer = floats.encode(summary.transfer.to_dict())
+    if summary.horizon is not None:
+        job.horizon = floats.encode(summary.horizon.to_dict())
     job.state = JobState.SUCCEEDED
 
 

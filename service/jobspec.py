@@ -15,6 +15,7 @@ from gdn.spec import BYTE_VOCAB, BYTES_TOKENIZER, SweepConfig
 from gdn.config import GDNConfig, count_params, train_flops_per_token
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import lr_grid
+from gdn.horizon import config_at_horizon
 
 from service.schemas import JobCreate
 from service.settings import Settings
@@ -36,7 +37,7 @@ class PreparedJob:
     spec: dict                  # the request, normalised: defaults filled, `reuse` dropped
     sweep_config: dict          # SweepConfig.to_dict()
     widths: list[int]           # the base width first
-    grid: list[tuple[int, float, int]]   # (width, lr, seed)
+    grid: list[tuple[int, float, int, int | None]]   # (width, lr, seed, steps: None for the proxy's horizon)
     spec_sha256: str
     steps: int
 
@@ -53,9 +54,12 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
     if job.data.tokenizer != BYTES_TOKENIZER:
         _check_data_source(job.data.tokenizer, settings, what="tokenizer")
     num_lrs = len(job.lr_grid.values) if job.lr_grid.values is not None else job.lr_grid.count
-    grid_size = len(widths) * num_lrs * len(job.seeds)
+    horizons = job.all_horizons
+    extra_horizons = [h for h in horizons if h != job.schedule.steps]
+    grid_size = (len(widths) + len(extra_horizons)) * num_lrs * len(job.seeds)
     if grid_size > settings.max_trials:     # before building the grid
-        raise JobRejected(f"{grid_size} trials (widths x learning rates x seeds) exceed the limit of "
+        what = "((widths + further horizons)" if extra_horizons else "(widths"
+        raise JobRejected(f"{grid_size} trials {what} x learning rates x seeds) exceed the limit of "
                           f"{settings.max_trials}")
     try:
         config = job.sweep_config()
@@ -71,14 +75,30 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
         except ValueError as e:
             raise JobRejected(f"widths: {e}") from None
     _check_limits(config, widths, len(lrs) * len(job.seeds), job.log_every, settings)
+    for h in extra_horizons:       # each further horizon of the base width: its steps, curve rows and FLOPs
+        _check_limits(config_at_horizon(config, h), [widths[0]], len(lrs) * len(job.seeds), job.log_every, settings)
+    if extra_horizons:             # and the FLOPs of every width and horizon together
+        sched, per_step = config.schedule, config.schedule.batch_size * config.schedule.seq_len
+        flops = len(lrs) * len(job.seeds) * per_step * (
+            sched.steps * sum(train_flops_per_token(config.model_at(w)) for w in widths)
+            + sum(extra_horizons) * train_flops_per_token(config.model_at(widths[0])))
+        if flops > settings.max_job_flops:
+            raise JobRejected(f"the job needs about {flops:.3g} training FLOPs over its widths and horizons, above "
+                              f"the limit of {settings.max_job_flops:.3g}: use fewer or shorter horizons, trials or "
+                              f"widths")
     sweep_config = config.to_dict()
     identity = {"spec_version": SPEC_VERSION, "parametrization_version": PARAMETRIZATION_VERSION,
                 "sweep_config": _without_new_defaults(sweep_config), "grid": [(lr, seed) for lr in lrs for seed in job.seeds],
                 "log_every": job.log_every}
     if len(widths) > 1:      # absent for one width, so a single-width job's hash is what it was before widths
         identity["widths"] = widths
-    return PreparedJob(spec=spec, sweep_config=sweep_config, widths=widths,
-                       grid=[(width, lr, seed) for width in widths for lr in lrs for seed in job.seeds],
+    if extra_horizons:       # likewise for one horizon
+        identity["horizons"] = horizons
+    if job.max_extend_rounds:   # a job that extends its grid can end with other trials than one that does not
+        identity["max_extend_rounds"] = job.max_extend_rounds
+    grid = [(width, lr, seed, None) for width in widths for lr in lrs for seed in job.seeds]
+    grid += [(widths[0], lr, seed, h) for h in extra_horizons for lr in lrs for seed in job.seeds]
+    return PreparedJob(spec=spec, sweep_config=sweep_config, widths=widths, grid=grid,
                        spec_sha256=canonical_sha256(identity), steps=config.schedule.steps)
 
 

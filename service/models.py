@@ -132,6 +132,8 @@ class Job(Base):
     optimum: Mapped[dict | None] = mapped_column(sa.JSON)      # the base width's gdn Optimum.to_dict(), non-finite
                                                                # floats encoded
     transfer: Mapped[dict | None] = mapped_column(sa.JSON)     # gdn TransferSummary.to_dict() of a multi-width job
+    horizon: Mapped[dict | None] = mapped_column(sa.JSON)      # gdn HorizonFit.to_dict() of a job of several horizons
+    extend_rounds: Mapped[int | None] = mapped_column(sa.Integer)   # rounds of lrs added past a grid's edge (NULL: 0)
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[int | None] = mapped_column(sa.ForeignKey("api_tokens.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -147,7 +149,7 @@ class Job(Base):
 
 
 class Trial(Base):
-    """One attempt at one grid point (width, lr, seed). A retry after an infrastructure failure is a new row with
+    """One attempt at one grid point (width, lr, seed, and horizon when the job sweeps several). A retry after an infrastructure failure is a new row with
     attempt + 1 and retry_of pointing at the failed one, whose `retried` turns true."""
     __tablename__ = "trials"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -156,6 +158,7 @@ class Trial(Base):
     width: Mapped[int] = mapped_column(sa.Integer)                 # the proxy's width in this trial
     lr: Mapped[float] = mapped_column(sa.Double)
     seed: Mapped[int] = mapped_column(sa.Integer)
+    steps: Mapped[int | None] = mapped_column(sa.Integer)          # its horizon; NULL: the job's steps
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
     retry_of: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("trials.id", ondelete="SET NULL"))
     retried: Mapped[bool] = mapped_column(sa.Boolean, default=False)

@@ -6,8 +6,7 @@ from gdn.recommend import data_warnings
 from gdn.spec import DataSpec, SweepConfig
 from service import floats
 from service.crud import TrialSummary
-from service.models import (JOB_TERMINAL, TRIAL_TERMINAL, CurvePoint, Job, JobState, Trial, TrialState,
-                            utcnow)
+from service.models import JOB_TERMINAL, CurvePoint, Job, JobState, Trial, utcnow
 from service.schemas import (BestSoFarPublic, CurvePointPublic, JobLinks, JobPublic, OptimumPublic, TransferPublic,
                              TrialCounts, TrialPublic, WidthTransferPublic)
 
@@ -49,14 +48,14 @@ def data_regime(job: Job) -> tuple[SweepConfig, int | None, int | None]:
 
 
 def job_public(job: Job, summary: TrialSummary, queue_position: int | None = None) -> JobPublic:
-    done_points = sum(n for state, n in summary.counts.items() if TrialState(state) in TRIAL_TERMINAL)
-    total_steps = max(job.num_points * job.steps, 1)
+    # steps, not trials: a horizon sweep's trials differ in length; an extension round adds trials (and steps)
     progress = 1.0 if job.state in JOB_TERMINAL else min(
-        (done_points * job.steps + summary.running_steps) / total_steps, 1.0)
+        (summary.finished_steps + summary.running_steps) / max(summary.planned_steps, 1), 1.0)
     end = job.finished_at or (None if job.started_at is None else utcnow())
     elapsed = (end - job.started_at).total_seconds() if job.started_at and end else None
     schedule = job.spec.get("schedule", {})
-    tokens_total = job.num_points * job.steps * schedule.get("batch_size", 0) * schedule.get("seq_len", 0)
+    # every current trial's own steps (a horizon sweep's differ; an extension round adds trials)
+    tokens_total = summary.planned_steps * schedule.get("batch_size", 0) * schedule.get("seq_len", 0)
     rate = summary.tokens_trained / elapsed if elapsed and summary.tokens_trained else None
     # the grid's remaining share at the throughput measured so far (a diverged trial stops early: its share is done)
     eta = (1.0 - progress) * tokens_total / rate if rate and job.state == JobState.RUNNING else None
@@ -67,8 +66,9 @@ def job_public(job: Job, summary: TrialSummary, queue_position: int | None = Non
         started_at=job.started_at, finished_at=job.finished_at, elapsed_seconds=elapsed,
         trial_seconds=summary.trial_seconds, progress=progress,
         widths=job.widths, trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
-        optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer), error=job.error,
-        warnings=data_warnings(*data_regime(job)), spec_sha256=job.spec_sha256, spec=job.spec,
+        optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer),
+        horizon=floats.decode(job.horizon) if job.horizon else None, extend_rounds=job.extend_rounds or 0,
+        error=job.error, warnings=data_warnings(*data_regime(job)), spec_sha256=job.spec_sha256, spec=job.spec,
         links=job_links(job.id), queue_position=queue_position if job.state == JobState.QUEUED else None,
         best_so_far=best, tokens_trained=summary.tokens_trained, tokens_total=tokens_total, tokens_per_second=rate,
         eta_seconds=eta, loss_unit=DataSpec(**job.spec.get("data", {})).loss_unit)
@@ -82,7 +82,7 @@ def point_public(p: CurvePoint) -> CurvePointPublic:
 def trial_public(t: Trial, points: list[CurvePoint], curve_truncated: bool = False) -> TrialPublic:
     values, flags = floats.to_public({"final_val_loss": t.final_val_loss})
     return TrialPublic(
-        id=t.id, point=t.point, width=t.width, lr=t.lr, seed=t.seed, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
+        id=t.id, point=t.point, width=t.width, lr=t.lr, seed=t.seed, steps=t.steps, attempt=t.attempt, retry_of=t.retry_of, retried=t.retried,
         state=t.state, worker=t.worker, started_at=t.started_at, heartbeat_at=t.heartbeat_at,
         finished_at=t.finished_at, diverged_step=t.diverged_step, reason=t.reason, error=t.error,
         tokens=t.tokens, seconds=t.seconds, num_params=t.num_params, device=t.device, data_sha256=t.data_sha256,

@@ -1,4 +1,5 @@
-"""A finished job's recommendation for a target width: gdn.recommend.recommend on the base width's stored optimum.
+"""A finished job's recommendation for a target width (and a token budget): gdn.recommend.recommend on the base
+width's stored optimum (and the job's horizon fit).
 
 It is a pure function of (job, optimum, width, parametrization version), so it is cached: an ETag of those four,
 Cache-Control for a day (private when reads need a token), and a matching If-None-Match answers "not modified"
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 from gdn.parametrization import PARAMETRIZATION_VERSION
 from gdn.fit import Optimum
-from gdn.recommend import SweepResult, recommend
+from gdn.horizon import HorizonFit
+from gdn.recommend import SweepResult, horizon_evidence, recommend
 from service import floats
 from service.models import Job
 from service.present import data_regime
@@ -36,14 +38,17 @@ class RecommendationAnswer:
     body: RecommendationPublic | None       # None: the client's copy (If-None-Match) is current
 
 
-def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_match: str | None) -> RecommendationAnswer:
+def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_match: str | None,
+                       tokens: int | None = None) -> RecommendationAnswer:
     if job.optimum is None:
         raise NoOptimumYet(f"job {job.id} is {job.state.value}; a recommendation needs a SUCCEEDED job"
                            + (f": {job.error}" if job.error else ""))
     if width > settings.max_target_width:
         raise WidthNotSupported(f"width {width} exceeds the limit of {settings.max_target_width}")
-    etag = '"' + hashlib.sha256(json.dumps([job.id, job.optimum, width, PARAMETRIZATION_VERSION],
-                                           sort_keys=True).encode()).hexdigest()[:32] + '"'
+    key = [job.id, job.optimum, width, PARAMETRIZATION_VERSION]
+    if tokens is not None:      # only then: the ETag of a width-only answer is what it was
+        key += [tokens, job.horizon, horizon_evidence()]
+    etag = '"' + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + '"'
     headers = {"ETag": etag,
                "Cache-Control": f"{'private' if settings.auth_reads else 'public'}, max-age={CACHE_SECONDS}"}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
@@ -52,9 +57,10 @@ def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_matc
     config, train_tokens, target_vocab = data_regime(job)
     result = SweepResult(config=config,
                          optimum=Optimum.from_dict(floats.decode(job.optimum)),
-                         num_trials=job.num_points // len(job.widths))
+                         num_trials=job.num_points // len(job.widths),
+                         horizon=HorizonFit.from_dict(floats.decode(job.horizon)) if job.horizon else None)
     try:
-        body = recommend(result, width, train_tokens=train_tokens, target_vocab=target_vocab).to_dict()
+        body = recommend(result, width, tokens, train_tokens=train_tokens, target_vocab=target_vocab).to_dict()
     except ValueError as e:                  # a width the model's width axis cannot take
         raise WidthNotSupported(str(e)) from None
     return RecommendationAnswer(headers, RecommendationPublic(job_id=job.id, **body))

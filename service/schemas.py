@@ -26,6 +26,8 @@ INT32_MAX = 2**31 - 1            # seeds and counts are stored in 32-bit integer
 GRID_MAX = 10_000                # a hard ceiling before the deployment's own limit on trials is checked
 WIDTHS_MAX = 32                  # widths of one transfer study
 EVAL_BATCHES_MAX = 10_000
+HORIZONS_MAX = 16                # horizons of one horizon sweep
+EXTEND_ROUNDS_MAX = 10
 NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body and named here"
 
 
@@ -90,6 +92,17 @@ class JobCreate(_In):
     eval_batches: int = Field(_SWEEP["eval_batches"], ge=1, le=EVAL_BATCHES_MAX,
                               description="validation batches at the end of every trial")
     log_every: int = Field(10, ge=1, le=INT32_MAX, description="a curve point every this many steps")
+    horizons: list[int] | None = Field(
+        None, min_length=1, max_length=HORIZONS_MAX,
+        description="a horizon sweep: the base width's sweep also runs at each of these horizons, in training "
+                    "steps (a trial's tokens = steps x batch_size x seq_len); must include schedule.steps, the "
+                    "proxy's horizon. Each keeps the schedule's shape: warmup the same share of the run, the "
+                    "cosine decay over the rest. The job fits lr* against tokens, which the recommendation reads "
+                    "for ?tokens=. Default: [schedule.steps]")
+    max_extend_rounds: int = Field(
+        2, ge=0, le=EXTEND_ROUNDS_MAX,
+        description="rounds of learning rates added past a grid's edge while a sweep's best point (of any width "
+                    "and horizon) is there: two more lrs at the grid's spacing, every seed, per round; 0: none")
     reuse: bool = Field(False, description="answer with a SUCCEEDED job of the identical spec instead of running "
                                            "it again (not part of the spec)")
 
@@ -155,6 +168,24 @@ class JobCreate(_In):
                              f"got {self.widths[0]}")
         return self
 
+    @model_validator(mode="after")
+    def _horizons_hold_the_proxys(self) -> "JobCreate":
+        if self.horizons is None:
+            return self
+        if len(set(self.horizons)) != len(self.horizons):
+            raise ValueError("horizons must be distinct")
+        if any(not 1 <= h <= INT32_MAX for h in self.horizons):
+            raise ValueError(f"horizons are training steps in [1, {INT32_MAX}], got {self.horizons}")
+        if self.schedule.steps not in self.horizons:
+            raise ValueError(f"horizons must include schedule.steps = {self.schedule.steps}, the proxy's horizon "
+                             f"(where the recommendation's lr is measured), got {self.horizons}")
+        return self
+
+    @property
+    def all_horizons(self) -> list[int]:
+        """The base width's horizons in steps, ascending (the proxy's, schedule.steps, among them)."""
+        return sorted(self.horizons) if self.horizons is not None else [self.schedule.steps]
+
     @property
     def all_widths(self) -> list[int]:
         """The widths this job sweeps, the base width first."""
@@ -181,7 +212,8 @@ class JobCreate(_In):
 # --- output --------------------------------------------------------------------------------------------------
 
 class TrialCounts(BaseModel):
-    total: int = Field(description="grid points: widths x learning rates x seeds")
+    total: int = Field(description="grid points: widths x learning rates x seeds (and the base width's further "
+                                   "horizons); grows as a sweep extends its grid past an edge")
     by_state: dict[TrialState, int] = Field(description="current attempt of each grid point, by state")
     retries: int = Field(description="attempts that failed on infrastructure and were requeued")
 
@@ -229,6 +261,42 @@ class TransferPublic(BaseModel):
     warnings: list[str]
 
 
+class HorizonPointPublic(BaseModel):
+    steps: int
+    tokens: int = Field(description="training tokens of one trial at this horizon")
+    lr: float | None = Field(description="this horizon's lr* at the base width (null: no optimum)")
+    log2_lr: float | None
+    log2_lr_err: float | None = Field(description="one standard error of log2 lr*: the seeds' spread / sqrt(seeds), "
+                                                  "floored by the grid's resolution (a step / sqrt 12)")
+    seeds: int
+    on_edge: bool
+    in_fit: bool = Field(description="false for an edge optimum (a bound) or none")
+    note: str | None
+
+
+class HorizonFitPublic(BaseModel):
+    """log2 lr* = intercept + exponent x log2(tokens / proxy_tokens), weighted least squares over the horizons
+    (gdn.horizon): lr* proportional to tokens^exponent."""
+    points: list[HorizonPointPublic] = Field(description="ascending steps")
+    proxy_steps: int
+    proxy_tokens: int
+    grid_step_log2: float
+    exponent: float | None = Field(description="null: fewer than two horizons with an interior optimum")
+    exponent_err: float | None
+    intercept: float | None = Field(description="the line's log2 lr* at the proxy's tokens")
+    intercept_err: float | None
+    covariance: list[list[float]] | None = Field(description="of (intercept, exponent), scaled by chi2/dof when "
+                                                             "that exceeds 1")
+    chi2: float | None
+    dof: int
+    slope_resolved: bool = Field(description="|exponent| > 2 standard errors: only then is the lr extrapolated")
+    max_tokens: int = Field(description="the longest horizon in the fit")
+    weight_decay_rule: str = Field(description="how weight decay is carried across horizons (today: coupled, the "
+                                               "proxy's, unchanged)")
+    weight_decay_note: str
+    warnings: list[str]
+
+
 class BestSoFarPublic(BaseModel):
     """The lowest final validation loss among the base width's finished trials so far."""
     width: int
@@ -260,6 +328,9 @@ class JobPublic(BaseModel):
     optimum: OptimumPublic | None = Field(description="the base width's optimum: what the recommendation uses")
     transfer: TransferPublic | None = Field(description="a transfer study's summary once it has finished; "
                                                         "null for a job of one width")
+    horizon: HorizonFitPublic | None = Field(None, description="a horizon sweep's fit of lr* against tokens once it "
+                                                               "has finished; null for a job of one horizon")
+    extend_rounds: int = Field(0, description="rounds of learning rates added past a grid's edge so far")
     error: str | None
     warnings: list[str] = Field([], description="what the job's data regime says before any result: a proxy trial "
                                 "that repeats its corpus (more than one epoch), a target vocabulary that is not the "
@@ -303,6 +374,8 @@ class TrialPublic(BaseModel):
     width: int
     lr: float
     seed: int
+    steps: int | None = Field(None, description="its horizon in training steps, in a horizon sweep; null: the "
+                                                "job's schedule.steps")
     attempt: int
     retry_of: int | None
     retried: bool = Field(description="a later attempt replaced this one")
@@ -385,6 +458,35 @@ class CostPublic(_Recommended):
     sweep_share: float = Field(description="num_trials x trial_share")
 
 
+class HorizonAnswerPublic(_Recommended):
+    """The horizon fit (gdn.horizon) read at a token budget: how much the base width's lr moves from the proxy's
+    horizon to `tokens`, and how sure that is."""
+    tokens: int
+    proxy_steps: int
+    proxy_tokens: int = Field(description="training tokens of one proxy trial at its horizon")
+    lr_factor: float = Field(description="lr*(tokens) / lr*(proxy_tokens) from the fit; 1 when the job swept one "
+                                         "horizon or the exponent is not told from 0")
+    log2_factor: float
+    error_steps: float | None = Field(description="one standard error of log2 lr*(tokens) from the fit, in grid "
+                                                  "steps (null: no fit)")
+    grid_step_log2: float
+    extrapolation_ratio: float = Field(description="tokens / the longest proxy horizon in the fit")
+    validated_ratio: float = Field(description="the largest ratio the horizon study validated "
+                                               "(gdn/transfer_evidence.json); beyond it a warning")
+    extrapolated: bool = Field(description="the fit's slope was applied")
+    exponent: float | None
+    exponent_err: float | None
+    intercept: float | None = Field(description="the line's log2 lr* at the proxy's tokens")
+    intercept_err: float | None
+    slope_resolved: bool
+    chi2: float | None
+    dof: int
+    horizons: list[HorizonPointPublic]
+    weight_decay_rule: str
+    weight_decay_note: str
+    warnings: list[str]
+
+
 class RecommendationPublic(_Recommended):
     """The muP hyperparameters of a finished job for a target width: a pure function of the job's optimum and the
     width (gdn.recommend.recommend, a gdn.spec.Recommendation)."""
@@ -407,6 +509,11 @@ class RecommendationPublic(_Recommended):
     target_model: ModelShapesPublic
     proxy_model: ModelShapesPublic
     cost: CostPublic
+    tokens: int | None = Field(None, description="the token budget asked for (?tokens=); null: the lr is the "
+                                                 "proxy's horizon's, as measured")
+    proxy_lr: float | None = Field(None, description="the base width's measured optimum at the proxy's horizon; "
+                                                     "with tokens, base_lr = proxy_lr x horizon.lr_factor")
+    horizon: HorizonAnswerPublic | None = Field(None, description="with tokens: the horizon fit read at that budget")
 
 
 class Problem(BaseModel):

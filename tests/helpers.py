@@ -206,10 +206,12 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 
 
 def tiny_job(**overrides) -> dict:
-    """A CPU job of a few seconds: width 32, depth 1, 3 learning rates, 30 steps of 2 x 32 tokens."""
+    """A CPU job of a few seconds: width 32, depth 1, 3 learning rates, 30 steps of 2 x 32 tokens; its grid as given
+    (no extension past an edge: the tests of that set max_extend_rounds)."""
     job = {"model": {"width": 32, "depth": 1},
            "schedule": {"steps": 30, "warmup_steps": 3, "batch_size": 2, "seq_len": 32},
-           "lr_grid": {"values": [0.002, 0.01, 0.05]}, "seeds": [0], "eval_batches": 2, "log_every": 5}
+           "lr_grid": {"values": [0.002, 0.01, 0.05]}, "seeds": [0], "eval_batches": 2, "log_every": 5,
+           "max_extend_rounds": 0}
     job.update(overrides)
     return job
 

@@ -10,6 +10,7 @@ PACK_ON_CPU. On CUDA even a lone trial trains as a pack (of one): the pack repla
 """
 from __future__ import annotations
 
+from gdn.horizon import config_at_horizon
 from gdn.pack_plan import fit_pack_size
 from gdn.spec import SweepConfig, TrialSpec
 from gdn.trial import resolve_device
@@ -23,12 +24,14 @@ PACK_SIZE_CACHE_ENTRIES = 256
 # Not a setting: True only in the tests' worker app (tests/worker/packing_worker_app.py), so that a CPU worker takes
 # the CUDA worker's packed path and the tests drive it without a GPU.
 PACK_ON_CPU = False
-# (job id, width) -> (trials that fit, how many were tried): a size below what was tried is the device's limit
-_pack_sizes: dict[tuple[str, int], tuple[int, int]] = {}
+# (job id, width, horizon) -> (trials that fit, how many were tried): a size below what was tried is the device's
+# limit
+_pack_sizes: dict[tuple[str, int, int | None], tuple[int, int]] = {}
 
 
 def trial_spec(claimed: ClaimedTrial, settings: Settings) -> TrialSpec:
-    return TrialSpec(config=SweepConfig.from_dict(claimed.sweep_config), lr=claimed.lr, seed=claimed.seed,
+    config = config_at_horizon(SweepConfig.from_dict(claimed.sweep_config), claimed.steps)
+    return TrialSpec(config=config, lr=claimed.lr, seed=claimed.seed,
                      width=claimed.width, device=settings.device, backend=settings.gdn_backend,
                      cuda_graphs=settings.cuda_graphs)
 
@@ -41,7 +44,7 @@ def pack_size(claimed: ClaimedTrial, settings: Settings, available: int) -> int:
     """How many trials to train as one pack, the claimed one included: what fits the device, at most max_pack
     and at most `available`."""
     wanted = min(settings.max_pack, available)
-    key = (claimed.job_id, claimed.width)
+    key = (claimed.job_id, claimed.width, claimed.steps)
     cached = _pack_sizes.get(key)
     if cached is None or cached[0] == cached[1] < wanted:     # never measured, or only smaller packs were
         if len(_pack_sizes) >= PACK_SIZE_CACHE_ENTRIES:

@@ -34,6 +34,7 @@ def reap_once(app: Celery) -> int:
     with transaction(sessions()) as session:
         retries = crud.reap(session, stale_before=now - dt.timedelta(seconds=settings.stale_after_seconds),
                             max_attempts=settings.max_attempts)
+        retries += crud.new_trial_ids(session)     # a grid extended when a reaped trial settled its job
         unsent = crud.unenqueued_trials(session, created_before=now - dt.timedelta(seconds=settings.heartbeat_seconds))
         overdue = crud.overdue_trials(session, sent_before=now - dt.timedelta(seconds=settings.redrive_after_seconds))
         waiting = crud.backlog(session).sent if overdue else 0

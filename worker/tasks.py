@@ -68,6 +68,7 @@ def run_trial(self, trial_id: int) -> str:
                     retry_ids.append(crud.fail_trial(session, trial_id=t.trial_id, worker=worker,
                                                      error=f"{type(e).__name__}: {e}",
                                                      max_attempts=0 if timed_out else settings.max_attempts))
+                    retry_ids += crud.new_trial_ids(session)     # the last one out may extend the grid
         outcome = "failed"
     retry_ids = [r for r in retry_ids if r is not None]
     if retry_ids:
@@ -88,12 +89,16 @@ def _train(trials: list[ClaimedTrial], worker: str, beat: Heartbeat, stored: dic
         through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, step {point.step}")
 
     def store_result(i: int, result) -> None:    # conditional on RUNNING for this worker: safe to write again
-        def write():
+        def write() -> list[int]:
             with transaction(sessions()) as session:
                 crud.finish_trial(session, trial_id=trials[i].trial_id, worker=worker, result=result.to_dict())
-        through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, result")
+                return crud.new_trial_ids(session)
+        extension = through_outage(write, settings.stale_after_seconds, f"trial {trials[i].trial_id}, result")
         stored[trials[i].trial_id] = result.status
         beat.release(trials[i].trial_id)
+        if extension:        # the last trial's result extended the grid past its edge: send the new trials
+            log.info("job %s: the best lr is on a grid's edge; %d trial(s) added", trials[i].job_id, len(extension))
+            enqueue_trials(app, sessions(), settings.queue, extension)
 
     if len(trials) > 1:
         log.info("trial %s: training a pack of %d trials %s (job %s, width %s)", trials[0].trial_id, len(trials),

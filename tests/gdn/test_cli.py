@@ -38,13 +38,24 @@ def test_bad_input_is_a_one_line_error():
 
 def test_tiny_sweep_prints_a_table_and_an_optimum(tmp_path):
     r = deltamu("sweep", "--width", "32", "--depth", "1", "--seq-len", "32", "--batch-size", "4", "--steps", "12",
-                "--lrs", "0.001,0.01,0.1", "--quiet", "--json", str(tmp_path / "s.json"),
+                "--lrs", "0.001,0.01,0.1", "--max-extend-rounds", "0", "--quiet", "--json", str(tmp_path / "s.json"),
                 "--plot", str(tmp_path / "s.png"))
     assert r.returncode == 0, r.stderr
     assert "optimum: lr =" in r.stdout and r.stdout.count("COMPLETED") + r.stdout.count("DIVERGED") == 3
     data = json.loads((tmp_path / "s.json").read_text())
     assert len(data["trials"]) == 3 and data["optimum"]["lr"] > 0
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_extends_a_grid_that_starts_off_to_one_side(tmp_path):
+    # every lr far too small for 12 steps: the best is the largest, so the sweep adds lrs above it (one round here)
+    r = deltamu("sweep", "--width", "32", "--depth", "1", "--seq-len", "32", "--batch-size", "4", "--steps", "12",
+                "--lrs", "1e-6,2e-6,4e-6", "--max-extend-rounds", "1", "--quiet", "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["extend_rounds"] == 1 and "extension rounds: 1 of at most 1" in r.stdout
+    assert sorted(t["lr"] for t in data["trials"]) == pytest.approx([1e-6, 2e-6, 4e-6, 8e-6, 1.6e-5])
+    assert data["optimum"]["on_edge"] and data["optimum"]["lr"] == pytest.approx(1.6e-5)
 
 
 def test_coordcheck_json_plot_and_a_fail_with_its_reason(tmp_path):

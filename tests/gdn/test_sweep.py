@@ -316,3 +316,16 @@ def test_the_sweep_plot_shades_the_near_best_range():
 
     assert band_pixels((flat.near_best_lr_min, flat.near_best_lr_max)) > 20 * band_pixels(None) + 1000
     assert band_pixels((2.0 ** -7, 2.0 ** -7)) == band_pixels(None)        # one grid point: nothing to shade
+
+
+def test_edge_extension_adds_points_beyond_the_best_edge_at_the_grid_spacing():
+    from gdn.fit import edge_extension
+    grid = lr_grid(1e-3, 4e-3, 3)                       # spacing 2
+    assert edge_extension(grid, [3.0, 2.0, 1.0]) == pytest.approx([8e-3, 1.6e-2])
+    assert edge_extension(grid, [1.0, 2.0, 3.0]) == pytest.approx([5e-4, 2.5e-4])
+    assert edge_extension(grid, [2.0, 1.0, 3.0]) == []                          # interior
+    assert edge_extension(grid, [math.nan] * 3) == []                           # nothing finite
+    assert edge_extension(grid, [1.0, math.nan, math.inf]) == pytest.approx([5e-4, 2.5e-4])
+    # per-lr means over seeds decide: seed 1 alone would put the best on the top edge
+    assert edge_extension(grid * 2, [2.0, 1.0, 3.0, 2.0, 1.5, 1.4], [0, 0, 0, 1, 1, 1]) == []
+    assert edge_extension(grid, [3.0, 2.0, 1.0], points=1, step_log2=0.5) == pytest.approx([4e-3 * 2 ** 0.5])

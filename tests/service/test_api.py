@@ -399,3 +399,22 @@ def test_a_transfer_study_reports_its_summary_plot_and_base_recommendation(any_e
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and len(png.content) > 5000
     single = client.post("/v1/jobs", json=tiny_job(), headers=auth).json()
     assert single["widths"] == [32] and single["transfer"] is None      # widths absent: just the base
+
+
+def test_horizons_count_in_the_trial_and_flop_limits(pg_env, make_client, auth):
+    """A horizon sweep's further horizons are trials and FLOPs of their own: refused when they together exceed the
+    limits though each horizon alone fits; horizons without the proxy's are a 422."""
+    from gdn.config import train_flops_per_token
+    job = tiny_job(horizons=[15, 30, 60])               # 3 lrs at 15 + 30 + 60 steps
+    client = make_client(pg_env, max_trials=8)
+    detail = assert_problem(client.post("/v1/jobs", json=job, headers=auth), 422, "job-rejected")["detail"]
+    assert "9 trials ((widths + further horizons) x learning rates x seeds)" in detail
+    per_token = train_flops_per_token(SweepConfig.from_dict(prepare_config(tiny_job())).model_at(32))
+    limit = 3 * 64 * 100 * per_token                  # 105 steps in all: the 60-step horizon alone fits, all do not
+    client = make_client(pg_env, max_job_flops=limit)
+    assert "widths and horizons" in assert_problem(client.post("/v1/jobs", json=job, headers=auth), 422,
+                                                   "job-rejected")["detail"]
+    r = client.post("/v1/jobs", json=tiny_job(horizons=[15, 30]), headers=auth)
+    assert r.status_code == 202, r.text
+    assert "must include schedule.steps" in assert_problem(
+        client.post("/v1/jobs", json=tiny_job(horizons=[15, 60]), headers=auth), 422)["errors"][0]["msg"]

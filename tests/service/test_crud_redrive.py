@@ -75,3 +75,41 @@ def test_readyz_reports_the_backlog_without_turning_not_ready(any_env, make_clie
     stuck = r.json()["checks"]["backlog"]
     assert stuck["beyond_redrive_bound"] and stuck["oldest_unclaimed_seconds"] >= 3600, stuck
     assert "beyond the re-drive bound" in stuck["detail"]
+
+
+def finish(sessions, trial_id: int, loss: float, worker: str = "w") -> tuple[bool, list[int]]:
+    result = {"status": "COMPLETED", "final_val_loss": loss}
+    with transaction(sessions) as s:
+        return crud.finish_trial(s, trial_id=trial_id, worker=worker, result=result), crud.new_trial_ids(s)
+
+
+def test_an_edge_optimum_extends_the_grid_once_per_round_and_a_redelivery_adds_nothing(sessions):
+    """The last result of a sweep whose best lr is its largest adds two lrs above it (the grid's spacing) exactly
+    once, under the job lock; its re-delivered write changes nothing; the new trials are left unsent for the
+    reaper when the sender dies; after max_extend_rounds the job settles with the count."""
+    with transaction(sessions) as s:
+        job = crud.create_job(s, spec={"log_every": 5, "max_extend_rounds": 1}, sweep_config={}, spec_sha256="x" * 64,
+                              widths=[64], grid=[(64, 1e-3 * 2 ** i, 0) for i in range(3)], steps=10,
+                              created_by=None)
+        job_id, ids = job.id, [t.id for t in job.trials]
+    for i, trial_id in enumerate(ids):
+        with transaction(sessions) as s:
+            assert crud.claim_trial(s, trial_id=trial_id, worker="w") is not None
+        done, new = finish(sessions, trial_id, 3.0 - i)                  # the largest lr is best
+        assert done and (new == [] if i < 2 else len(new) == 2)
+    assert finish(sessions, ids[-1], 1.0) == (False, [])                  # the same write again: nothing
+    with transaction(sessions) as s:
+        job = crud.get_job(s, job_id=job_id)
+        added = [t for t in job.trials if t.id in new]
+        assert job.state.value == "RUNNING" and job.extend_rounds == 1 and job.num_points == 5
+        assert sorted(t.lr for t in added) == pytest.approx([8e-3, 1.6e-2]) and {t.point for t in added} == {3, 4}
+        assert sorted(crud.unenqueued_trials(s, created_before=utcnow())) == sorted(new)   # the reaper's backstop
+        assert crud.trial_summaries(s, job_ids=[job_id])[job_id].planned_steps == 50
+    for k, trial_id in enumerate(sorted(new)):
+        with transaction(sessions) as s:
+            assert crud.claim_trial(s, trial_id=trial_id, worker="w") is not None
+        assert finish(sessions, trial_id, 0.5 - k)[1] == []              # still on the edge, but no rounds left
+    with transaction(sessions) as s:
+        job = crud.get_job(s, job_id=job_id)
+        assert job.state.value == "SUCCEEDED" and job.extend_rounds == 1 and len(job.trials) == 5
+        assert job.optimum["on_edge"] and job.optimum["lr"] == pytest.approx(1.6e-2)

@@ -62,7 +62,7 @@ def test_upgrade_downgrade_upgrade(empty_database):
     assert not (TABLES & tables(url))
     alembic(url, "upgrade", "head")
     assert TABLES <= tables(url)
-    assert "0004 (head)" in alembic(url, "current")
+    assert "0005 (head)" in alembic(url, "current")
 
 
 def columns(url: str, table: str) -> set[str]:
