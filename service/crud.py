@@ -97,14 +97,17 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
         else:
             summary.counts[TrialState(state).value] += n
         summary.trial_seconds += float(seconds or 0.0)
-    last_step = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.step).label("step"))
-                 .group_by(CurvePoint.trial_id).subquery())
-    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(last_step.c.step))
-                           .join(last_step, last_step.c.trial_id == Trial.id)
+    # running trials: how far each has got, from its last curve point (steps and tokens)
+    last_point = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.step).label("step"),
+                            sa.func.max(CurvePoint.tokens).label("tokens"))
+                  .group_by(CurvePoint.trial_id).subquery())
+    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(last_point.c.step), sa.func.sum(last_point.c.tokens))
+                           .join(last_point, last_point.c.trial_id == Trial.id)
                            .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.RUNNING)
                            .group_by(Trial.job_id))
-    for job_id, steps in rows:
+    for job_id, steps, tokens in rows:
         out[job_id].running_steps = int(steps or 0)
+        out[job_id].tokens_trained += int(tokens or 0)
     horizon = sa.func.coalesce(Trial.steps, Job.steps)
     terminal = list(TRIAL_TERMINAL)
     rows = session.execute(sa.select(Trial.job_id, sa.func.sum(horizon),
@@ -115,14 +118,6 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
         out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
     rows = session.execute(sa.select(Trial.job_id, sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
                            .where(Trial.job_id.in_(job_ids)).group_by(Trial.job_id))
-    for job_id, tokens in rows:
-        out[job_id].tokens_trained += int(tokens or 0)
-    running_tokens = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.tokens).label("tokens"))
-                      .group_by(CurvePoint.trial_id).subquery())
-    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(running_tokens.c.tokens))
-                           .join(running_tokens, running_tokens.c.trial_id == Trial.id)
-                           .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.RUNNING)
-                           .group_by(Trial.job_id))
     for job_id, tokens in rows:
         out[job_id].tokens_trained += int(tokens or 0)
     base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
