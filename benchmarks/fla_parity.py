@@ -125,6 +125,11 @@ def main(argv=None) -> int:
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     ap.add_argument("--parametrization", default="mup")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--impls", default="deltamu,fla",
+                    help="which models to train (both start from the same weights either way): a device call too "
+                         "short for both trains one, and --previous brings the other's row")
+    ap.add_argument("--previous", default=None,
+                    help="an earlier call's fla_parity.json: its rows for (width, impl) pairs not run here are kept")
     ap.add_argument("--log-every", type=int, default=10, help="steps between curve points (mean training loss)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch-ops", action="store_true", help="fla's layer on deltamu's torch ops (no GPU needed)")
@@ -138,6 +143,10 @@ def main(argv=None) -> int:
                          data=DataSpec("builtin"), eval_batches=args.eval_batches)
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
     rows = []
+    if args.previous:
+        widths = {int(w) for w in args.widths.split(",")}
+        rows = [r for r in json.loads(Path(args.previous).read_text())["rows"]
+                if not (r["width"] in widths and r["impl"] in args.impls.split(","))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with fla_on_torch() if args.torch_ops else contextlib.nullcontext():
@@ -145,6 +154,8 @@ def main(argv=None) -> int:
             rec = recommend(SweepResult(config, optimum), width)
             spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=width, device=args.device)
             for impl, model in models(spec, rec, args).items():
+                if impl not in args.impls.split(","):
+                    continue
                 rows.append(train(impl, model, spec, rec, args.log_every))
                 # written after every run, so a call cut at its time limit keeps what finished
                 (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
@@ -153,7 +164,7 @@ def main(argv=None) -> int:
     plot(rows, out / "fla_parity.png")
     print("\n| width | deltamu GDNModel | fla + deltamu.apply | fla vs deltamu |\n|---|---|---|---|")
     for width in sorted({r["width"] for r in rows}):
-        ours, theirs = (next(r["final_val_loss"] for r in rows if (r["width"], r["impl"]) == (width, i))
+        ours, theirs = (next((r["final_val_loss"] for r in rows if (r["width"], r["impl"]) == (width, i)), math.nan)
                         for i in IMPLS)
         print(f"| {width} | {ours:.4f} | {theirs:.4f} | {100 * (theirs / ours - 1):+.2f} % |")
     return 0
