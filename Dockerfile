@@ -15,7 +15,7 @@ COPY service service
 COPY worker worker
 COPY migrations migrations
 # Editable, so alembic.ini and migrations/ stay beside the code (service/migrate.py finds them there).
-RUN pip install -e . && useradd --create-home --uid 10001 deltamu && mkdir -p /data && chown deltamu /data
+RUN pip install -e . && useradd --create-home --uid 10001 deltamu && mkdir -p /data /cache && chown deltamu /data /cache
 USER deltamu
 
 ENV DELTAMU_HOST=0.0.0.0 DELTAMU_PORT=8000 DELTAMU_DATA_DIR=/home/deltamu/.deltamu
