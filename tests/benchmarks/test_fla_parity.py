@@ -28,3 +28,15 @@ def test_fla_and_deltamu_train_alike_on_torch_ops(tmp_path):
         assert [point[1] for point in theirs["curve"]] == pytest.approx([point[1] for point in ours["curve"]], rel=1e-5)
     assert (tmp_path / "fla_parity.png").stat().st_size > 5000
     assert "| 64 |" in r.stdout
+
+    # a call too short for both: deltamu alone at width 32, the rest kept from the first call's file
+    again = tmp_path / "again"
+    r = subprocess.run([*cmd[:cmd.index("--widths")], "--widths", "32", *cmd[cmd.index("--widths") + 2:-2],
+                        "--impls", "deltamu", "--previous", str(tmp_path / "fla_parity.json"), "--out", str(again)],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = json.loads((again / "fla_parity.json").read_text())["rows"]
+    assert sorted((row["width"], row["impl"]) for row in second) == sorted((row["width"], row["impl"]) for row in rows)
+    assert [row["impl"] for row in second][-1] == "deltamu"                  # the one trained here, written last
+    assert second[-1]["final_val_loss"] == pytest.approx(
+        next(row["final_val_loss"] for row in rows if (row["width"], row["impl"]) == (32, "deltamu")), rel=1e-6)
