@@ -74,6 +74,25 @@ def _load_kv(ptr, base, j, vc, K: tl.constexpr, V: tl.constexpr, BKS: tl.constex
 
 
 @triton.jit
+def _state_subtiles(ptr, base, vc, LOAD: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr,
+                    NKS: tl.constexpr, BV: tl.constexpr):
+    """The state's (up to) four K sub-tiles at a V tile, fp32: zeros, plus the [K,V] tensor at `ptr` if LOAD (the
+    initial state forward, the final state's gradient backward). Sub-tiles past NKS stay zero and unused."""
+    S0 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S1 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S2 = tl.zeros([BKS, BV], dtype=tl.float32)
+    S3 = tl.zeros([BKS, BV], dtype=tl.float32)
+    if LOAD:
+        S0 += _load_kv(ptr, base, 0, vc, K, V, BKS)
+        if NKS > 1:
+            S1 += _load_kv(ptr, base, 1, vc, K, V, BKS)
+        if NKS > 2:
+            S2 += _load_kv(ptr, base, 2, vc, K, V, BKS)
+            S3 += _load_kv(ptr, base, 3, vc, K, V, BKS)
+    return S0, S1, S2, S3
+
+
+@triton.jit
 def _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT: tl.constexpr,
                   USE_L2NORM: tl.constexpr):
     """gamma_C and the row scales of qg = scale gamma q^ and kg = e^{G_C - G} k^ for chunk i_t."""
@@ -110,17 +129,7 @@ def _chunk_state_fwd_tiled_kernel(
     rv_off = c[:, None] * (H * V) + vc[None, :]
     base0 = i_bh.to(tl.int64) * K * V
 
-    S0 = tl.zeros([BKS, BV], dtype=tl.float32)
-    S1 = tl.zeros([BKS, BV], dtype=tl.float32)
-    S2 = tl.zeros([BKS, BV], dtype=tl.float32)
-    S3 = tl.zeros([BKS, BV], dtype=tl.float32)
-    if HAS_H0:
-        S0 += _load_kv(h0, base0, 0, vc, K, V, BKS)
-        if NKS > 1:
-            S1 += _load_kv(h0, base0, 1, vc, K, V, BKS)
-        if NKS > 2:
-            S2 += _load_kv(h0, base0, 2, vc, K, V, BKS)
-            S3 += _load_kv(h0, base0, 3, vc, K, V, BKS)
+    S0, S1, S2, S3 = _state_subtiles(h0, base0, vc, HAS_H0, K, V, BKS, NKS, BV)
     for i_t in range(NT):
         row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
         row_ok = i_t * BT + c < T
@@ -212,17 +221,7 @@ def _chunk_state_bwd_tiled_kernel(
     rv_off = c[:, None] * (H * V) + vc[None, :]
     base0 = i_bh.to(tl.int64) * K * V
 
-    dS0 = tl.zeros([BKS, BV], dtype=tl.float32)
-    dS1 = tl.zeros([BKS, BV], dtype=tl.float32)
-    dS2 = tl.zeros([BKS, BV], dtype=tl.float32)
-    dS3 = tl.zeros([BKS, BV], dtype=tl.float32)
-    if HAS_DHT:
-        dS0 += _load_kv(dht, base0, 0, vc, K, V, BKS)
-        if NKS > 1:
-            dS1 += _load_kv(dht, base0, 1, vc, K, V, BKS)
-        if NKS > 2:
-            dS2 += _load_kv(dht, base0, 2, vc, K, V, BKS)
-            dS3 += _load_kv(dht, base0, 3, vc, K, V, BKS)
+    dS0, dS1, dS2, dS3 = _state_subtiles(dht, base0, vc, HAS_DHT, K, V, BKS, NKS, BV)
     for i_rev in range(NT):
         i_t = NT - 1 - i_rev
         row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
