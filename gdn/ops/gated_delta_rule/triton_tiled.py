@@ -93,6 +93,24 @@ def _state_subtiles(ptr, base, vc, LOAD: tl.constexpr, K: tl.constexpr, V: tl.co
 
 
 @triton.jit
+def _store_state_and_rows_dot(out, hb, vc, x, row0, c, row_ok, S0, S1, S2, S3, H, K: tl.constexpr, V: tl.constexpr,
+                              BKS: tl.constexpr, NKS: tl.constexpr, PRECISION: tl.constexpr):
+    """Store the state's sub-tiles at the chunk's slot `hb` of `out`, and return x S (the chunk's rows of x, [BT,K],
+    times the state, summed over the sub-tiles, fp32 operands)."""
+    _store_kv(out, hb, 0, vc, S0, K, V, BKS)
+    xs = _rows_dot(x, row0, c, row_ok, 0, S0, H, K, BKS, tl.float32, PRECISION)
+    if NKS > 1:
+        _store_kv(out, hb, 1, vc, S1, K, V, BKS)
+        xs += _rows_dot(x, row0, c, row_ok, 1, S1, H, K, BKS, tl.float32, PRECISION)
+    if NKS > 2:
+        _store_kv(out, hb, 2, vc, S2, K, V, BKS)
+        _store_kv(out, hb, 3, vc, S3, K, V, BKS)
+        xs += _rows_dot(x, row0, c, row_ok, 2, S2, H, K, BKS, tl.float32, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 3, S3, H, K, BKS, tl.float32, PRECISION)
+    return xs
+
+
+@triton.jit
 def _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT: tl.constexpr,
                   USE_L2NORM: tl.constexpr):
     """gamma_C and the row scales of qg = scale gamma q^ and kg = e^{G_C - G} k^ for chunk i_t."""
@@ -135,16 +153,8 @@ def _chunk_state_fwd_tiled_kernel(
         row_ok = i_t * BT + c < T
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-        _store_kv(h, hb, 0, vc, S0, K, V, BKS)
-        ws = _rows_dot(w, row0, c, row_ok, 0, S0, H, K, BKS, tl.float32, PRECISION)  # w S
-        if NKS > 1:
-            _store_kv(h, hb, 1, vc, S1, K, V, BKS)
-            ws += _rows_dot(w, row0, c, row_ok, 1, S1, H, K, BKS, tl.float32, PRECISION)
-        if NKS > 2:
-            _store_kv(h, hb, 2, vc, S2, K, V, BKS)
-            _store_kv(h, hb, 3, vc, S3, K, V, BKS)
-            ws += _rows_dot(w, row0, c, row_ok, 2, S2, H, K, BKS, tl.float32, PRECISION)
-            ws += _rows_dot(w, row0, c, row_ok, 3, S3, H, K, BKS, tl.float32, PRECISION)
+        ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BKS, NKS,
+                                       PRECISION)                                          # w S
         decay, _q_scale, k_scale = _chunk_scales(Gcum, rk_in, rk_in, row0, c, row_ok, i_t, T, 1.0, H, BT,
                                                  USE_L2NORM)
         vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.) - ws
@@ -228,16 +238,8 @@ def _chunk_state_bwd_tiled_kernel(
         row_ok = i_t * BT + c < T
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-        _store_kv(dh, hb, 0, vc, dS0, K, V, BKS)
-        kdS = _rows_dot(k, row0, c, row_ok, 0, dS0, H, K, BKS, tl.float32, PRECISION)  # k dS
-        if NKS > 1:
-            _store_kv(dh, hb, 1, vc, dS1, K, V, BKS)
-            kdS += _rows_dot(k, row0, c, row_ok, 1, dS1, H, K, BKS, tl.float32, PRECISION)
-        if NKS > 2:
-            _store_kv(dh, hb, 2, vc, dS2, K, V, BKS)
-            _store_kv(dh, hb, 3, vc, dS3, K, V, BKS)
-            kdS += _rows_dot(k, row0, c, row_ok, 2, dS2, H, K, BKS, tl.float32, PRECISION)
-            kdS += _rows_dot(k, row0, c, row_ok, 3, dS3, H, K, BKS, tl.float32, PRECISION)
+        kdS = _store_state_and_rows_dot(dh, hb, vc, k, row0, c, row_ok, dS0, dS1, dS2, dS3, H, K, V, BKS, NKS,
+                                        PRECISION)                                         # k dS
         decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
                                                 USE_L2NORM)
         do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
