@@ -87,16 +87,18 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     if not job_ids:
         return out
     rows = session.execute(sa.select(Trial.job_id, Trial.state, Trial.retried, sa.func.count(),
-                                     sa.func.coalesce(sa.func.sum(Trial.seconds), 0.0))
+                                     sa.func.coalesce(sa.func.sum(Trial.seconds), 0.0),
+                                     sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
                            .where(Trial.job_id.in_(job_ids))
                            .group_by(Trial.job_id, Trial.state, Trial.retried))
-    for job_id, state, retried, n, seconds in rows:
+    for job_id, state, retried, n, seconds, tokens in rows:
         summary = out[job_id]
         if retried:
             summary.retries += n
         else:
             summary.counts[TrialState(state).value] += n
         summary.trial_seconds += float(seconds or 0.0)
+        summary.tokens_trained += int(tokens or 0)          # every attempt's, as trained
     # running trials: how far each has got, from its last curve point (steps and tokens)
     last_point = (sa.select(CurvePoint.trial_id, sa.func.max(CurvePoint.step).label("step"),
                             sa.func.max(CurvePoint.tokens).label("tokens"))
@@ -116,10 +118,6 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
                            .where(Trial.job_id.in_(job_ids), Trial.retried.is_(False)).group_by(Trial.job_id))
     for job_id, planned, finished in rows:
         out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
-    rows = session.execute(sa.select(Trial.job_id, sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
-                           .where(Trial.job_id.in_(job_ids)).group_by(Trial.job_id))
-    for job_id, tokens in rows:
-        out[job_id].tokens_trained += int(tokens or 0)
     base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
     rows = session.execute(sa.select(Trial.job_id, Trial.width, Trial.lr, Trial.seed, Trial.final_val_loss)
                            .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.COMPLETED,
