@@ -86,14 +86,15 @@ def find_token(token: str | None = None, *, data_dir: str | Path | None = None,
     if settings_tokens:
         return TokenSearch(settings_tokens[0], "DELTAMU_API_TOKENS", looked)
     looked.append("DELTAMU_API_TOKENS (unset)")
-    for path in token_files(data_dir):
+    files = token_files(data_dir)
+    for path in files:
         try:
             secret = path.read_text().strip()
         except OSError:
             continue
         if secret:
             return TokenSearch(secret, str(path), looked)
-    looked.append("the token files " + ", ".join(str(p) for p in token_files(data_dir)) + " (absent or empty)")
+    looked.append("the token files " + ", ".join(str(p) for p in files) + " (absent or empty)")
     return TokenSearch(None, None, looked)
 
 
