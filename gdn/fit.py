@@ -169,7 +169,7 @@ def edge_extension(lrs: Sequence[float], losses: Sequence[float], seeds: Sequenc
     if not step or not np.isfinite(mean).any():
         return []
     i = int(np.argmin(mean))
-    if 0 < i < len(grid) - 1 and len(grid) > 1:
+    if 0 < i < len(grid) - 1:
         return []
     if len(grid) == 1:          # one point: no side is known yet, so both
         return [grid[0] * 2 ** (-step), grid[0] * 2 ** step]

@@ -61,7 +61,7 @@ def horizon_answer(result: SweepResult, tokens: int) -> dict:
             "exponent": fit.exponent, "exponent_err": fit.exponent_err, "intercept": fit.intercept,
             "intercept_err": fit.intercept_err, "slope_resolved": fit.slope_resolved, "chi2": fit.chi2,
             "dof": fit.dof, "horizons": [dataclasses.asdict(p) for p in fit.points],
-            "weight_decay_rule": result.config.optimizer.weight_decay_rule, "weight_decay_note": fit.weight_decay_note,
+            "weight_decay_rule": cfg.optimizer.weight_decay_rule, "weight_decay_note": fit.weight_decay_note,
             "warnings": fit.warnings + pred.warnings}
 
 
