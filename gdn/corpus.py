@@ -327,7 +327,7 @@ def known_token_count(spec: DataSpec) -> int | None:
 def known_train_tokens(spec: DataSpec) -> int | None:
     """The training split's tokens, when known_token_count knows the corpus's (memoized per process by the
     source's and the tokenizer's mtimes: the service asks for every job it shows)."""
-    key = (spec, _mtime_ns(spec.source), _mtime_ns(spec.tokenizer))
+    key = (spec, mtime_ns(spec.source), mtime_ns(spec.tokenizer))
     if key not in _KNOWN_TRAIN_TOKENS:
         total = known_token_count(spec)
         if total is None:
@@ -339,7 +339,8 @@ def known_train_tokens(spec: DataSpec) -> int | None:
 _KNOWN_TRAIN_TOKENS: dict[tuple, int] = {}
 
 
-def _mtime_ns(path: str) -> int:
+def mtime_ns(path: str) -> int:
+    """A file's modification time for a cache key (-1: no such file, or a name such as "builtin" / "bytes")."""
     try:
         return os.stat(path).st_mtime_ns
     except (OSError, ValueError):

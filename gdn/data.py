@@ -16,7 +16,6 @@ validation slice depends on nothing.
 from __future__ import annotations
 
 import functools
-import os
 import sysconfig
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,8 +23,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gdn.corpus import (BLOCK, MIN_BLOCKS, VAL_EVERY, SplitView, open_token_file, scan_token_file, split_views,
-                        stdlib_files, tokenize_to_cache)
+from gdn.corpus import (BLOCK, MIN_BLOCKS, VAL_EVERY, SplitView, mtime_ns, open_token_file, scan_token_file,
+                        split_views, stdlib_files, tokenize_to_cache)
 from gdn.spec import DataSpec
 from gdn.tokenizer import load_tokenizer
 
@@ -73,17 +72,13 @@ def _windows(stream: SplitView, starts: np.ndarray, seq_len: int, device) -> tup
 
 def load_corpus(spec: DataSpec, seq_len: int = 0) -> Corpus:
     """Load (cached per process) and split a corpus. `seq_len` only checks that both splits hold a window."""
-    key = (spec, _mtime(spec.source), _mtime(spec.tokenizer))
+    key = (spec, mtime_ns(spec.source), mtime_ns(spec.tokenizer))
     corpus = _load(key)
     for split in ("train", "val"):
         if len(getattr(corpus, split)) < seq_len + 2:
             raise ValueError(f"corpus {corpus.description}: the {split} split has {len(getattr(corpus, split))} "
                              f"tokens, fewer than one window of seq_len {seq_len}")
     return corpus
-
-
-def _mtime(path: str) -> float:
-    return os.path.getmtime(path) if os.path.exists(path) else -1.0
 
 
 @functools.lru_cache(maxsize=4)
