@@ -5,6 +5,9 @@ training curves side by side (issue 17: the answer holds in the user's model).
     python3 benchmarks/fla_parity.py --base 512 --widths 512,2048 --steps 1000 --out $OUT       # on a GPU, fla's kernels
     python3 benchmarks/fla_parity.py --base 32 --widths 32,64 --steps 3 --torch-ops --out /tmp  # CPU smoke run
 
+--seeds runs every implementation at each seed (the same seed: the same initial weights and batches for all), and
+--impls deltamu-chunk adds deltamu's model on its plain-PyTorch ops: its gap to deltamu's Triton run is what rounding
+alone does to a training run, the yardstick for the gap between fla and deltamu.
 --torch-ops runs fla's GatedDeltaNet with deltamu's torch references in place of fla's Triton ops (they need a GPU).
 Both models start from the same weights: deltamu's model drawn by the recommendation's init (deltamu.apply), fla's
 given a copy of them (the names match but for fla's `model.` prefix) after apply installed its multipliers, so what
@@ -32,7 +35,10 @@ from gdn.recommend import SweepResult, recommend  # noqa: E402
 from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
 from gdn.train import train_model  # noqa: E402
 
-IMPLS = ("deltamu", "fla")
+# deltamu-chunk: deltamu's model on its plain-PyTorch ops, the same function as "deltamu" rounded otherwise. Its gap to
+# "deltamu" is what rounding alone does to a run (training amplifies any difference like a change of seed), the
+# floor under which a gap between fla and deltamu says nothing about either.
+IMPLS = ("deltamu", "fla", "deltamu-chunk")
 
 
 @contextlib.contextmanager
@@ -87,27 +93,34 @@ def fla_model(target: dict, fused: bool):
         fuse_norm=fused, fuse_swiglu=fused, fuse_cross_entropy=False))
 
 
-def models(spec: TrialSpec, rec, args) -> dict:
-    """deltamu's model and fla's, each made the recommendation by deltamu.apply, with the same initial weights."""
+def models(spec: TrialSpec, rec, args, impls: list[str]) -> dict:
+    """The models of `impls` (IMPLS), each made the recommendation by deltamu.apply, with the same initial weights."""
     ours = GDNModel(spec.config.model_at(spec.at_width))
     deltamu.apply(ours, rec, generator=torch.Generator().manual_seed(spec.seed))
-    theirs = fla_model(rec.target_model, fused=not args.torch_ops)
-    deltamu.apply(theirs, rec, init=False)
     state = ours.state_dict()
-    def ours_of(name: str) -> str:                   # a tied fla model lists its lm_head: our embedding
-        name = name.removeprefix("model.")
-        return name if name in state else "embeddings.weight"
-    theirs.load_state_dict({name: state[ours_of(name)] for name in theirs.state_dict()})
-    return {"deltamu": ours, "fla": theirs}
+    built = {"deltamu": ours}
+    if "deltamu-chunk" in impls:
+        built["deltamu-chunk"] = GDNModel(spec.config.model_at(spec.at_width), backend="chunk")
+        deltamu.apply(built["deltamu-chunk"], rec, init=False)
+        built["deltamu-chunk"].load_state_dict(state)
+    if "fla" in impls:
+        theirs = fla_model(rec.target_model, fused=not args.torch_ops)
+        deltamu.apply(theirs, rec, init=False)
+        def ours_of(name: str) -> str:                   # a tied fla model lists its lm_head: our embedding
+            name = name.removeprefix("model.")
+            return name if name in state else "embeddings.weight"
+        theirs.load_state_dict({name: state[ours_of(name)] for name in theirs.state_dict()})
+        built["fla"] = theirs
+    return {impl: model for impl, model in built.items() if impl in impls}
 
 
 def train(impl: str, model, spec: TrialSpec, rec, log_every: int) -> dict:
     """One model trained by gdn.train.train_model, the loop every lone trial runs: the same batches, schedule, clip
     and evaluation for both implementations."""
     groups = deltamu.apply(model, rec, init=False)
-    logits = None if impl == "deltamu" else (lambda x: model(x, use_cache=False).logits)
+    logits = (lambda x: model(x, use_cache=False).logits) if impl == "fla" else None
     result = train_model(spec, model, groups, logits=logits, log_every=log_every)
-    return {"impl": impl, "width": spec.at_width, "status": result.status, "final_val_loss": result.final_val_loss,
+    return {"impl": impl, "width": spec.at_width, "seed": spec.seed, "status": result.status, "final_val_loss": result.final_val_loss,
             "curve": [[point.step, point.loss, point.seconds] for point in result.curve], "seconds": result.seconds,
             "device": result.device}
 
@@ -124,8 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2.0 ** -7, help="the base width's lr the recommendation carries")
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
     ap.add_argument("--parametrization", default="mup")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--impls", default="deltamu,fla",
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (init and batches); every impl runs each")
+    ap.add_argument("--impls", default="deltamu,fla", type=lambda s: s.split(","),
                     help="which models to train (both start from the same weights either way): a device call too "
                          "short for both trains one, and --previous brings the other's row")
     ap.add_argument("--previous", default=None,
@@ -142,32 +155,50 @@ def main(argv=None) -> int:
                                                batch_size=args.batch_size, seq_len=args.seq_len),
                          data=DataSpec("builtin"), eval_batches=args.eval_batches)
     optimum = Optimum(lr=args.lr, log2_lr=math.log2(args.lr), loss=math.nan, log2_lr_std=None, on_edge=False)
+    widths, seeds = [int(w) for w in args.widths.split(",")], [int(s) for s in args.seeds.split(",")]
+    unknown = sorted(set(args.impls) - set(IMPLS))
+    if unknown:
+        ap.error(f"unknown --impls {','.join(unknown)}; choose from {','.join(IMPLS)}")
     rows = []
-    if args.previous:
-        widths = {int(w) for w in args.widths.split(",")}
+    if args.previous:                # rows of an earlier call that this one does not run again (older rows: seed 0)
         rows = [r for r in json.loads(Path(args.previous).read_text())["rows"]
-                if not (r["width"] in widths and r["impl"] in args.impls.split(","))]
+                if not (r["width"] in widths and r["impl"] in args.impls and r.get("seed", 0) in seeds)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with fla_on_torch() if args.torch_ops else contextlib.nullcontext():
-        for width in (int(w) for w in args.widths.split(",")):
+        for width in widths:
             rec = recommend(SweepResult(config, optimum), width)
-            spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=width, device=args.device)
-            for impl, model in models(spec, rec, args).items():
-                if impl not in args.impls.split(","):
-                    continue
-                rows.append(train(impl, model, spec, rec, args.log_every))
-                # written after every run, so a call cut at its time limit keeps what finished
-                (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-                print(f"  width {width} {impl}: val loss {rows[-1]['final_val_loss']:.4f} "
-                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+            for seed in seeds:
+                spec = TrialSpec(config, lr=args.lr, seed=seed, width=width, device=args.device)
+                for impl, model in models(spec, rec, args, args.impls).items():
+                    rows.append(train(impl, model, spec, rec, args.log_every))
+                    # written after every run, so a call cut at its time limit keeps what finished
+                    (out / "fla_parity.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+                    print(f"  width {width} seed {seed} {impl}: val loss {rows[-1]['final_val_loss']:.4f} "
+                          f"({rows[-1]['seconds']:.0f} s)", flush=True)
     plot(rows, out / "fla_parity.png")
-    print("\n| width | deltamu GDNModel | fla + deltamu.apply | fla vs deltamu |\n|---|---|---|---|")
-    for width in sorted({r["width"] for r in rows}):
-        ours, theirs = (next((r["final_val_loss"] for r in rows if (r["width"], r["impl"]) == (width, i)), math.nan)
-                        for i in IMPLS)
-        print(f"| {width} | {ours:.4f} | {theirs:.4f} | {100 * (theirs / ours - 1):+.2f} % |")
+    print(table(rows))
     return 0
+
+
+def table(rows: list[dict]) -> str:
+    """Per width: each implementation's final validation loss (mean over seeds, then each seed), and each one's gap
+    to deltamu's on the same seeds."""
+    lines = ["| width | impl | seeds | val loss: mean (per seed) | vs deltamu, same seeds: mean (per seed) |",
+             "|---|---|---|---|---|"]
+    for width in sorted({r["width"] for r in rows}):
+        loss = {(r["impl"], r.get("seed", 0)): r["final_val_loss"] for r in rows if r["width"] == width}
+        for impl in IMPLS:
+            seeds = sorted(s for i, s in loss if i == impl)
+            if not seeds:
+                continue
+            values = [loss[impl, s] for s in seeds]
+            gaps = [100 * (loss[impl, s] / loss["deltamu", s] - 1) for s in seeds if ("deltamu", s) in loss]
+            gap = "" if impl == "deltamu" or not gaps else \
+                f"{sum(gaps) / len(gaps):+.2f} % ({', '.join(f'{g:+.2f}' for g in gaps)})"
+            lines.append(f"| {width} | {impl} | {','.join(map(str, seeds))} | {sum(values) / len(values):.4f} "
+                         f"({', '.join(f'{v:.4f}' for v in values)}) | {gap} |")
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -181,8 +212,9 @@ def plot(rows: list[dict], path: Path) -> None:
         for r in rows:
             if r["width"] == width:
                 steps, losses = zip(*((point[0], point[1]) for point in r["curve"]))
-                ax.plot(steps, losses, label=f"{r['impl']} (val {r['final_val_loss']:.3f})",
-                        lw=1)
+                seed = r.get("seed", 0)
+                ax.plot(steps, losses, label=f"{r['impl']}, seed {seed} (val {r['final_val_loss']:.3f})", lw=1,
+                        color=f"C{IMPLS.index(r['impl'])}", ls=("-", "--", ":", "-.")[seed % 4])
         ax.set(title=f"width {width}", xlabel="step", ylabel="training loss (nats per token)", yscale="log")
         ax.legend()
     fig.tight_layout()

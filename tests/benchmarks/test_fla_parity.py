@@ -14,20 +14,22 @@ def test_fla_and_deltamu_train_alike_on_torch_ops(tmp_path):
     pytest.importorskip("fla.models", reason="fla (flash-linear-attention) is not installed")
     cmd = [sys.executable, "benchmarks/fla_parity.py", "--base", "32", "--widths", "32,64", "--depth", "1",
            "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--eval-batches", "1", "--lr", "0.01", "--log-every", "1",
-           "--torch-ops", "--device", "cpu", "--out", str(tmp_path)]
+           "--torch-ops", "--device", "cpu", "--impls", "deltamu,fla,deltamu-chunk", "--out", str(tmp_path)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "fla_parity.json").read_text())["rows"]
-    assert sorted((row["width"], row["impl"]) for row in rows) == [(32, "deltamu"), (32, "fla"), (64, "deltamu"),
-                                                                   (64, "fla")]
+    assert sorted((row["width"], row["impl"]) for row in rows) == [
+        (32, "deltamu"), (32, "deltamu-chunk"), (32, "fla"), (64, "deltamu"), (64, "deltamu-chunk"), (64, "fla")]
     for width in (32, 64):
         ours, theirs = (next(row for row in rows if (row["width"], row["impl"]) == (width, impl))
                         for impl in ("deltamu", "fla"))
         assert theirs["final_val_loss"] == pytest.approx(ours["final_val_loss"], rel=1e-5)
+        chunk = next(row for row in rows if (row["width"], row["impl"]) == (width, "deltamu-chunk"))
+        assert chunk["final_val_loss"] == ours["final_val_loss"]          # on the CPU "auto" is the chunked path
         assert [point[0] for point in ours["curve"]] == [point[0] for point in theirs["curve"]] == [1, 2, 3, 4, 5, 6]
         assert [point[1] for point in theirs["curve"]] == pytest.approx([point[1] for point in ours["curve"]], rel=1e-5)
     assert (tmp_path / "fla_parity.png").stat().st_size > 5000
-    assert "| 64 |" in r.stdout
+    assert "| 64 | fla | 0 |" in r.stdout
 
     # a call too short for both: deltamu alone at width 32, the rest kept from the first call's file
     again = tmp_path / "again"
