@@ -26,6 +26,9 @@ class SweepResult:
     optimum: Optimum
     num_trials: int = 1
     horizon: HorizonFit | None = None    # lr* against tokens, when the sweep ran several horizons
+    # the base width's trials in units of one proxy trial (a trial of 4x the proxy's steps counts 4); None: the
+    # sweep ran one horizon, so num_trials
+    trial_equivalents: float | None = None
 
 
 @functools.cache
@@ -165,6 +168,7 @@ def recommend(result: SweepResult, target_width: int, tokens: int | None = None,
               for g in p.groups(m, opt.name)]
     mult = p.forward_multipliers(target, proxy)
     proxy_flops, target_flops = train_flops_per_token(proxy), train_flops_per_token(target)
+    sweep_units = result.num_trials if result.trial_equivalents is None else result.trial_equivalents
     return Recommendation(
         parametrization_version=PARAMETRIZATION_VERSION,
         parametrization={**p.to_dict(), "readout_tied": p.readout.tied, "width_axis": target.width_axis,
@@ -183,7 +187,8 @@ def recommend(result: SweepResult, target_width: int, tokens: int | None = None,
         proxy_model={**proxy.shapes(), "num_params": count_params(proxy)},
         cost={"proxy_train_flops_per_token": proxy_flops, "target_train_flops_per_token": target_flops,
               "trial_share": proxy_flops / target_flops, "num_trials": result.num_trials,
-              "sweep_share": result.num_trials * proxy_flops / target_flops},
+              "trial_equivalents": float(sweep_units),
+              "sweep_share": sweep_units * proxy_flops / target_flops},
         tokens=tokens, proxy_lr=result.optimum.lr, horizon=horizon)
 
 

@@ -144,6 +144,16 @@ def queue_positions(session: Session, *, jobs: list[Job]) -> dict[str, int]:
     return {j.id: order[j.id] for j in queued if j.id in order}
 
 
+def base_sweep_size(session: Session, job: Job) -> tuple[int, float]:
+    """(the base width's grid points, the same counted in proxy trials: a point at k times the job's steps counts
+    k), over the current attempt of each point; for the recommendation's cost."""
+    horizon = sa.func.coalesce(Trial.steps, job.steps)
+    n, steps = session.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(horizon), 0))
+                               .where(Trial.job_id == job.id, Trial.width == job.widths[0],
+                                      Trial.retried.is_(False))).one()
+    return int(n), float(steps) / job.steps
+
+
 def list_trials(session: Session, *, job_id: str, limit: int | None = None,
                 after: tuple[int, int] | None = None) -> list[Trial]:
     """By (point, attempt); `after` is the (point, attempt) of the last trial of the previous page."""

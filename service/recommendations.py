@@ -39,7 +39,9 @@ class RecommendationAnswer:
 
 
 def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_match: str | None,
-                       tokens: int | None = None) -> RecommendationAnswer:
+                       tokens: int | None = None, sweep_size: tuple[int, float] | None = None) -> RecommendationAnswer:
+    """The recommendation for `width` (and the token budget `tokens`); sweep_size: (trials of the base width's sweep,
+    the same in proxy-trial units), crud.base_sweep_size, for the cost; default: the job's grid points a width."""
     if job.optimum is None:
         raise NoOptimumYet(f"job {job.id} is {job.state.value}; a recommendation needs a SUCCEEDED job"
                            + (f": {job.error}" if job.error else ""))
@@ -55,9 +57,10 @@ def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_matc
         return RecommendationAnswer(headers, None)
     # the base width's sweep: its optimum and its trials (a transfer study's other widths do not change either)
     config, train_tokens, target_vocab = data_regime(job)
+    num_trials, equivalents = sweep_size or (job.num_points // len(job.widths), None)
     result = SweepResult(config=config,
                          optimum=Optimum.from_dict(floats.decode(job.optimum)),
-                         num_trials=job.num_points // len(job.widths),
+                         num_trials=num_trials, trial_equivalents=equivalents,
                          horizon=HorizonFit.from_dict(floats.decode(job.horizon)) if job.horizon else None)
     try:
         body = recommend(result, width, tokens, train_tokens=train_tokens, target_vocab=target_vocab).to_dict()

@@ -454,8 +454,11 @@ class CostPublic(_Recommended):
     proxy_train_flops_per_token: float
     target_train_flops_per_token: float
     trial_share: float = Field(description="one proxy trial's training FLOPs over the target's, per token")
-    num_trials: int = Field(description="trials of the base width's sweep")
-    sweep_share: float = Field(description="num_trials x trial_share")
+    num_trials: int = Field(description="trials of the base width's sweep (every horizon's, when it swept several)")
+    trial_equivalents: float = Field(description="those trials in units of one proxy trial: a trial of k times the "
+                                                 "proxy's steps counts k (num_trials when the sweep ran one horizon)")
+    sweep_share: float = Field(description="trial_equivalents x trial_share: the base width's sweep against one "
+                                           "target run of as many tokens as a proxy trial")
 
 
 class HorizonAnswerPublic(_Recommended):

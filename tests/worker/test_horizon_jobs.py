@@ -66,6 +66,12 @@ def test_a_horizon_sweep_fits_lr_against_tokens_and_recommends_for_a_budget(depl
     assert rec["base_lr"] == pytest.approx(rec["proxy_lr"] * h["lr_factor"])
     hidden = next(g for g in rec["groups"] if g["role"] == "hidden")
     assert hidden["lr"] == pytest.approx(rec["base_lr"] * hidden["lr_multiplier"])   # muP's transfer on top
+    # the cost counts each base-width trial by its horizon (a 20-step trial is two of the proxy's 10)
+    base = [t for t in trials if t.width == body["widths"][0] and not t.retried]
+    assert rec["cost"]["num_trials"] == len(base)
+    assert rec["cost"]["trial_equivalents"] == pytest.approx(sum((t.steps or 10) / 10 for t in base))
+    assert rec["cost"]["trial_equivalents"] > len(base)      # the 20-step trials outweigh the 5-step ones
+    assert rec["cost"]["sweep_share"] == pytest.approx(rec["cost"]["trial_equivalents"] * rec["cost"]["trial_share"])
     assert any(f"beyond the {h['validated_ratio']:g}x the horizon study validated" in w for w in rec["warnings"])
     if fit["exponent"] is not None:
         assert h["exponent"] == fit["exponent"] and h["error_steps"] > 0

@@ -27,8 +27,9 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
                        "(the job's single horizon: the proxy's, with a warning)"))] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> RecommendationPublic | Response:
     try:
-        answer = job_recommendation(load_job(session, job_id), width, settings=settings, if_none_match=if_none_match,
-                                    tokens=tokens)
+        job = load_job(session, job_id)
+        answer = job_recommendation(job, width, settings=settings, if_none_match=if_none_match, tokens=tokens,
+                                    sweep_size=crud.base_sweep_size(session, job))
     except NoOptimumYet as e:
         raise ProblemError(409, "no-optimum-yet", "No optimum yet", str(e)) from None
     except WidthNotSupported as e:
