@@ -43,18 +43,20 @@ async function api(method, path, body) {
   return answer;
 }
 
-async function allTrials(jobId) {
-  // every page of /trials; a curve longer than one page's curve_limit is asked for again from its last step
+async function allTrials(jobId, afterStep = null) {
+  // every page of /trials (each curve's points after afterStep, if given); a curve longer than one page's
+  // curve_limit is asked for again from its last step
   const out = [];
   let cursor = null;
   do {
     const q = new URLSearchParams({limit: "100", curve_limit: "1000"});
     if (cursor) q.set("cursor", cursor);
+    if (afterStep !== null) q.set("after_step", afterStep);
     const page = await api("GET", `/v1/jobs/${jobId}/trials?${q}`);
     let truncated = page.items.filter((t) => t.curve_truncated && t.curve.length);
     for (let round = 0; truncated.length && round < 1000; round++) {
-      const after = Math.min(...truncated.map((t) => t.curve[t.curve.length - 1].step));
-      const more = await api("GET", `/v1/jobs/${jobId}/trials?${q}&after_step=${after}`);
+      q.set("after_step", Math.min(...truncated.map((t) => t.curve[t.curve.length - 1].step)));
+      const more = await api("GET", `/v1/jobs/${jobId}/trials?${q}`);
       const byId = new Map(more.items.map((t) => [t.id, t]));
       for (const t of truncated) {
         const m = byId.get(t.id);
@@ -69,6 +71,39 @@ async function allTrials(jobId) {
     cursor = page.next_cursor;
   } while (cursor);
   return out;
+}
+
+// The job page's trials from poll to poll: a poll asks only for the points after the earliest last step of a
+// trial still running and appends them to the curves it has. A trial first seen past its start (its earlier points
+// may lie before that step) sends the poll back to a full read.
+const TRIAL_DONE = ["COMPLETED", "DIVERGED", "FAILED", "CANCELLED"];
+let trialCache = {jobId: null, byId: new Map()};
+
+function lastStep(t) {
+  return t.curve.length ? t.curve[t.curve.length - 1].step : -1;
+}
+
+async function jobTrials(jobId) {
+  if (trialCache.jobId !== jobId) trialCache = {jobId, byId: new Map()};
+  const known = trialCache.byId;
+  const cached = [...known.values()];
+  const live = cached.filter((t) => !TRIAL_DONE.includes(t.state));
+  const after = !cached.length ? null
+    : Math.max(0, live.length ? Math.min(...live.map(lastStep)) : Math.max(...cached.map(lastStep)));
+  const items = await allTrials(jobId, after);
+  if (after !== null && items.some((t) => !known.has(t.id) && t.state !== "PENDING")) {
+    trialCache = {jobId, byId: new Map()};
+    return jobTrials(jobId);
+  }
+  for (const t of items) {
+    const old = known.get(t.id);
+    if (old) {
+      const last = lastStep(old);
+      t.curve = old.curve.concat(t.curve.filter((p) => p.step > last));
+    }
+    known.set(t.id, t);
+  }
+  return items;
 }
 
 // --- formatting ---------------------------------------------------------------------------------------------
@@ -300,7 +335,7 @@ let currentJob = null;
 
 async function showJob(myView, jobId) {
   $("job-view").hidden = false;
-  const [job, trials] = await Promise.all([api("GET", `/v1/jobs/${jobId}`), allTrials(jobId)]);
+  const [job, trials] = await Promise.all([api("GET", `/v1/jobs/${jobId}`), jobTrials(jobId)]);
   if (myView !== view) return;
   currentJob = job;
   renderJob(job, trials.filter((t) => !t.retried));

@@ -75,7 +75,7 @@ def test_the_dashboard_follows_a_job_to_its_optimum(browser, pg_env, tmp_path):
 
         browser.find_element(By.CSS_SELECTOR, "#submit-panel summary").click()
         body = browser.find_element(By.ID, "submit-body")
-        job_spec = tiny_job(schedule={"steps": 12, "warmup_steps": 2, "batch_size": 2, "seq_len": 32}, log_every=3)
+        job_spec = tiny_job(schedule={"steps": 48, "warmup_steps": 2, "batch_size": 2, "seq_len": 32}, log_every=3)
         browser.execute_script("arguments[0].value = arguments[1];", body, json.dumps(job_spec))
         browser.find_element(By.ID, "submit-button").click()
         _wait(browser, lambda d: "#/jobs/" in d.current_url, 15, "the job page")
@@ -103,6 +103,14 @@ def test_the_dashboard_follows_a_job_to_its_optimum(browser, pg_env, tmp_path):
         seen = {c for _, c in canvas.getcolors(maxcolors=1 << 20)}
         drawn = {c for c in series_colours if any(sum(abs(a - b) for a, b in zip(c, s)) < 30 for s in seen)}
         assert drawn == series_colours, f"curves missing from the chart (see {shot})"
+        # what the chart holds is every trial's whole curve as the API has it (the page polled only the points after
+        # each running trial's last one and appended them)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TEST_TOKEN}"}) as c:
+            api_trials = c.get(f"/v1/jobs/{job_id}/trials").json()["items"]
+        steps, *series = browser.execute_script(
+            "return charts.get(arguments[0]).u.data.map((s) => Array.from(s));", f"curves-{job['widths'][0]}")
+        assert len(steps) > 10 and all(steps == [p["step"] for p in t["curve"]] for t in api_trials)
+        assert sorted(series) == sorted([p["loss"] for p in t["curve"]] for t in api_trials)
         sweep = browser.find_element(By.CSS_SELECTOR, "#sweep-charts canvas")
         assert len(Image.open(io.BytesIO(sweep.screenshot_as_png)).convert("RGB").getcolors(1 << 20)) > 20
 
