@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -326,17 +328,26 @@ def known_token_count(spec: DataSpec) -> int | None:
 
 def known_train_tokens(spec: DataSpec) -> int | None:
     """The training split's tokens, when known_token_count knows the corpus's (memoized per process by the
-    source's and the tokenizer's mtimes: the service asks for every job it shows)."""
+    source's and the tokenizer's mtimes: the service asks for every job it shows). Not known is believed for
+    UNKNOWN_RECHECK_SECONDS, then asked again: a worker may have cached the tokenized corpus since."""
     key = (spec, mtime_ns(spec.source), mtime_ns(spec.tokenizer))
-    if key not in _KNOWN_TRAIN_TOKENS:
-        total = known_token_count(spec)
-        if total is None:
-            return None                 # not memoized: a worker may cache the tokenized corpus later
-        _KNOWN_TRAIN_TOKENS[key] = train_token_count(total)
+    if key in _KNOWN_TRAIN_TOKENS:
+        return _KNOWN_TRAIN_TOKENS[key]
+    if time.monotonic() < _UNKNOWN_UNTIL.get(key, -math.inf):
+        return None
+    total = known_token_count(spec)
+    if total is None:
+        _UNKNOWN_UNTIL[key] = time.monotonic() + UNKNOWN_RECHECK_SECONDS
+        return None
+    _KNOWN_TRAIN_TOKENS[key] = train_token_count(total)
     return _KNOWN_TRAIN_TOKENS[key]
 
 
+# A job page polls every 2 s, and each look for a count lists the corpus's files (and stats each); for a folder of
+# many files that is real work, while the count only feeds a warning that can come this much later.
+UNKNOWN_RECHECK_SECONDS = 30.0
 _KNOWN_TRAIN_TOKENS: dict[tuple, int] = {}
+_UNKNOWN_UNTIL: dict[tuple, float] = {}
 
 
 def mtime_ns(path: str) -> int:

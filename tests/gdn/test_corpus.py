@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+import types
 
 import numpy as np
 import pytest
@@ -175,3 +176,16 @@ def test_bad_tokenizers_are_clear_errors(tmp_path):
         vocab_of(DataSpec(str(tmp_path / "c.txt"), tokenizer=str(tmp_path / "bad.tiktoken")))
     with pytest.raises(ValueError, match="byte-level"):
         DataSpec(str(tmp_path / "c.txt"), vocab_size=300)
+
+
+def test_an_unknown_token_count_is_believed_for_a_while_then_asked_again(tmp_path, monkeypatch):
+    text = tmp_path / "a.txt"
+    text.write_text("hello\n")
+    spec = DataSpec(str(text), tokenizer=str(tmp_path / "not-trained-yet.json"))     # no count without it
+    asked, real = [], corpus_mod.known_token_count
+    monkeypatch.setattr(corpus_mod, "known_token_count", lambda s: asked.append(s) or real(s))
+    clock = [1000.0]
+    monkeypatch.setattr(corpus_mod, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    assert known_train_tokens(spec) is None and known_train_tokens(spec) is None and len(asked) == 1
+    clock[0] += corpus_mod.UNKNOWN_RECHECK_SECONDS + 1
+    assert known_train_tokens(spec) is None and len(asked) == 2
