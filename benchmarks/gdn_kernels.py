@@ -145,7 +145,9 @@ def _reference(xs, do):
     return [o.detach()] + [x.grad for x in leaves], ("recurrence" if fits else "chunked") + " float64"
 
 
-def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
+def kernel_cell(shape, impl: str, warmup: int, rep: int, profile: bool = False) -> None:
+    """fwd ms, the errors against float64, fwd+bwd ms; with `profile`, then CUDA ms per kernel (as profile_cell, in
+    the same process: no second start and compile)."""
     B, T, H, K, V = shape
     fn = _impl(impl)
     xs, do = _inputs(B, T, H, K, V)
@@ -176,6 +178,8 @@ def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
         fn(*leaves).backward(do)
     ms = _bench(step, warmup, rep, grad_to_none=leaves)
     _emit(metric="fwdbwd_ms", value=ms, tflops=tokens_heads * (fwd_flop + bwd_flop) / ms / 1e9)
+    if profile and _device() == "cuda":
+        _emit(**_kernel_profile(fn, leaves, do))
 
 
 def model_cell(width: int, backend: str) -> None:
@@ -260,11 +264,15 @@ def warm(shapes, impls, timeout: float) -> None:
 
 def profile_cell(shape, iters: int = 10) -> None:
     """Where our fwd+bwd spends its time: CUDA time per kernel (torch.profiler), per iteration, at one shape."""
+    xs, do = _inputs(*shape)
+    _emit(**_kernel_profile(_impl("ours"), [x.detach().requires_grad_() for x in xs], do, iters))
+
+
+def _kernel_profile(fn, leaves, do, iters: int = 10) -> dict:
+    """The profile record of fn's forward+backward: CUDA ms per iteration in total and for its 10 costliest
+    kernels."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    fn = _impl("ours")
-    xs, do = _inputs(*shape)
-    leaves = [x.detach().requires_grad_() for x in xs]
 
     def step():
         fn(*leaves).backward(do)
@@ -283,8 +291,23 @@ def profile_cell(shape, iters: int = 10) -> None:
         if us > 0 and e.key:
             per_kernel[e.key] = per_kernel.get(e.key, 0.0) + us / 1e3 / iters
     total = sum(per_kernel.values())
-    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:8]
-    _emit(metric="profile", total_ms=total, kernels=[{"name": k[:60], "ms": v, "share": v / total} for k, v in top])
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
+    return dict(metric="profile", total_ms=total, kernels=[{"name": k[:60], "ms": v, "share": v / total}
+                                                           for k, v in top])
+
+
+def profile_table(records: list[tuple]) -> str:
+    """Markdown rows of (shape, impl, profile record or None, failure or None)."""
+    lines = ["| B, T, H, K, V | impl | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|---|"]
+    for shape, impl, r, why in records:
+        name = ", ".join(map(str, shape))
+        for i, k in enumerate(r["kernels"] if r else []):
+            lines.append(f"| {name if i == 0 else ''} | {impl if i == 0 else ''} | "
+                         f"{format(r['total_ms'], '.3f') if i == 0 else ''} | {k['name']} | {k['ms']:.3f} | "
+                         f"{100 * k['share']:.0f} % |")
+        if why:
+            lines.append(f"| {name} | {impl} | - | failed: {why} | | |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -321,6 +344,8 @@ def main() -> None:
                     help="time shape by shape (ours, fla, ours-fused), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
+    ap.add_argument("--profile-impls", default="",
+                    help="comma-separated: these implementations' timed cells also record CUDA ms per kernel")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
     ap.add_argument("--warm-only", action="store_true", help="only --warm")
     ap.add_argument("--save-autotune", help="after the run, tar the autotuning results (fla's picks) to this file")
@@ -331,7 +356,8 @@ def main() -> None:
     if args.cell:
         kind, *rest = args.cell
         if kind == "kernel":
-            kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep)
+            kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep,
+                        profile=rest[2:] == ["profile"])
         elif kind == "warm":
             warm_cell(tuple(int(x) for x in rest[0].split(",")), rest[1])
         elif kind == "profile":
@@ -364,17 +390,11 @@ def main() -> None:
         if args.warm_only:
             return
     if args.profile:
-        lines = ["| B, T, H, K, V | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|"]
+        rows = []
         for shape in shapes:
             records, why = run_cell(["profile", ",".join(map(str, shape))], args.cell_timeout)
-            for r in records:
-                for i, k in enumerate(r["kernels"]):
-                    lines.append(f"| {', '.join(map(str, shape)) if i == 0 else ''} | "
-                                 f"{format(r['total_ms'], '.3f') if i == 0 else ''} | {k['name']} | {k['ms']:.3f} | "
-                                 f"{100 * k['share']:.0f} % |")
-            if why:
-                lines.append(f"| {', '.join(map(str, shape))} | - | failed: {why} | | |")
-        text = "\n".join(lines) + "\n"
+            rows.append((shape, "ours", records[0] if records else None, why))
+        text = profile_table(rows)
         (out / "profile.md").write_text(text)
         print(text)
         return
@@ -400,7 +420,9 @@ def main() -> None:
             print(f"{name}: skipped, past the deadline", flush=True)
             continue
         t0 = time.perf_counter()
-        records, why = run_cell([kind, ",".join(map(str, what)) if kind == "kernel" else str(what), impl], budget())
+        extra = ["profile"] if kind == "kernel" and impl in args.profile_impls.split(",") else []
+        records, why = run_cell([kind, ",".join(map(str, what)) if kind == "kernel" else str(what), impl, *extra],
+                                budget())
         if kind == "kernel":
             cell = dict(shape=what, impl=impl, error=why, seconds=time.perf_counter() - t0,
                         **{r["metric"]: r for r in records})
