@@ -48,7 +48,7 @@ SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256)
 IMPLS = ("ours", "fla", "chunk")
 # Our kernels as they were before the wide-head path, and that path with TF32 products only: baselines in the same
 # call (`--impls ours,ours-fused,ours-tf32,fla`); each is set through the environment of its own cell process and
-# timed only where it differs from "ours" (K >= TILED_MIN_K).
+# timed only where it differs from "ours" (on the wide-head path: bf16 at K >= TILED_MIN_K).
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
@@ -239,9 +239,10 @@ def load_autotune(path: Path) -> None:
 
 def _differs(impl: str, shape) -> bool:
     """Whether a cell of impl at shape runs other kernels than "ours": always, but for our variants below the
-    wide-head path (they run ours there)."""
-    from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
-    return impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K
+    wide-head path (they run ours there; the cells' inputs are bf16)."""
+    import torch
+    from gdn.ops.gated_delta_rule.triton import wide_heads
+    return impl not in OURS_VARIANTS or wide_heads(shape[3], torch.bfloat16)
 
 
 def warm(shapes, impls, timeout: float) -> None:

@@ -53,10 +53,14 @@ TRITON_TESTS = ["tests/gdn/test_triton.py"]
 # shape took 31-68 s on the card (docs/benchmarks.md), so the fp32 shapes and the small cases (mostly fp32) get
 # the most workers. On 2026-12-06, with one process a set, fp32 and small were cut at 150 s after 3 of 7 and 7 of
 # about 30 tests.
+# "fp32-wide-tiled": fp32 takes the fused kernels at every K (gdn.ops.gated_delta_rule.triton.TILED_MIN_K) until
+# these checks of the wide-head path at its three K = 128 shapes have passed on a card.
 CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "small": ("not benchmark_shapes", TRITON_TESTS + ["tests/gdn/test_packed.py"], 4, {}),
           "bf16-shapes": ("benchmark_shapes and bf16", TRITON_TESTS, 2, {}),
-          "fp16-shapes": ("benchmark_shapes and fp16", TRITON_TESTS, 1, {})}
+          "fp16-shapes": ("benchmark_shapes and fp16", TRITON_TESTS, 1, {}),
+          "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 3,
+                              {"DELTAMU_GDN_TILED_MIN_K": "128"})}
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and one wide-head-path test
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory
 
@@ -71,16 +75,12 @@ PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-ch
 TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "64", "--batch-size", "2",
                 "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats", "1"]
 
-# The wide-head kernels are off by default until this call has checked them on the card (gdn.ops.gated_delta_rule.
-# triton.TILED_MIN_K): every process of this call runs them from K = 128 ("ours-fused" turns them off again).
-WIDE_HEADS_ENV = {"DELTAMU_GDN_TILED_MIN_K": "128"}
-
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """cmd in its own process group (its children, xdist's workers and gdn_kernels' cells, end with it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **WIDE_HEADS_ENV, **(env or {})})
+                            env={**os.environ, **(env or {})})
 
 
 def finish(proc: subprocess.Popen, until: float) -> str:
