@@ -46,10 +46,13 @@ from gdn.ops.gated_delta_rule import CHUNK_SIZE  # noqa: E402
 SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
           (2, 16384, 16, 128, 128)]
 IMPLS = ("ours", "fla", "chunk")
-# Our kernels as they were before the wide-head path, and that path with TF32 products only: baselines in the same
-# call (`--impls ours,ours-fused,ours-tf32,fla`); each is set through the environment of its own cell process and
-# timed only where it differs from "ours" (on the wide-head path: bf16 at K >= TILED_MIN_K).
-OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
+# Our kernels as they were before the wide-head path, that path with its gradient's products per K tile
+# (triton.TILED_GRAD, a candidate not yet checked on a card), and that path with TF32 products only: baselines and
+# candidates in the same call (`--impls ours,ours-fused,ours-ktile,ours-tf32,fla`); each is set through the
+# environment of its own cell process and timed only where it differs from "ours" (on the wide-head path: bf16 at
+# K >= TILED_MIN_K).
+OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-ktile": {"DELTAMU_GDN_TILED_GRAD": "ktile"},
+                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
@@ -342,7 +345,7 @@ def main() -> None:
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--shape-major", action="store_true",
-                    help="time shape by shape (ours, fla, ours-fused), the other variants after")
+                    help="time shape by shape (ours, fla, ours-fused, ours-ktile), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--profile-impls", default="",
@@ -407,10 +410,10 @@ def main() -> None:
 
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
-    timed = ["ours", "ours-fused", "fla", "ours-tf32"]        # priority order: a deadline cuts the last
+    timed = ["ours", "ours-fused", "ours-ktile", "fla", "ours-tf32"]   # priority order: a deadline cuts the last
     cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes if _differs(impl, shape)]
     if args.shape_major:                                      # each shape's ours, fla, ours-fused together
-        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused"))}
+        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused", "ours-ktile"))}
         cells.sort(key=lambda c: (c[2] not in rank, shapes.index(c[1]) if c[2] in rank else 0, rank.get(c[2], 0)))
     if not args.no_model:
         cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]

@@ -17,8 +17,8 @@ Stages, each in subprocesses with time limits, all inside --deadline seconds:
    where the machine has xdist (the card's image does), while every timed kernel compiles for every shape in the
    background (gdn_kernels.py --warm-only: fla's autotuning then only times compiled configs). The stage ends when
    they all have, or at --checks-s.
-2. kernels: gdn_kernels.py --shape-major in SHAPE_ORDER (ours, fla, ours-fused at each shape; the other variants of
-   ours last), CUDA ms per kernel recorded in the cells of PROFILED; fla's autotuning picks saved to the archive
+2. kernels: gdn_kernels.py --shape-major in SHAPE_ORDER (ours, fla, ours-fused, ours-ktile at each shape;
+   ours-tf32 last), CUDA ms per kernel recorded in the cells of PROFILED; fla's autotuning picks saved to the archive
    (--load-autotune takes them in a later call on the same kind of card: fla's cells then skip most of their
    40-50 s of autotuning).
 3. packing: packing.py --widths 256 128 --packs 8 16 (K = 8 at d = 256 and K = 16 at d = 128 among them), with the
@@ -54,22 +54,26 @@ TRITON_TESTS = ["tests/gdn/test_triton.py"]
 # the most workers. On 2026-12-06, with one process a set, fp32 and small were cut at 150 s after 3 of 7 and 7 of
 # about 30 tests.
 # "fp32-wide-tiled": fp32 takes the fused kernels at every K (gdn.ops.gated_delta_rule.triton.TILED_MIN_K) until
-# these checks of the wide-head path at its three K = 128 shapes have passed on a card.
+# these checks of the wide-head path at its three K = 128 shapes have passed on a card. "ours-ktile": the candidate
+# gradient timed as ours-ktile (triton.TILED_GRAD), at the wide bf16 and fp16 shapes and the wide-head path's tiny
+# cases.
 CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "small": ("not benchmark_shapes", TRITON_TESTS + ["tests/gdn/test_packed.py"], 4, {}),
           "bf16-shapes": ("benchmark_shapes and bf16", TRITON_TESTS, 2, {}),
           "fp16-shapes": ("benchmark_shapes and fp16", TRITON_TESTS, 1, {}),
           "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 3,
-                              {"DELTAMU_GDN_TILED_MIN_K": "128"})}
-TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and one wide-head-path test
+                              {"DELTAMU_GDN_TILED_MIN_K": "128"}),
+          "ours-ktile": ("(benchmark_shapes and (x128x or x256x) and not fp32) or wide_head_path", TRITON_TESTS, 3,
+                         gdn_kernels.OURS_VARIANTS["ours-ktile"])}
+TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory
 
 # gdn_kernels.SHAPES in timing order: the wide shapes (issue 21's targets), then the proxy's (16,1024,6,64,128),
 # which must stay no slower, then (16,1024,6,32,64), where fla's backward crashes (only its forward is timed).
 # On 2026-12-06 the proxy's came last and was cut by the stage's deadline.
 SHAPE_ORDER = "2,3,4,1,0"
-IMPLS = "ours,ours-fused,fla,ours-tf32"
-PROFILED = "ours"                          # cells that also record CUDA ms per kernel
+IMPLS = "ours,ours-fused,ours-ktile,fla,ours-tf32"
+PROFILED = "ours,ours-ktile"               # cells that also record CUDA ms per kernel
 TINY_SHAPES = ["1,32,1,128,16"]
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-check", "--single-repeats", "1"]
 TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "64", "--batch-size", "2",
@@ -167,7 +171,8 @@ def run_packing(work: Path, args, until: float) -> dict:
 
 
 # fwd+bwd ratios in the kernel table, where both cells have a time
-RATIOS = [("ours", "fla"), ("ours-fused", "fla"), ("ours", "ours-fused")]
+RATIOS = [("ours", "fla"), ("ours-ktile", "fla"), ("ours-fused", "fla"), ("ours", "ours-fused"),
+          ("ours-ktile", "ours")]
 
 
 def summary(result: dict) -> str:
@@ -188,9 +193,10 @@ def summary(result: dict) -> str:
     impls = list(dict.fromkeys(c["impl"] for c in cells))
     by = {(tuple(c["shape"]), c["impl"]): c for c in cells}
     ratios = [(a, b) for a, b in RATIOS if a in impls and b in impls]
+    ours = [i for i in impls if i.startswith("ours")]
     lines += ["", "| B, T, H, K, V | " + " | ".join(f"{i} fwd / fwd+bwd ms" for i in impls)
-              + "".join(f" | {a} / {b} fwd+bwd" for a, b in ratios) + " | worst err (ours) |",
-              "|---|" + "---|" * (len(impls) + len(ratios) + 1)]
+              + "".join(f" | {a} / {b} fwd+bwd" for a, b in ratios) + "".join(f" | worst err {i}" for i in ours)
+              + " |", "|---|" + "---|" * (len(impls) + len(ratios) + len(ours))]
     for shape in dict.fromkeys(tuple(c["shape"]) for c in cells):
         row = []
         for impl in impls:
@@ -201,11 +207,14 @@ def summary(result: dict) -> str:
                        + (" (failed)" if c.get("error") else ""))
         values = [(ms(by.get((shape, a), {}), "fwdbwd_ms"), ms(by.get((shape, b), {}), "fwdbwd_ms"))
                   for a, b in ratios]
-        errs = [ms(by.get((shape, "ours"), {}), f"err_{n}") for n in ("o", "dq", "dk", "dv", "dg", "dbeta")]
-        errs = [e for e in errs if e is not None]
+        worst = []
+        for impl in ours:
+            errs = [ms(by.get((shape, impl), {}), f"err_{n}") for n in ("o", "dq", "dk", "dv", "dg", "dbeta")]
+            errs = [e for e in errs if e is not None]
+            worst.append(f"{max(errs):.1e}" if errs else "-")
         lines.append(f"| {', '.join(map(str, shape))} | " + " | ".join(row)
                      + "".join(f" | {x / y:.2f}" if x and y else " | -" for x, y in values)
-                     + (f" | {max(errs):.1e} |" if errs else " | - |"))
+                     + "".join(f" | {w}" for w in worst) + " |")
     rows = result.get("packing", {}).get("rows", [])
     lines += ["", "| packing: width | K | tokens/s | step ms |", "|---|---|---|---|"]
     lines += [f"| {r['width']} | {r['trials'] if r['mode'] == 'packed' else 'train_trial'} | "
@@ -244,7 +253,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="the CPU smoke run: tiny shapes, kernels interpreted")
     args = ap.parse_args()
     if args.tiny:
-        args.impls = "ours,ours-fused"
+        args.impls = "ours,ours-fused,ours-ktile"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kernels_and_packing-"))

@@ -206,15 +206,30 @@ def wide_head_path(launcher, monkeypatch):
             return self.kernel[grid]
 
     monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
-    for name in TILED_KERNELS + ("_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
+    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
 
+def tiled_kernels(grad: str) -> list[str]:
+    """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile")."""
+    by_k = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
+    return sorted(by_k.get(name, name) for name in TILED_KERNELS)
+
+
 @pytest.mark.parametrize("case", TILED)
-def test_wide_head_path_matches_float64_recurrence(case, wide_head_path):
+def test_wide_head_path_matches_float64_recurrence(case, wide_head_path, launcher):
     check(**case)
-    assert sorted(set(wide_head_path)) == sorted(TILED_KERNELS)        # and none of the fused path's
+    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"])   # and none of the fused path's
+
+
+@pytest.mark.parametrize("case", TILED)
+def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_GRAD=ktile: the gradient's V-summed products per K tile (each program walking every V
+    tile) instead of per V tile: one K tile and several, ragged K and V, V over one V tile."""
+    monkeypatch.setitem(launcher, "TILED_GRAD", "ktile")
+    check(**case)
+    assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
 
 
 def test_wide_head_path_no_grad_forward_matches(wide_head_path):
