@@ -248,14 +248,15 @@ def _differs(impl: str, shape) -> bool:
     return impl not in OURS_VARIANTS or wide_heads(shape[3], torch.bfloat16)
 
 
-def warm(shapes, impls, timeout: float) -> None:
-    """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
+def warm(shapes, impls, timeout: float, jobs: int | None = None) -> None:
+    """Every (shape, impl) once, `jobs` at a time (default all), fla's first (its autotuning compiles the most), then
+    drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
-    todo = [(s, i) for s in shapes for i in impls if _differs(i, s)]
+    todo = sorted([(s, i) for s in shapes for i in impls if _differs(i, s)], key=lambda cell: cell[1] != "fla")
     if not todo:
         return
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(len(todo)) as pool:
+    with cf.ThreadPoolExecutor(min(jobs or len(todo), len(todo))) as pool:
         runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i) for s, i in todo}
         for fut in cf.as_completed(runs):
             _records, why = fut.result()
@@ -352,6 +353,7 @@ def main() -> None:
                     help="comma-separated: these implementations' timed cells also record CUDA ms per kernel")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
     ap.add_argument("--warm-only", action="store_true", help="only --warm")
+    ap.add_argument("--warm-jobs", type=int, help="cells compiled at a time by --warm (default: all at once)")
     ap.add_argument("--save-autotune", help="after the run, tar the autotuning results (fla's picks) to this file")
     ap.add_argument("--load-autotune", help="before the run, load a --save-autotune file (same kind of card)")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
@@ -390,7 +392,8 @@ def main() -> None:
     if args.load_autotune:
         load_autotune(Path(args.load_autotune))
     if args.warm or args.warm_only:
-        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla", *OURS_VARIANTS)], args.deadline)
+        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla", *OURS_VARIANTS)], args.deadline,
+             args.warm_jobs)
         if args.warm_only:
             return
     if args.profile:
