@@ -135,14 +135,20 @@ def run_checks(work: Path, args, until: float) -> dict:
         warm = start([sys.executable, str(HERE / "gdn_kernels.py"), "--warm-only", "--impls", args.impls,
                       "--shapes", SHAPE_ORDER, "--deadline", str(max(30, until - time.perf_counter() - 10)),
                       "--warm-jobs", str(WARM_JOBS), "--out", str(work / "warm")], work / "checks" / "warm.txt")
+    seconds = {}                                   # when each set ended (they end in any order)
+    while len(seconds) < len(procs) and time.perf_counter() < until:
+        seconds.update({name: round(time.perf_counter() - t0) for name, proc in procs.items()
+                        if name not in seconds and proc.poll() is not None})
+        time.sleep(0.5)
     result = {}
     for name, proc in procs.items():
         ended = finish(proc, until)
         log = work / "checks" / f"{name}.txt"
         outcomes = pytest_outcomes(log)
         counts = {k: sum(v == k for v in outcomes.values()) for k in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
-        result[name] = dict(ended=ended, seconds=round(time.perf_counter() - t0), selected=pytest_selected(log),
-                            **counts, failed=[t for t, v in outcomes.items() if v in ("FAILED", "ERROR")])
+        result[name] = dict(ended=ended, seconds=seconds.get(name, round(time.perf_counter() - t0)),
+                            selected=pytest_selected(log), **counts,
+                            failed=[t for t, v in outcomes.items() if v in ("FAILED", "ERROR")])
         print(f"checks {name}: {ended}, {counts} of {result[name]['selected'] or '?'}", flush=True)
     if warm is not None:
         result["warm"] = finish(warm, until + 20)
