@@ -46,10 +46,13 @@ from gdn.ops.gated_delta_rule import CHUNK_SIZE  # noqa: E402
 SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
           (2, 16384, 16, 128, 128)]
 IMPLS = ("ours", "fla", "chunk")
-# Our kernels as they were before the wide-head path, and that path with TF32 products only: baselines in the same
-# call (`--impls ours,ours-fused,ours-tf32,fla`); each is set through the environment of its own cell process and
-# timed only where it differs from "ours" (K >= TILED_MIN_K).
-OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
+# Our kernels as they were before the wide-head path, that path with its gradient's products per K tile
+# (triton.TILED_GRAD, a candidate not yet checked on a card), and that path with TF32 products only: baselines and
+# candidates in the same call (`--impls ours,ours-fused,ours-ktile,ours-tf32,fla`); each is set through the
+# environment of its own cell process and timed only where it differs from "ours" (on the wide-head path: bf16 at
+# K >= TILED_MIN_K).
+OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-ktile": {"DELTAMU_GDN_TILED_GRAD": "ktile"},
+                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
@@ -145,7 +148,9 @@ def _reference(xs, do):
     return [o.detach()] + [x.grad for x in leaves], ("recurrence" if fits else "chunked") + " float64"
 
 
-def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
+def kernel_cell(shape, impl: str, warmup: int, rep: int, profile: bool = False) -> None:
+    """fwd ms, the errors against float64, fwd+bwd ms; with `profile`, then CUDA ms per kernel (as profile_cell, in
+    the same process: no second start and compile)."""
     B, T, H, K, V = shape
     fn = _impl(impl)
     xs, do = _inputs(B, T, H, K, V)
@@ -176,6 +181,8 @@ def kernel_cell(shape, impl: str, warmup: int, rep: int) -> None:
         fn(*leaves).backward(do)
     ms = _bench(step, warmup, rep, grad_to_none=leaves)
     _emit(metric="fwdbwd_ms", value=ms, tflops=tokens_heads * (fwd_flop + bwd_flop) / ms / 1e9)
+    if profile and _device() == "cuda":
+        _emit(**_kernel_profile(fn, leaves, do))
 
 
 def model_cell(width: int, backend: str) -> None:
@@ -235,19 +242,21 @@ def load_autotune(path: Path) -> None:
 
 def _differs(impl: str, shape) -> bool:
     """Whether a cell of impl at shape runs other kernels than "ours": always, but for our variants below the
-    wide-head path (they run ours there)."""
-    from gdn.ops.gated_delta_rule.triton import TILED_MIN_K
-    return impl not in OURS_VARIANTS or shape[3] >= TILED_MIN_K
+    wide-head path (they run ours there; the cells' inputs are bf16)."""
+    import torch
+    from gdn.ops.gated_delta_rule.triton import wide_heads
+    return impl not in OURS_VARIANTS or wide_heads(shape[3], torch.bfloat16)
 
 
-def warm(shapes, impls, timeout: float) -> None:
-    """Every (shape, impl) once, all at the same time, then drop the autotuning results they cached (see top)."""
+def warm(shapes, impls, timeout: float, jobs: int | None = None) -> None:
+    """Every (shape, impl) once, `jobs` at a time (default all), fla's first (its autotuning compiles the most), then
+    drop the autotuning results they cached (see top)."""
     import concurrent.futures as cf
-    todo = [(s, i) for s in shapes for i in impls if _differs(i, s)]
+    todo = sorted([(s, i) for s in shapes for i in impls if _differs(i, s)], key=lambda cell: cell[1] != "fla")
     if not todo:
         return
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(len(todo)) as pool:
+    with cf.ThreadPoolExecutor(min(jobs or len(todo), len(todo))) as pool:
         runs = {pool.submit(run_cell, ["warm", ",".join(map(str, s)), i], timeout): (s, i) for s, i in todo}
         for fut in cf.as_completed(runs):
             _records, why = fut.result()
@@ -260,11 +269,15 @@ def warm(shapes, impls, timeout: float) -> None:
 
 def profile_cell(shape, iters: int = 10) -> None:
     """Where our fwd+bwd spends its time: CUDA time per kernel (torch.profiler), per iteration, at one shape."""
+    xs, do = _inputs(*shape)
+    _emit(**_kernel_profile(_impl("ours"), [x.detach().requires_grad_() for x in xs], do, iters))
+
+
+def _kernel_profile(fn, leaves, do, iters: int = 10) -> dict:
+    """The profile record of fn's forward+backward: CUDA ms per iteration in total and for its 10 costliest
+    kernels."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    fn = _impl("ours")
-    xs, do = _inputs(*shape)
-    leaves = [x.detach().requires_grad_() for x in xs]
 
     def step():
         fn(*leaves).backward(do)
@@ -283,8 +296,23 @@ def profile_cell(shape, iters: int = 10) -> None:
         if us > 0 and e.key:
             per_kernel[e.key] = per_kernel.get(e.key, 0.0) + us / 1e3 / iters
     total = sum(per_kernel.values())
-    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:8]
-    _emit(metric="profile", total_ms=total, kernels=[{"name": k[:60], "ms": v, "share": v / total} for k, v in top])
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:10]
+    return dict(metric="profile", total_ms=total, kernels=[{"name": k[:60], "ms": v, "share": v / total}
+                                                           for k, v in top])
+
+
+def profile_table(records: list[tuple]) -> str:
+    """Markdown rows of (shape, impl, profile record or None, failure or None)."""
+    lines = ["| B, T, H, K, V | impl | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|---|"]
+    for shape, impl, r, why in records:
+        name = ", ".join(map(str, shape))
+        for i, k in enumerate(r["kernels"] if r else []):
+            lines.append(f"| {name if i == 0 else ''} | {impl if i == 0 else ''} | "
+                         f"{format(r['total_ms'], '.3f') if i == 0 else ''} | {k['name']} | {k['ms']:.3f} | "
+                         f"{100 * k['share']:.0f} % |")
+        if why:
+            lines.append(f"| {name} | {impl} | - | failed: {why} | | |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -318,11 +346,14 @@ def main() -> None:
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--shape-major", action="store_true",
-                    help="time shape by shape (ours, fla, ours-fused), the other variants after")
+                    help="time shape by shape (ours, fla, ours-fused, ours-ktile), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
+    ap.add_argument("--profile-impls", default="",
+                    help="comma-separated: these implementations' timed cells also record CUDA ms per kernel")
     ap.add_argument("--warm", action="store_true", help="compile every cell's kernels first, in parallel")
     ap.add_argument("--warm-only", action="store_true", help="only --warm")
+    ap.add_argument("--warm-jobs", type=int, help="cells compiled at a time by --warm (default: all at once)")
     ap.add_argument("--save-autotune", help="after the run, tar the autotuning results (fla's picks) to this file")
     ap.add_argument("--load-autotune", help="before the run, load a --save-autotune file (same kind of card)")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
@@ -331,7 +362,8 @@ def main() -> None:
     if args.cell:
         kind, *rest = args.cell
         if kind == "kernel":
-            kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep)
+            kernel_cell(tuple(int(x) for x in rest[0].split(",")), rest[1], args.warmup, args.rep,
+                        profile=rest[2:] == ["profile"])
         elif kind == "warm":
             warm_cell(tuple(int(x) for x in rest[0].split(",")), rest[1])
         elif kind == "profile":
@@ -360,21 +392,16 @@ def main() -> None:
     if args.load_autotune:
         load_autotune(Path(args.load_autotune))
     if args.warm or args.warm_only:
-        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla", *OURS_VARIANTS)], args.deadline)
+        warm(shapes, [i for i in args.impls.split(",") if i in ("ours", "fla", *OURS_VARIANTS)], args.deadline,
+             args.warm_jobs)
         if args.warm_only:
             return
     if args.profile:
-        lines = ["| B, T, H, K, V | fwd+bwd CUDA ms | kernel | ms | share |", "|---|---|---|---|---|"]
+        rows = []
         for shape in shapes:
             records, why = run_cell(["profile", ",".join(map(str, shape))], args.cell_timeout)
-            for r in records:
-                for i, k in enumerate(r["kernels"]):
-                    lines.append(f"| {', '.join(map(str, shape)) if i == 0 else ''} | "
-                                 f"{format(r['total_ms'], '.3f') if i == 0 else ''} | {k['name']} | {k['ms']:.3f} | "
-                                 f"{100 * k['share']:.0f} % |")
-            if why:
-                lines.append(f"| {', '.join(map(str, shape))} | - | failed: {why} | | |")
-        text = "\n".join(lines) + "\n"
+            rows.append((shape, "ours", records[0] if records else None, why))
+        text = profile_table(rows)
         (out / "profile.md").write_text(text)
         print(text)
         return
@@ -386,10 +413,10 @@ def main() -> None:
 
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
-    timed = ["ours", "ours-fused", "fla", "ours-tf32"]        # priority order: a deadline cuts the last
+    timed = ["ours", "ours-fused", "ours-ktile", "fla", "ours-tf32"]   # priority order: a deadline cuts the last
     cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes if _differs(impl, shape)]
     if args.shape_major:                                      # each shape's ours, fla, ours-fused together
-        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused"))}
+        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused", "ours-ktile"))}
         cells.sort(key=lambda c: (c[2] not in rank, shapes.index(c[1]) if c[2] in rank else 0, rank.get(c[2], 0)))
     if not args.no_model:
         cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]
@@ -400,7 +427,9 @@ def main() -> None:
             print(f"{name}: skipped, past the deadline", flush=True)
             continue
         t0 = time.perf_counter()
-        records, why = run_cell([kind, ",".join(map(str, what)) if kind == "kernel" else str(what), impl], budget())
+        extra = ["profile"] if kind == "kernel" and impl in args.profile_impls.split(",") else []
+        records, why = run_cell([kind, ",".join(map(str, what)) if kind == "kernel" else str(what), impl, *extra],
+                                budget())
         if kind == "kernel":
             cell = dict(shape=what, impl=impl, error=why, seconds=time.perf_counter() - t0,
                         **{r["metric"]: r for r in records})

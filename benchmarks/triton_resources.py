@@ -45,7 +45,7 @@ TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", t
 KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_kernel", "_chunk_grad_kernel",
            "_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
            "_chunk_state_bwd_tiled_kernel",
-           "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
+           "_chunk_grad_vtile_kernel", "_chunk_grad_ktile_kernel", "_chunk_grad_reduce_kernel")
 
 
 @contextmanager
@@ -125,14 +125,15 @@ def main(argv=None) -> int:
     ap.add_argument("--stages-max-k", type=int, default=None,
                     help="override STATE_STAGES_MAX_K (the largest K whose state passes are pipelined)")
     ap.add_argument("--tiled-min-k", type=int, default=None,
-                    help="override TILED_MIN_K (the head dim from which the wide-head kernels run; 1000: never)")
+                    help="override TILED_MIN_K for every dtype (the head dim from which the wide-head kernels "
+                         "run; 1000: never)")
     ap.add_argument("--case", action="append", help="dtype,K,V (e.g. bf16,256,64) instead of the default cases")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles at a time")
     args = ap.parse_args(argv)
     if args.stages_max_k is not None:
         launcher.STATE_STAGES_MAX_K = args.stages_max_k
     if args.tiled_min_k is not None:
-        launcher.TILED_MIN_K = args.tiled_min_k
+        launcher.TILED_MIN_K = dict.fromkeys(launcher.TILED_MIN_K, args.tiled_min_k)
     by_name = {name: dtype for dtype, name in TYPES.items()}
     cases = [(by_name[d], int(K), int(V)) for d, K, V in (c.split(",") for c in args.case)] if args.case else CASES
     rows = [(dtype, K, V, compile_request(kernel, a, kw)) for dtype, K, V in cases

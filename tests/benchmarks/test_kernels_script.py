@@ -1,8 +1,10 @@
-"""benchmarks/gdn_kernels.py's CPU-side parts: the FLOP model, the table, the autotuning results carried between calls."""
+"""benchmarks/gdn_kernels.py's CPU-side parts (the FLOP model, the table, the autotuning results carried between
+calls) and benchmarks/kernels_and_packing.py's (the check logs read, the whole call run tiny)."""
 import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -39,17 +41,40 @@ def test_flop_model_grows_with_the_head_dims():
     assert kernels.flops_per_token_head(64, 64)[1] > kernels.flops_per_token_head(64, 64)[0]   # bwd costs more
 
 
+def test_check_outcomes_are_read_from_plain_and_xdist_logs(tmp_path):
+    import kernels_and_packing as device_call
+    plain, xdist = tmp_path / "plain.txt", tmp_path / "xdist.txt"
+    plain.write_text("collected 38 items / 30 deselected / 8 selected\n\n"
+                     "tests/gdn/test_triton.py::test_b[16x1024x6x32x64-bf16] PASSED [ 12%]\n"
+                     "tests/gdn/test_triton.py::test_b[8x2048x16x128x128-bf16] FAILED [ 25%]\n")
+    xdist.write_text("created: 4/4 workers\n4 workers [7 items]\n\n"
+                     "tests/gdn/test_triton.py::test_b[16x1024x6x32x64-fp32] \n"
+                     "[gw1] [ 14%] PASSED tests/gdn/test_triton.py::test_b[16x1024x6x32x64-fp32] \n"
+                     "[gw0] [ 28%] SKIPPED tests/gdn/test_triton.py::test_c \n")
+    assert device_call.pytest_outcomes(plain) == {"tests/gdn/test_triton.py::test_b[16x1024x6x32x64-bf16]": "PASSED",
+                                                  "tests/gdn/test_triton.py::test_b[8x2048x16x128x128-bf16]": "FAILED"}
+    assert device_call.pytest_outcomes(xdist) == {"tests/gdn/test_triton.py::test_b[16x1024x6x32x64-fp32]": "PASSED",
+                                                  "tests/gdn/test_triton.py::test_c": "SKIPPED"}
+    assert (device_call.pytest_selected(plain), device_call.pytest_selected(xdist)) == (8, 7)
+
+
 @pytest.mark.slow
 def test_the_device_call_runs_tiny_on_the_cpu(tmp_path):
     """benchmarks/kernels_and_packing.py --tiny: every stage (the float64 checks, ours against the kernels before
-    the wide-head path, the packing rows) runs interpreted on the CPU and lands in the summary."""
+    the wide-head path, the packing rows) runs interpreted on the CPU and lands in the summary; --out holds the
+    three files the device brings back (it returns at most 8, at most two folders down), the details archived."""
     r = subprocess.run([sys.executable, "benchmarks/kernels_and_packing.py", "--tiny", "--out", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["details.tar.gz", "summary.json", "summary.md"]
+    with tarfile.open(tmp_path / "details.tar.gz") as tar:
+        details = set(tar.getnames())
+    assert {"details/checks/tiny.txt", "details/kernels/kernels.json", "details/packing/packing.json"} <= details
     result = json.loads((tmp_path / "summary.json").read_text())
-    assert all(c["PASSED"] >= 1 and c["FAILED"] == c["ERROR"] == 0 for c in result["checks"].values())
+    assert all(c["PASSED"] == c["selected"] >= 1 and c["FAILED"] == c["ERROR"] == 0
+               for c in result["checks"].values())
     cells = {c["impl"]: c for c in result["kernels"]["kernels"]}
-    assert sorted(cells) == ["ours", "ours-fused"] and not any(c["error"] for c in cells.values())
+    assert sorted(cells) == ["ours", "ours-fused", "ours-ktile"] and not any(c["error"] for c in cells.values())
     assert all(c["fwdbwd_ms"]["value"] > 0 and c["err_dg"]["value"] < 1e-2 for c in cells.values())
     assert [(row["mode"], row["trials"]) for row in result["packing"]["rows"]] == [("sequential", 1), ("packed", 2)]
     assert all(row["tokens_per_s"] > 0 for row in result["packing"]["rows"])

@@ -10,6 +10,8 @@ printed (pytest -s) and named in the failure. Tolerances: fp32 inputs 1e-4 (no T
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,8 +160,8 @@ def test_auto_backend_is_triton_on_cuda():
 
 # The wide-head path (triton_tiled.py: K-sub-tiled state passes, the output and Aqk^T dO over all chunks, the
 # gradient over a V-tile grid dimension and its reduction; bf16 operands in some products for bf16 inputs) runs from
-# K = 128 up. Its threshold is lowered here so the interpreter runs it at tiny shapes: 1, 2 and 4 state sub-tiles,
-# ragged K, V and T, V over one gradient V tile.
+# K = 128 up for bf16 and fp16 inputs. Its threshold is lowered here so the interpreter runs it at tiny shapes, in
+# fp32 too: 1, 2 and 4 state sub-tiles, ragged K, V and T, V over one gradient V tile.
 TILED = [
     pytest.param(dict(B=2, T=70, H=2, K=32, V=16, dtype=torch.float32), id="fp32-T70-K32-V16"),
     pytest.param(dict(B=1, T=130, H=1, K=80, V=72, dtype=torch.float32, gates="strong"), id="fp32-T130-K80-V72-strong"),
@@ -172,6 +174,15 @@ TILED = [
 ]
 TILED_KERNELS = ("_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
                  "_chunk_state_bwd_tiled_kernel", "_chunk_grad_vtile_kernel", "_chunk_grad_reduce_kernel")
+
+
+@pytest.mark.skipif(bool(os.environ.get("DELTAMU_GDN_TILED_MIN_K")), reason="the threshold is overridden here")
+def test_wide_head_path_runs_where_the_card_checked_it():
+    """bf16 and fp16 from K = 128 (their card checks and timings, 2026-12-06); fp32 never (not checked there)."""
+    wide_heads = triton_chunk_gated_delta_rule.__globals__["wide_heads"]
+    assert [wide_heads(K, torch.bfloat16) for K in (64, 127, 128, 256)] == [False, False, True, True]
+    assert wide_heads(128, torch.float16) and not wide_heads(64, torch.float16)
+    assert not any(wide_heads(K, torch.float32) for K in (16, 128, 256))
 
 
 @pytest.fixture
@@ -194,16 +205,31 @@ def wide_head_path(launcher, monkeypatch):
             launched.append(self.name)
             return self.kernel[grid]
 
-    monkeypatch.setitem(launcher, "TILED_MIN_K", 1)
-    for name in TILED_KERNELS + ("_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
+    monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
+    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
 
+def tiled_kernels(grad: str) -> list[str]:
+    """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile")."""
+    by_k = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
+    return sorted(by_k.get(name, name) for name in TILED_KERNELS)
+
+
 @pytest.mark.parametrize("case", TILED)
-def test_wide_head_path_matches_float64_recurrence(case, wide_head_path):
+def test_wide_head_path_matches_float64_recurrence(case, wide_head_path, launcher):
     check(**case)
-    assert sorted(set(wide_head_path)) == sorted(TILED_KERNELS)        # and none of the fused path's
+    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"])   # and none of the fused path's
+
+
+@pytest.mark.parametrize("case", TILED)
+def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_GRAD=ktile: the gradient's V-summed products per K tile (each program walking every V
+    tile) instead of per V tile: one K tile and several, ragged K and V, V over one V tile."""
+    monkeypatch.setitem(launcher, "TILED_GRAD", "ktile")
+    check(**case)
+    assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
 
 
 def test_wide_head_path_no_grad_forward_matches(wide_head_path):
@@ -224,5 +250,6 @@ def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, launcher, mo
     """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
     monkeypatch.setitem(launcher, "num_sms", lambda device: 1)
     widest = 64 if case["K"] <= 128 else 32
-    assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE))["BVS"] == widest
+    assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE),
+                             case["dtype"])["BVS"] == widest
     check(**case)

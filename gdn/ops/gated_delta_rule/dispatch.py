@@ -22,9 +22,9 @@ _load_triton = functools.partial(load_kernel, "gdn.ops.gated_delta_rule.triton",
 # Where "auto" may pick the Triton kernels: the head dims (K, inclusive range) whose forward and every gradient
 # have been checked against the float64 reference on an H100 (tests/gdn/test_triton.py; docs/benchmarks.md,
 # Kernels): bf16 at K = 16, 32, 48, 64, 128, 256; fp16 at K = 32, 64, 128; fp32 (no TF32) at K = 16, 32, 48, 64, 128.
-# Elsewhere "auto" takes the chunked path until that check has run. Those checks ran the fused kernels; from K = 128
-# the launcher now takes its wide-head kernels (triton.TILED_MIN_K), which have passed the same checks in the CPU
-# interpreter; they are off (TILED_MIN_K) until the card's run (benchmarks/kernels_and_packing.py) checks them.
+# Elsewhere "auto" takes the chunked path until that check has run. From K = 128 bf16 and fp16 inputs take the
+# launcher's wide-head kernels (triton.TILED_MIN_K), which passed those checks on an H100 on 2026-12-06 (bf16 at
+# K = 128 and 256, fp16 at K = 128); fp32 stays on the fused kernels, checked there on 2026-11-27.
 TRITON_VALIDATED_K = {torch.bfloat16: (16, 256), torch.float16: (32, 128), torch.float32: (16, 128)}
 
 

@@ -1,9 +1,10 @@
 """The Triton chunked gated delta rule: launchers, the autograd Function and the public entry.
 
-Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K the fused kernels (triton_fwd.py, triton_bwd.py;
-forward 2 launches: prep, state; backward 2: state, grad), which win where the per-chunk work is small; at
-K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state, output; backward 4: Aqk^T dO,
-state, the gradient per V tile, its reduction), with bf16 operands in some products for bf16 inputs (TILED_BF16).
+Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K (bf16 and fp16: 128; fp32: never) the fused
+kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward 2: state, grad), which win where the
+per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
+output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
+for bf16 inputs (TILED_BF16).
 Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
 products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
 intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
@@ -23,9 +24,10 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_reduce_kernel,
-                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
-                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
+from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_ktile_kernel,
+                                                   _chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
+                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
+                                                   _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -40,9 +42,9 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
 # 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
-                 output=4, dvn_local=4)
+                 grad_ktile=8, output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
-                  output=1, dvn_local=1)
+                  grad_ktile=1, output=1, dvn_local=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -59,19 +61,35 @@ SPLIT_MAX_K = 32
 MIN_CUDA_HEAD_DIM_K = 16
 GRAD_BLOCK_V = 32          # V tile of the grad kernel (its [C, C] fp32 tiles fill the registers)
 
-# The wide-head path (triton_tiled.py) from this head dim K up. At K = 128-256 the fused kernels spill and lost to
-# fla 0.6.0 by 1.8-2.7 x on an H100; at K <= 64 they beat it (docs/benchmarks.md, Kernels). The environment
-# variables exist for the benchmark (benchmarks/gdn_kernels.py times the fused path as the baseline in the same
-# call with DELTAMU_GDN_TILED_MIN_K=1000) and the tests (which lower it to run the wide-head kernels at tiny K).
-# Off by default (a head dim no model has) until the card's float64 checks and timings have run them
-# (benchmarks/kernels_and_packing.py sets 128 for its whole call): they have passed only in the CPU interpreter, and
-# Triton 3.6 has miscompiled bf16 products with a transposed operand before. After a clean card run: 128.
-TILED_MIN_K = int(os.environ.get("DELTAMU_GDN_TILED_MIN_K", "100000"))
+# The wide-head path (triton_tiled.py) from this head dim K up, per input dtype (None: never). At K = 128-256 the
+# fused kernels spill and lost to fla 0.6.0 by 1.8-2.7 x on an H100; at K <= 64 they beat it (docs/benchmarks.md,
+# Kernels). On an H100 (Triton 3.6, 2026-12-06, commit 2107bcb; docs/benchmarks.md, "The wide-head kernels on the
+# card") the wide-head path matched the float64 reference in bf16 at every benchmark shape (K = 128 at V = 128 and
+# 256, K = 256 at V = 64) and in fp16 at K = 128, V = 256 (fp16's only wide check shape; `auto` takes fp16 up to
+# K = 128), and beat the fused kernels by 11-24 % fwd+bwd at every wide shape (bf16): on from K = 128 for both.
+# fp32 stays on the fused kernels: of its checks only [2, 1024, 6, 128, 256] ran on the wide-head path before that
+# call's time limit cut the rest (the K = 128, V = 128 shapes, whose tiles differ, did not run), and no fp32 timing
+# of the path exists. To turn it on, have benchmarks/kernels_and_packing.py's "fp32-wide-tiled" checks pass on a
+# card first. DELTAMU_GDN_TILED_MIN_K, where set, replaces every dtype's threshold: the benchmark times the fused
+# path in the same call with 100000, and the card's fp32 checks of the path run with 128.
+TILED_MIN_K: dict[torch.dtype, int | None] = {torch.bfloat16: 128, torch.float16: 128, torch.float32: None}
+if os.environ.get("DELTAMU_GDN_TILED_MIN_K"):
+    TILED_MIN_K = dict.fromkeys(TILED_MIN_K, int(os.environ["DELTAMU_GDN_TILED_MIN_K"]))
 # bf16 inputs on the wide-head path: bf16 operands with fp32 accumulation in the products the float64 checks allow
 # (triton_tiled.py says which). "0": TF32 for every product there, as on the fused path.
 TILED_BF16 = os.environ.get("DELTAMU_GDN_TILED_BF16", "1") != "0"
+# The wide-head gradient's V-summed products: "vtile" (_chunk_grad_vtile_kernel, one program per V tile, their
+# partial sums added by the reduction; checked and timed on the card, 2026-12-06) or "ktile"
+# (_chunk_grad_ktile_kernel, one program per K tile walking every V tile, each sum written once; checked in the
+# CPU interpreter only). For the card's comparison of the two (benchmarks/kernels_and_packing.py, "ours-ktile").
+TILED_GRAD = os.environ.get("DELTAMU_GDN_TILED_GRAD", "vtile")
+if TILED_GRAD not in ("vtile", "ktile"):
+    raise ValueError(f"DELTAMU_GDN_TILED_GRAD must be vtile or ktile, got {TILED_GRAD!r}")
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
+# V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
+# 8 warps, Triton 3.9 offline) it spills 168 bytes a thread at 64, none at 32 (247 registers)
+TILED_GRAD_KTILE_BLOCK_V = 32
 
 
 def _pow2(n: int) -> int:
@@ -111,22 +129,24 @@ def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int
     return BV
 
 
-def tiles(BH: int, K: int, V: int, device: torch.device) -> dict[str, int]:
-    """Every tile size the kernels launch with: BK, BV (prep), BKP, BVS (the state passes), BVG (grad), BVT (the
-    wide-head gradient's V tiles)."""
+def tiles(BH: int, K: int, V: int, device: torch.device, dtype: torch.dtype) -> dict[str, int]:
+    """Every tile size the kernels launch with for inputs of `dtype`: BK, BV (prep), BKP, BVS (the state passes),
+    BVG (grad), BVT (the wide-head gradient's V tiles), BVK (the V loop of its K-tile form)."""
     BKP = _k_tile(K)
-    BVS = _tiled_state_block_v(BH, V, BKP, device) if wide_heads(K) else _state_block_v(BH, V, BKP, device)
+    BVS = _tiled_state_block_v(BH, V, BKP, device) if wide_heads(K, dtype) else _state_block_v(BH, V, BKP, device)
     return dict(BK=min(BKP, MAX_TILE), BV=min(_pow2(V), MAX_TILE), BKP=BKP, BVS=BVS,
-                BVG=min(_pow2(V), GRAD_BLOCK_V), BVT=min(_pow2(V), TILED_GRAD_BLOCK_V))
+                BVG=min(_pow2(V), GRAD_BLOCK_V), BVT=min(_pow2(V), TILED_GRAD_BLOCK_V),
+                BVK=min(_pow2(V), TILED_GRAD_KTILE_BLOCK_V))
 
 
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def wide_heads(K: int) -> bool:
+def wide_heads(K: int, dtype: torch.dtype) -> bool:
     """The one dispatch point between the fused kernels and the wide-head kernels."""
-    return K >= TILED_MIN_K
+    threshold = TILED_MIN_K.get(dtype)
+    return threshold is not None and K >= threshold
 
 
 def _bf16_operands(dtype: torch.dtype) -> bool:
@@ -146,8 +166,8 @@ def _launch(q: torch.Tensor, v: torch.Tensor):
     precision, the device and the tile sizes (tiles)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    return B, T, H, K, V, CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE), _precision(q.dtype), q.device, tiles(B * H, K, V,
-                                                                                                        q.device)
+    return (B, T, H, K, V, CHUNK_SIZE, triton.cdiv(T, CHUNK_SIZE), _precision(q.dtype), q.device,
+            tiles(B * H, K, V, q.device, q.dtype))
 
 
 def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm, save_for_bwd):
@@ -165,7 +185,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
 
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
-    tiled = wide_heads(K)
+    tiled = wide_heads(K, q.dtype)
     keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
     h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if keep else w
     vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if keep else w
@@ -200,7 +220,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     f32 = torch.float32
     BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
-    tiled = wide_heads(K)
+    tiled = wide_heads(K, q.dtype)
     dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
@@ -229,19 +249,25 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=f32, device=dev)
     outs = (dq, dk, dv, dg, dbeta, scratch, scale, T)
     if tiled:
-        # the V-summed products per V tile, one program each, then their sums and the rest per chunk
+        # the V-summed products (per V tile, or per K tile over every V tile: TILED_GRAD), then their sums and the
+        # rest per chunk
         BVT = t["BVT"]
-        NVP = triton.cdiv(V, BVT)
+        NK = triton.cdiv(K, BK)
+        by_k = TILED_GRAD == "ktile"
+        NVP = 1 if by_k else triton.cdiv(V, BVT)
+        NSS = NK if by_k else NVP
         dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
-        sdS = torch.empty(NVP, B * H * NT, dtype=f32, device=dev)
-        _chunk_grad_vtile_kernel[(NVP, NT, B * H)](
-            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVT,
-            BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS["grad_vtile"],
-            num_stages=NUM_STAGES["grad_vtile"])
+        sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
+        kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k
+                                    else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))
+        kernel[grid](
+            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVP,
+            BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS[which],
+            num_stages=NUM_STAGES[which])
         _chunk_grad_reduce_kernel[(NT, B * H)](
             q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
-            NVP=NVP, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],
+            NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],
             num_stages=NUM_STAGES["grad"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))

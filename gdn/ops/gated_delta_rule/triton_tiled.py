@@ -21,7 +21,10 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
-  kernel: triton_bwd._grad_finish).
+  kernel: triton_bwd._grad_finish). The candidate alternative (triton.TILED_GRAD = "ktile",
+  `_chunk_grad_ktile_kernel`) splits the same products over K tiles instead, as fla's dq/dk kernel does, each
+  program walking every V tile: no partial sums over V go through memory (at V = 256 the V-tile form writes and
+  reads back four of each [B,T,H,K] sum), at the cost of reading each chunk's dO, vn, dvn once per K tile.
 
 Notation and formulas as triton_fwd.py and triton_bwd.py.
 """
@@ -335,19 +338,90 @@ def _chunk_grad_vtile_kernel(
 
 
 @triton.jit
+def _chunk_grad_ktile_kernel(
+    v, do, h, dh, vn, dvn,               # as _chunk_grad_vtile_kernel
+    dqi, dw, dkt,                        # out fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
+    dP, dTu,                             # out fp32 [B,T,H,BT]: dO vn^T, dvn v^T, summed over V
+    sdS,                                 # out fp32 [NK, B*H*NT]: each K tile's part of sum(S o dS)
+    T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """The same products as _chunk_grad_vtile_kernel, split over K instead of V: one program per (K tile, chunk,
+    b*h) sums its columns of dO S^T, -dvn S^T, vn dS^T (and its part of sum(S o dS)) over every V tile, and one more
+    program per (chunk, b*h), i_k = NK, sums dO vn^T and dvn v^T. The V-tile kernel writes its partial sums, NV of
+    each, and the reduction reads them back; here each sum is written once. The NK + 1 programs of a chunk are
+    launched next to each other (i_k varies fastest), so the chunk's dO, vn and dvn they all read come from L2."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    NV: tl.constexpr = (V + BV - 1) // BV
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+    if i_k < NK:
+        kc = i_k * BK + tl.arange(0, BK)
+        dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
+        dw_t = tl.zeros([BT, BK], dtype=tl.float32)
+        dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
+        s = tl.zeros([], dtype=tl.float32)
+        for i_v in range(NV):
+            vc = i_v * BV + tl.arange(0, BV)
+            mv = row_ok[:, None] & (vc[None, :] < V)
+            rv_off = c[:, None] * (H * V) + vc[None, :]
+            kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
+            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+            s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
+            do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+            vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+            dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+            dqi_t += _dot(do_t, tl.trans(S_t), PRECISION)
+            dw_t -= _dot(dvn_t, tl.trans(S_t), PRECISION)
+            dkt_t += _dot(vn_t, tl.trans(dS_t), PRECISION)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+        tl.store(dqi + off, dqi_t, mask=mk)
+        tl.store(dw + off, dw_t, mask=mk)
+        tl.store(dkt + off, dkt_t, mask=mk)
+        tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
+    else:
+        dP_t = tl.zeros([BT, BT], dtype=tl.float32)
+        dTu_t = tl.zeros([BT, BT], dtype=tl.float32)
+        for i_v in range(NV):
+            vc = i_v * BV + tl.arange(0, BV)
+            mv = row_ok[:, None] & (vc[None, :] < V)
+            rv_off = c[:, None] * (H * V) + vc[None, :]
+            do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+            vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+            dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+            v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
+            dP_t += _dot(do_t, tl.trans(vn_t), PRECISION)
+            dTu_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
+        cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+        tl.store(dP + cc, dP_t, mask=row_ok[:, None])
+        tl.store(dTu + cc, dTu_t, mask=row_ok[:, None])
+
+
+@triton.jit
 def _chunk_grad_reduce_kernel(
     q, k, v, g, beta,                    # inputs
     dvn, Tinv,                           # from the state backward and the forward
-    dqi, dw, dkt, dP, dTu, sdS,          # the V tiles' parts (_chunk_grad_vtile_kernel); slot 0 gets their sums
+    dqi, dw, dkt, dP, dTu, sdS,          # the parts (_chunk_grad_vtile_kernel, _chunk_grad_ktile_kernel); slot 0
+                                         # gets their sums
     dq, dk, dv, dg, dbeta,               # out
     scratch,                             # fp32, 2 * BT * BT floats per program
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    NVP: tl.constexpr,                   # V tiles of the parts
+    NVP: tl.constexpr,                   # parts of dqi, dw, dkt, dP, dTu (V tiles; 1 from the K-tile kernel)
+    NSS: tl.constexpr,                   # parts of sdS (V tiles, or K tiles)
     USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One program per (chunk, b*h): the parts summed over V tiles (in a fixed order: the same bits every run), then
-    the rest of the per-chunk backward, as the fused kernel."""
+    """One program per (chunk, b*h): the parts summed (in a fixed order: the same bits every run), then the rest of
+    the per-chunk backward, as the fused kernel."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -355,29 +429,31 @@ def _chunk_grad_reduce_kernel(
     row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
     c = tl.arange(0, BT)
     row_ok = i_t * BT + c < T
-    slot = (T * tl.num_programs(1)).to(tl.int64)                  # rows of H between V tiles' slots
-    for i_k in range(NK):
-        kc = i_k * BK + tl.arange(0, BK)
-        mk = row_ok[:, None] & (kc[None, :] < K)
-        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
-        a = tl.load(dqi + off, mask=mk, other=0.)
-        b = tl.load(dw + off, mask=mk, other=0.)
-        e = tl.load(dkt + off, mask=mk, other=0.)
-        for i_v in range(1, NVP):
-            a += tl.load(dqi + i_v * slot * K + off, mask=mk, other=0.)
-            b += tl.load(dw + i_v * slot * K + off, mask=mk, other=0.)
-            e += tl.load(dkt + i_v * slot * K + off, mask=mk, other=0.)
-        tl.store(dqi + off, a, mask=mk)
-        tl.store(dw + off, b, mask=mk)
-        tl.store(dkt + off, e, mask=mk)
+    slot = (T * tl.num_programs(1)).to(tl.int64)                  # rows of H between the parts' slots
+    if NVP > 1:
+        for i_k in range(NK):
+            kc = i_k * BK + tl.arange(0, BK)
+            mk = row_ok[:, None] & (kc[None, :] < K)
+            off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+            a = tl.load(dqi + off, mask=mk, other=0.)
+            b = tl.load(dw + off, mask=mk, other=0.)
+            e = tl.load(dkt + off, mask=mk, other=0.)
+            for i_v in range(1, NVP):
+                a += tl.load(dqi + i_v * slot * K + off, mask=mk, other=0.)
+                b += tl.load(dw + i_v * slot * K + off, mask=mk, other=0.)
+                e += tl.load(dkt + i_v * slot * K + off, mask=mk, other=0.)
+            tl.store(dqi + off, a, mask=mk)
+            tl.store(dw + off, b, mask=mk)
+            tl.store(dkt + off, e, mask=mk)
     cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
     dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
     dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
-    s = tl.load(sdS + i_bh * NT + i_t)
     for i_v in range(1, NVP):
         dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
         dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
-        s += tl.load(sdS + i_v * NT * tl.num_programs(1) + i_bh * NT + i_t)
+    s = tl.load(sdS + i_bh * NT + i_t)
+    for i_s in range(1, NSS):
+        s += tl.load(sdS + i_s * NT * tl.num_programs(1) + i_bh * NT + i_t)
     tl.debug_barrier()                                            # the sums are read back by other threads
     scr = scratch + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (2 * BT * BT)
     _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scr, dP_t, dTu_t, s, scale,
