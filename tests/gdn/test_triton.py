@@ -127,7 +127,8 @@ GPU_SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 
 GPU_CASES = [(shape, torch.bfloat16) for shape in GPU_SHAPES] + \
     [(shape, torch.float32) for shape in GPU_SHAPES] + \
     [(shape, torch.float16) for shape in GPU_SHAPES[:3]] + \
-    [((2, 1024, 4, 256, 64), torch.bfloat16)]                           # the largest K the kernels take
+    [((2, 1024, 4, 256, 64), torch.bfloat16)] + \
+    [((8, 512, 6, 256, 512), torch.bfloat16)]     # the heads of width 2048 (base 512): fla parity's 4x, the widest V
 if MIN_CUDA_HEAD_DIM_K <= 16:         # the d = 128 proxy's heads (K = 16), once the kernels take them on CUDA
     GPU_CASES += [((16, 1024, 6, 16, 32), torch.bfloat16), ((16, 1024, 6, 16, 32), torch.float32)]
 DTYPE_ID = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}
