@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sysconfig
 import tempfile
 from dataclasses import dataclass
@@ -259,6 +260,16 @@ def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
         raise
     return TokenFile(base.with_suffix(".tokens"), dtype.name, count, sha.hexdigest(), tokenizer.vocab_size)
 
+
+def write_token_file(spec: DataSpec, tokenizer, out: Path) -> TokenFile:
+    """The corpus's token stream (tokenize_to_cache) copied out to `out` as a raw .bin of little-endian ids, which
+    trains with no tokenizer library and no text: --data out --vocab-size V. Written under a temporary name and
+    renamed, so a .bin that exists is complete."""
+    cached = tokenize_to_cache(spec, tokenizer)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(cached.path, tmp)
+    tmp.replace(out)
+    return TokenFile(out, cached.dtype, cached.count, cached.sha256, cached.vocab_size)
 
 # --- pre-tokenized files ---------------------------------------------------------------------------------------
 
