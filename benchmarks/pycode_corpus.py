@@ -96,6 +96,8 @@ def main(argv=None) -> int:
     if (args.vocab is None) != (args.bin is None):
         ap.error("--vocab and --bin go together")
     files = stdlib_files() + [f for name in args.packages.split(",") if name for f in package_files(name)]
+    for out in filter(None, (args.out, args.bin)):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     used, size, sha = write_corpus(files, Path(args.out))
     print(f"{args.out}: {used} files, {size / 1e6:.1f} MB, sha256 {sha}", flush=True)
     if args.vocab is not None:
