@@ -31,13 +31,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.corpus import vocab_of  # noqa: E402
 from gdn.spec import BACKENDS, DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
-from gdn.parametrization import BASE_MULTS  # noqa: E402
+from gdn.parametrization import BASE_MULTS, get_parametrization  # noqa: E402
 from gdn.fit import edge_extension, fit_optimum  # noqa: E402
 from gdn.train import run  # noqa: E402
 
@@ -64,10 +65,44 @@ class Arm:
     init_mults: tuple[float, ...] = (1.0,)     # likewise for sigma_0 of the matrices
     start_log2_lr: float = -7.0                # where the base width's grid is centred
     weight_decay_rule: str = "coupled"         # gdn.parametrization.WEIGHT_DECAY_RULES
+    # the arm this one equals at the base width (m = 1), whose base-width trials it takes instead of running the
+    # same trials again: the weight-decay rule acts through the LR multipliers, which are all 1 there
+    same_at_base: str | None = None
 
     @property
     def mults(self) -> list[Mults]:
         return [(om, im) for om in self.output_mults for im in self.init_mults]
+
+
+def check_same_at_base(arm: Arm) -> None:
+    """Refuse an arm's same_at_base unless the two arms differ only in their weight-decay rule and the table turns
+    both into the same per-group numbers at m = 1 (so the shared trials are the ones this arm would have run)."""
+    source = ARMS[arm.same_at_base]
+    differs = [f.name for f in dataclasses.fields(Arm) if f.name not in ("name", "same_at_base", "weight_decay_rule")
+               and getattr(arm, f.name) != getattr(source, f.name)]
+    groups = [get_parametrization(a.parametrization, a.readout, om, im, a.optimizer, a.weight_decay_rule)
+              .groups(1.0, a.optimizer) for a in (arm, source) for om, im in a.mults]
+    if differs or groups[:len(arm.mults)] != groups[len(arm.mults):]:
+        raise ValueError(f"arm {arm.name} is not {source.name} at the base width ({', '.join(differs) or 'groups'} "
+                         "differ): it needs its own base-width trials")
+
+
+def with_shared_base(records: list[dict], arms: Iterable[str] | None = None) -> list[dict]:
+    """The records, plus, for every arm with same_at_base (of `arms`; default: those with records), its source's
+    base-width trials (the narrowest width the source swept at that horizon) under this arm's name, marked
+    `shared_from`."""
+    present = {r["arm"] for r in records}
+    shared = []
+    for arm in (ARMS[a] for a in (present if arms is None else arms)
+                if a in ARMS and ARMS[a].same_at_base in present):
+        source = [r for r in records if r["arm"] == arm.same_at_base]
+        for h in {r["horizon"] for r in source}:
+            base = min((r["width"] for r in source if r["horizon"] == h and r["kind"] == "grid"), default=None)
+            if any(r["arm"] == arm.name and r["horizon"] == h and r["width"] == base for r in records):
+                continue                  # it ran its own there (a results file from before the sharing)
+            shared += [{**r, "arm": arm.name, "shared_from": r["arm"]} for r in source
+                       if r["horizon"] == h and r["width"] == base]
+    return records + shared
 
 
 def shipped(name: str, optimizer: str, parametrization: str, start_log2_lr: float) -> Arm:
@@ -96,7 +131,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in [
     shipped("sgd-mup-sgd", "sgd", "mup-sgd", start_log2_lr=-4.0),              # matrices' init ~ m^-1/6
     # the AdamW preset as shipped, its weight decay independent of the LR multiplier (issue 18)
     dataclasses.replace(shipped("adamw-mup-default", "adamw", "mup", start_log2_lr=-7.5), name="adamw-mup-wdind",
-                        weight_decay_rule="independent"),
+                        weight_decay_rule="independent", same_at_base="adamw-mup-default"),
 ]}
 SP_OF = {"adamw": "adamw-sp", "sgd": "sgd-sp"}
 
@@ -115,6 +150,9 @@ class Scale:
     grid_points: int = GRID_POINTS
     data: DataSpec = DataSpec("builtin")
     vocab_size: int = 256                      # the data's (vocab_of(data)), set with it
+    # arms run at the wider widths only at the LR transferred from the base width (no grids there): criteria (2)
+    # and (3) for 2 trials a width instead of a sweep's 10-12, not (1)
+    transfer_only: tuple[str, ...] = ()
 
 
 SCALES = {
@@ -125,6 +163,14 @@ SCALES = {
                  arms=("adamw-sp", "adamw-mup-tuned", "adamw-mup-tied", "sgd-sp", "sgd-mup")),
     "gpu": Scale(widths=(128, 256, 512, 1024), depth=4, seq_len=512, batch_size=8, horizons=(250, 1000),
                  seeds=(0, 1), eval_batches=16, arms=tuple(ARMS)),
+    # The GPU study at a 32k BPE (issue 18), cut to two device calls: the GPU scale's shapes at 1000 steps, widths
+    # 128 and 1024 (512 is one more call: --widths 128,512,1024 resumes and adds it), 5-point grids, SP and the
+    # shipped preset swept, the preset with independent weight decay at the transferred LR only (at the base width
+    # it is the preset's own trials). Meant with --data a 32k .bin and --centre-from docs/transfer/gpu.jsonl
+    # (docs/transfer.md, "Small corpora, the weight-decay rule and the vocabulary").
+    "gpu32k": Scale(widths=(128, 1024), depth=4, seq_len=512, batch_size=8, horizons=(1000,), seeds=(0, 1),
+                    eval_batches=16, grid_points=5, arms=("adamw-sp", "adamw-mup-default", "adamw-mup-wdind"),
+                    transfer_only=("adamw-mup-wdind",)),
 }
 
 
@@ -183,8 +229,15 @@ def _init_worker(threads: int, gpus: tuple[str, ...] = (), counter=None) -> None
 
 class Study:
     def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1,
-                 concurrent_widths: bool = False, gpus: tuple[str, ...] = (), backend: str = "auto"):
+                 concurrent_widths: bool = False, gpus: tuple[str, ...] = (), backend: str = "auto",
+                 prior: list[dict] = ()):
+        for arm in (ARMS[a] for a in scale.arms if ARMS[a].same_at_base):
+            if arm.same_at_base not in scale.arms:
+                raise ValueError(f"arm {arm.name} takes its base-width trials from {arm.same_at_base}: run that "
+                                 "arm too")
+            check_same_at_base(arm)
         self.scale = scale
+        self.prior = list(prior)         # another study's trials, which only centre this one's first grids
         self.gpus = gpus
         self.concurrent_widths = concurrent_widths
         self.path = results_path
@@ -241,8 +294,9 @@ class Study:
                 "width": width, "config": _config(self.scale, arm, horizon, mults).to_dict(), "backend": self.backend}
 
     def grid_records(self, arm: str, horizon: int, width: int, mults: Mults | None = None) -> list[dict]:
-        return [r for r in self.records if r["arm"] == arm and r["horizon"] == horizon and r["width"] == width
-                and r["kind"] == "grid" and (mults is None or mults_of(r) == mults)]
+        return [r for r in with_shared_base(self.records, self.scale.arms) if r["arm"] == arm
+                and r["horizon"] == horizon and r["width"] == width and r["kind"] == "grid"
+                and (mults is None or mults_of(r) == mults)]
 
     def fit(self, arm: str, horizon: int, width: int, mults: Mults | None = None):
         recs = self.grid_records(arm, horizon, width, mults)
@@ -285,40 +339,56 @@ class Study:
         scale = self.scale
         arms = [ARMS[a] for a in scale.arms]
         base = scale.widths[0]
-        # base width: every arm, every output multiplier candidate
+        # base width: every arm (but those that share another's), every output multiplier candidate
         print(f"horizon {h}, width {base} (base)", flush=True)
-        self.sweep_width([(arm, h, base, om, nearest_k(arm.start_log2_lr)) for arm in arms for om in arm.mults])
+        self.sweep_width([(arm, h, base, om, self.base_k(arm, h, om)) for arm in arms if not arm.same_at_base
+                          for om in arm.mults])
         chosen = {arm.name: self.best_mults(arm, h) for arm in arms}
+        swept = [arm for arm in arms if arm.name not in scale.transfer_only]      # grids at the wider widths too
         if self.concurrent_widths:
             # Every wider width at once, centred where a shorter horizon says its optimum lies relative to the base
             # width's; the transfer trials (the base optimum is known now) ride in the same round. Fills a GPU with
             # packs instead of walking the widths one round at a time; the edge extensions still make every
             # optimum interior, so only the number of rounds changes, not the answer.
             items = [(arm, h, w, chosen[arm.name], self.predicted_k(arm.name, h, w, chosen[arm.name]))
-                     for arm in arms for w in scale.widths[1:]]
+                     for arm in swept for w in scale.widths[1:]]
             self.sweep_width(items, extra=self.transfer_jobs(arms, h, chosen))
         else:
-            previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in arms}
+            previous = {arm.name: nearest_k(self.fit(arm.name, h, base, chosen[arm.name]).log2_lr) for arm in swept}
             for width in scale.widths[1:]:
                 print(f"horizon {h}, width {width}", flush=True)
-                self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in arms])
+                self.sweep_width([(arm, h, width, chosen[arm.name], previous[arm.name]) for arm in swept])
                 previous = {arm.name: nearest_k(self.fit(arm.name, h, width, chosen[arm.name]).log2_lr)
-                            for arm in arms}
+                            for arm in swept}
         print(f"horizon {h}, transfer trials", flush=True)
         self.run(self.transfer_jobs(arms, h, chosen))
 
     def transfer_jobs(self, arms: list[Arm], h: int, chosen: dict[str, Mults]) -> list[dict]:
-        """Every width at the base width's fitted optimum: what a user of deltamu would be told to run."""
+        """Every width at the base width's fitted optimum: what a user of deltamu would be told to run (an arm that
+        shares another's base width takes its transfer trials there too)."""
         jobs = []
         for arm in arms:
             om = chosen[arm.name]
             lr = self.fit(arm.name, h, self.scale.widths[0], om).lr
-            jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in self.scale.widths for s in self.scale.seeds]
+            widths = self.scale.widths[1:] if arm.same_at_base else self.scale.widths
+            jobs += [self.job(arm, h, w, "transfer", lr, s, om) for w in widths for s in self.scale.seeds]
         return jobs
+
+    def base_k(self, arm: Arm, h: int, om: Mults) -> int:
+        """Where the base width's first grid is centred: the prior study's optimum there (--centre-from), else the
+        arm's starting point."""
+        prior = _fit([r for r in self.prior if r["arm"] == arm.name and r["horizon"] == h], self.scale.widths[0], om)
+        return nearest_k(prior.log2_lr if prior else arm.start_log2_lr)
+
+    def prior_shift(self, arm: str, h: int, width: int, om: Mults) -> float:
+        """log2 of how far the prior study's optimum at this width lay from its base width's (0 if it has not both)."""
+        recs = [r for r in self.prior if r["arm"] == arm and r["horizon"] == h]
+        fits = [_fit(recs, w, om) for w in (width, self.scale.widths[0])]
+        return fits[0].log2_lr - fits[1].log2_lr if all(fits) else 0.0
 
     def predicted_k(self, arm: str, h: int, width: int, om: Mults) -> int:
         """The base width's optimum at horizon h, moved by the shift the longest shorter horizon measured at this
-        width (none measured: no shift)."""
+        width (none measured: the narrower widths' trend, else the prior study's shift, else none)."""
         base = self.scale.widths[0]
         log2_lr = self.fit(arm, h, base, om).log2_lr
         for shorter in sorted({r["horizon"] for r in self.records if r["horizon"] < h}, reverse=True):
@@ -332,8 +402,10 @@ class Study:
             points = ([base] + done)[-2:]
             fitted = [self.fit(arm, h, w, om).log2_lr for w in points]
             slope = (fitted[1] - fitted[0]) / math.log2(points[1] / points[0])
-            log2_lr = fitted[1] + slope * math.log2(width / points[1])
-        return nearest_k(log2_lr)
+            return nearest_k(fitted[1] + slope * math.log2(width / points[1]))
+        # Nothing measured at this horizon beyond the base (a study's first round): the shift the prior study
+        # (--centre-from, e.g. the byte-level one for a study at a BPE's vocabulary) measured there; else none.
+        return nearest_k(log2_lr + self.prior_shift(arm, h, width, om))
 
     def best_mults(self, arm: Arm, horizon: int) -> Mults:
         """The (output, init) multipliers with the best fitted loss at the base width: what μP then carries."""
@@ -398,12 +470,14 @@ def _verdict(diff_pct: float, noise_pct: float) -> str:
 
 def summarise(records: list[dict], scale_widths: list[int] | None = None) -> list[ArmSummary]:
     by = defaultdict(list)
-    for r in records:
+    for r in with_shared_base(records):
         by[r["arm"], r["horizon"]].append(r)
     summaries = []
     for (arm, horizon), recs in sorted(by.items()):
-        widths = sorted({r["width"] for r in recs if r["kind"] == "grid"})
-        base = widths[0]
+        widths = sorted({r["width"] for r in recs if r["kind"] in ("grid", "transfer")})   # transfer-only ones too
+        base = min((r["width"] for r in recs if r["kind"] == "grid"), default=None)
+        if base is None:
+            continue
         # the carried output multiplier: the one the wider widths (or the transfer trials) ran with
         oms = [mults_of(r) for r in recs if r["kind"] == "transfer" or r["width"] != base]
         om = oms[0] if oms else min({mults_of(r) for r in recs},
@@ -413,18 +487,18 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
         for w in widths:
             fit = _fit(recs, w, om)
             grid = [r for r in recs if r["kind"] == "grid" and r["width"] == w and mults_of(r) == om]
-            if not grid:
+            transfer = [_loss(r) for r in recs if r["kind"] == "transfer" and r["width"] == w]
+            if not grid and not transfer:
                 continue
             means = _grid_means(grid)
-            best_key = min(means, key=means.get)
-            best = means[best_key]
-            transfer = [_loss(r) for r in recs if r["kind"] == "transfer" and r["width"] == w]
+            best_key = min(means, key=means.get, default=None)
+            best = means.get(best_key, math.nan)
             row = {"width": w, "argmin_lr": fit.lr if fit else math.nan,
                    "shift_steps": ((fit.log2_lr - base_fit.log2_lr) / STEP_LOG2) if fit and base_fit else math.nan,
                    "on_edge": bool(fit and fit.on_edge), "best_loss": best,
                    "transfer_loss": _mean(transfer) if transfer else math.nan, "transfer_seeds": len(transfer),
                    "best_seeds": sum(1 for r in grid if float(r["lr_key"]) == best_key),
-                   "seconds": sum(r["seconds"] for r in recs if r["width"] == w)}
+                   "seconds": sum(r["seconds"] for r in recs if r["width"] == w and "shared_from" not in r)}
             row["regret"] = row["transfer_loss"] - best
             s.rows.append(row)
         shifts = [r["shift_steps"] for r in s.rows if math.isfinite(r["shift_steps"])]
@@ -456,6 +530,31 @@ def summarise(records: list[dict], scale_widths: list[int] | None = None) -> lis
         s.worst_vs_sp_pct = max(excess) if excess else math.nan
         s.verdict = next((v for v in ("worse", "tie", "better") if v in verdicts), "-")
     return summaries
+
+
+def variant_rows(summaries: list[ArmSummary], records: list[dict]) -> list[dict]:
+    """Every arm that equals another at the base width (same_at_base: the weight-decay rule) against that arm, width
+    by width, at the LR transferred from the base (the same LR for both), judged against the seed noise as
+    criterion (2) is."""
+    rows_of = {(s.arm, s.horizon): {r["width"]: r for r in s.rows} for s in summaries}
+    noise = seed_noise(records)
+    out = []
+    for s in summaries:
+        source = ARMS[s.arm].same_at_base if s.arm in ARMS else None
+        theirs = rows_of.get((source, s.horizon))
+        if not theirs:
+            continue
+        for r in s.rows:
+            ref = theirs.get(r["width"])
+            if not ref or not (r["transfer_seeds"] and ref["transfer_seeds"]):
+                continue
+            diff = 100 * (r["transfer_loss"] - ref["transfer_loss"]) / ref["transfer_loss"]
+            sd = noise.get((s.horizon, r["width"]), math.nan)
+            band = 100 * NOISE_SIGMAS * sd * math.sqrt(1 / r["transfer_seeds"] + 1 / ref["transfer_seeds"])
+            out.append({"arm": s.arm, "against": source, "horizon": s.horizon, "width": r["width"],
+                        "loss": r["transfer_loss"], "their_loss": ref["transfer_loss"], "diff_pct": diff,
+                        "noise_pct": band, "verdict": _verdict(diff, band)})
+    return out
 
 
 def _grid_means(grid: list[dict]) -> dict[float, float]:
@@ -493,6 +592,7 @@ def _f(x: float, fmt: str = ".4f") -> str:
 
 def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str) -> str:
     summaries = summarise(records)
+    view = with_shared_base(records)
     plot_dir.mkdir(parents=True, exist_ok=True)
     lines = [header, "", f"(2) within the seed noise: 'tie' where the difference is within {NOISE_SIGMAS:g} standard "
              "deviations of a difference of seed means (per-seed noise pooled over the multi-seed trials within "
@@ -504,9 +604,18 @@ def write_report(records: list[dict], md_path: Path, plot_dir: Path, header: str
         lines.append(f"| {s.arm} | {s.horizon} | {_f(s.argmin_range_steps, '.1f')} | "
                      f"{_f(s.worst_vs_sp_pct, '+.2f')} % | {s.verdict} | "
                      f"{ {True: 'yes', False: 'no', None: '-'}[s.monotone]} |")
+    variants = variant_rows(summaries, records)
+    if variants:
+        lines += ["", "Arms that equal another at the base width (one weight-decay rule against the other: the same "
+                  "trials at m = 1), against it at the LR transferred from there, within the seed noise as in (2):",
+                  "", "| arm | against | horizon | width | loss at transferred lr | its loss | difference | "
+                  f"noise ({NOISE_SIGMAS:g} sd) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {v['arm']} | {v['against']} | {v['horizon']} | {v['width']} | {_f(v['loss'])} | "
+                  f"{_f(v['their_loss'])} | {_f(v['diff_pct'], '+.2f')} % | ±{_f(v['noise_pct'], '.2f')} % | "
+                  f"{v['verdict']} |" for v in variants]
     for s in summaries:
         png = plot_dir / f"{md_path.stem}-{s.arm}-{s.horizon}.png"     # one folder serves every scale
-        plot_arm(records, s, png)
+        plot_arm(view, s, png)
         tuned = "" if s.mults == (1.0, 1.0) else f" (tuned at the base width: output multiplier {s.mults[0]:g}, " \
                                                  f"init multiplier {s.mults[1]:g})"
         lines += ["", f"#### {s.arm}, {s.horizon} steps{tuned}", "",
@@ -541,6 +650,13 @@ def main(argv=None) -> int:
                          "with room for many packs)")
     ap.add_argument("--gpus", default="", help="comma-separated GPU indices; the workers take them round robin")
     ap.add_argument("--grid-points", type=int, default=None, help="points of each first grid, overriding the scale's")
+    ap.add_argument("--transfer-only", default=None,
+                    help="comma-separated arms run at the wider widths only at the transferred LR, overriding the "
+                         "scale's ('' for none: their grids are then added to a finished study)")
+    ap.add_argument("--centre-from", default=None,
+                    help="another study's results (JSONL) whose optima centre this one's first grids: the base width "
+                         "on its base optimum, the wider widths by its shifts (edges are still extended, so this "
+                         "changes the number of rounds, not the answer)")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help="the gated delta rule's backend (gdn.ops)")
     ap.add_argument("--data", default="builtin", help="the corpus of every arm (gdn.spec.DataSpec.source)")
     ap.add_argument("--tokenizer", default="bytes", help="a tokenizer.json (or tiktoken file) for a text --data")
@@ -561,6 +677,8 @@ def main(argv=None) -> int:
         scale = dataclasses.replace(scale, seeds=tuple(int(x) for x in args.seeds.split(",")))
     if args.grid_points:
         scale = dataclasses.replace(scale, grid_points=args.grid_points)
+    if args.transfer_only is not None:
+        scale = dataclasses.replace(scale, transfer_only=tuple(a for a in args.transfer_only.split(",") if a))
     data = DataSpec(args.data, args.vocab_size, tokenizer=args.tokenizer, token_dtype=args.token_dtype)
     scale = dataclasses.replace(scale, data=data, vocab_size=vocab_of(data))
     repo = Path(__file__).resolve().parents[1]
@@ -571,8 +689,13 @@ def main(argv=None) -> int:
               } if results.exists() else set()
     if vocabs - {scale.vocab_size} and not args.report_only:
         ap.error(f"{results} holds trials at vocab {sorted(vocabs)}, not {scale.vocab_size}: give another --results")
-    study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
-                  tuple(g for g in args.gpus.split(",") if g), args.backend)
+    prior = ([json.loads(x) for x in Path(args.centre_from).read_text().splitlines() if x.strip()]
+             if args.centre_from else [])
+    try:
+        study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
+                      tuple(g for g in args.gpus.split(",") if g), args.backend, prior)
+    except ValueError as e:
+        ap.error(str(e))
     start = time.time()
     if not args.report_only:
         study.run_study()
@@ -583,7 +706,9 @@ def main(argv=None) -> int:
     header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
               f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}, "
               f"vocab {', '.join(map(str, sorted(vocabs))) if args.report_only and vocabs else scale.vocab_size} "
-              f"(data {scale.data.source}, tokenizer {scale.data.tokenizer})\n\n"
+              f"(data {scale.data.source}, tokenizer {scale.data.tokenizer})"
+              + (f", at the transferred LR only beyond the base: {', '.join(scale.transfer_only)}"
+                 if scale.transfer_only else "") + "\n\n"
               f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "
               f"Trial time: {sum(r['seconds'] for r in study.records) / 3600:.1f} h in all (packed trials counted "
               f"as their share of the pack). Wall time of this invocation: {wall:.0f} s.\n"

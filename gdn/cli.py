@@ -276,22 +276,17 @@ def cmd_tokenizer_train(args) -> int:
 def cmd_tokenizer_encode(args) -> int:
     """Tokenize a corpus into a raw .bin of ids (the token cache's file, copied out): a machine without the
     tokenizer library, or without the text, trains on it as --data FILE --vocab-size V."""
-    import shutil
-
-    from gdn.corpus import tokenize_to_cache
+    from gdn.corpus import write_token_file
     from gdn.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     if tokenizer.dtype.itemsize < 2:
         raise ValueError("a byte-level corpus needs no encoding: use the text itself as --data")
-    cached = tokenize_to_cache(DataSpec(args.data, tokenizer=args.tokenizer, text_column=args.text_column),
-                               tokenizer)
-    tmp = Path(args.output).with_name(f".{Path(args.output).name}.tmp")
-    shutil.copyfile(cached.path, tmp)
-    tmp.replace(args.output)
-    print(f"wrote {args.output}: {cached.count:,} ids as {cached.dtype} ({Path(args.output).stat().st_size:,} bytes), "
-          f"vocab {cached.vocab_size}, sha256 {cached.sha256}; train on it with --data {args.output} "
-          f"--vocab-size {cached.vocab_size}" + (" --token-dtype uint32" if cached.dtype == "uint32" else ""))
+    out = write_token_file(DataSpec(args.data, tokenizer=args.tokenizer, text_column=args.text_column), tokenizer,
+                           Path(args.output))
+    print(f"wrote {out.path}: {out.count:,} ids as {out.dtype} ({out.path.stat().st_size:,} bytes), "
+          f"vocab {out.vocab_size}, sha256 {out.sha256}; train on it with --data {out.path} "
+          f"--vocab-size {out.vocab_size}" + (" --token-dtype uint32" if out.dtype == "uint32" else ""))
     return 0
 
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sysconfig
 import tempfile
 import time
@@ -261,6 +262,16 @@ def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
         raise
     return TokenFile(base.with_suffix(".tokens"), dtype.name, count, sha.hexdigest(), tokenizer.vocab_size)
 
+
+def write_token_file(spec: DataSpec, tokenizer, out: Path) -> TokenFile:
+    """The corpus's token stream (tokenize_to_cache) copied out to `out` as a raw .bin of little-endian ids, which
+    trains with no tokenizer library and no text: --data out --vocab-size V. Written under a temporary name and
+    renamed, so a .bin that exists is complete."""
+    cached = tokenize_to_cache(spec, tokenizer)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(cached.path, tmp)
+    tmp.replace(out)
+    return TokenFile(out, cached.dtype, cached.count, cached.sha256, cached.vocab_size)
 
 # --- pre-tokenized files ---------------------------------------------------------------------------------------
 

@@ -130,7 +130,8 @@ def test_criterion_two_is_judged_against_the_seed_noise():
 def test_tiny_study_at_a_bpe_vocabulary_with_the_weight_decay_arm(tmp_path):
     """The study at a tokenizer's vocabulary (issue 18): a BPE trained by `deltamu tokenizer train`, its corpus
     pre-tokenized by `deltamu tokenizer encode` into a .bin (what the GPU run loads, with no tokenizer library);
-    the shipped AdamW preset with coupled and with independent weight decay; every record says its vocab, and a
+    the shipped AdamW preset with coupled and with independent weight decay, the latter at the transferred LR only
+    and on the former's base-width trials (as the 32k GPU study runs it); every record says its vocab, and a
     results file of another vocab is refused."""
     rng = __import__("random").Random(0)
     words = "gated delta rule state decay write read key value query head chunk width learning rate".split()
@@ -146,19 +147,95 @@ def test_tiny_study_at_a_bpe_vocabulary_with_the_weight_decay_arm(tmp_path):
     results, md = tmp_path / "bpe.jsonl", tmp_path / "bpe.md"
     cmd = [sys.executable, "benchmarks/transfer.py", "--scale", "tiny", "--arms", "adamw-mup-default,adamw-mup-wdind",
            "--data", str(tmp_path / "ids.bin"), "--vocab-size", "300", "--results", str(results), "--md", str(md),
-           "--workers", "2", "--grid-points", "3", "--horizons", "10", "--concurrent-widths"]
+           "--workers", "2", "--grid-points", "3", "--horizons", "10", "--concurrent-widths",
+           "--transfer-only", "adamw-mup-wdind"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert {rec["vocab_size"] for rec in records} == {300}
     assert {rec["arm"] for rec in records} == {"adamw-mup-default", "adamw-mup-wdind"}
-    by_arm = {arm: {(rec["width"], rec["lr_key"]): rec["final_val_loss"] for rec in records if rec["arm"] == arm}
-              for arm in ("adamw-mup-default", "adamw-mup-wdind")}
-    shared = set(by_arm["adamw-mup-default"]) & set(by_arm["adamw-mup-wdind"])
-    # at the base width the two rules are one (multipliers 1); at 2x the hidden matrices decay twice as fast
-    assert all(by_arm["adamw-mup-default"][k] == by_arm["adamw-mup-wdind"][k] for k in shared if k[0] == 32)
-    assert any(by_arm["adamw-mup-default"][k] != by_arm["adamw-mup-wdind"][k] for k in shared if k[0] == 64)
-    assert "vocab 300" in md.read_text()
+    # at the base width the two rules are one trial (multipliers 1): the independent one ran only its transfer
+    # trials at 2x, at the preset's transferred LR, where its hidden matrices decay twice as fast
+    mine = [(rec["width"], rec["kind"], rec["seed"], rec["lr"], rec["final_val_loss"]) for rec in records
+            if rec["arm"] == "adamw-mup-wdind"]
+    theirs = {(w, s): (lr, loss) for w, kind, s, lr, loss in
+              [(rec["width"], rec["kind"], rec["seed"], rec["lr"], rec["final_val_loss"]) for rec in records
+               if rec["arm"] == "adamw-mup-default"] if kind == "transfer"}
+    assert {(w, kind) for w, kind, *_ in mine} == {(64, "transfer")}
+    assert all(lr == theirs[64, s][0] and loss != theirs[64, s][1] for _, _, s, lr, loss in mine)
+    text = md.read_text()
+    assert "vocab 300" in text and "| adamw-mup-wdind | adamw-mup-default | 10 | 64 |" in text
     other = subprocess.run([*cmd[:6], "--data", "builtin", *cmd[10:]], cwd=REPO, capture_output=True, text=True,
                            timeout=300, env=env)
     assert other.returncode == 2 and "vocab [300], not 256" in other.stderr
+
+
+def _parabola(arm, width, centre_k, mults=(1.0, 1.0)):
+    """Two seeds of a 20-step grid whose loss is a parabola in log2(lr) with its minimum at lattice point centre_k."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+    return [{"arm": arm, "horizon": 20, "width": width, "kind": "grid", "lr": transfer.lattice(k),
+             "lr_key": f"{transfer.lattice(k):.10g}", "seed": s, "output_mult": mults[0], "init_mult": mults[1],
+             "final_val_loss": 2.0 + 0.01 * (k - centre_k) ** 2 + 0.001 * s, "status": "COMPLETED", "seconds": 1.0}
+            for k in range(centre_k - 3, centre_k + 4) for s in (0, 1)]
+
+
+def test_an_arm_equal_to_another_at_the_base_width_takes_its_trials_there(tmp_path):
+    """adamw-mup-wdind is the shipped preset at m = 1 (its weight-decay rule divides by LR multipliers, all 1 there):
+    the study fits it on the preset's base-width trials and gives it transfer trials only beyond the base; the
+    report shows the shared base row, a transfer-only width with criterion (2) but no argmin, and the two rules
+    against each other. An arm that differs at the base width is refused."""
+    import dataclasses
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    preset, twin, mults = "adamw-mup-default", "adamw-mup-wdind", (4.0, 2.0)
+    scale = dataclasses.replace(transfer.SCALES["tiny"], arms=("adamw-sp", preset, twin), transfer_only=(twin,))
+    records = (_parabola("adamw-sp", 32, -14) + _parabola("adamw-sp", 64, -16)
+               + _parabola(preset, 32, -13, mults=mults) + _parabola(preset, 64, -13, mults=mults))
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    study = transfer.Study(scale, path, workers=1, threads=1, concurrent_widths=True)
+    assert study.fit(twin, 20, 32, mults).lr == study.fit(preset, 20, 32, mults).lr
+    arms = [transfer.ARMS[a] for a in scale.arms]
+    jobs = study.transfer_jobs(arms, 20, {a.name: a.mults[0] for a in arms})
+    assert {(j["key"]["arm"], j["width"]) for j in jobs} == {("adamw-sp", 32), ("adamw-sp", 64), (preset, 32),
+                                                           (preset, 64), (twin, 64)}
+    lr = study.fit(preset, 20, 32, mults).lr
+    transfers = [{"arm": arm, "horizon": 20, "width": w, "kind": "transfer", "lr": lr, "lr_key": f"{lr:.10g}",
+                  "seed": s, "output_mult": 4.0, "init_mult": 2.0, "final_val_loss": loss + 0.001 * s,
+                  "status": "COMPLETED", "seconds": 1.0}
+                 for arm, w, loss in ((preset, 32, 2.0), (preset, 64, 1.9), (twin, 64, 1.8)) for s in (0, 1)]
+    summaries = {s.arm: s for s in transfer.summarise(records + transfers)}
+    base_row, wide_row = summaries[twin].rows
+    assert base_row["width"] == 32 and base_row["best_loss"] == summaries[preset].rows[0]["best_loss"]
+    assert base_row["seconds"] == 0                    # the preset's trials, counted once, under the preset
+    assert wide_row["width"] == 64 and wide_row["argmin_lr"] != wide_row["argmin_lr"]       # nan: no grid there
+    assert abs(wide_row["vs_sp_pct"] - 100 * (1.8005 - 2.0005) / 2.0005) < 1e-9       # SP best: its seed mean
+    (variant_base, variant_wide) = transfer.variant_rows(list(summaries.values()), records + transfers)
+    assert variant_base["diff_pct"] == 0 and abs(variant_wide["diff_pct"] - 100 * (1.8005 - 1.9005) / 1.9005) < 1e-9
+    other = dataclasses.replace(transfer.ARMS[twin], same_at_base="adamw-mup")      # alpha and sigma_0 differ
+    try:
+        transfer.check_same_at_base(other)
+        raise AssertionError("an arm that differs at the base width shared its trials")
+    except ValueError as e:
+        assert "output_mults" in str(e)
+
+
+def test_a_prior_study_centres_the_first_grids(tmp_path):
+    """--centre-from: the base width's first grid is centred on the prior study's base optimum, and a wider width
+    with nothing measured yet on this study's base optimum moved by the prior's shift there."""
+    import dataclasses
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import transfer
+
+    prior = _parabola("adamw-sp", 32, -14) + _parabola("adamw-sp", 64, -17)
+    scale = dataclasses.replace(transfer.SCALES["tiny"], arms=("adamw-sp",))
+    empty = transfer.Study(scale, tmp_path / "none.jsonl", workers=1, threads=1, prior=prior)
+    assert empty.base_k(transfer.ARMS["adamw-sp"], 20, (1.0, 1.0)) == -14
+    assert empty.base_k(transfer.ARMS["adamw-sp"], 40, (1.0, 1.0)) == transfer.nearest_k(-7.5)   # not in the prior
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _parabola("adamw-sp", 32, -12)))
+    study = transfer.Study(scale, path, workers=1, threads=1, concurrent_widths=True, prior=prior)
+    assert study.predicted_k("adamw-sp", 20, 64, (1.0, 1.0)) == -15          # -12 + (-17 - -14)
+    assert transfer.Study(scale, path, workers=1, threads=1).predicted_k("adamw-sp", 20, 64, (1.0, 1.0)) == -12
