@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sysconfig
 import tempfile
@@ -37,6 +38,15 @@ VAL_AT = VAL_EVERY // 2  # the middle block of each group, so both ends train
 MIN_BLOCKS = 4 * VAL_EVERY  # smaller corpora are cut into this many blocks
 SCAN_TOKENS = 1 << 22    # ids per chunk of a pass over a memory-mapped file
 DOCS_PER_BATCH = 256     # documents tokenized at once
+# A document is tokenized in pieces of about PIECE_CHARS characters, and a batch flushed at BATCH_CHARS: a tokenizer
+# holds several times its input in memory (one 93 MB source file encoded whole peaked at 12.9 GB), so a corpus of
+# one large file would otherwise need memory in proportion to its size.
+PIECE_CHARS = 1 << 20
+BATCH_CHARS = 16 << 20
+# Where a piece may end: just after a newline with a non-space on either side. There the pre-tokenizers of the
+# tokenizers deltamu loads (byte-level BPE's and tiktoken's patterns) always split, so the pieces' ids joined are
+# the whole document's (tests/gdn/test_corpus.py checks it against encoding it whole).
+_PIECE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
 CACHE_ENV = "DELTAMU_CACHE_DIR"
 TABLE_BUILDERS = {".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
@@ -158,6 +168,19 @@ def iter_documents(spec: DataSpec) -> Iterator[str]:
         raise ValueError(f"folder {spec.source} holds no UTF-8 text files")
 
 
+def document_pieces(doc: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """`doc` in consecutive pieces of at least `size` characters (the last may be shorter), each cut at the first
+    _PIECE_CUT past `size`; a document without one stays whole."""
+    start = 0
+    while len(doc) - start > size:
+        cut = _PIECE_CUT.search(doc, start + size)
+        if cut is None:
+            break
+        yield doc[start:cut.start()]
+        start = cut.start()
+    yield doc[start:]
+
+
 def _table_rows(spec: DataSpec) -> Iterator[str]:
     """The text column of a .jsonl/.parquet/.arrow corpus, streamed by the `datasets` library from the local
     files (offline: nothing is looked up or downloaded; no Arrow copy is written)."""
@@ -233,22 +256,29 @@ def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
     try:
         with os.fdopen(fd, "wb") as out:
             batch: list[str] = []
+            starts: list[bool] = []         # does batch[i] start a document (then a separator goes before it)
+            chars = 0
 
             def flush():
-                nonlocal count
-                for ids in tokenizer.encode_batch(batch):
-                    for part in ((sep, ids) if count else (ids,)):
+                nonlocal count, chars
+                for ids, first in zip(tokenizer.encode_batch(batch), starts):
+                    for part in ((sep, ids) if count and first else (ids,)):
                         raw = np.ascontiguousarray(part, dtype=dtype.newbyteorder("<")).tobytes()
                         out.write(raw)
                         sha.update(raw)
                         count += len(part)
                 if progress:
-                    progress(len(batch), count)
+                    progress(sum(starts), count)
                 batch.clear()
+                starts.clear()
+                chars = 0
             for doc in iter_documents(spec):
-                batch.append(doc)
-                if len(batch) >= DOCS_PER_BATCH:
-                    flush()
+                for i, piece in enumerate(document_pieces(doc)):
+                    batch.append(piece)
+                    starts.append(i == 0)
+                    chars += len(piece)
+                    if len(batch) >= DOCS_PER_BATCH or chars >= BATCH_CHARS:
+                        flush()
             flush()
         meta = {"dtype": dtype.name, "count": count, "sha256": sha.hexdigest(), "vocab_size": tokenizer.vocab_size,
                 "source": spec.source, "tokenizer": tokenizer.name}

@@ -189,3 +189,24 @@ def test_an_unknown_token_count_is_believed_for_a_while_then_asked_again(tmp_pat
     assert known_train_tokens(spec) is None and known_train_tokens(spec) is None and len(asked) == 1
     clock[0] += corpus_mod.UNKNOWN_RECHECK_SECONDS + 1
     assert known_train_tokens(spec) is None and len(asked) == 2
+
+
+def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_it_whole(tmp_path, monkeypatch):
+    lines = some_text(400).split("\n")
+    for i in range(0, len(lines), 7):          # the cuts' hard neighbours: indents, blank lines, trailing spaces
+        lines[i] = ["  " + lines[i], "", lines[i] + "  ", lines[i] + ".", "\t" + lines[i]][i % 5]
+    text = tmp_path / "one-file.txt"
+    text.write_text("\n".join(lines))
+    tok = tmp_path / "tok.json"
+    assert train_tokenizer(str(text), tok).returncode == 0
+    pieces = list(corpus_mod.document_pieces(text.read_text(), 100))
+    assert "".join(pieces) == text.read_text() and len(pieces) > 50
+    assert all(len(p) >= 100 and p.endswith("\n") and not p[-2].isspace() for p in pieces[:-1])
+
+    def ids(piece_chars: int, cache: str) -> np.ndarray:
+        monkeypatch.setattr(corpus_mod, "PIECE_CHARS", piece_chars)
+        monkeypatch.setenv("DELTAMU_CACHE_DIR", str(tmp_path / cache))
+        found = tokenize_to_cache(DataSpec(str(text), tokenizer=str(tok)), load_tokenizer(str(tok)))
+        return np.fromfile(found.path, dtype=found.dtype)
+    whole, in_pieces = ids(1 << 30, "whole"), ids(100, "pieces")
+    assert len(whole) > 1000 and np.array_equal(whole, in_pieces)
