@@ -706,7 +706,8 @@ def main(argv=None) -> int:
     header = (f"### Scale `{args.scale}`: widths {list(scale.widths)}, depth {scale.depth}, seq {scale.seq_len}, "
               f"batch {scale.batch_size}, horizons {list(scale.horizons)}, seeds {list(scale.seeds)}, "
               f"vocab {', '.join(map(str, sorted(vocabs))) if args.report_only and vocabs else scale.vocab_size} "
-              f"(data {scale.data.source}, tokenizer {scale.data.tokenizer})"
+              + (f"(data {scale.data.source}, ids already tokenized)" if scale.data.pretokenized
+                 else f"(data {scale.data.source}, tokenizer {scale.data.tokenizer})")
               + (f", at the transferred LR only beyond the base: {', '.join(scale.transfer_only)}"
                  if scale.transfer_only else "") + "\n\n"
               f"Card: {card}. Date: {time.strftime('%Y-%m-%d')}. Trials: {len(study.records)}. "

@@ -164,7 +164,8 @@ def test_tiny_study_at_a_bpe_vocabulary_with_the_weight_decay_arm(tmp_path):
     assert {(w, kind) for w, kind, *_ in mine} == {(64, "transfer")}
     assert all(lr == theirs[64, s][0] and loss != theirs[64, s][1] for _, _, s, lr, loss in mine)
     text = md.read_text()
-    assert "vocab 300" in text and "| adamw-mup-wdind | adamw-mup-default | 10 | 64 |" in text
+    assert "vocab 300" in text and "ids already tokenized" in text and "tokenizer bytes" not in text
+    assert "| adamw-mup-wdind | adamw-mup-default | 10 | 64 |" in text
     other = subprocess.run([*cmd[:6], "--data", "builtin", *cmd[10:]], cwd=REPO, capture_output=True, text=True,
                            timeout=300, env=env)
     assert other.returncode == 2 and "vocab [300], not 256" in other.stderr
