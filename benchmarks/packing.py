@@ -190,7 +190,7 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
                 pack._graphed_losses_and_grads(x, y)
                 yield "forward+backward (graph replay)"
             else:
-                losses = pack._losses(pack._logits(pack.params, pack.logit_mult, x), y)
+                losses = pack._losses(pack._logits(pack.params, x), y)
                 yield "forward"
                 for q in pack.params.values():
                     q.grad = None

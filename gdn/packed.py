@@ -23,13 +23,14 @@ import warnings
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from gdn.ops.cross_entropy import cross_entropy
 from gdn.optim import lr_at
 from gdn.packed_optim import PackedOptimizer, clip_grad_norm_per_trial
 from gdn.spec import CurvePoint, TrialCancelled, TrialResult, TrialSpec
-from gdn.trial import TrialLog, build_model, is_log_point, precision, resolve_device, trial_corpus, uses_cuda_graphs
+from gdn.trial import (TrialLog, build_model, is_log_point, loss_backend, precision, resolve_device, trial_corpus,
+                       uses_cuda_graphs)
 
 GRAPH_WARMUP_STEPS = 2   # eager forward-backward passes on a side stream before a capture
 
@@ -75,7 +76,7 @@ class _Pack:
         dtype, self.autocast = precision(specs[0], self.device)
 
         # The skeleton carries the architecture and no weights; its logit multiplier is 1, each trial's own
-        # multiplier is applied in _trial_logits (output_mult may differ between trials).
+        # multiplier is the scale of its loss (_losses; output_mult may differ between trials).
         skeleton = copy.deepcopy(models[0]).to("meta")
         skeleton.mult = dataclasses.replace(skeleton.mult, logits=1.0)
         self.skeleton = skeleton
@@ -87,24 +88,26 @@ class _Pack:
         weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
         # made once, not every step; None where every weight is 1 (the plain global norm: SP, AdamW, m = 1)
         self.clip_weights = None if all(w == 1.0 for w in weights) else weights
+        self.loss_backend = loss_backend(specs[0])
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.use_graphs = uses_cuda_graphs(specs[0])
         self._graph = None                                           # (graph, static x, static y, static losses)
-        self._logits = vmap(self._trial_logits, in_dims=(0, 0, 0))
-        self._val_logits = vmap(self._trial_logits, in_dims=(0, 0, None))
+        self._logits = vmap(self._trial_logits, in_dims=(0, 0))
+        self._val_logits = vmap(self._trial_logits, in_dims=(0, None))
 
-    def _trial_logits(self, params, logit_mult, x):
-        """One trial's float32 logits (B, T, vocab) for tokens x (B, T), as train_trial computes them."""
+    def _trial_logits(self, params, x):
+        """One trial's logits (B, T, vocab) for tokens x (B, T), in the forward's dtype (bf16 under autocast),
+        before the trial's logit multiplier: its loss applies it (_losses)."""
         with self.autocast():
-            logits = functional_call(self.skeleton, params, (x,))    # (B, T, vocab)
-        return (logits * logit_mult).float()
+            return functional_call(self.skeleton, params, (x,))       # (B, T, vocab)
 
-    @staticmethod
-    def _losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(R,) mean cross-entropies of logits (R, B, T, vocab) against y (R, B, T) or (B, T). One call per row,
-        outside vmap: the batched rule reduces in another order, which moves float32 losses by an ulp."""
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(R,) mean cross-entropies of each row's logits (R, B, T, vocab) times its logit multiplier, against y
+        (R, B, T) or (B, T). One call per row, outside vmap: the batched rule reduces in another order, which moves
+        float32 losses by an ulp, and the fused loss (gdn.ops.cross_entropy) has no batching rule."""
         ys = y if y.dim() == 3 else y.expand(logits.shape[0], *y.shape)
-        return torch.stack([F.cross_entropy(lg.flatten(0, 1), yr.flatten()) for lg, yr in zip(logits, ys)])
+        return torch.stack([cross_entropy(lg.flatten(0, 1), yr.flatten(), scale=mult, backend=self.loss_backend)
+                            for lg, yr, mult in zip(logits, ys, self.logit_mult)])
 
     def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's training batch `step`: x, y (R, B, T); rows of one seed get the same batch. On CUDA the copy
@@ -134,7 +137,7 @@ class _Pack:
 
     def _losses_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each row's training loss (R,) on batch x, y; leaves each parameter's gradient in its .grad."""
-        losses = self._losses(self._logits(self.params, self.logit_mult, x), y)   # (R,)
+        losses = self._losses(self._logits(self.params, x), y)      # (R,)
         for p in self.params.values():
             p.grad = None
         losses.sum().backward()                                        # rows are independent: d sum / d loss_r = 1
@@ -187,7 +190,7 @@ class _Pack:
         self.skeleton.eval()
         totals, n = [0.0] * len(self.rows), 0
         for x, y in val:                    # streamed: one batch on the device at a time
-            for r, loss in enumerate(self._losses(self._val_logits(self.params, self.logit_mult, x), y).tolist()):
+            for r, loss in enumerate(self._losses(self._val_logits(self.params, x), y).tolist()):
                 totals[r] += loss
             n += 1
         self.skeleton.train()

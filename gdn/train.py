@@ -10,14 +10,15 @@ import time
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from gdn.model import GDNModel
+from gdn.ops.cross_entropy import cross_entropy
 from gdn.optim import clip_grad_norm, group_clip_weights, lr_at, optimizer_for, set_lr
 from gdn.packed import train_packed
 from gdn.parametrization import param_groups
 from gdn.spec import CurvePoint, TrialCancelled, TrialResult, TrialSpec
-from gdn.trial import TrialLog, build_model, is_log_point, precision, resolve_device, trial_corpus, uses_cuda_graphs
+from gdn.trial import (TrialLog, build_model, is_log_point, loss_backend, precision, resolve_device, trial_corpus,
+                       uses_cuda_graphs)
 
 
 def run(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], None] | None = None,
@@ -39,8 +40,10 @@ def run(specs: list[TrialSpec], progress: Callable[[int, CurvePoint], None] | No
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, autocast, logits: Callable | None = None) -> float:
-    """Mean validation loss; `logits(x)` is the model's forward (default: model(x))."""
+def evaluate(model: torch.nn.Module, batches, autocast, logits: Callable | None = None,
+             loss_backend: str = "auto") -> float:
+    """Mean validation loss; `logits(x)` is the model's forward (default: model(x)); the loss runs on
+    `loss_backend` (gdn.ops.cross_entropy)."""
     logits = logits or model
     was_training = model.training
     model.eval()
@@ -48,7 +51,7 @@ def evaluate(model: torch.nn.Module, batches, autocast, logits: Callable | None 
     for x, y in batches:                    # streamed: one batch on the device at a time
         with autocast():
             out = logits(x)
-        total += float(F.cross_entropy(out.float().flatten(0, 1), y.flatten()))
+        total += float(cross_entropy(out.flatten(0, 1), y.flatten(), backend=loss_backend))
         n += 1
     model.train(was_training)
     return total / n
@@ -75,6 +78,7 @@ def train_model(spec: TrialSpec, model: torch.nn.Module, groups: list[dict], *, 
     dtype, autocast = precision(spec, device)
     model.to(device=device, dtype=dtype)
     logits = logits or model
+    backend = loss_backend(spec)
     optimizer = optimizer_for(groups, cfg.optimizer)
     clip_weights = group_clip_weights(model, groups)
     val_batches = corpus.val_batches(cfg.eval_batches, sched.batch_size, sched.seq_len, device)
@@ -88,7 +92,7 @@ def train_model(spec: TrialSpec, model: torch.nn.Module, groups: list[dict], *, 
         x, y = corpus.batch(step, spec.seed, sched.batch_size, sched.seq_len, device)
         with autocast():
             out = logits(x)
-        loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
+        loss = cross_entropy(out.flatten(0, 1), y.flatten(), backend=backend)   # float32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_grad_norm(model, cfg.optimizer.grad_clip, clip_weights)
@@ -107,4 +111,4 @@ def train_model(spec: TrialSpec, model: torch.nn.Module, groups: list[dict], *, 
         if should_stop is not None and should_stop():
             raise TrialCancelled(f"stopped at step {done}")
 
-    return log.finished(evaluate(model, val_batches, autocast, logits))
+    return log.finished(evaluate(model, val_batches, autocast, logits, backend))

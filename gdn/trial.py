@@ -53,6 +53,13 @@ def trial_corpus(config: SweepConfig) -> Corpus:
     return corpus
 
 
+def loss_backend(spec: TrialSpec) -> str:
+    """The backend of a trial's loss (gdn.ops.cross_entropy): the spec's, except that "triton", which asks for the
+    model's kernels, takes the fused loss only where "auto" would (once validated on a card: CE_VALIDATED), so that
+    a spec naming the gated delta rule's kernels does not also switch on a loss kernel not yet checked there."""
+    return "auto" if spec.backend == "triton" else spec.backend
+
+
 def build_model(config: SweepConfig, width: int, seed: int,
                 backend: str = "auto") -> tuple[GDNModel, Parametrization, float]:
     """The model at `width` running its ops on `backend` (gdn.ops.backend), initialised by the table with `seed` (on

@@ -44,7 +44,8 @@ def loss_and_grad(fn, logits, target):
 def check_against_float64(fn, logits, target, scale, label):
     loss, grad = loss_and_grad(fn, logits, target)
     scale64 = scale.double() if isinstance(scale, torch.Tensor) else scale
-    ref, ref_grad = loss_and_grad(lambda z, t: cross_entropy_reference(z, t, scale64), logits.double(), target)
+    ref, ref_grad = loss_and_grad(lambda z, t: cross_entropy_reference(z, t, scale64, torch.float64),
+                                  logits.double(), target)
     assert loss.dtype == torch.float32 and loss.ndim == 0
     assert grad.dtype == logits.dtype and grad.shape == logits.shape
     errors = dict(loss=rel_err(loss, ref), grad=rel_err(grad, ref_grad))
@@ -101,6 +102,9 @@ def test_reference_is_the_trainers_former_arithmetic(dtype):
     (grad,) = torch.autograd.grad(losses.sum(), logits)
     assert torch.equal(losses, former_losses) and torch.equal(grad, former_grad)
     assert torch.equal(cross_entropy(logits[0], target[0]), F.cross_entropy(logits[0].float(), target[0]))
+    logits64 = logits.detach().double()                  # float64 models' losses were taken in float32 too
+    assert torch.equal(cross_entropy(logits64[0], target[0], scale=mult[0]),
+                       F.cross_entropy((logits64[0] * mult[0]).float(), target[0]))
 
 
 def test_auto_takes_the_kernel_only_on_cuda_once_validated(monkeypatch):
@@ -111,7 +115,7 @@ def test_auto_takes_the_kernel_only_on_cuda_once_validated(monkeypatch):
     assert dispatch.resolve_backend("auto", cuda, torch.bfloat16) == "reference"    # not yet run on a card
     assert dispatch.resolve_backend("triton", cuda, torch.bfloat16) == "triton"     # asked for: taken
     assert dispatch.resolve_backend("triton", cpu, torch.float32) == "triton"       # the interpreter
-    assert dispatch.resolve_backend("triton", cpu, torch.float64) == "reference"    # float64: the exact reference
+    assert dispatch.resolve_backend("triton", cpu, torch.float64) == "reference"    # float64: the reference
     assert dispatch.resolve_backend("chunk", cuda, torch.bfloat16) == "reference"
     monkeypatch.setattr(dispatch, "CE_VALIDATED", True)
     assert dispatch.resolve_backend("auto", cuda, torch.bfloat16) == "triton"
@@ -144,3 +148,40 @@ def test_tokenizer_vocabularies_on_the_card(N, V, dtype):
     check_against_float64(lambda z, t: cross_entropy(z, t, scale=scale, backend="triton"), logits, target, scale,
                           f"[{N},{V}] {dtype}")
     torch.cuda.empty_cache()
+
+
+@pytest.fixture
+def tiny_trials(tmp_path):
+    """Two trials of a tiny proxy (vocab 256) with different logit multipliers, on a small corpus."""
+    from gdn.config import GDNConfig
+    from gdn.spec import DataSpec, ScheduleSpec, SweepConfig, TrialSpec
+    words = "gated delta rule state decay write read key value query head chunk width".split()
+    path = tmp_path / "corpus.txt"
+    path.write_text(" ".join(words[(i * 7) % len(words)] for i in range(5000)))
+
+    def config(output_mult):
+        return SweepConfig(model=GDNConfig(width=32, depth=1), data=DataSpec(source=str(path)), eval_batches=1,
+                           schedule=ScheduleSpec(steps=2, warmup_steps=1, batch_size=2, seq_len=32),
+                           output_mult=output_mult)
+    return [TrialSpec(config(m), lr=1e-2, seed=s, device=DEVICE, dtype="float32") for s, m in ((0, 1.0), (1, 0.3))]
+
+
+def test_trainers_with_the_fused_loss_match_the_reference(tiny_trials, monkeypatch):
+    """The wiring: the packed trainer (each trial's multiplier as its loss's scale) and the lone loop with the loss
+    forced onto the kernel give the curves and final losses the reference gives, to fp32 rounding."""
+    import gdn.packed
+    import gdn.train
+    from gdn.packed import train_packed
+    from gdn.train import train_trial
+
+    def curves(results):
+        return [[p.loss for p in r.curve] + [p.grad_norm for p in r.curve] + [r.final_val_loss] for r in results]
+
+    reference = curves(train_packed(tiny_trials, log_every=1)) + curves([train_trial(tiny_trials[1], log_every=1)])
+    monkeypatch.setattr(gdn.packed, "loss_backend", lambda spec: "triton")
+    monkeypatch.setattr(gdn.train, "loss_backend", lambda spec: "triton")
+    calls = []
+    monkeypatch.setattr(dispatch, "_load_triton", lambda: (lambda *a: calls.append(1) or triton_cross_entropy(*a), ""))
+    fused = curves(train_packed(tiny_trials, log_every=1)) + curves([train_trial(tiny_trials[1], log_every=1)])
+    assert calls                                         # the kernel ran (per row, step and validation batch)
+    torch.testing.assert_close(torch.tensor(fused), torch.tensor(reference), rtol=1e-5, atol=0)

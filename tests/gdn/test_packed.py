@@ -8,6 +8,7 @@ import torch
 
 from gdn.config import GDNConfig, count_params
 from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec
+from gdn.ops.cross_entropy import scaled_logits
 from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, dispatch
 from gdn.pack_plan import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, plan_packs
 from gdn.packed import _Pack, pack_key, train_packed
@@ -220,12 +221,12 @@ def test_bf16_autocast_logits_equal_the_single_models():
     pack = _Pack(specs)
     pack.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     x, _ = pack.batches(0)
-    logits = pack._logits(pack.params, pack.logit_mult, x)
+    logits = pack._logits(pack.params, x)                       # before each trial's multiplier: the loss's scale
     for i, spec in enumerate(specs):
         model, _, _ = build_model(spec.config, spec.config.base_width, spec.seed)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            expected = model(x[i]).float()
-        assert torch.equal(logits[i], expected)
+            expected = model(x[i])
+        assert torch.equal(scaled_logits(logits[i], pack.logit_mult[i]), expected)
 
 
 def test_cuda_graphs_setting():

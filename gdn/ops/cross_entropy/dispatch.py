@@ -31,7 +31,7 @@ if os.environ.get("DELTAMU_CE_TRITON") == "1":
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
     """What a call with `backend` on `device` runs: "triton" or "reference". The kernel takes 16- and 32-bit
-    logits (float64 stays on the reference, which is exact there); "auto" takes it on CUDA where CE_VALIDATED."""
+    logits (float64 stays on the reference); "auto" takes it on CUDA where CE_VALIDATED."""
     applies = dtype != torch.float64
     if pick_kernel(backend, device, _load_triton, applies=applies, validated=CE_VALIDATED) is not None:
         return "triton"
@@ -63,8 +63,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, scale: float | 
         backend: "auto", "triton", "chunk" or "naive" (gdn.ops.backend; the last two: the reference).
 
     Returns:
-        The mean loss, a 0-d float32 tensor (float64 for float64 logits). Differentiable in logits; the gradient
-        comes back in logits' dtype.
+        The mean loss, a 0-d float32 tensor (float64 logits too: the reference in float32, as the trainers took it).
+        Differentiable in logits; the gradient comes back in logits' dtype.
 
     Under torch.func transforms (vmap) the reference runs: the kernel has no batching rule.
     """

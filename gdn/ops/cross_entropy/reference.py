@@ -5,9 +5,10 @@ and what the trainers compute wherever the kernel is not taken.
 
 The product s z is formed as a multiplication in the logits' dtype forms it (a tensor scale rounded to that dtype
 first, as torch.func.vmap's batched multiply by a per-trial multiplier did in the packed trainer), then the loss is
-taken in float32 (float64 for float64 logits). That is bit for bit what the trainers computed before this op existed
-(`(logits * logit_mult).float()`, then F.cross_entropy). The Triton kernel keeps s z in fp32 instead: one rounding
-fewer, which is within its tolerance of the float64 loss.
+taken in float32 whatever the logits' dtype (float64 logits too), or in `dtype` (float64: the tests' exact
+reference). That is bit for bit what the trainers computed before this op existed (`(logits * logit_mult).float()`,
+then F.cross_entropy). The Triton kernel keeps s z in fp32 instead: one rounding fewer, which is within its
+tolerance of the float64 loss.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ def scaled_logits(logits: torch.Tensor, scale: float | torch.Tensor) -> torch.Te
     return logits if scale == 1.0 else logits * scale
 
 
-def cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor,
-                            scale: float | torch.Tensor = 1.0) -> torch.Tensor:
-    compute = torch.promote_types(logits.dtype, torch.float32)
-    return F.cross_entropy(scaled_logits(logits, scale).to(compute), target)
+def cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, scale: float | torch.Tensor = 1.0,
+                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return F.cross_entropy(scaled_logits(logits, scale).to(dtype), target)
