@@ -64,7 +64,8 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 2,
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
           "ours-ktile": ("benchmark_shapes and (x128x or x256x) and not fp32", TRITON_TESTS, 2,
-                         gdn_kernels.OURS_VARIANTS["ours-ktile"])}
+                         gdn_kernels.OURS_VARIANTS["ours-ktile"]),
+          "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}   # gdn.ops.cross_entropy
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 19 cells at once
 # (5 shapes x fla and four ours variants where they differ), each with a CUDA context and a forward and backward at
 # the full shape, on top of the checks' 15 workers, would crowd the card's memory and 16 cores.
