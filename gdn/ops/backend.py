@@ -1,8 +1,9 @@
-"""How every op in gdn.ops (the gated delta rule, RMSNorm, the short conv) picks and runs its Triton kernel.
+"""How every op in gdn.ops (the gated delta rule, RMSNorm, the short conv, the cross-entropy) picks and runs its
+Triton kernel.
 
 Each op takes `backend`, one of BACKENDS, chosen once by the model (GDNModel(..., backend=...)) and passed down:
-    "auto"    the op's Triton kernel for CUDA tensors where it applies (and, for the gated delta rule, where it has
-              been validated on a card), else plain PyTorch
+    "auto"    the op's Triton kernel for CUDA tensors where it applies (and, for the gated delta rule and the
+              cross-entropy, where it has been validated on a card), else plain PyTorch
     "triton"  the Triton kernel wherever it applies, on any device (on the CPU in Triton's interpreter,
               TRITON_INTERPRET=1); an error if it does not import
     "chunk"   plain PyTorch: the chunked algorithm for the gated delta rule, the reference for the others
