@@ -141,7 +141,10 @@ class GDNModel(nn.Module):
             x = block(x)
         x = self.norm(x)
         readout = self.embeddings.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, readout) * self.mult.logits             # (B, T, vocab)
+        logits = F.linear(x, readout)                              # (B, T, vocab)
+        # A multiplier of 1 (the packed trainer's skeleton, whose trials' multipliers are their losses' scales)
+        # would cost a pass over the logits each way for nothing.
+        return logits if self.mult.logits == 1.0 else logits * self.mult.logits
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
