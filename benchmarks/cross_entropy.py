@@ -1,7 +1,9 @@
 """The fused cross-entropy (gdn.ops.cross_entropy, backend "triton") against the trainers' PyTorch loss (the
 reference: `(logits * scale).float()`, then F.cross_entropy), forward and forward+backward, at the card test shapes
-(tests/gdn/test_cross_entropy.py): the packed proxy's 4096 tokens a step at vocabularies 256 to 128256. Each shape is
-first checked against the float64 loss and gradient; a shape that fails is reported and not timed.
+(tests/gdn/test_cross_entropy.py): the packed proxy's 4096 tokens a step at vocabularies 256 to 128256, and as the
+packed trainer calls it, 8 trials of 512 tokens each with its own multiplier (groups; the reference takes them one
+at a time). Each shape is first checked against the float64 loss and gradient; a shape that fails is reported and
+not timed.
 
     python benchmarks/cross_entropy.py --out $OUT/ce                      # on the card: about a minute
     python benchmarks/cross_entropy.py --tiny --out /tmp/ce               # CPU smoke run (interpreted)
@@ -28,12 +30,13 @@ if not torch.cuda.is_available():
 
 from gdn.ops.cross_entropy import cross_entropy, cross_entropy_reference  # noqa: E402
 
-SHAPES = [(4096, 32768, "bf16"), (4096, 256, "bf16"), (2048, 50257, "bf16"), (1024, 128256, "bf16"),
-          (4096, 32768, "fp32")]
-TINY_SHAPES = [(64, 300, "bf16"), (32, 1000, "fp32")]
+# (groups or None, N, V, dtype): groups G give logits [G, N, V] with one scale per group
+SHAPES = [(None, 4096, 32768, "bf16"), (8, 512, 32768, "bf16"), (None, 4096, 256, "bf16"),
+          (None, 2048, 50257, "bf16"), (None, 1024, 128256, "bf16"), (None, 4096, 32768, "fp32")]
+TINY_SHAPES = [(None, 64, 300, "bf16"), (4, 16, 300, "bf16"), (None, 32, 1000, "fp32")]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TOL = {"loss": 1e-5, "grad": {"bf16": 1e-2, "fp16": 1e-2, "fp32": 1e-5}}
-SCALE = 0.7                                  # a logit multiplier, as the packed trainer passes it: a 0-d tensor
+SCALE = 0.7         # a logit multiplier, as the packed trainer passes it: a tensor (one per group: 0.7 + 0.1 g)
 PATHS = {"ours": "triton", "torch": "chunk"}   # backend names: "chunk" takes the reference
 
 
@@ -48,10 +51,10 @@ def loss_fn(backend: str, scale: torch.Tensor):
 def check(logits, target, scale, dtype_name) -> dict:
     z = logits.detach().clone().requires_grad_()
     loss = loss_fn("triton", scale)(z, target)
-    loss.backward()
+    loss.sum().backward()
     z64 = logits.detach().double().requires_grad_()
     ref = cross_entropy_reference(z64, target, scale.double(), torch.float64)
-    ref.backward()
+    ref.sum().backward()
     errors = dict(err_loss=rel_err(loss, ref), err_grad=rel_err(z.grad, z64.grad))
     errors["ok"] = errors["err_loss"] <= TOL["loss"] and errors["err_grad"] <= TOL["grad"][dtype_name]
     return errors
@@ -76,7 +79,7 @@ def time_path(backend, logits, target, scale) -> dict:
             fn(z, target)
 
     def forward_backward():
-        fn(z, target).backward()
+        fn(z, target).sum().backward()
 
     row = dict(fwd_ms=timed_ms(forward, z), fwdbwd_ms=timed_ms(forward_backward, z))
     if z.is_cuda:
@@ -100,19 +103,20 @@ def main() -> None:
     env = dict(device=torch.cuda.get_device_name() if device == "cuda" else "cpu (interpreted)",
                torch=torch.__version__, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M"))
     rows = []
-    print(f"{env['device']}, torch {env['torch']}\n{'N x V dtype':22s} {'err loss':>9s} {'err grad':>9s} "
+    print(f"{env['device']}, torch {env['torch']}\n{'[G x] N x V dtype':22s} {'err loss':>9s} {'err grad':>9s} "
           f"{'ours fwd':>9s} {'torch fwd':>9s} {'ours f+b':>9s} {'torch f+b':>9s} {'x':>5s} {'GiB ours/torch':>15s}")
-    for N, V, dtype_name in shapes:
+    for G, N, V, dtype_name in shapes:
+        lead = (N,) if G is None else (G, N)
         gen = torch.Generator(device=device).manual_seed(V)
-        logits = (3 * torch.randn(N, V, generator=gen, device=device)).to(DTYPES[dtype_name])
-        target = torch.randint(0, V, (N,), generator=gen, device=device)
-        scale = torch.tensor(SCALE, device=device)
-        row = dict(N=N, V=V, dtype=dtype_name, **check(logits, target, scale, dtype_name))
+        logits = (3 * torch.randn(*lead, V, generator=gen, device=device)).to(DTYPES[dtype_name])
+        target = torch.randint(0, V, lead, generator=gen, device=device)
+        scale = SCALE + (0.1 * torch.arange(G, device=device) if G else torch.tensor(0.0, device=device))
+        row = dict(G=G, N=N, V=V, dtype=dtype_name, **check(logits, target, scale, dtype_name))
         if row["ok"]:
             for name, backend in PATHS.items():
                 row[name] = time_path(backend, logits, target, scale)
         rows.append(row)
-        label = f"{N} x {V} {dtype_name}"
+        label = f"{'' if G is None else f'{G} x '}{N} x {V} {dtype_name}"
         if not row["ok"]:
             print(f"{label:22s} {row['err_loss']:9.1e} {row['err_grad']:9.1e}  FAILED the float64 check: not timed")
             continue

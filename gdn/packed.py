@@ -103,11 +103,12 @@ class _Pack:
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(R,) mean cross-entropies of each row's logits (R, B, T, vocab) times its logit multiplier, against y
-        (R, B, T) or (B, T). One call per row, outside vmap: the batched rule reduces in another order, which moves
-        float32 losses by an ulp, and the fused loss (gdn.ops.cross_entropy) has no batching rule."""
+        (R, B, T) or (B, T). Outside vmap, each row a group of the loss (gdn.ops.cross_entropy): its reference takes
+        them one at a time (vmap's batched rule reduces in another order, which moves float32 losses by an ulp), its
+        kernel all at once."""
         ys = y if y.dim() == 3 else y.expand(logits.shape[0], *y.shape)
-        return torch.stack([cross_entropy(lg.flatten(0, 1), yr.flatten(), scale=mult, backend=self.loss_backend)
-                            for lg, yr, mult in zip(logits, ys, self.logit_mult)])
+        return cross_entropy(logits.flatten(1, 2), ys.flatten(1), scale=self.logit_mult,
+                             backend=self.loss_backend)                 # (R,)
 
     def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's training batch `step`: x, y (R, B, T); rows of one seed get the same batch. On CUDA the copy

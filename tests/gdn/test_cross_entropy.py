@@ -69,6 +69,28 @@ def test_fused_matches_float64_reference(case, dtype):
                           f"[{N},{V}] {dtype} scale={float(scale)} block {block_v}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("per_group_scale", [True, False], ids=["scale-per-group", "one-scale"])
+def test_groups_match_float64_reference(dtype, per_group_scale):
+    """Groups (the packed trainer's trials): each its own scale and mean, one launch; the gradient of a weighted sum
+    of the groups' losses (each group's own dloss) against float64."""
+    G, N, V = 3, 5, 300
+    logits, target = inputs(G * N, V, dtype, 10.0, seed=11)
+    logits, target = logits.view(G, N, V), target.view(G, N)
+    scale = torch.tensor([0.5, 1.3, 2.0], device=DEVICE) if per_group_scale else 0.8
+    weights = torch.tensor([1.0, -0.5, 2.0], device=DEVICE, dtype=torch.float64)
+    z = logits.clone().requires_grad_()
+    losses = triton_cross_entropy(z, target, scale, block_v=128)
+    (losses.double() * weights).sum().backward()
+    z64 = logits.double().requires_grad_()
+    ref = cross_entropy_reference(z64, target, scale.double() if per_group_scale else scale, torch.float64)
+    (ref * weights).sum().backward()
+    assert losses.shape == (G,) and losses.dtype == torch.float32 and z.grad.dtype == dtype
+    errors = dict(loss=rel_err(losses, ref), grad=rel_err(z.grad, z64.grad))
+    print(f"\n[{G},{N},{V}] {dtype}: " + " ".join(f"{n}={e:.1e}" for n, e in errors.items()))
+    assert errors["loss"] <= LOSS_TOL and errors["grad"] <= GRAD_TOL[dtype], errors
+
+
 def test_the_entry_takes_a_strided_row_and_fp16():
     """The public entry with backend "triton" (the interpreter on the CPU), its default block, on rows that are a
     slice of wider ones (row stride > V)."""
@@ -98,9 +120,10 @@ def test_reference_is_the_trainers_former_arithmetic(dtype):
     former = vmap(lambda z, m: (z * m).float())(logits, mult)
     former_losses = torch.stack([F.cross_entropy(z, t) for z, t in zip(former, target)])
     (former_grad,) = torch.autograd.grad(former_losses.sum(), logits)
-    losses = torch.stack([cross_entropy(z, t, scale=m) for z, t, m in zip(logits, target, mult)])
+    losses = cross_entropy(logits, target, scale=mult)                 # groups: one per trial
     (grad,) = torch.autograd.grad(losses.sum(), logits)
     assert torch.equal(losses, former_losses) and torch.equal(grad, former_grad)
+    assert torch.equal(cross_entropy(logits[1], target[1], scale=mult[1]), former_losses[1])
     assert torch.equal(cross_entropy(logits[0], target[0]), F.cross_entropy(logits[0].float(), target[0]))
     logits64 = logits.detach().double()                  # float64 models' losses were taken in float32 too
     assert torch.equal(cross_entropy(logits64[0], target[0], scale=mult[0]),
@@ -126,12 +149,16 @@ def test_auto_takes_the_kernel_only_on_cuda_once_validated(monkeypatch):
 
 def test_inputs_are_checked():
     logits, target = torch.zeros(4, 10), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"\[N, V\]"):
+    with pytest.raises(ValueError, match=r"\[N, V\] or \[G, N, V\]"):
+        cross_entropy(logits.view(2, 2, 1, 10), target)
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
         cross_entropy(logits.view(2, 2, 10), target)
     with pytest.raises(ValueError, match="int64"):
         cross_entropy(logits, target[:3])
     with pytest.raises(ValueError, match="one floating-point number"):
         cross_entropy(logits, target, scale=torch.ones(2))
+    with pytest.raises(ValueError, match="one per group"):
+        cross_entropy(logits.view(2, 2, 10), target.view(2, 2), scale=torch.ones(3))
 
 
 # N, V, dtype: the packed proxy's 4096 tokens a step at a real tokenizer's vocabulary, the byte vocabulary, GPT-2's

@@ -39,32 +39,37 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | Non
 
 
 def _check_inputs(logits: torch.Tensor, target: torch.Tensor, scale) -> None:
-    if logits.ndim != 2 or not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point [N, V] tensor, got {logits.dtype} {tuple(logits.shape)}")
-    if target.shape != logits.shape[:1] or target.dtype != torch.int64:
-        raise ValueError(f"target must be an int64 [N] tensor with N = {logits.shape[0]} (from logits), got "
+    if logits.ndim not in (2, 3) or not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating-point [N, V] or [G, N, V] tensor, got {logits.dtype} "
+                         f"{tuple(logits.shape)}")
+    if target.shape != logits.shape[:-1] or target.dtype != torch.int64:
+        raise ValueError(f"target must be an int64 tensor of shape {tuple(logits.shape[:-1])} (from logits), got "
                          f"{target.dtype} {tuple(target.shape)}")
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
-    if isinstance(scale, torch.Tensor) and (scale.numel() != 1 or scale.device != logits.device
+    groups = logits.shape[0] if logits.ndim == 3 else 1
+    if isinstance(scale, torch.Tensor) and (scale.numel() not in (1, groups) or scale.device != logits.device
                                             or not scale.is_floating_point()):
-        raise ValueError(f"a tensor scale must be one floating-point number on {logits.device}, got "
-                         f"{scale.dtype} {tuple(scale.shape)} on {scale.device}")
+        raise ValueError(f"a tensor scale must be one floating-point number (or one per group) on {logits.device}, "
+                         f"got {scale.dtype} {tuple(scale.shape)} on {scale.device}")
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, scale: float | torch.Tensor = 1.0,
                   backend: str = "auto") -> torch.Tensor:
-    """The mean over N of the cross-entropy of scale * logits against target.
+    """The mean over N of the cross-entropy of scale * logits against target; per group for grouped logits.
 
     Args:
-        logits: [N, V], bf16, fp16, fp32 or fp64.
-        target: [N] int64 class indices in [0, V) (no ignore_index; the kernel gives NaN for one out of range).
-        scale: a python number or a one-element tensor on logits' device (no gradient flows to it).
+        logits: [N, V], or [G, N, V] for G groups of N rows (the packed trainer's trials), each its own mean;
+            bf16, fp16, fp32 or fp64.
+        target: [N] (or [G, N]) int64 class indices in [0, V) (no ignore_index; the kernel gives NaN for one out of
+            range).
+        scale: a python number, or a tensor on logits' device: one number, or for groups (G,), one per group. No
+            gradient flows to it.
         backend: "auto", "triton", "chunk" or "naive" (gdn.ops.backend; the last two: the reference).
 
     Returns:
-        The mean loss, a 0-d float32 tensor (float64 logits too: the reference in float32, as the trainers took it).
-        Differentiable in logits; the gradient comes back in logits' dtype.
+        The mean loss, a 0-d float32 tensor, or for groups (G,) (float64 logits too: the reference in float32, as the
+        trainers took it). Differentiable in logits; the gradient comes back in logits' dtype.
 
     Under torch.func transforms (vmap) the reference runs: the kernel has no batching rule.
     """

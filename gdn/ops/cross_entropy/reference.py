@@ -25,4 +25,9 @@ def scaled_logits(logits: torch.Tensor, scale: float | torch.Tensor) -> torch.Te
 
 def cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, scale: float | torch.Tensor = 1.0,
                             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """logits [N, V], target [N] -> the mean loss (0-d); or groups, logits [G, N, V], target [G, N], scale one
+    number or one per group (G,) -> each group's mean loss (G,), one group at a time."""
+    if logits.ndim == 3:
+        scales = scale if isinstance(scale, torch.Tensor) and scale.numel() > 1 else [scale] * logits.shape[0]
+        return torch.stack([cross_entropy_reference(z, t, s, dtype) for z, t, s in zip(logits, target, scales)])
     return F.cross_entropy(scaled_logits(logits, scale).to(dtype), target)

@@ -7,6 +7,9 @@ lse - s z_t and its logsumexp lse = m + log s. Backward: one program per (row, v
     dz = (softmax(s z) - onehot(t)) * s * dloss / N
 in the logits' dtype, recomputing the softmax from z and the saved lse. Bytes moved: z read twice, dz written once;
 no [N, V] fp32 tensor is made.
+
+Rows can be grouped: logits [G, N, V] are G groups of N rows (the packed trainer's trials), group g with its own
+scale and its own mean, all in one launch each way, the gradient written straight into one [G, N, V] tensor.
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ MAX_BLOCK_V = 4096       # vocabulary entries a program holds at once: 16 fp32 r
 
 
 @triton.jit
-def _cross_entropy_fwd_kernel(Z, TARGET, SCALE, LOSS, LSE, V, stride_row, scale_value,
+def _cross_entropy_fwd_kernel(Z, TARGET, SCALE, LOSS, LSE, V, stride_row, rows_per_group, scale_stride, scale_value,
                               SCALE_IN_MEMORY: tl.constexpr, BLOCK_V: tl.constexpr):
     row = tl.program_id(0)
     z_row = Z + row.to(tl.int64) * stride_row
     if SCALE_IN_MEMORY:
-        s = tl.load(SCALE).to(tl.float32)
+        s = tl.load(SCALE + (row // rows_per_group) * scale_stride).to(tl.float32)
     else:
         s = scale_value
     cols = tl.arange(0, BLOCK_V)
@@ -45,11 +48,12 @@ def _cross_entropy_fwd_kernel(Z, TARGET, SCALE, LOSS, LSE, V, stride_row, scale_
 
 
 @triton.jit
-def _cross_entropy_bwd_kernel(Z, TARGET, SCALE, LSE, DLOSS, DZ, V, stride_row, stride_dz_row, scale_value, inv_n,
-                              SCALE_IN_MEMORY: tl.constexpr, BLOCK_V: tl.constexpr):
+def _cross_entropy_bwd_kernel(Z, TARGET, SCALE, LSE, DLOSS, DZ, V, stride_row, stride_dz_row, rows_per_group,
+                              scale_stride, scale_value, inv_n, SCALE_IN_MEMORY: tl.constexpr, BLOCK_V: tl.constexpr):
     row, block = tl.program_id(0), tl.program_id(1)
+    group = row // rows_per_group
     if SCALE_IN_MEMORY:
-        s = tl.load(SCALE).to(tl.float32)
+        s = tl.load(SCALE + group * scale_stride).to(tl.float32)
     else:
         s = scale_value
     offs = block * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -58,7 +62,7 @@ def _cross_entropy_bwd_kernel(Z, TARGET, SCALE, LSE, DLOSS, DZ, V, stride_row, s
     p = tl.exp(x - tl.load(LSE + row))
     t = tl.load(TARGET + row)
     d = tl.where(offs == t, p - 1.0, p)
-    coef = s * tl.load(DLOSS).to(tl.float32) * inv_n
+    coef = s * tl.load(DLOSS + group).to(tl.float32) * inv_n
     tl.store(DZ + row.to(tl.int64) * stride_dz_row + offs, (d * coef).to(DZ.dtype.element_ty), mask=ok)
 
 
@@ -68,48 +72,57 @@ def _launch_config(V: int, block_v: int | None) -> tuple[int, int]:
 
 
 def _scale_args(scale, logits: torch.Tensor):
-    """(SCALE pointer, scale_value, SCALE_IN_MEMORY): a tensor scale is read by the kernel, so a step captured in a
-    CUDA graph never copies it to the host."""
+    """(SCALE pointer, its stride over groups, scale_value, SCALE_IN_MEMORY): a tensor scale is read by the kernel,
+    so a step captured in a CUDA graph never copies it to the host."""
     if isinstance(scale, torch.Tensor):
-        return scale.reshape(()), 1.0, True
-    return logits, float(scale), False
+        flat = scale.reshape(-1)
+        return flat, (flat.stride(0) if flat.numel() > 1 else 0), 1.0, True
+    return logits, 0, float(scale), False
 
 
 class TritonCrossEntropy(torch.autograd.Function):
-    """logits [N, V] (unit stride along V), target [N] int64, scale -> the mean loss, 0-d fp32."""
+    """logits [M, V] (unit stride along V) in G groups of M / G rows, target [M] int64, scale -> each group's mean
+    loss (G,), fp32."""
 
     @staticmethod
-    def forward(ctx, logits, target, scale, block_v):
+    def forward(ctx, logits, target, scale, groups, block_v):
         if logits.stride(1) != 1:
             logits = logits.contiguous()
         target = target.contiguous()
-        N, V = logits.shape
-        loss = torch.empty(N, dtype=torch.float32, device=logits.device)
-        lse = torch.empty(N, dtype=torch.float32, device=logits.device)
-        scale_ptr, scale_value, in_memory = _scale_args(scale, logits)
+        M, V = logits.shape
+        loss = torch.empty(M, dtype=torch.float32, device=logits.device)
+        lse = torch.empty(M, dtype=torch.float32, device=logits.device)
+        scale_ptr, scale_stride, scale_value, in_memory = _scale_args(scale, logits)
         block, warps = _launch_config(V, block_v)
-        _cross_entropy_fwd_kernel[(N,)](logits, target, scale_ptr, loss, lse, V, logits.stride(0), scale_value,
+        _cross_entropy_fwd_kernel[(M,)](logits, target, scale_ptr, loss, lse, V, logits.stride(0), M // groups,
+                                        scale_stride, scale_value,
                                         SCALE_IN_MEMORY=in_memory, BLOCK_V=block, num_warps=warps)
         ctx.save_for_backward(logits, target, lse, *([scale_ptr] if in_memory else []))
-        ctx.scale_value, ctx.in_memory, ctx.block_v = scale_value, in_memory, block_v
-        return loss.mean()
+        ctx.scale_stride, ctx.scale_value, ctx.in_memory = scale_stride, scale_value, in_memory
+        ctx.groups, ctx.block_v = groups, block_v
+        return loss.view(groups, M // groups).mean(1)
 
     @staticmethod
     def backward(ctx, dloss):
         logits, target, lse, *scale = ctx.saved_tensors
-        N, V = logits.shape
+        M, V = logits.shape
         dz = torch.empty_like(logits, memory_format=torch.contiguous_format)
         block, warps = _launch_config(V, ctx.block_v)
-        _cross_entropy_bwd_kernel[(N, triton.cdiv(V, block))](
+        N = M // ctx.groups
+        _cross_entropy_bwd_kernel[(M, triton.cdiv(V, block))](
             logits, target, scale[0] if ctx.in_memory else logits, lse, dloss.contiguous(), dz, V,
-            logits.stride(0), dz.stride(0), ctx.scale_value, 1.0 / N,
+            logits.stride(0), dz.stride(0), N, ctx.scale_stride, ctx.scale_value, 1.0 / N,
             SCALE_IN_MEMORY=ctx.in_memory, BLOCK_V=block, num_warps=warps)
-        return dz, None, None, None
+        return dz, None, None, None, None
 
 
 def triton_cross_entropy(logits: torch.Tensor, target: torch.Tensor, scale: float | torch.Tensor = 1.0, *,
                          block_v: int | None = None) -> torch.Tensor:
-    """The mean cross-entropy of scale * logits [N, V] against target [N] (dispatch.py checks the inputs). block_v:
-    the vocabulary block (a power of two; default min(MAX_BLOCK_V, V rounded up)); the tests take small ones so
-    that a small V spans several blocks."""
-    return TritonCrossEntropy.apply(logits, target, scale, block_v)
+    """The mean cross-entropy of scale * logits [N, V] against target [N] (0-d), or each group's, logits [G, N, V],
+    target [G, N], scale one number or (G,) -> (G,) (dispatch.py checks the inputs). block_v: the vocabulary block
+    (a power of two; default min(MAX_BLOCK_V, V rounded up)); the tests take small ones so that a small V spans
+    several blocks."""
+    if logits.ndim == 2:
+        return TritonCrossEntropy.apply(logits, target, scale, 1, block_v)[0]
+    G, N, V = logits.shape
+    return TritonCrossEntropy.apply(logits.reshape(G * N, V), target.reshape(G * N), scale, G, block_v)
