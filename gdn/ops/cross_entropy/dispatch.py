@@ -3,6 +3,8 @@ reference.
 
     loss = mean_i ( logsumexp_j(s z_ij) - s z_i,t_i ),   z = logits [N, V], t = target [N], s = scale
 
+or, for groups (logits [G, N, V]: the packed trainer's trials), one such mean per group, each with its own scale.
+
 With a real tokenizer's vocabulary (32768 and up) the loss dominates a small proxy's step: the reference makes an
 fp32 copy of the [N, V] logits, F.cross_entropy's fp32 log-softmax and its fp32 gradient, then casts that back
 (about 8 GB a step at N = 4096, V = 32768). The kernel (triton.py) reads the logits once forward and once backward
