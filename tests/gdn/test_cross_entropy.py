@@ -212,3 +212,21 @@ def test_trainers_with_the_fused_loss_match_the_reference(tiny_trials, monkeypat
     fused = curves(train_packed(tiny_trials, log_every=1)) + curves([train_trial(tiny_trials[1], log_every=1)])
     assert calls                                         # the kernel ran (per row, step and validation batch)
     torch.testing.assert_close(torch.tensor(fused), torch.tensor(reference), rtol=1e-5, atol=0)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_the_packed_trainers_call_on_the_card():
+    """8 trials of 512 tokens at V = 32768, each trial a group with its own multiplier, as gdn.packed calls it."""
+    G, N, V = 8, 512, 32768
+    logits, target = inputs(G * N, V, torch.bfloat16, 3.0, seed=G)
+    logits, target = logits.view(G, N, V), target.view(G, N)
+    scale = 0.5 + 0.1 * torch.arange(G, device=DEVICE)
+    z = logits.clone().requires_grad_()
+    losses = cross_entropy(z, target, scale=scale, backend="triton")
+    losses.sum().backward()
+    z64 = logits.double().requires_grad_()
+    ref = cross_entropy_reference(z64, target, scale.double(), torch.float64)
+    ref.sum().backward()
+    errors = dict(loss=rel_err(losses, ref), grad=rel_err(z.grad, z64.grad))
+    print(f"\n[{G},{N},{V}] bf16: " + " ".join(f"{n}={e:.1e}" for n, e in errors.items()))
+    assert errors["loss"] <= LOSS_TOL and errors["grad"] <= GRAD_TOL[torch.bfloat16], errors
