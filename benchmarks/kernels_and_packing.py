@@ -56,7 +56,7 @@ TRITON_TESTS = ["tests/gdn/test_triton.py"]
 # "fp32-wide-tiled": fp32 takes the fused kernels at every K (gdn.ops.gated_delta_rule.triton.TILED_MIN_K) until
 # these checks of the wide-head path at its three K = 128 shapes have passed on a card. "ours-ktile": the candidate
 # gradient timed as ours-ktile (triton.TILED_GRAD) at the wide bf16 and fp16 shapes (the small set runs it at the
-# wide-head path's tiny cases). 15 workers in all.
+# wide-head path's tiny cases). "cross-entropy": gdn.ops.cross_entropy's checks (CE_VALIDATED). 16 workers in all.
 CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "small": ("not benchmark_shapes", TRITON_TESTS + ["tests/gdn/test_packed.py"], 4, {}),
           "bf16-shapes": ("benchmark_shapes and bf16", TRITON_TESTS, 2, {}),
@@ -65,10 +65,10 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
           "ours-ktile": ("benchmark_shapes and (x128x or x256x) and not fp32", TRITON_TESTS, 2,
                          gdn_kernels.OURS_VARIANTS["ours-ktile"]),
-          "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}   # gdn.ops.cross_entropy
+          "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 19 cells at once
 # (5 shapes x fla and four ours variants where they differ), each with a CUDA context and a forward and backward at
-# the full shape, on top of the checks' 15 workers, would crowd the card's memory and 16 cores.
+# the full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
 WARM_JOBS = 10
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory
