@@ -290,6 +290,57 @@ def cmd_tokenizer_encode(args) -> int:
     return 0
 
 
+# --- cache ----------------------------------------------------------------------------------------------------
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """'20G', '512M', '1000000' -> bytes."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in SIZE_UNITS else ""
+    try:
+        value = float(t[:len(t) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 20G, 512M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size is not negative: {text!r}")
+    return int(value * SIZE_UNITS[unit])
+
+
+def _cache_rows(entries) -> str:
+    import datetime as dt
+    lines = [f"{'size':>10}  {'tokens':>14}  {'last used (UTC)':<16}  source (tokenizer)"]
+    for e in entries:
+        used = dt.datetime.fromtimestamp(e.last_used, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"{e.bytes / (1 << 20):>8.1f}MB  {e.count:>14,}  {used:<16}  {e.source} ({e.tokenizer})")
+    return "\n".join(lines)
+
+
+def cmd_cache_list(args) -> int:
+    from gdn.corpus import cache_dir, cache_entries
+    entries = cache_entries()
+    print(f"token cache {cache_dir() / 'tokens'}: {len(entries)} entries, "
+          f"{sum(e.bytes for e in entries) / (1 << 20):.1f} MB, least recently used first")
+    if entries:
+        print(_cache_rows(entries))
+    return 0
+
+
+def cmd_cache_prune(args) -> int:
+    from gdn.corpus import cache_entries, prune_cache
+    if args.older_than is None and args.max_size is None:
+        raise ValueError("say what to remove: --older-than DAYS and/or --max-size SIZE")
+    removed = prune_cache(older_than_s=None if args.older_than is None else args.older_than * 86400,
+                          max_bytes=args.max_size, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} entries, {sum(e.bytes for e in removed) / (1 << 20):.1f} MB"
+          + ("" if args.dry_run else f"; {len(cache_entries())} left"))
+    if removed:
+        print(_cache_rows(removed))
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="run an LR sweep of the proxy here, with a progress bar",
                        description="Train the proxy at each learning rate (and seed; on a GPU several at once, "
@@ -353,6 +404,20 @@ def add_commands(sub) -> None:
     t.add_argument("-o", "--output", required=True, help="the .bin to write")
     t.add_argument("--text-column", default="text", help="the text column of a .jsonl/.parquet/.arrow corpus")
     t.set_defaults(func=cmd_tokenizer_encode)
+
+    p = sub.add_parser("cache", help="the token cache ($DELTAMU_CACHE_DIR): list it, prune it",
+                       description="Workers tokenize a corpus once per (corpus, tokenizer) into the token cache and "
+                                   "read it from there; nothing removes an entry but this command.")
+    csub = p.add_subparsers(dest="cache_command", required=True)
+    c = csub.add_parser("list", help="every entry: size, tokens, last use, corpus and tokenizer")
+    c.set_defaults(func=cmd_cache_list)
+    c = csub.add_parser("prune", help="remove entries unused for a while, or the least recently used beyond a size")
+    c.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="remove the entries no trial has read for this many days")
+    c.add_argument("--max-size", type=_size, default=None, metavar="SIZE",
+                   help="then remove the least recently used until the cache fits this size (e.g. 20G)")
+    c.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    c.set_defaults(func=cmd_cache_prune)
 
 
 def run(args) -> int:

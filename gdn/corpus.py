@@ -245,6 +245,7 @@ def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
     the tokenizer's encoding of a newline (for bytes: the bytes joined by b"\\n", as the stream always was)."""
     found = cached_tokens(spec, tokenizer)
     if found is not None:
+        _mark_used(found.path)
         return found
     folder = cache_dir() / "tokens"
     folder.mkdir(parents=True, exist_ok=True)
@@ -291,6 +292,70 @@ def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
         Path(tmp).unlink(missing_ok=True)
         raise
     return TokenFile(base.with_suffix(".tokens"), dtype.name, count, sha.hexdigest(), tokenizer.vocab_size)
+
+
+def _mark_used(tokens: Path) -> None:
+    """A cache entry's last use is its metadata's mtime (prune_cache drops the least recently used first)."""
+    try:
+        os.utime(tokens.with_suffix(".json"))
+    except OSError:                  # a cache mounted read-only (the API's): its users do not count as uses
+        pass
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    tokens: Path                     # the ids; beside it <key>.json, the metadata
+    source: str
+    tokenizer: str
+    count: int
+    bytes: int
+    last_used: float                 # unix time: written, or last read by a trial
+
+
+def cache_entries() -> list[CacheEntry]:
+    """The token cache's complete entries, least recently used first."""
+    out = []
+    for meta in (cache_dir() / "tokens").glob("*.json"):
+        tokens = meta.with_suffix(".tokens")
+        try:
+            m, used, size = json.loads(meta.read_text()), meta.stat().st_mtime, tokens.stat().st_size
+        except (OSError, ValueError):            # being written or removed right now
+            continue
+        out.append(CacheEntry(tokens, m.get("source", "?"), m.get("tokenizer", "?"), m["count"], size, used))
+    return sorted(out, key=lambda e: e.last_used)
+
+
+STALE_TEMPORARY_S = 86400     # a temporary this old is a dead worker's, not one being written
+
+
+def prune_cache(*, older_than_s: float | None = None, max_bytes: int | None = None, dry_run: bool = False,
+                now: float | None = None) -> list[CacheEntry]:
+    """Remove the entries not used for older_than_s, then the least recently used until the rest fit max_bytes (a
+    worker that needs one again tokenizes it again), and temporaries of dead workers; returns the entries removed.
+    Each entry's ids go before its metadata, so an entry whose ids exist is always whole; a trial that has the ids
+    mapped keeps reading them (the file lives until it is closed)."""
+    now = time.time() if now is None else now
+    entries = cache_entries()
+    doomed = [e for e in entries if older_than_s is not None and now - e.last_used > older_than_s]
+    if max_bytes is not None:
+        kept = [e for e in entries if e not in doomed]
+        total = sum(e.bytes for e in kept)
+        for e in kept:                                           # least recently used first
+            if total <= max_bytes:
+                break
+            doomed.append(e)
+            total -= e.bytes
+    if not dry_run:
+        for e in doomed:
+            e.tokens.unlink(missing_ok=True)
+            e.tokens.with_suffix(".json").unlink(missing_ok=True)
+        for tmp in (cache_dir() / "tokens").glob(".*-*"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                    tmp.unlink()
+            except OSError:
+                pass
+    return doomed
 
 
 def write_token_file(spec: DataSpec, tokenizer, out: Path) -> TokenFile:

@@ -210,3 +210,37 @@ def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_it_whole(tmp_path,
         return np.fromfile(found.path, dtype=found.dtype)
     whole, in_pieces = ids(1 << 30, "whole"), ids(100, "pieces")
     assert len(whole) > 1000 and np.array_equal(whole, in_pieces)
+
+
+def test_the_token_cache_is_listed_and_pruned_least_recently_used_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTAMU_CACHE_DIR", str(tmp_path / "cache"))
+    files = []
+    for name, size in (("old.txt", 3000), ("used.txt", 2000), ("new.txt", 1000)):
+        (tmp_path / name).write_text("x" * size)
+        files.append(tokenize_to_cache(DataSpec(str(tmp_path / name)), load_tokenizer("bytes")).path)
+    now = 1_000_000_000.0
+    for path, days_ago in zip(files, (30, 20, 1)):
+        os.utime(path.with_suffix(".json"), (now - days_ago * 86400,) * 2)
+    stale = cache_dir() / "tokens" / ".tokens-dead"                  # a dead worker's temporary
+    stale.write_bytes(b"x")
+    os.utime(stale, (now - 2 * 86400,) * 2)
+    # reading an entry for a trial is a use: "used" becomes the most recent
+    assert tokenize_to_cache(DataSpec(str(tmp_path / "used.txt")), load_tokenizer("bytes")).path == files[1]
+    assert [e.tokens for e in corpus_mod.cache_entries()] == [files[0], files[2], files[1]]
+
+    assert [e.tokens for e in corpus_mod.prune_cache(older_than_s=10 * 86400, dry_run=True, now=now)] == [files[0]]
+    assert [e.tokens for e in corpus_mod.prune_cache(max_bytes=2999, dry_run=True, now=now)] == [files[0], files[2]]
+    assert files[0].exists() and stale.exists()                                       # a dry run removes nothing
+    r = subprocess.run([sys.executable, "-m", "gdn", "cache", "prune", "--older-than", "10", "--max-size", "2.5K"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert r.returncode == 0, r.stderr
+    assert "removed 2 entries" in r.stdout and "1 left" in r.stdout     # today, "new" (2001) is old too
+    left = [e.tokens for e in corpus_mod.cache_entries()]
+    assert files[0] not in left and files[1] in left and not files[0].with_suffix(".json").exists()
+    assert sum(e.bytes for e in corpus_mod.cache_entries()) <= 2560 and not stale.exists()
+    listing = subprocess.run([sys.executable, "-m", "gdn", "cache", "list"], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    assert listing.returncode == 0 and "used.txt" in listing.stdout and "old.txt" not in listing.stdout
+    bad = subprocess.run([sys.executable, "-m", "gdn", "cache", "prune"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--older-than DAYS and/or --max-size SIZE" in bad.stderr
