@@ -46,10 +46,7 @@ def loss_and_grads(model, x, y, autocast_dtype, forward=None) -> tuple[float, di
         out = forward(x)
     loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
     loss.backward()
-    grads = {}
-    for name, p in model.named_parameters():
-        ours = name.removeprefix("model.")
-        grads["embeddings.weight" if ours == "lm_head.weight" else ours] = p.grad.double()
+    grads = {name.removeprefix("model."): p.grad.double() for name, p in model.named_parameters()}
     return float(loss), grads
 
 
@@ -57,6 +54,7 @@ def errors(grads: dict, ref: dict, ref_model) -> dict[str, float]:
     """Relative Frobenius error per role (and over every parameter, "all")."""
     num, den = defaultdict(float), defaultdict(float)
     roles = {name: role_of(name, p).value for name, p in ref_model.named_parameters()}
+    assert grads.keys() == ref.keys(), f"parameters differ: {sorted(grads.keys() ^ ref.keys())}"
     for name, g64 in ref.items():
         d = float((grads[name] - g64).pow(2).sum())
         r = float(g64.pow(2).sum())

@@ -42,3 +42,20 @@ def test_fla_and_deltamu_train_alike_on_torch_ops(tmp_path):
     assert [row["impl"] for row in second][-1] == "deltamu"                  # the one trained here, written last
     assert second[-1]["final_val_loss"] == pytest.approx(
         next(row["final_val_loss"] for row in rows if (row["width"], row["impl"]) == (32, "deltamu")), rel=1e-6)
+
+
+def test_model_numerics_finds_fla_and_deltamu_gradients_at_float64s_on_torch_ops(tmp_path):
+    """benchmarks/model_numerics.py on the CPU: fla's model (on deltamu's torch ops) and deltamu's, both in float32,
+    give every role's gradient within 1e-5 of deltamu's model in float64, from the same weights."""
+    pytest.importorskip("fla.models", reason="fla (flash-linear-attention) is not installed")
+    r = subprocess.run([sys.executable, "benchmarks/model_numerics.py", "--base", "32", "--width", "64", "--depth", "1",
+                        "--batch-size", "2", "--seq-len", "32", "--fla", "--device", "cpu", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "numerics.json").read_text())["rows"]
+    assert [row["impl"] for row in rows] == ["deltamu (auto)", "deltamu (chunk)", "fla + deltamu.apply"]
+    for row in rows:
+        assert row["loss_rel_err"] < 1e-6, row
+        assert {"hidden", "embedding", "conv", "gate_proj", "gate_scalar", "norm", "all"} <= row["grad_rel_err"].keys()
+        assert all(0 < err < 1e-5 for err in row["grad_rel_err"].values()), row
+    assert "| fla + deltamu.apply |" in r.stdout
