@@ -96,6 +96,8 @@ def prepare(job: JobCreate, settings: Settings) -> PreparedJob:
         identity["horizons"] = horizons
     if job.max_extend_rounds:   # a job that extends its grid can end with other trials than one that does not
         identity["max_extend_rounds"] = job.max_extend_rounds
+    if job.target_tokens is not None:   # it trains nothing differently, but a reused job answers with its own
+        identity["target_tokens"] = job.target_tokens
     grid = [(width, lr, seed, None) for width in widths for lr in lrs for seed in job.seeds]
     grid += [(widths[0], lr, seed, h) for h in extra_horizons for lr in lrs for seed in job.seeds]
     return PreparedJob(spec=spec, sweep_config=sweep_config, widths=widths, grid=grid,

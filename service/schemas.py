@@ -27,6 +27,7 @@ GRID_MAX = 10_000                # a hard ceiling before the deployment's own li
 WIDTHS_MAX = 32                  # widths of one transfer study
 EVAL_BATCHES_MAX = 10_000
 HORIZONS_MAX = 16                # horizons of one horizon sweep
+TOKENS_MAX = 10 ** 16            # ten quadrillion training tokens: past any run, so a larger number is a typo
 EXTEND_ROUNDS_MAX = 10
 NONFINITE_DOC = "fields whose value is NaN or +-inf: they are null in the body and named here"
 
@@ -99,6 +100,10 @@ class JobCreate(_In):
                     "proxy's horizon. Each keeps the schedule's shape: warmup the same share of the run, the "
                     "cosine decay over the rest. The job fits lr* against tokens, which the recommendation reads "
                     "for ?tokens=. Default: [schedule.steps]")
+    target_tokens: int | None = Field(
+        None, ge=1, le=TOKENS_MAX,
+        description="the tokens the target run will train on: the recommendation's token budget when a request "
+                    "gives no ?tokens= (the horizon fit's lr for it, or the proxy's with a warning)")
     max_extend_rounds: int = Field(
         2, ge=0, le=EXTEND_ROUNDS_MAX,
         description="rounds of learning rates added past a grid's edge while a sweep's best point (of any width "

@@ -418,3 +418,25 @@ def test_horizons_count_in_the_trial_and_flop_limits(pg_env, make_client, auth):
     assert r.status_code == 202, r.text
     assert "must include schedule.steps" in assert_problem(
         client.post("/v1/jobs", json=tiny_job(horizons=[15, 60]), headers=auth), 422)["errors"][0]["msg"]
+
+
+def test_a_jobs_target_tokens_is_its_recommendations_budget(any_env, make_client, auth):
+    client = make_client(any_env)
+    budget = 10 ** 9
+    job_id = client.post("/v1/jobs", json=tiny_job(target_tokens=budget), headers=auth).json()["id"]
+    run_trials_through_crud(any_env, job_id, [3.1, 2.7, 2.9])
+    assert client.get(f"/v1/jobs/{job_id}").json()["spec"]["target_tokens"] == budget
+    default = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 256}).json()
+    asked = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 256, "tokens": budget}).json()
+    assert default["horizon"]["tokens"] == budget and default == asked        # no ?tokens=: the job's budget
+    other = client.get(f"/v1/jobs/{job_id}/recommendation", params={"width": 256, "tokens": 10 ** 6}).json()
+    assert other["horizon"]["tokens"] == 10 ** 6                               # ?tokens= wins
+    # one horizon: the proxy's lr, and the warning that the budget is far past the proxy's tokens
+    assert default["base_lr"] == default["proxy_lr"] and any("horizon" in w for w in default["warnings"])
+    # the budget is part of the job's identity: a reuse with another budget runs its own job
+    again = client.post("/v1/jobs", json={**tiny_job(target_tokens=budget), "reuse": True}, headers=auth)
+    assert again.status_code == 200 and again.json()["id"] == job_id
+    fresh = client.post("/v1/jobs", json={**tiny_job(target_tokens=2 * budget), "reuse": True}, headers=auth)
+    assert fresh.status_code == 202 and fresh.json()["id"] != job_id
+    for bad in (0, -1, 10 ** 17, "many"):
+        assert_problem(client.post("/v1/jobs", json=tiny_job(target_tokens=bad), headers=auth), 422)

@@ -10,10 +10,9 @@ from service.api.deps import PROBLEMS, Reader, SessionDep, SettingsDep, load_job
 from service.plots import horizon_plot_png, job_png
 from service.problems import ProblemError
 from service.recommendations import NoOptimumYet, WidthNotSupported, job_recommendation
-from service.schemas import RecommendationPublic
+from service.schemas import TOKENS_MAX, RecommendationPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
-TOKENS_MAX = 10 ** 16      # ten quadrillion: past any training run, so a larger number is a typo
 
 
 @router.get("/{job_id}/recommendation", response_model=RecommendationPublic,
@@ -24,10 +23,13 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
                    width: Annotated[int, Query(ge=1, description="target width")],
                    tokens: Annotated[int | None, Query(ge=1, le=TOKENS_MAX, description=(
                        "the training tokens of the target run: the lr is then the horizon fit's for that budget "
-                       "(the job's single horizon: the proxy's, with a warning)"))] = None,
+                       "(the job's single horizon: the proxy's, with a warning); default: the job's "
+                       "target_tokens"))] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> RecommendationPublic | Response:
     try:
         job = load_job(session, job_id)
+        if tokens is None:
+            tokens = (job.spec or {}).get("target_tokens")
         answer = job_recommendation(job, width, settings=settings, if_none_match=if_none_match, tokens=tokens,
                                     sweep_size=crud.base_sweep_size(session, job))
     except NoOptimumYet as e:
