@@ -344,6 +344,8 @@ async function showJob(myView, jobId) {
 
 function renderJob(job, trials) {
   $("job-id").textContent = job.id;
+  const budget = job.spec.target_tokens;            // the recommendation's budget when the field is left empty
+  $("rec-tokens").placeholder = budget ? `the job's: ${fmtCount(budget)}` : "optional";
   $("job-state").textContent = job.state;
   $("job-state").className = `state ${job.state}`;
   $("job-progress").value = job.progress;

@@ -75,7 +75,8 @@ def test_the_dashboard_follows_a_job_to_its_optimum(browser, pg_env, tmp_path):
 
         browser.find_element(By.CSS_SELECTOR, "#submit-panel summary").click()
         body = browser.find_element(By.ID, "submit-body")
-        job_spec = tiny_job(schedule={"steps": 48, "warmup_steps": 2, "batch_size": 2, "seq_len": 32}, log_every=3)
+        job_spec = tiny_job(schedule={"steps": 48, "warmup_steps": 2, "batch_size": 2, "seq_len": 32}, log_every=3,
+                            target_tokens=2 * 10 ** 9)
         browser.execute_script("arguments[0].value = arguments[1];", body, json.dumps(job_spec))
         browser.find_element(By.ID, "submit-button").click()
         _wait(browser, lambda d: "#/jobs/" in d.current_url, 15, "the job page")
@@ -114,7 +115,9 @@ def test_the_dashboard_follows_a_job_to_its_optimum(browser, pg_env, tmp_path):
         sweep = browser.find_element(By.CSS_SELECTOR, "#sweep-charts canvas")
         assert len(Image.open(io.BytesIO(sweep.screenshot_as_png)).convert("RGB").getcolors(1 << 20)) > 20
 
-        # the recommendation panel: a width in, the per-group table and the snippet out
+        # the recommendation panel: a width in, the per-group table and the snippet out; the token budget field
+        # names the job's own, which an empty field asks for
+        assert browser.find_element(By.ID, "rec-tokens").get_attribute("placeholder") == "the job's: 2.0G"
         width = browser.find_element(By.ID, "rec-width")
         width.clear()
         width.send_keys("256")
