@@ -26,9 +26,7 @@ _load_triton = functools.partial(load_kernel, "gdn.ops.cross_entropy.triton", "t
 # float64 reference have passed on a card (benchmarks/kernels_and_packing.py, check set "cross-entropy"); until
 # then every trainer computes the loss as before. DELTAMU_CE_TRITON=1 turns it on for one process: the card's timing
 # of the trainers with the fused loss.
-CE_VALIDATED = False
-if os.environ.get("DELTAMU_CE_TRITON") == "1":
-    CE_VALIDATED = True
+CE_VALIDATED = os.environ.get("DELTAMU_CE_TRITON") == "1"
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
