@@ -93,6 +93,15 @@ def fla_model(target: dict, fused: bool):
         fuse_norm=fused, fuse_swiglu=fused, fuse_cross_entropy=False))
 
 
+def load_into_fla(theirs, state: dict) -> None:
+    """Load deltamu's GDNModel state into fla's model: the names match but for fla's `model.` prefix, and a tied fla
+    model lists its lm_head, which is our embedding."""
+    def ours_of(name: str) -> str:
+        name = name.removeprefix("model.")
+        return name if name in state else "embeddings.weight"
+    theirs.load_state_dict({name: state[ours_of(name)] for name in theirs.state_dict()})
+
+
 def models(spec: TrialSpec, rec, args, impls: list[str]) -> dict:
     """The models of `impls` (IMPLS), each made the recommendation by deltamu.apply, with the same initial weights."""
     ours = GDNModel(spec.config.model_at(spec.at_width))
@@ -106,10 +115,7 @@ def models(spec: TrialSpec, rec, args, impls: list[str]) -> dict:
     if "fla" in impls:
         theirs = fla_model(rec.target_model, fused=not args.torch_ops)
         deltamu.apply(theirs, rec, init=False)
-        def ours_of(name: str) -> str:                   # a tied fla model lists its lm_head: our embedding
-            name = name.removeprefix("model.")
-            return name if name in state else "embeddings.weight"
-        theirs.load_state_dict({name: state[ours_of(name)] for name in theirs.state_dict()})
+        load_into_fla(theirs, state)
         built["fla"] = theirs
     return {impl: model for impl, model in built.items() if impl in impls}
 

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import deltamu  # noqa: E402
-from fla_parity import fla_model, fla_on_torch  # noqa: E402
+from fla_parity import fla_model, fla_on_torch, load_into_fla  # noqa: E402
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.fit import Optimum  # noqa: E402
 from gdn.model import GDNModel  # noqa: E402
@@ -106,8 +106,7 @@ def main(argv=None) -> int:
     if args.fla:
         theirs = fla_model(rec.target_model, fused=device.type == "cuda")
         deltamu.apply(theirs, rec, init=False)
-        theirs.load_state_dict({name: state[name.removeprefix("model.") if name.removeprefix("model.") in state
-                                            else "embeddings.weight"] for name in theirs.state_dict()})
+        load_into_fla(theirs, state)
         theirs.to(device)
         candidates["fla + deltamu.apply"] = (theirs, lambda inp: theirs(inp, use_cache=False).logits)
 
