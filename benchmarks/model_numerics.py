@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import deltamu  # noqa: E402
 from fla_parity import fla_model, fla_on_torch, load_into_fla  # noqa: E402
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.fit import Optimum  # noqa: E402
 from gdn.model import GDNModel  # noqa: E402
+from gdn.ops.cross_entropy.reference import cross_entropy_reference  # noqa: E402
 from gdn.parametrization import role_of  # noqa: E402
 from gdn.recommend import SweepResult, recommend  # noqa: E402
 from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
@@ -44,7 +44,9 @@ def loss_and_grads(model, x, y, autocast_dtype, forward=None) -> tuple[float, di
     model.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = forward(x)
-    loss = F.cross_entropy(out.float().flatten(0, 1), y.flatten())
+    # the trainers' loss (float32) for a candidate; the reference's in float64, so nothing of it is rounded to float32
+    loss = cross_entropy_reference(out.flatten(0, 1), y.flatten(),
+                                   dtype=torch.float64 if out.dtype == torch.float64 else torch.float32)
     loss.backward()
     grads = {name.removeprefix("model."): p.grad.double() for name, p in model.named_parameters()}
     return float(loss), grads
