@@ -276,13 +276,18 @@ def claim_trial(session: Session, *, trial_id: int, worker: str, stale_before: d
     return _claimed(session, job_id, [trial_id])[0]
 
 
+def _same_pack(lead: Trial) -> tuple:
+    """The trials that may share a pack with `lead`: of its job, at its width and horizon."""
+    return Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.steps.is_not_distinct_from(lead.steps)
+
+
 def _count_at_width(session: Session, trial_id: int, what, *where) -> int:
-    """sa.select(what) over the trials of the job of `trial_id` at its width (and `where`); 0 for no such trial."""
+    """sa.select(what) over the trials of the job of `trial_id` at its width and horizon (and `where`); 0 for no
+    such trial."""
     lead = session.get(Trial, trial_id)
     if lead is None:
         return 0
-    return session.scalar(sa.select(what).where(Trial.job_id == lead.job_id, Trial.width == lead.width,
-                                                Trial.steps.is_not_distinct_from(lead.steps), *where)) or 0
+    return session.scalar(sa.select(what).where(*_same_pack(lead), *where)) or 0
 
 
 def count_pack_mates(session: Session, *, trial_id: int) -> int:
@@ -298,18 +303,15 @@ def count_width_points(session: Session, *, trial_id: int) -> int:
 
 def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:
     """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width and horizon, in
-    grid order,
-    each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks finds them
-    taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
+    grid order, each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks
+    finds them taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
     lead = session.get(Trial, trial_id)
     if lead is None or limit < 1 or not _lock_job(session, lead.job_id):
         return []
     session.refresh(lead)
     if lead.state != TrialState.RUNNING or lead.worker != worker:
         return []
-    candidates = session.scalars(sa.select(Trial.id).where(
-        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.steps.is_not_distinct_from(lead.steps),
-        Trial.state == TrialState.PENDING)
+    candidates = session.scalars(sa.select(Trial.id).where(*_same_pack(lead), Trial.state == TrialState.PENDING)
         .order_by(Trial.point, Trial.attempt).limit(limit)).all()
     now = utcnow()
     claimed = [t for t in candidates if _claim_locked(session, job_id=lead.job_id, trial_id=t, worker=worker, now=now)]
