@@ -86,17 +86,23 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     out = {job_id: TrialSummary() for job_id in job_ids}
     if not job_ids:
         return out
+    horizon = sa.func.coalesce(Trial.steps, Job.steps)
     rows = session.execute(sa.select(Trial.job_id, Trial.state, Trial.retried, sa.func.count(),
                                      sa.func.coalesce(sa.func.sum(Trial.seconds), 0.0),
-                                     sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
+                                     sa.func.coalesce(sa.func.sum(Trial.tokens), 0),
+                                     sa.func.coalesce(sa.func.sum(horizon), 0))
+                           .join(Job, Job.id == Trial.job_id)
                            .where(Trial.job_id.in_(job_ids))
                            .group_by(Trial.job_id, Trial.state, Trial.retried))
-    for job_id, state, retried, n, seconds, tokens in rows:
+    for job_id, state, retried, n, seconds, tokens, steps in rows:
         summary = out[job_id]
         if retried:
             summary.retries += n
         else:
             summary.counts[TrialState(state).value] += n
+            summary.planned_steps += int(steps)
+            if TrialState(state) in TRIAL_TERMINAL:
+                summary.finished_steps += int(steps)
         summary.trial_seconds += float(seconds or 0.0)
         summary.tokens_trained += int(tokens or 0)          # every attempt's, as trained
     # running trials: how far each has got, from its last curve point (steps and tokens)
@@ -110,14 +116,6 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     for job_id, steps, tokens in rows:
         out[job_id].running_steps = int(steps or 0)
         out[job_id].tokens_trained += int(tokens or 0)
-    horizon = sa.func.coalesce(Trial.steps, Job.steps)
-    terminal = list(TRIAL_TERMINAL)
-    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(horizon),
-                                     sa.func.sum(sa.case((Trial.state.in_(terminal), horizon), else_=0)))
-                           .join(Job, Job.id == Trial.job_id)
-                           .where(Trial.job_id.in_(job_ids), Trial.retried.is_(False)).group_by(Trial.job_id))
-    for job_id, planned, finished in rows:
-        out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
     base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
     rows = session.execute(sa.select(Trial.job_id, Trial.width, Trial.lr, Trial.seed, Trial.final_val_loss)
                            .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.COMPLETED,
