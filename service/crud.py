@@ -86,17 +86,23 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     out = {job_id: TrialSummary() for job_id in job_ids}
     if not job_ids:
         return out
+    horizon = sa.func.coalesce(Trial.steps, Job.steps)
     rows = session.execute(sa.select(Trial.job_id, Trial.state, Trial.retried, sa.func.count(),
                                      sa.func.coalesce(sa.func.sum(Trial.seconds), 0.0),
-                                     sa.func.coalesce(sa.func.sum(Trial.tokens), 0))
+                                     sa.func.coalesce(sa.func.sum(Trial.tokens), 0),
+                                     sa.func.coalesce(sa.func.sum(horizon), 0))
+                           .join(Job, Job.id == Trial.job_id)
                            .where(Trial.job_id.in_(job_ids))
                            .group_by(Trial.job_id, Trial.state, Trial.retried))
-    for job_id, state, retried, n, seconds, tokens in rows:
+    for job_id, state, retried, n, seconds, tokens, steps in rows:
         summary = out[job_id]
         if retried:
             summary.retries += n
         else:
             summary.counts[TrialState(state).value] += n
+            summary.planned_steps += int(steps)
+            if TrialState(state) in TRIAL_TERMINAL:
+                summary.finished_steps += int(steps)
         summary.trial_seconds += float(seconds or 0.0)
         summary.tokens_trained += int(tokens or 0)          # every attempt's, as trained
     # running trials: how far each has got, from its last curve point (steps and tokens)
@@ -110,14 +116,6 @@ def trial_summaries(session: Session, *, job_ids: list[str]) -> dict[str, TrialS
     for job_id, steps, tokens in rows:
         out[job_id].running_steps = int(steps or 0)
         out[job_id].tokens_trained += int(tokens or 0)
-    horizon = sa.func.coalesce(Trial.steps, Job.steps)
-    terminal = list(TRIAL_TERMINAL)
-    rows = session.execute(sa.select(Trial.job_id, sa.func.sum(horizon),
-                                     sa.func.sum(sa.case((Trial.state.in_(terminal), horizon), else_=0)))
-                           .join(Job, Job.id == Trial.job_id)
-                           .where(Trial.job_id.in_(job_ids), Trial.retried.is_(False)).group_by(Trial.job_id))
-    for job_id, planned, finished in rows:
-        out[job_id].planned_steps, out[job_id].finished_steps = int(planned or 0), int(finished or 0)
     base_width = dict(session.execute(sa.select(Job.id, Job.widths).where(Job.id.in_(job_ids))).all())
     rows = session.execute(sa.select(Trial.job_id, Trial.width, Trial.lr, Trial.seed, Trial.final_val_loss)
                            .where(Trial.job_id.in_(job_ids), Trial.state == TrialState.COMPLETED,
@@ -276,13 +274,18 @@ def claim_trial(session: Session, *, trial_id: int, worker: str, stale_before: d
     return _claimed(session, job_id, [trial_id])[0]
 
 
+def _same_pack(lead: Trial) -> tuple:
+    """The trials that may share a pack with `lead`: of its job, at its width and horizon."""
+    return Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.steps.is_not_distinct_from(lead.steps)
+
+
 def _count_at_width(session: Session, trial_id: int, what, *where) -> int:
-    """sa.select(what) over the trials of the job of `trial_id` at its width (and `where`); 0 for no such trial."""
+    """sa.select(what) over the trials of the job of `trial_id` at its width and horizon (and `where`); 0 for no
+    such trial."""
     lead = session.get(Trial, trial_id)
     if lead is None:
         return 0
-    return session.scalar(sa.select(what).where(Trial.job_id == lead.job_id, Trial.width == lead.width,
-                                                Trial.steps.is_not_distinct_from(lead.steps), *where)) or 0
+    return session.scalar(sa.select(what).where(*_same_pack(lead), *where)) or 0
 
 
 def count_pack_mates(session: Session, *, trial_id: int) -> int:
@@ -298,18 +301,15 @@ def count_width_points(session: Session, *, trial_id: int) -> int:
 
 def claim_pack_mates(session: Session, *, trial_id: int, worker: str, limit: int) -> list[ClaimedTrial]:
     """Up to `limit` PENDING trials of the job of `trial_id` (RUNNING for `worker`) at its width and horizon, in
-    grid order,
-    each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks finds them
-    taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
+    grid order, each claimed by the conditional UPDATE claim_trial uses, so the later delivery of their own tasks
+    finds them taken and does nothing. Empty when the lead trial is no longer this worker's or the job is not active."""
     lead = session.get(Trial, trial_id)
     if lead is None or limit < 1 or not _lock_job(session, lead.job_id):
         return []
     session.refresh(lead)
     if lead.state != TrialState.RUNNING or lead.worker != worker:
         return []
-    candidates = session.scalars(sa.select(Trial.id).where(
-        Trial.job_id == lead.job_id, Trial.width == lead.width, Trial.steps.is_not_distinct_from(lead.steps),
-        Trial.state == TrialState.PENDING)
+    candidates = session.scalars(sa.select(Trial.id).where(*_same_pack(lead), Trial.state == TrialState.PENDING)
         .order_by(Trial.point, Trial.attempt).limit(limit)).all()
     now = utcnow()
     claimed = [t for t in candidates if _claim_locked(session, job_id=lead.job_id, trial_id=t, worker=worker, now=now)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from gdn.corpus import known_train_tokens
 from gdn.recommend import data_warnings
-from gdn.spec import DataSpec, SweepConfig
+from gdn.spec import SweepConfig
 from service import floats
 from service.crud import TrialSummary
 from service.models import JOB_TERMINAL, CurvePoint, Job, JobState, Trial, utcnow
@@ -53,9 +53,9 @@ def job_public(job: Job, summary: TrialSummary, queue_position: int | None = Non
         (summary.finished_steps + summary.running_steps) / max(summary.planned_steps, 1), 1.0)
     end = job.finished_at or (None if job.started_at is None else utcnow())
     elapsed = (end - job.started_at).total_seconds() if job.started_at and end else None
-    schedule = job.spec.get("schedule", {})
+    config, train_tokens, target_vocab = data_regime(job)
     # every current trial's own steps (a horizon sweep's differ; an extension round adds trials)
-    tokens_total = summary.planned_steps * schedule.get("batch_size", 0) * schedule.get("seq_len", 0)
+    tokens_total = summary.planned_steps * config.schedule.batch_size * config.schedule.seq_len
     rate = summary.tokens_trained / elapsed if elapsed and summary.tokens_trained else None
     # the grid's remaining share at the throughput measured so far (a diverged trial stops early: its share is done)
     eta = (1.0 - progress) * tokens_total / rate if rate and job.state == JobState.RUNNING else None
@@ -68,10 +68,10 @@ def job_public(job: Job, summary: TrialSummary, queue_position: int | None = Non
         widths=job.widths, trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
         optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer),
         horizon=floats.decode(job.horizon) if job.horizon else None, extend_rounds=job.extend_rounds or 0,
-        error=job.error, warnings=data_warnings(*data_regime(job)), spec_sha256=job.spec_sha256, spec=job.spec,
+        error=job.error, warnings=data_warnings(config, train_tokens, target_vocab), spec_sha256=job.spec_sha256, spec=job.spec,
         links=job_links(job.id), queue_position=queue_position if job.state == JobState.QUEUED else None,
         best_so_far=best, tokens_trained=summary.tokens_trained, tokens_total=tokens_total, tokens_per_second=rate,
-        eta_seconds=eta, loss_unit=DataSpec(**job.spec.get("data", {})).loss_unit)
+        eta_seconds=eta, loss_unit=config.data.loss_unit)
 
 
 def point_public(p: CurvePoint) -> CurvePointPublic:

@@ -140,7 +140,7 @@ function row(cells) {
   return tr;
 }
 function doneTrials(job) {
-  return ["COMPLETED", "DIVERGED", "FAILED", "CANCELLED"].reduce((n, s) => n + (job.trials.by_state[s] || 0), 0);
+  return TRIAL_DONE.reduce((n, s) => n + (job.trials.by_state[s] || 0), 0);
 }
 function bestText(job) {
   const b = job.best_so_far;
