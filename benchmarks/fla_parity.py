@@ -126,7 +126,8 @@ def train(impl: str, model, spec: TrialSpec, rec, log_every: int) -> dict:
     groups = deltamu.apply(model, rec, init=False)
     logits = (lambda x: model(x, use_cache=False).logits) if impl == "fla" else None
     result = train_model(spec, model, groups, logits=logits, log_every=log_every)
-    return {"impl": impl, "width": spec.at_width, "seed": spec.seed, "status": result.status, "final_val_loss": result.final_val_loss,
+    return {"impl": impl, "width": spec.at_width, "seed": spec.seed, "status": result.status,
+            "final_val_loss": result.final_val_loss,
             "curve": [[point.step, point.loss, point.seconds] for point in result.curve], "seconds": result.seconds,
             "device": result.device}
 

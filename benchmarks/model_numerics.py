@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2.0 ** -7)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fla", action="store_true", help="also fla's GatedDeltaNetForCausalLM (needs its wheels; off CUDA on deltamu's torch ops)")
+    ap.add_argument("--fla", action="store_true",
+                    help="also fla's GatedDeltaNetForCausalLM (needs its wheels; off CUDA on deltamu's torch ops)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=".")
     args = ap.parse_args(argv)

@@ -68,7 +68,8 @@ def job_public(job: Job, summary: TrialSummary, queue_position: int | None = Non
         widths=job.widths, trials=TrialCounts(total=job.num_points, by_state=summary.counts, retries=summary.retries),
         optimum=optimum_public(job.optimum), transfer=transfer_public(job.transfer),
         horizon=floats.decode(job.horizon) if job.horizon else None, extend_rounds=job.extend_rounds or 0,
-        error=job.error, warnings=data_warnings(config, train_tokens, target_vocab), spec_sha256=job.spec_sha256, spec=job.spec,
+        error=job.error, warnings=data_warnings(config, train_tokens, target_vocab), spec_sha256=job.spec_sha256,
+        spec=job.spec,
         links=job_links(job.id), queue_position=queue_position if job.state == JobState.QUEUED else None,
         best_so_far=best, tokens_trained=summary.tokens_trained, tokens_total=tokens_total, tokens_per_second=rate,
         eta_seconds=eta, loss_unit=config.data.loss_unit)
