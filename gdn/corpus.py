@@ -142,7 +142,8 @@ def _source_fingerprint(spec: DataSpec) -> str:
     """Stat only: every file's path, size and mtime (and the text column of a table)."""
     files = source_files(spec)
     listing = [[str(f), (st := f.stat()).st_size, st.st_mtime_ns] for f in files]
-    return hashlib.sha256(json.dumps([source_kind(spec), spec.text_column if source_kind(spec) == "table" else None,
+    kind = source_kind(spec)             # a folder's kind is a walk of it: once
+    return hashlib.sha256(json.dumps([kind, spec.text_column if kind == "table" else None,
                                       listing]).encode()).hexdigest()
 
 
