@@ -233,7 +233,10 @@ def _cache_key(spec: DataSpec, tokenizer) -> str:
 
 def cached_tokens(spec: DataSpec, tokenizer) -> TokenFile | None:
     """The cache's token file of (corpus, tokenizer), if one was written."""
-    base = cache_dir() / "tokens" / _cache_key(spec, tokenizer)
+    return _cache_entry(cache_dir() / "tokens" / _cache_key(spec, tokenizer))
+
+
+def _cache_entry(base: Path) -> TokenFile | None:
     meta, data = base.with_suffix(".json"), base.with_suffix(".tokens")
     if not data.exists():
         return None
@@ -244,13 +247,13 @@ def cached_tokens(spec: DataSpec, tokenizer) -> TokenFile | None:
 def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
     """The corpus's token stream in the cache, tokenized now if no worker has done it yet. Documents are joined by
     the tokenizer's encoding of a newline (for bytes: the bytes joined by b"\\n", as the stream always was)."""
-    found = cached_tokens(spec, tokenizer)
+    folder = cache_dir() / "tokens"
+    base = folder / _cache_key(spec, tokenizer)      # stats every source file: computed once
+    found = _cache_entry(base)
     if found is not None:
         _mark_used(found.path)
         return found
-    folder = cache_dir() / "tokens"
     folder.mkdir(parents=True, exist_ok=True)
-    base = folder / _cache_key(spec, tokenizer)
     dtype = tokenizer.dtype
     sep = tokenizer.encode_batch(["\n"])[0].astype(dtype)
     sha, count = hashlib.sha256(), 0
