@@ -30,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gdn.spec import BYTE_VOCAB, TABLE_SUFFIXES, DataSpec
+from gdn.spec import TABLE_SUFFIXES, DataSpec
 
 BLOCK = 1 << 16          # tokens per split block
 VAL_EVERY = 32           # one block in 32 (about 3 %) is validation
@@ -428,7 +428,7 @@ def known_token_count(spec: DataSpec) -> int | None:
         found = cached_tokens(spec, tokenizer)
         if found is not None:
             return found.count
-        if tokenizer.vocab_size == BYTE_VOCAB and tokenizer.kind == "bytes" and source_kind(spec) != "table":
+        if tokenizer.kind == "bytes" and source_kind(spec) != "table":
             files = source_files(spec)
             return sum(f.stat().st_size for f in files) + len(files) - 1
     except (OSError, ValueError, RuntimeError):
