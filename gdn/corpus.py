@@ -96,9 +96,13 @@ def split_views(tokens: np.ndarray) -> tuple[SplitView, SplitView]:
 
 def stdlib_files() -> list[Path]:
     """The standard library's own .py files (no site-packages, no test suites), sorted by relative path."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    files = [p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts[:-1])]
+    return python_files(Path(sysconfig.get_paths()["stdlib"]),
+                        {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+
+
+def python_files(root: Path, skip_dirs: set[str]) -> list[Path]:
+    """The .py files under `root` in no folder named in `skip_dirs`, sorted by relative path."""
+    files = [p for p in root.rglob("*.py") if not skip_dirs & set(p.relative_to(root).parts[:-1])]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
