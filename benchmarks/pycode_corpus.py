@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gdn.corpus import stdlib_files  # noqa: E402
+from gdn.corpus import python_files, stdlib_files  # noqa: E402
 
 # Sized for the study at 32k (docs/transfer.md): with these, 25.7 MB of text are 6.2M tokens at a 32k BPE, so a
 # 1000-step GPU trial (seq 512 x batch 8: 4.1M tokens) sees 0.68 of the training split, and the .bin (12.4 MB) is
@@ -37,9 +37,7 @@ def package_files(name: str) -> list[Path]:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise SystemExit(f"pycode_corpus: package {name!r} is not installed")
-    root = Path(spec.origin).parent
-    files = [p for p in root.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1])]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    return python_files(Path(spec.origin).parent, SKIP_DIRS)
 
 
 def write_corpus(files: list[Path], out: Path) -> tuple[int, int, str]:

@@ -30,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gdn.spec import BYTE_VOCAB, TABLE_SUFFIXES, DataSpec
+from gdn.spec import TABLE_SUFFIXES, DataSpec
 
 BLOCK = 1 << 16          # tokens per split block
 VAL_EVERY = 32           # one block in 32 (about 3 %) is validation
@@ -96,9 +96,13 @@ def split_views(tokens: np.ndarray) -> tuple[SplitView, SplitView]:
 
 def stdlib_files() -> list[Path]:
     """The standard library's own .py files (no site-packages, no test suites), sorted by relative path."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    files = [p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts[:-1])]
+    return python_files(Path(sysconfig.get_paths()["stdlib"]),
+                        {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+
+
+def python_files(root: Path, skip_dirs: set[str]) -> list[Path]:
+    """The .py files under `root` in no folder named in `skip_dirs`, sorted by relative path."""
+    files = [p for p in root.rglob("*.py") if not skip_dirs & set(p.relative_to(root).parts[:-1])]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -142,7 +146,8 @@ def _source_fingerprint(spec: DataSpec) -> str:
     """Stat only: every file's path, size and mtime (and the text column of a table)."""
     files = source_files(spec)
     listing = [[str(f), (st := f.stat()).st_size, st.st_mtime_ns] for f in files]
-    return hashlib.sha256(json.dumps([source_kind(spec), spec.text_column if source_kind(spec) == "table" else None,
+    kind = source_kind(spec)             # a folder's kind is a walk of it: once
+    return hashlib.sha256(json.dumps([kind, spec.text_column if kind == "table" else None,
                                       listing]).encode()).hexdigest()
 
 
@@ -232,7 +237,10 @@ def _cache_key(spec: DataSpec, tokenizer) -> str:
 
 def cached_tokens(spec: DataSpec, tokenizer) -> TokenFile | None:
     """The cache's token file of (corpus, tokenizer), if one was written."""
-    base = cache_dir() / "tokens" / _cache_key(spec, tokenizer)
+    return _cache_entry(cache_dir() / "tokens" / _cache_key(spec, tokenizer))
+
+
+def _cache_entry(base: Path) -> TokenFile | None:
     meta, data = base.with_suffix(".json"), base.with_suffix(".tokens")
     if not data.exists():
         return None
@@ -243,13 +251,13 @@ def cached_tokens(spec: DataSpec, tokenizer) -> TokenFile | None:
 def tokenize_to_cache(spec: DataSpec, tokenizer, progress=None) -> TokenFile:
     """The corpus's token stream in the cache, tokenized now if no worker has done it yet. Documents are joined by
     the tokenizer's encoding of a newline (for bytes: the bytes joined by b"\\n", as the stream always was)."""
-    found = cached_tokens(spec, tokenizer)
+    folder = cache_dir() / "tokens"
+    base = folder / _cache_key(spec, tokenizer)      # stats every source file: computed once
+    found = _cache_entry(base)
     if found is not None:
         _mark_used(found.path)
         return found
-    folder = cache_dir() / "tokens"
     folder.mkdir(parents=True, exist_ok=True)
-    base = folder / _cache_key(spec, tokenizer)
     dtype = tokenizer.dtype
     sep = tokenizer.encode_batch(["\n"])[0].astype(dtype)
     sha, count = hashlib.sha256(), 0
@@ -424,7 +432,7 @@ def known_token_count(spec: DataSpec) -> int | None:
         found = cached_tokens(spec, tokenizer)
         if found is not None:
             return found.count
-        if tokenizer.vocab_size == BYTE_VOCAB and tokenizer.kind == "bytes" and source_kind(spec) != "table":
+        if tokenizer.kind == "bytes" and source_kind(spec) != "table":
             files = source_files(spec)
             return sum(f.stat().st_size for f in files) + len(files) - 1
     except (OSError, ValueError, RuntimeError):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gdn.corpus import (BLOCK, MIN_BLOCKS, VAL_EVERY, SplitView, mtime_ns, open_token_file, scan_token_file,
-                        split_views, stdlib_files, tokenize_to_cache)
+                        split_views, stdlib_files, tokenize_to_cache, vocab_of)
 from gdn.spec import DataSpec
 from gdn.tokenizer import load_tokenizer
 
@@ -91,14 +91,11 @@ def _load(key) -> Corpus:
             raise ValueError(f"{spec.source} holds token id {top} >= vocab_size {spec.vocab_size}")
         vocab_size, description = spec.vocab_size, f"tokens: {spec.source}"
     else:
-        tokenizer = load_tokenizer(spec.tokenizer)
-        if spec.vocab_size is not None and spec.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"data.vocab_size {spec.vocab_size} differs from tokenizer {spec.tokenizer!r}'s "
-                             f"{tokenizer.vocab_size}")
-        cached = tokenize_to_cache(spec, tokenizer)
+        vocab_size = vocab_of(spec)              # a stated data.vocab_size must be the tokenizer's
+        cached = tokenize_to_cache(spec, load_tokenizer(spec.tokenizer))
         tokens = np.memmap(cached.path, dtype=np.dtype(cached.dtype).newbyteorder("<"), mode="r") if cached.count \
             else np.zeros(0, dtype=cached.dtype)
-        sha, vocab_size = cached.sha256, tokenizer.vocab_size
+        sha = cached.sha256
         what = (f"builtin: Python {sysconfig.get_python_version()} standard library" if spec.source == "builtin"
                 else f"text: {spec.source}")
         description = what if spec.tokenizer == "bytes" else f"{what}, tokenizer {spec.tokenizer}"

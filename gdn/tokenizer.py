@@ -105,10 +105,6 @@ def _tiktoken_encoding(name: str):
                              special_tokens={})
 
 
-def tokenizer_vocab_size(name: str) -> int:
-    return load_tokenizer(name).vocab_size
-
-
 def decode(name: str, ids) -> str:
     """Token ids back to text (for checks and examples)."""
     ids = [int(i) for i in ids]
