@@ -94,14 +94,8 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
     fitted line (intercept, exponent, covariance, proxy tokens: log2 lr* = intercept + exponent log2(D / proxy)),
     solid over the fitted horizons and dashed beyond, out to `tokens`, with its 1-sigma band; every width's line is the
     base width's times its hidden matrices' muP lr multiplier (multipliers: width -> multiplier)."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
+    fig, ax = _axes(title, "lr of the hidden matrices", xlabel="training tokens")
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("lr of the hidden matrices")
-    ax.set_title(title, fontsize=10)
     measured = [t for t, *_ in points]
     far = max(measured + ([tokens] if tokens else []), default=1)
     if line is not None:        # the base width's line and band, the same for every width up to its multiplier
@@ -138,13 +132,13 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
     return _to_png(fig)
 
 
-def _axes(title: str, ylabel: str):
-    """A figure on its own Agg canvas with one axes: loss vs learning rate on a log2 axis."""
+def _axes(title: str, ylabel: str, xlabel: str = "learning rate"):
+    """A figure on its own Agg canvas with one axes, its x (the learning rate, unless told) on a log2 axis."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     return fig, ax
