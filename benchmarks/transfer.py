@@ -227,6 +227,11 @@ def _init_worker(threads: int, gpus: tuple[str, ...] = (), counter=None) -> None
     torch.set_num_threads(threads)
 
 
+def read_records(path: Path) -> list[dict]:
+    """The trials of a results file, one JSON object a line."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class Study:
     def __init__(self, scale: Scale, results_path: Path, workers: int, threads: int, pack: int = 1,
                  concurrent_widths: bool = False, gpus: tuple[str, ...] = (), backend: str = "auto",
@@ -245,9 +250,7 @@ class Study:
         self.threads = threads
         self.pack = pack
         self.backend = backend
-        self.records: list[dict] = []
-        if results_path.exists():
-            self.records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+        self.records = read_records(results_path) if results_path.exists() else []
 
     def _key(self, arm: str, horizon: int, width: int, kind: str, lr: float, seed: int, mults: Mults):
         return {"arm": arm, "horizon": horizon, "width": width, "kind": kind, "lr_key": f"{lr:.10g}",
@@ -685,17 +688,15 @@ def main(argv=None) -> int:
     results = Path(args.results or repo / "docs" / "transfer" / f"{args.scale}.jsonl")
     results.parent.mkdir(parents=True, exist_ok=True)
     md = Path(args.md or repo / "docs" / "transfer" / f"{args.scale}.md")
-    vocabs = {r.get("vocab_size", 256) for r in (json.loads(x) for x in results.read_text().splitlines() if x.strip())
-              } if results.exists() else set()
-    if vocabs - {scale.vocab_size} and not args.report_only:
-        ap.error(f"{results} holds trials at vocab {sorted(vocabs)}, not {scale.vocab_size}: give another --results")
-    prior = ([json.loads(x) for x in Path(args.centre_from).read_text().splitlines() if x.strip()]
-             if args.centre_from else [])
+    prior = read_records(Path(args.centre_from)) if args.centre_from else []
     try:
         study = Study(scale, results, args.workers, args.threads, args.pack, args.concurrent_widths,
                       tuple(g for g in args.gpus.split(",") if g), args.backend, prior)
     except ValueError as e:
         ap.error(str(e))
+    vocabs = {r.get("vocab_size", 256) for r in study.records}
+    if vocabs - {scale.vocab_size} and not args.report_only:
+        ap.error(f"{results} holds trials at vocab {sorted(vocabs)}, not {scale.vocab_size}: give another --results")
     start = time.time()
     if not args.report_only:
         study.run_study()

@@ -94,16 +94,19 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
     fitted line (intercept, exponent, covariance, proxy tokens: log2 lr* = intercept + exponent log2(D / proxy)),
     solid over the fitted horizons and dashed beyond, out to `tokens`, with its 1-sigma band; every width's line is the
     base width's times its hidden matrices' muP lr multiplier (multipliers: width -> multiplier)."""
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_xscale("log", base=2)
+    fig, ax = _axes(title, "lr of the hidden matrices", xlabel="training tokens")
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("lr of the hidden matrices")
-    ax.set_title(title, fontsize=10)
     measured = [t for t, *_ in points]
     far = max(measured + ([tokens] if tokens else []), default=1)
+    if line is not None:        # the base width's line and band, the same for every width up to its multiplier
+        a, b, cov, proxy = line
+        xs = [2 ** (math.log2(min(measured)) + k * (math.log2(far) - math.log2(min(measured))) / 60)
+              for k in range(61)]
+        u = [math.log2(x / proxy) for x in xs]
+        base_ys = [2 ** (a + b * v) for v in u]
+        sd = [math.sqrt(max(cov[0][0] + 2 * v * cov[0][1] + v * v * cov[1][1], 0.0)) for v in u]
+        fitted = [t for t, _, _, used in points if used] or measured
+        j = max(k for k, x in enumerate(xs) if x <= max(fitted) * (1 + 1e-9))     # the longest fitted
     for i, (width, mult) in enumerate(sorted(multipliers.items())):
         color = f"C{i % 10}"
         for t, lr, err, used in points:
@@ -111,14 +114,7 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
             ax.errorbar([t], [lr * mult], yerr=[[lr * mult * (1 - 1 / factor)], [lr * mult * (factor - 1)]],
                         fmt="o", mfc=color if used else "white", color=color, capsize=3)
         if line is not None:
-            a, b, cov, proxy = line
-            xs = [2 ** (math.log2(min(measured)) + k * (math.log2(far) - math.log2(min(measured))) / 60)
-                  for k in range(61)]
-            u = [math.log2(x / proxy) for x in xs]
-            ys = [mult * 2 ** (a + b * v) for v in u]
-            sd = [math.sqrt(max(cov[0][0] + 2 * v * cov[0][1] + v * v * cov[1][1], 0.0)) for v in u]
-            fitted = [t for t, _, _, used in points if used] or measured
-            j = max(k for k, x in enumerate(xs) if x <= max(fitted) * (1 + 1e-9))     # the longest fitted
+            ys = [mult * y for y in base_ys]
             ax.plot(xs[:j + 1], ys[:j + 1], "-", color=color, label=f"width {width}: lr* ~ D^{b:+.3f}")
             ax.plot(xs[j:], ys[j:], "--", color=color)                                # extrapolated
             ax.fill_between(xs, [y / 2 ** e for y, e in zip(ys, sd)], [y * 2 ** e for y, e in zip(ys, sd)],
@@ -136,13 +132,13 @@ def horizon_png(*, title: str, points: list[tuple[int, float, float | None, bool
     return _to_png(fig)
 
 
-def _axes(title: str, ylabel: str):
-    """A figure on its own Agg canvas with one axes: loss vs learning rate on a log2 axis."""
+def _axes(title: str, ylabel: str, xlabel: str = "learning rate"):
+    """A figure on its own Agg canvas with one axes, its x (the learning rate, unless told) on a log2 axis."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("learning rate")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     return fig, ax
