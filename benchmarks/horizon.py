@@ -53,8 +53,6 @@ SCALES = {
 SP_ARM = "adamw-sp"
 
 
-
-
 def tokens_of(scale: Scale, steps: int) -> int:
     return steps * scale.batch_size * scale.seq_len
 
