@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gdn.parametrization import PARAMETRIZATION_VERSION
@@ -39,9 +40,11 @@ class RecommendationAnswer:
 
 
 def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_match: str | None,
-                       tokens: int | None = None, sweep_size: tuple[int, float] | None = None) -> RecommendationAnswer:
-    """The recommendation for `width` (and the token budget `tokens`); sweep_size: (trials of the base width's sweep,
-    the same in proxy-trial units), crud.base_sweep_size, for the cost; default: the job's grid points a width."""
+                       tokens: int | None = None,
+                       sweep_size: Callable[[], tuple[int, float]] | None = None) -> RecommendationAnswer:
+    """The recommendation for `width` (and the token budget `tokens`); sweep_size: counts (trials of the base width's
+    sweep, the same in proxy-trial units), e.g. crud.base_sweep_size, for the cost, called only when a body is made
+    (not for a 409 or a 304); default: the job's grid points a width."""
     if job.optimum is None:
         raise NoOptimumYet(f"job {job.id} is {job.state.value}; a recommendation needs a SUCCEEDED job"
                            + (f": {job.error}" if job.error else ""))
@@ -57,7 +60,7 @@ def job_recommendation(job: Job, width: int, *, settings: Settings, if_none_matc
         return RecommendationAnswer(headers, None)
     # the base width's sweep: its optimum and its trials (a transfer study's other widths do not change either)
     config, train_tokens, target_vocab = data_regime(job)
-    num_trials, equivalents = sweep_size or (job.num_points // len(job.widths), None)
+    num_trials, equivalents = sweep_size() if sweep_size else (job.num_points // len(job.widths), None)
     result = SweepResult(config=config,
                          optimum=Optimum.from_dict(floats.decode(job.optimum)),
                          num_trials=num_trials, trial_equivalents=equivalents,

@@ -31,7 +31,7 @@ def recommendation(job_id: str, session: SessionDep, settings: SettingsDep, _: R
         if tokens is None:
             tokens = (job.spec or {}).get("target_tokens")
         answer = job_recommendation(job, width, settings=settings, if_none_match=if_none_match, tokens=tokens,
-                                    sweep_size=crud.base_sweep_size(session, job))
+                                    sweep_size=lambda: crud.base_sweep_size(session, job))
     except NoOptimumYet as e:
         raise ProblemError(409, "no-optimum-yet", "No optimum yet", str(e)) from None
     except WidthNotSupported as e:
