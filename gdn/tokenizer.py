@@ -30,6 +30,7 @@ class Tokenizer:
     vocab_size: int
     fingerprint: str            # sha256 of the kind and the file's bytes: the token cache's key
     encode_batch: Callable[[Sequence[str]], list[np.ndarray]]
+    decode_ids: Callable[[list[int]], str]
 
     @property
     def dtype(self) -> np.dtype:
@@ -51,7 +52,12 @@ def _encode_bytes(texts: Sequence[str]) -> list[np.ndarray]:
     return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
 
 
-BYTES = Tokenizer(BYTES_TOKENIZER, "bytes", BYTE_VOCAB, hashlib.sha256(b"bytes").hexdigest(), _encode_bytes)
+def _decode_bytes(ids: list[int]) -> str:
+    return bytes(ids).decode("utf-8", errors="replace")
+
+
+BYTES = Tokenizer(BYTES_TOKENIZER, "bytes", BYTE_VOCAB, hashlib.sha256(b"bytes").hexdigest(), _encode_bytes,
+                  _decode_bytes)
 
 
 def tokenizer_kind(name: str) -> str:
@@ -83,12 +89,12 @@ def _load_file(name: str, _size: int, _mtime_ns: int) -> Tokenizer:
 
         def encode_hf(texts):
             return [np.asarray(e.ids, dtype=np.uint32) for e in tok.encode_batch(list(texts), add_special_tokens=False)]
-        return Tokenizer(name, kind, tok.get_vocab_size(with_added_tokens=True), fingerprint, encode_hf)
+        return Tokenizer(name, kind, tok.get_vocab_size(with_added_tokens=True), fingerprint, encode_hf, tok.decode)
     enc = _tiktoken_encoding(name)
 
     def encode_tiktoken(texts):
         return [np.asarray(ids, dtype=np.uint32) for ids in enc.encode_ordinary_batch(list(texts))]
-    return Tokenizer(name, kind, enc.n_vocab, fingerprint, encode_tiktoken)
+    return Tokenizer(name, kind, enc.n_vocab, fingerprint, encode_tiktoken, enc.decode)
 
 
 def _tiktoken_encoding(name: str):
@@ -106,14 +112,8 @@ def _tiktoken_encoding(name: str):
 
 
 def decode(name: str, ids) -> str:
-    """Token ids back to text (for checks and examples)."""
-    ids = [int(i) for i in ids]
-    if name == BYTES_TOKENIZER:
-        return bytes(ids).decode("utf-8", errors="replace")
-    if tokenizer_kind(name) == "hf":
-        from tokenizers import Tokenizer as HFTokenizer
-        return HFTokenizer.from_file(name).decode(ids)
-    return _tiktoken_encoding(name).decode(ids)
+    """Token ids back to text (for checks and examples), with the tokenizer load_tokenizer caches."""
+    return load_tokenizer(name).decode_ids([int(i) for i in ids])
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out: Path, show_progress: bool = True,
