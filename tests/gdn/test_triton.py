@@ -233,6 +233,25 @@ def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launc
     assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
 
 
+# The candidates' switches (triton.py: TILED_PREP, TILED_STATE) at the cases whose tiles they change: the prep's
+# tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), and the states stored in bf16
+# (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take.
+VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{TILED[i].id}") for i in (1, 4, 5)] + \
+    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for i in (4, 5)
+     for name, switches in (("h-bf16", dict(TILED_STATE="h-bf16")),
+                            ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))]
+
+
+@pytest.mark.parametrize("switches,case", VARIANTS)
+def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_head_path, launcher, monkeypatch):
+    for name, value in switches.items():
+        monkeypatch.setitem(launcher, name, value)
+    check(**case.values[0])
+    bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
+    assert [launcher["_state_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
+        [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]
+
+
 def test_wide_head_path_no_grad_forward_matches(wide_head_path):
     no_grad_forward_matches()
     assert "_chunk_output_kernel" in wide_head_path

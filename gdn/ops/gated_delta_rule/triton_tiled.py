@@ -67,7 +67,7 @@ def _kv_offsets(j, vc, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
 @triton.jit
 def _store_kv(ptr, base, j, vc, S, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
     off, ok = _kv_offsets(j, vc, K, V, BKS)
-    tl.store(ptr + base + off, S, mask=ok)
+    tl.store(ptr + base + off, S.to(ptr.dtype.element_ty), mask=ok)       # h and dh may be bf16 (TILED_STATE)
 
 
 @triton.jit
@@ -322,8 +322,8 @@ def _chunk_grad_vtile_kernel(
     for i_k in range(NK):
         kc = i_k * BK + tl.arange(0, BK)
         kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
-        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
         s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = (part + row0) * K + c[:, None] * (H * K) + kc[None, :]
@@ -373,8 +373,8 @@ def _chunk_grad_ktile_kernel(
             mv = row_ok[:, None] & (vc[None, :] < V)
             rv_off = c[:, None] * (H * V) + vc[None, :]
             kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
-            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
             s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
             do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
             vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
