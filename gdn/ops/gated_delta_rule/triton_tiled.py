@@ -17,7 +17,8 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
   row-scaled vn or dO, dvn, w) rounded to bf16 on entry. The products that feed vn and dvn (w S, Aqk vn, Aqk^T dO,
   k dS) and the gradient's products with S and dS keep fp32 operands (TF32): in bf16 they took dbeta to 2.5e-2 and
   dk, dv to 9e-3 relative error at K = 128-256 (tests/gdn/test_triton.py, the interpreter); as chosen the errors
-  are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32.
+  are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32 (the per-chunk
+  states h and dh in bf16 with triton.TILED_STATE).
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
