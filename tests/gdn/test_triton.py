@@ -207,7 +207,8 @@ def wide_head_path(launcher, monkeypatch):
             return self.kernel[grid]
 
     monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
-    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
+    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_grad_dqdk_kernel", "_chunk_state_fwd_kernel",
+                                 "_chunk_grad_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
@@ -233,13 +234,17 @@ def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launc
     assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
 
 
-# The candidates' switches (triton.py: TILED_PREP, TILED_STATE) at the cases whose tiles they change: the prep's
-# tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), and the states stored in bf16
-# (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take.
+# The candidates' switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK) at the cases whose tiles they change:
+# the prep's tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), the states stored in
+# bf16 (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take, and dq, dk, dv, dbeta in
+# a kernel of their own (after either gradient form; one K tile and several).
 VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{TILED[i].id}") for i in (1, 4, 5)] + \
     [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for i in (4, 5)
      for name, switches in (("h-bf16", dict(TILED_STATE="h-bf16")),
-                            ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))]
+                            ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))] + \
+    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
+        ("dqdk-split-ktile", dict(TILED_DQDK="split", TILED_GRAD="ktile"), (1, 4, 5)),
+        ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,))) for i in cases]
 
 
 @pytest.mark.parametrize("switches,case", VARIANTS)
@@ -247,6 +252,7 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     for name, value in switches.items():
         monkeypatch.setitem(launcher, name, value)
     check(**case.values[0])
+    assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (switches.get("TILED_DQDK") == "split")
     bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
     assert [launcher["_state_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
         [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]

@@ -25,8 +25,9 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_ktile_kernel,
-                                                   _chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
+from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS
+from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
+                                                   _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
                                                    _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
                                                    _chunk_state_fwd_tiled_kernel)
 
@@ -43,9 +44,9 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
 # 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
-                 grad_vtile=8, grad_ktile=8, grad_reduce=8, output=4, dvn_local=4)
+                 grad_vtile=8, grad_ktile=8, grad_reduce=8, grad_dqdk=8, output=4, dvn_local=4)
 NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
-                  grad_vtile=1, grad_ktile=1, grad_reduce=1, output=1, dvn_local=1)
+                  grad_vtile=1, grad_ktile=1, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -107,6 +108,10 @@ def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
 TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "vtile", ("vtile", "ktile"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", ("fp32", "h-bf16", "bf16"))
+# - DELTAMU_GDN_TILED_DQDK, where dq and dk are made: "inline" (in _chunk_grad_reduce_kernel, after the [C, C]
+#   algebra, dg, dv and dbeta, as the fused kernel does) or "split" (a kernel of their own after it,
+#   _chunk_grad_dqdk_kernel: T^T is read again and seven row factors a chunk go through memory).
+TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "inline", ("inline", "split"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -295,10 +300,17 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVP,
             BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS[which],
             num_stages=NUM_STAGES[which])
+        split = TILED_DQDK == "split"
+        rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
         _chunk_grad_reduce_kernel[(NT, B * H)](
-            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
-            NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
-            num_warps=NUM_WARPS["grad_reduce"], num_stages=NUM_STAGES["grad_reduce"])
+            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale, T,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS,
+            PRECISION=prec, SPLIT_DQDK=split, num_warps=NUM_WARPS["grad_reduce"], num_stages=NUM_STAGES["grad_reduce"])
+        if split:
+            _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
+                q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
+                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, num_warps=NUM_WARPS["grad_dqdk"],
+                num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](
