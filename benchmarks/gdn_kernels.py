@@ -51,16 +51,22 @@ IMPLS = ("ours", "fla", "chunk")
 # path: bf16 at K >= TILED_MIN_K): the kernels as they were before the wide-head path (ours-fused), that path with
 # TF32 products only (ours-tf32), and its candidates, not yet checked on a card: the gradient's products per K tile
 # (ours-ktile, TILED_GRAD), the prep kernel's tile loops at run time on 8 warps (ours-prep, TILED_PREP), both
-# (ours-cand), and both with the per-chunk states h stored in bf16 (ours-cand-hbf16, TILED_STATE).
+# (ours-cand), both with the per-chunk states h stored in bf16 (ours-cand-hbf16, TILED_STATE), both with dq, dk,
+# dv, dbeta in a kernel after the reduction (ours-cand-split, TILED_DQDK), and that with the state passes' V tiles
+# at most 32 wide (ours-cand-split-bv32, TILED_STATE_BV).
 CANDIDATE = {"DELTAMU_GDN_TILED_GRAD": "ktile", "DELTAMU_GDN_TILED_PREP": "looped"}
+CANDIDATE_SPLIT = {**CANDIDATE, "DELTAMU_GDN_TILED_DQDK": "split"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-ktile": {"DELTAMU_GDN_TILED_GRAD": "ktile"},
                  "ours-prep": {"DELTAMU_GDN_TILED_PREP": "looped"}, "ours-cand": CANDIDATE,
                  "ours-cand-hbf16": {**CANDIDATE, "DELTAMU_GDN_TILED_STATE": "h-bf16"},
+                 "ours-cand-split": CANDIDATE_SPLIT,
+                 "ours-cand-split-bv32": {**CANDIDATE_SPLIT, "DELTAMU_GDN_TILED_STATE_BV": "32"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-cand", "ours-cand-hbf16", "ours-prep", "ours-ktile", "ours-fused", "ours-tf32")
-SHAPE_MAJOR = 3
+TIMED = ("ours", "fla", "ours-cand-split", "ours-cand", "ours-cand-split-bv32", "ours-cand-hbf16", "ours-prep",
+         "ours-ktile", "ours-fused", "ours-tf32")
+SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30

@@ -272,10 +272,13 @@ def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, launche
 @pytest.mark.parametrize("case", [dict(B=1, T=70, H=2, K=128, V=72, dtype=torch.bfloat16),
                                   dict(B=1, T=70, H=1, K=200, V=40, dtype=torch.float32, gates="strong")],
                          ids=["bf16-K128-V72", "fp32-K200-V40-strong"])
-def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, launcher, monkeypatch):
-    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
+@pytest.mark.parametrize("state_bv", [64, 32])
+def test_wide_head_path_with_wide_state_tiles(case, state_bv, wide_head_path, launcher, monkeypatch):
+    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V; at
+    K <= 128 64 wide, or 32 with DELTAMU_GDN_TILED_STATE_BV=32."""
     monkeypatch.setitem(launcher, "num_sms", lambda device: 1)
-    widest = 64 if case["K"] <= 128 else 32
+    monkeypatch.setitem(launcher, "TILED_STATE_BV", state_bv)
+    widest = state_bv if case["K"] <= 128 else 32
     assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE),
                              case["dtype"])["BVS"] == widest
     check(**case)

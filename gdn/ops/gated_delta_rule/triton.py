@@ -23,13 +23,12 @@ import triton
 
 from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
-from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
+from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS
 from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
-                                                   _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
-                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
-                                                   _chunk_state_fwd_tiled_kernel)
+                                                   _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
+                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
+                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -108,10 +107,17 @@ def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
 TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "vtile", ("vtile", "ktile"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", ("fp32", "h-bf16", "bf16"))
-# - DELTAMU_GDN_TILED_DQDK, where dq and dk are made: "inline" (in _chunk_grad_reduce_kernel, after the [C, C]
-#   algebra, dg, dv and dbeta, as the fused kernel does) or "split" (a kernel of their own after it,
-#   _chunk_grad_dqdk_kernel: T^T is read again and seven row factors a chunk go through memory).
+# - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
+#   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
+#   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
+#   factors a chunk go through memory). Compiled for sm_90 (bf16, with the gradient by K tiles) the reduction
+#   spills 992 / 904 / 1,336 bytes a thread inline at K, V = 128, 256 / 128, 128 / 256, 64, and split 248 / - /
+#   656, the new kernel 0.
 TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "inline", ("inline", "split"))
+# - DELTAMU_GDN_TILED_STATE_BV, the widest V tile of the wide-head state passes at K <= 128 (_tiled_state_block_v):
+#   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
+#   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32).
+TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -147,9 +153,9 @@ def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int
     """V tile of the wide-head state passes. At 8 warps and 230-255 registers a thread one program fills an SM's
     register file, so programs run in waves of one per SM: take the narrowest tile from 16 up whose
     B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
-    64 at K <= 128, 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a thread at K = 128,
-    920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
-    widest = min(64 if BKP <= 128 else 32, _pow2(V))
+    64 at K <= 128 (TILED_STATE_BV), 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a
+    thread at K = 128, 920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    widest = min(TILED_STATE_BV if BKP <= 128 else 32, _pow2(V))
     BV = 16
     while BV < widest and BH * triton.cdiv(V, BV) > num_sms(device):
         BV *= 2
