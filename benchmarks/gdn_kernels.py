@@ -46,13 +46,27 @@ from gdn.ops.gated_delta_rule import CHUNK_SIZE  # noqa: E402
 SHAPES = [(16, 1024, 6, 32, 64), (16, 1024, 6, 64, 128), (16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128),
           (2, 16384, 16, 128, 128)]
 IMPLS = ("ours", "fla", "chunk")
-# Our kernels as they were before the wide-head path, that path with its gradient's products per K tile
-# (triton.TILED_GRAD, a candidate not yet checked on a card), and that path with TF32 products only: baselines and
-# candidates in the same call (`--impls ours,ours-fused,ours-ktile,ours-tf32,fla`); each is set through the
-# environment of its own cell process and timed only where it differs from "ours" (on the wide-head path: bf16 at
-# K >= TILED_MIN_K).
+# Variants of our kernels, each set through the environment of its own cell process (the switches
+# gdn.ops.gated_delta_rule.triton reads at import) and timed only where it differs from "ours" (on the wide-head
+# path: bf16 at K >= TILED_MIN_K): the kernels as they were before the wide-head path (ours-fused), that path with
+# TF32 products only (ours-tf32), and its candidates, not yet checked on a card: the gradient's products per K tile
+# (ours-ktile, TILED_GRAD), the prep kernel's tile loops at run time on 8 warps (ours-prep, TILED_PREP), both
+# (ours-cand), both with the per-chunk states h stored in bf16 (ours-cand-hbf16, TILED_STATE), both with dq, dk,
+# dv, dbeta in a kernel after the reduction (ours-cand-split, TILED_DQDK), and that with the state passes' V tiles
+# at most 32 wide (ours-cand-split-bv32, TILED_STATE_BV).
+CANDIDATE = {"DELTAMU_GDN_TILED_GRAD": "ktile", "DELTAMU_GDN_TILED_PREP": "looped"}
+CANDIDATE_SPLIT = {**CANDIDATE, "DELTAMU_GDN_TILED_DQDK": "split"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-ktile": {"DELTAMU_GDN_TILED_GRAD": "ktile"},
+                 "ours-prep": {"DELTAMU_GDN_TILED_PREP": "looped"}, "ours-cand": CANDIDATE,
+                 "ours-cand-hbf16": {**CANDIDATE, "DELTAMU_GDN_TILED_STATE": "h-bf16"},
+                 "ours-cand-split": CANDIDATE_SPLIT,
+                 "ours-cand-split-bv32": {**CANDIDATE_SPLIT, "DELTAMU_GDN_TILED_STATE_BV": "32"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
+# The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
+# shape, then the others implementation by implementation.
+TIMED = ("ours", "fla", "ours-cand-split", "ours-cand", "ours-cand-split-bv32", "ours-cand-hbf16", "ours-prep",
+         "ours-ktile", "ours-fused", "ours-tf32")
+SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
@@ -346,7 +360,7 @@ def main() -> None:
     ap.add_argument("--cell-timeout", type=float, default=240)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--shape-major", action="store_true",
-                    help="time shape by shape (ours, fla, ours-fused, ours-ktile), the other variants after")
+                    help="time shape by shape (the first SHAPE_MAJOR of TIMED), the other variants after")
     ap.add_argument("--deadline", type=float, default=540, help="launch no cell after this many seconds (the warm-up counted)")
     ap.add_argument("--profile", action="store_true", help="only profile ours (CUDA time per kernel) at the shapes")
     ap.add_argument("--profile-impls", default="",
@@ -413,10 +427,9 @@ def main() -> None:
 
     # cells in priority order, so a deadline cuts the least needed: ours, fla, the model step, the chunked path
     impls = args.impls.split(",")
-    timed = ["ours", "ours-fused", "ours-ktile", "fla", "ours-tf32"]   # priority order: a deadline cuts the last
-    cells = [("kernel", shape, impl) for impl in timed if impl in impls for shape in shapes if _differs(impl, shape)]
-    if args.shape_major:                                      # each shape's ours, fla, ours-fused together
-        rank = {impl: i for i, impl in enumerate(("ours", "fla", "ours-fused", "ours-ktile"))}
+    cells = [("kernel", shape, impl) for impl in TIMED if impl in impls for shape in shapes if _differs(impl, shape)]
+    if args.shape_major:                                      # each shape's ours, fla, ours-cand together
+        rank = {impl: i for i, impl in enumerate(TIMED[:SHAPE_MAJOR])}
         cells.sort(key=lambda c: (c[2] not in rank, shapes.index(c[1]) if c[2] in rank else 0, rank.get(c[2], 0)))
     if not args.no_model:
         cells += [("model", width, backend) for width in MODEL_WIDTHS for backend in ("triton", "chunk")]

@@ -45,7 +45,8 @@ TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", t
 KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_kernel", "_chunk_grad_kernel",
            "_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
            "_chunk_state_bwd_tiled_kernel",
-           "_chunk_grad_vtile_kernel", "_chunk_grad_ktile_kernel", "_chunk_grad_reduce_kernel")
+           "_chunk_grad_vtile_kernel", "_chunk_grad_ktile_kernel", "_chunk_grad_reduce_kernel",
+           "_chunk_grad_dqdk_kernel")
 
 
 @contextmanager

@@ -207,7 +207,8 @@ def wide_head_path(launcher, monkeypatch):
             return self.kernel[grid]
 
     monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
-    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_state_fwd_kernel", "_chunk_grad_kernel"):
+    for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_grad_dqdk_kernel", "_chunk_state_fwd_kernel",
+                                 "_chunk_grad_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
@@ -233,6 +234,30 @@ def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launc
     assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
 
 
+# The candidates' switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK) at the cases whose tiles they change:
+# the prep's tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), the states stored in
+# bf16 (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take, and dq, dk, dv, dbeta in
+# a kernel of their own (after either gradient form; one K tile and several).
+VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{TILED[i].id}") for i in (1, 4, 5)] + \
+    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for i in (4, 5)
+     for name, switches in (("h-bf16", dict(TILED_STATE="h-bf16")),
+                            ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))] + \
+    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
+        ("dqdk-split-ktile", dict(TILED_DQDK="split", TILED_GRAD="ktile"), (1, 4, 5)),
+        ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,))) for i in cases]
+
+
+@pytest.mark.parametrize("switches,case", VARIANTS)
+def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_head_path, launcher, monkeypatch):
+    for name, value in switches.items():
+        monkeypatch.setitem(launcher, name, value)
+    check(**case.values[0])
+    assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (switches.get("TILED_DQDK") == "split")
+    bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
+    assert [launcher["_state_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
+        [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]
+
+
 def test_wide_head_path_no_grad_forward_matches(wide_head_path):
     no_grad_forward_matches()
     assert "_chunk_output_kernel" in wide_head_path
@@ -247,10 +272,13 @@ def test_wide_head_path_with_fp32_intermediates_for_bf16(wide_head_path, launche
 @pytest.mark.parametrize("case", [dict(B=1, T=70, H=2, K=128, V=72, dtype=torch.bfloat16),
                                   dict(B=1, T=70, H=1, K=200, V=40, dtype=torch.float32, gates="strong")],
                          ids=["bf16-K128-V72", "fp32-K200-V40-strong"])
-def test_wide_head_path_with_wide_state_tiles(case, wide_head_path, launcher, monkeypatch):
-    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V."""
+@pytest.mark.parametrize("state_bv", [64, 32])
+def test_wide_head_path_with_wide_state_tiles(case, state_bv, wide_head_path, launcher, monkeypatch):
+    """With more programs than SMs the state passes take their widest V tiles (here: one SM), ragged in V; at
+    K <= 128 64 wide, or 32 with DELTAMU_GDN_TILED_STATE_BV=32."""
     monkeypatch.setitem(launcher, "num_sms", lambda device: 1)
-    widest = 64 if case["K"] <= 128 else 32
+    monkeypatch.setitem(launcher, "TILED_STATE_BV", state_bv)
+    widest = state_bv if case["K"] <= 128 else 32
     assert launcher["tiles"](case["B"] * case["H"], case["K"], case["V"], torch.device(DEVICE),
                              case["dtype"])["BVS"] == widest
     check(**case)

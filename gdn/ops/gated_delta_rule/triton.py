@@ -5,9 +5,10 @@ kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward
 per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
 output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
 for bf16 inputs (TILED_BF16).
-Every intermediate is fp32. With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the
-products of two raw inputs (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit
-intermediates (as fla stores them) cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
+Every intermediate is fp32 (on the wide-head path the per-chunk states h, dh may be stored in bf16: TILED_STATE).
+With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the products of two raw inputs
+(K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit intermediates (as fla stores them)
+cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.
 
 Saved for the backward (besides the inputs): w [B,T,H,K]; Aqk, T [B,T,H,64]; G, 1/|q|, 1/|k| [B,T,H]; the state at
 every chunk start h [B,NT,H,K,V]; vn [B,T,H,V].
@@ -22,12 +23,12 @@ import triton
 
 from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
-from gdn.ops.gated_delta_rule.triton_bwd import _chunk_grad_kernel, _chunk_state_bwd_kernel
+from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_ktile_kernel,
-                                                   _chunk_grad_reduce_kernel, _chunk_grad_vtile_kernel,
-                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
-                                                   _chunk_state_fwd_tiled_kernel)
+from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
+                                                   _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
+                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
+                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -41,10 +42,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
 # spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
 # 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
-NUM_WARPS = dict(prep=4, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8, grad_vtile=8,
-                 grad_ktile=8, output=4, dvn_local=4)
-NUM_STAGES = dict(prep=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2, grad_vtile=1,
-                  grad_ktile=1, output=1, dvn_local=1)
+NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
+                 grad_vtile=8, grad_ktile=8, grad_reduce=8, grad_dqdk=8, output=4, dvn_local=4)
+NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
+                  grad_vtile=1, grad_ktile=1, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -78,13 +79,45 @@ if os.environ.get("DELTAMU_GDN_TILED_MIN_K"):
 # bf16 inputs on the wide-head path: bf16 operands with fp32 accumulation in the products the float64 checks allow
 # (triton_tiled.py says which). "0": TF32 for every product there, as on the fused path.
 TILED_BF16 = os.environ.get("DELTAMU_GDN_TILED_BF16", "1") != "0"
-# The wide-head gradient's V-summed products: "vtile" (_chunk_grad_vtile_kernel, one program per V tile, their
-# partial sums added by the reduction; checked and timed on the card, 2026-12-06) or "ktile"
-# (_chunk_grad_ktile_kernel, one program per K tile walking every V tile, each sum written once; checked in the
-# CPU interpreter only). For the card's comparison of the two (benchmarks/kernels_and_packing.py, "ours-ktile").
-TILED_GRAD = os.environ.get("DELTAMU_GDN_TILED_GRAD", "vtile")
-if TILED_GRAD not in ("vtile", "ktile"):
-    raise ValueError(f"DELTAMU_GDN_TILED_GRAD must be vtile or ktile, got {TILED_GRAD!r}")
+
+
+def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """The wide-head path's variant named by environment variable `name` (read once, at import)."""
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+# The wide-head path's variants. The defaults are what the card checked and timed (2026-12-06); each candidate is
+# switched on by its environment variable, so that one card call (benchmarks/kernels_and_packing.py, the columns
+# ours-<variant>, and gdn_kernels.OURS_VARIANTS) checks and times it beside the default.
+# - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "vtile" (_chunk_grad_vtile_kernel, one program per V
+#   tile, their partial sums added by the reduction) or "ktile" (_chunk_grad_ktile_kernel, one program per K tile
+#   walking every V tile, each sum written once; checked in the CPU interpreter only).
+# - DELTAMU_GDN_TILED_PREP, the prep kernel (shared with the fused path): "unrolled" (its K and V tile loops
+#   unrolled, 4 warps, as the fused path runs it) or "looped" (runtime loops, 8 warps). Compiled for sm_90
+#   (benchmarks/triton_resources.py, bf16, Triton 3.9 offline) the unrolled form spills 1,120 / 1,344 / 1,496 bytes
+#   a thread at K, V = 128, 256 / 128, 128 / 256, 64 (the loads of every tile are hoisted above the solve); looped
+#   at 8 warps 0 / 0 / 88. The same products in the same order.
+# - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
+#   read by the output and the gradient kernels): "fp32" or "bf16" (16-bit inputs only; fp32 inputs keep fp32),
+#   half the bytes. The state passes still carry the state in fp32 registers; the output kernel rounds h to bf16
+#   for its product with bf16 inputs either way.
+TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "vtile", ("vtile", "ktile"))
+TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
+TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", ("fp32", "h-bf16", "bf16"))
+# - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
+#   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
+#   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
+#   factors a chunk go through memory). Compiled for sm_90 (bf16, with the gradient by K tiles) the reduction
+#   spills 992 / 904 / 1,336 bytes a thread inline at K, V = 128, 256 / 128, 128 / 256, 64, and split 248 / - /
+#   656, the new kernel 0.
+TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "inline", ("inline", "split"))
+# - DELTAMU_GDN_TILED_STATE_BV, the widest V tile of the wide-head state passes at K <= 128 (_tiled_state_block_v):
+#   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
+#   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32).
+TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -120,9 +153,9 @@ def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int
     """V tile of the wide-head state passes. At 8 warps and 230-255 registers a thread one program fills an SM's
     register file, so programs run in waves of one per SM: take the narrowest tile from 16 up whose
     B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
-    64 at K <= 128, 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a thread at K = 128,
-    920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
-    widest = min(64 if BKP <= 128 else 32, _pow2(V))
+    64 at K <= 128 (TILED_STATE_BV), 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a
+    thread at K = 128, 920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    widest = min(TILED_STATE_BV if BKP <= 128 else 32, _pow2(V))
     BV = 16
     while BV < widest and BH * triton.cdiv(V, BV) > num_sms(device):
         BV *= 2
@@ -155,6 +188,13 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and TILED_BF16
 
 
+def _state_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the per-chunk states (which = "h") or their gradients ("dh") are stored in (TILED_STATE), for inputs
+    of `dtype` on the path `tiled` picked."""
+    bf16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}[TILED_STATE]
+    return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
+
+
 def _subtiles(BKP: int) -> tuple[int, int]:
     """(rows of a state sub-tile, how many) for a K tile of BKP rows."""
     BKS = min(TILED_SUBTILE_K, BKP)
@@ -179,15 +219,16 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     Aqk, Tinv = (torch.empty(B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
     Gcum, rq, rk = (torch.empty(B, T, H, dtype=f32, device=dev) for _ in range(3))
     scratch = torch.empty(NT * B * H * SOLVE_SCRATCH, dtype=f32, device=dev)
+    tiled = wide_heads(K, q.dtype)
+    prep = "prep_looped" if tiled and TILED_PREP == "looped" else "prep"
     _chunk_prep_kernel[(NT, B * H)](
         q, k, v, g, beta, w, u, Aqk, Tinv, Gcum, rq, rk, scratch, scale, T,
         H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec,
-        num_warps=NUM_WARPS["prep"], num_stages=NUM_STAGES["prep"])
+        RUNTIME_LOOPS=prep == "prep_looped", num_warps=NUM_WARPS[prep], num_stages=NUM_STAGES[prep])
 
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
-    tiled = wide_heads(K, q.dtype)
     keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
-    h = torch.empty(B, NT, H, K, V, dtype=f32, device=dev) if keep else w
+    h = torch.empty(B, NT, H, K, V, dtype=_state_dtype("h", tiled, q.dtype), device=dev) if keep else w
     vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if keep else w
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     h0 = initial_state if initial_state is not None else w
@@ -221,7 +262,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
     tiled = wide_heads(K, q.dtype)
-    dh = torch.empty(B, NT, H, K, V, dtype=f32, device=dev)
+    dh = torch.empty(B, NT, H, K, V, dtype=_state_dtype("dh", tiled, q.dtype), device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w
@@ -265,10 +306,17 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVP,
             BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS[which],
             num_stages=NUM_STAGES[which])
+        split = TILED_DQDK == "split"
+        rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
         _chunk_grad_reduce_kernel[(NT, B * H)](
-            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, *outs, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG,
-            NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS, PRECISION=prec, num_warps=NUM_WARPS["grad"],
-            num_stages=NUM_STAGES["grad"])
+            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale, T,
+            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS,
+            PRECISION=prec, SPLIT_DQDK=split, num_warps=NUM_WARPS["grad_reduce"], num_stages=NUM_STAGES["grad_reduce"])
+        if split:
+            _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
+                q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
+                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, num_warps=NUM_WARPS["grad_dqdk"],
+                num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](

@@ -22,6 +22,8 @@ import triton.language as tl
 
 from gdn.ops.gated_delta_rule.triton_fwd import _dot, _dot_input
 
+GRAD_ROWS = tl.constexpr(9)   # row factors per chunk that _grad_finish hands to _grad_dqdk in another kernel (ROWS_OUT)
+
 
 @triton.jit
 def _chunk_state_bwd_kernel(
@@ -148,7 +150,7 @@ def _chunk_grad_kernel(
         dP += _dot_input(do_t, tl.trans(vn_t), PRECISION, SPLIT)
         dTu += _dot(dvn_t, tl.trans(v_t.to(tl.float32)), PRECISION)
     _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scr, dP, dTu, sdS, scale,
-                 row0, c, row_ok, H, K, V, BT, BK, BV, USE_L2NORM, EPS, PRECISION)
+                 row0, c, row_ok, scr, H, K, V, BT, BK, BV, USE_L2NORM, EPS, PRECISION)
 
 
 @triton.jit
@@ -157,12 +159,20 @@ def _grad_finish(
     dqi, dw, dkt,                        # fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
     dq, dk, dv, dg, dbeta,               # out
     scr,                                 # this program's fp32 scratch, 2 * BT * BT floats
-    dP, dTu, sdS,                        # dO vn^T, dvn v^T [BT, BT] and sum(S o dS), summed over V
+    dP, dTu, sdS,                        # dO vn^T, dvn v^T [BT, BT] (or with DP_IN_MEMORY their fp32
+                                         # [B,T,H,BT] tensors) and sum(S o dS), summed over V
     scale, row0, c, row_ok,
+    rows,                                # fp32 [GRAD_ROWS, BT] of this chunk (written when ROWS_OUT), or dummy
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+    USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr, ROWS_OUT: tl.constexpr = False,
+    DP_IN_MEMORY: tl.constexpr = False,
 ):
-    """Steps 3-6 of the per-chunk backward (module docstring), from the products over V of steps 1-2."""
+    """Steps 3-6 of the per-chunk backward (module docstring), from the products over V of steps 1-2; with
+    ROWS_OUT steps 3-4 only, the row factors of steps 5-6 written to `rows` for `_grad_dv` and `_grad_dqdk` in
+    another kernel (with `scr`).
+    With DP_IN_MEMORY dP and dTu are loaded after step 3, not held through its K loop. With ROWS_OUT step 5 (dv,
+    dbeta) is left to `_grad_dv` there too.
+    """
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
     cc_off = c[:, None] * BT + c[None, :]
@@ -203,6 +213,10 @@ def _grad_finish(
     else:
         rq = tl.full([BT], 1.0, dtype=tl.float32)
         rk = tl.full([BT], 1.0, dtype=tl.float32)
+    if DP_IN_MEMORY:
+        cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+        dP = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
+        dTu = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
 
     # 4. [C, C] algebra, in an order that ends each tile's life early
     causal = c[:, None] >= c[None, :]
@@ -233,6 +247,33 @@ def _grad_finish(
 
     # 5. dv = beta T^T dvn, and dbeta
     dbeta_r = gamma * c_w + tl.sum(Y0, 1)
+    if not ROWS_OUT:
+        _grad_dv(v, dvn, dv, dbeta, Tt, beta_r, dbeta_r, row0, c, row_ok, H, V, BT, BV, PRECISION)
+
+    # row dots q^.dq^ and k^.dk^ for the l2-norm backward, from [C, C] terms
+    q_dot = scale * gamma * rq * rs_q_dqi + Z_rows
+    k_dot = Z_cols + z + beta_r * gamma * c_w + Y_rows + Y_cols
+
+    if ROWS_OUT:
+        tl.store(rows + c, rq)
+        tl.store(rows + BT + c, rk)
+        tl.store(rows + 2 * BT + c, scale * gamma)
+        tl.store(rows + 3 * BT + c, decay_end)
+        tl.store(rows + 4 * BT + c, beta_r * gamma)
+        tl.store(rows + 5 * BT + c, q_dot)
+        tl.store(rows + 6 * BT + c, k_dot)
+        tl.store(rows + 7 * BT + c, beta_r)
+        tl.store(rows + 8 * BT + c, dbeta_r)
+    else:
+        _grad_dqdk(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, scale * gamma, decay_end, beta_r * gamma, q_dot,
+                   k_dot, row0, c, row_ok, H, K, BT, BK, USE_L2NORM, PRECISION)
+
+
+@triton.jit
+def _grad_dv(v, dvn, dv, dbeta, Tt, beta_r, dbeta_r, row0, c, row_ok, H, V: tl.constexpr, BT: tl.constexpr,
+             BV: tl.constexpr, PRECISION: tl.constexpr):
+    """Step 5 of the per-chunk backward: dv = beta T^T dvn, and dbeta (dbeta_r: its terms from step 4)."""
+    NV: tl.constexpr = (V + BV - 1) // BV
     for i_v in range(NV):
         vc = i_v * BV + tl.arange(0, BV)
         mv = row_ok[:, None] & (vc[None, :] < V)
@@ -244,27 +285,47 @@ def _grad_finish(
         dbeta_r += tl.sum(dru * v_t, 1)
     tl.store(dbeta + row0 + c * H, dbeta_r.to(dbeta.dtype.element_ty), mask=row_ok)
 
-    # row dots q^.dq^ and k^.dk^ for the l2-norm backward, from [C, C] terms
-    q_dot = scale * gamma * rq * rs_q_dqi + Z_rows
-    k_dot = Z_cols + z + beta_r * gamma * c_w + Y_rows + Y_cols
 
-    # 6. dq and dk per K tile; dS_qk and dX come back from scratch, plain and transposed
+@triton.jit
+def _grad_dqdk(
+    q, k, dqi, dw, dkt,                  # inputs, and _grad_finish's fp32 [B,T,H,K] sums over V
+    dq, dk,                              # out
+    scr,                                 # the chunk's fp32 scratch: dS_qk, dX (written by _grad_finish)
+    Tt,                                  # T^T [BT, BT] fp32
+    rq, rk, q_scale, decay_end, w_scale, q_dot, k_dot,   # [BT] row factors (_grad_finish)
+    row0, c, row_ok,
+    H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Step 6 of the per-chunk backward: dq and dk per K tile; dS_qk and dX come back from scratch, plain and
+    transposed."""
+    NK: tl.constexpr = (K + BK - 1) // BK
     tl.debug_barrier()
     for i_k in range(NK):
-        kc = i_k * BK + tl.arange(0, BK)
-        mk = row_ok[:, None] & (kc[None, :] < K)
-        rk_off = c[:, None] * (H * K) + kc[None, :]
-        qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
-        kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
-        dqn = (scale * gamma)[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.) \
-            + _dot(tl.load(scr + cc_off), kn, PRECISION)
-        if USE_L2NORM:
-            dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
-        tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
-        dXs = tl.load(scr + BT * BT + cc_off) + tl.load(scr + BT * BT + ccT_off)
-        dkn = _dot(tl.load(scr + ccT_off), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
-            + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.) \
-            + (beta_r * gamma)[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), PRECISION)
-        if USE_L2NORM:
-            dkn = rk[:, None] * (dkn - kn * k_dot[:, None])
-        tl.store(dk + row0 * K + rk_off, dkn.to(dk.dtype.element_ty), mask=mk)
+        _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_end, w_scale, q_dot, k_dot, row0,
+                        c, row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION)
+
+
+@triton.jit
+def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_end, w_scale, q_dot, k_dot, row0, c,
+                    row_ok, i_k, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """K tile i_k of _grad_dqdk."""
+    cc_off = c[:, None] * BT + c[None, :]
+    ccT_off = c[:, None] + c[None, :] * BT
+    kc = i_k * BK + tl.arange(0, BK)
+    mk = row_ok[:, None] & (kc[None, :] < K)
+    rk_off = c[:, None] * (H * K) + kc[None, :]
+    qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
+    kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
+    dqn = q_scale[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.) \
+        + _dot(tl.load(scr + cc_off), kn, PRECISION)
+    if USE_L2NORM:
+        dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
+    tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
+    dXs = tl.load(scr + BT * BT + cc_off) + tl.load(scr + BT * BT + ccT_off)
+    dkn = _dot(tl.load(scr + ccT_off), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
+        + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.) \
+        + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), PRECISION)
+    if USE_L2NORM:
+        dkn = rk[:, None] * (dkn - kn * k_dot[:, None])
+    tl.store(dk + row0 * K + rk_off, dkn.to(dk.dtype.element_ty), mask=mk)

@@ -7,6 +7,8 @@ Gam_ij = e^{G_i - G_j} for i >= j, T = (I + A)^-1).
    cumsum, K K^T and Q K^T, the UT transform T (an in-register block solve), and writes, all in fp32:
        w = T diag(beta gamma) k^      u = T diag(beta) v      Aqk = scale (q^ k^T o Gam), causal incl. diagonal
        T (for the backward)           G                       1/|q|, 1/|k| (with the L2 norm)
+   Its K and V tile loops are unrolled (the fused path) or, with RUNTIME_LOOPS, runtime loops (the wide-head path's
+   candidate, triton.TILED_PREP: unrolled, the loads of every tile are hoisted above the solve and spill at K >= 128).
 2. `_chunk_state_fwd_kernel`, one program per (V tile, b*h), sequential over chunks, the state [K, BV] in fp32
    registers the whole time. Per chunk, with qg = scale gamma q^ and kg = e^{G_C - G} k^ applied as row scales
    (in fp32, so the 16-bit q and k enter the products unrounded):
@@ -97,6 +99,34 @@ def _unit_lower_inverse(A, scratch, BT: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _kk_qk_tile(q, k, row0, c, row_ok, i_k, kk, qk, q_ss, k_ss, H, K: tl.constexpr, BK: tl.constexpr,
+                USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr):
+    """K K^T and Q K^T (and the rows' sums of squares) plus K tile i_k's part, of the chunk's raw input rows."""
+    cols = i_k * BK + tl.arange(0, BK)
+    m = row_ok[:, None] & (cols[None, :] < K)
+    off = c[:, None] * (H * K) + cols[None, :]
+    q_t = tl.load(q + row0 * K + off, mask=m, other=0.)
+    k_t = tl.load(k + row0 * K + off, mask=m, other=0.)
+    if USE_L2NORM:
+        q_ss += tl.sum(q_t.to(tl.float32) * q_t.to(tl.float32), 1)
+        k_ss += tl.sum(k_t.to(tl.float32) * k_t.to(tl.float32), 1)
+    kk += _dot(k_t, tl.trans(k_t), PRECISION)                  # raw inputs: exact products for 16-bit inputs
+    qk += _dot(q_t, tl.trans(k_t), PRECISION)
+    return kk, qk, q_ss, k_ss
+
+
+@triton.jit
+def _store_t_times_rows(x, out, row0, c, row_ok, i, Tm, row_scale, H, D: tl.constexpr, BD: tl.constexpr,
+                        PRECISION: tl.constexpr):
+    """Column tile i of out = Tm diag(row_scale) x, for x and out [B,T,H,D] (w from k, u from v)."""
+    cols = i * BD + tl.arange(0, BD)
+    m = row_ok[:, None] & (cols[None, :] < D)
+    off = c[:, None] * (H * D) + cols[None, :]
+    x_t = tl.load(x + row0 * D + off, mask=m, other=0.).to(tl.float32)
+    tl.store(out + row0 * D + off, _dot(Tm, x_t * row_scale[:, None], PRECISION), mask=m)
+
+
+@triton.jit
 def _chunk_prep_kernel(
     q, k, v, g, beta,                    # inputs [B,T,H,K] x2, [B,T,H,V], [B,T,H] x2
     w, u, Aqk, Tinv,                     # out, fp32: [B,T,H,K], [B,T,H,V], [B,T,H,BT] x2
@@ -105,6 +135,7 @@ def _chunk_prep_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+    RUNTIME_LOOPS: tl.constexpr,         # the K and V tile loops as runtime loops (else unrolled)
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -125,17 +156,14 @@ def _chunk_prep_kernel(
     qk = tl.zeros([BT, BT], dtype=tl.float32)
     q_ss = tl.zeros([BT], dtype=tl.float32)
     k_ss = tl.zeros([BT], dtype=tl.float32)
-    for i_k in tl.static_range(NK):
-        cols = i_k * BK + tl.arange(0, BK)
-        m = row_ok[:, None] & (cols[None, :] < K)
-        off = c[:, None] * (H * K) + cols[None, :]
-        q_t = tl.load(q + row0 * K + off, mask=m, other=0.)
-        k_t = tl.load(k + row0 * K + off, mask=m, other=0.)
-        if USE_L2NORM:
-            q_ss += tl.sum(q_t.to(tl.float32) * q_t.to(tl.float32), 1)
-            k_ss += tl.sum(k_t.to(tl.float32) * k_t.to(tl.float32), 1)
-        kk += _dot(k_t, tl.trans(k_t), PRECISION)              # raw inputs: exact products for 16-bit inputs
-        qk += _dot(q_t, tl.trans(k_t), PRECISION)
+    if RUNTIME_LOOPS:
+        for i_k in range(NK):
+            kk, qk, q_ss, k_ss = _kk_qk_tile(q, k, row0, c, row_ok, i_k, kk, qk, q_ss, k_ss, H, K, BK, USE_L2NORM,
+                                             PRECISION)
+    else:
+        for i_k in tl.static_range(NK):
+            kk, qk, q_ss, k_ss = _kk_qk_tile(q, k, row0, c, row_ok, i_k, kk, qk, q_ss, k_ss, H, K, BK, USE_L2NORM,
+                                             PRECISION)
     if USE_L2NORM:
         rq = tl.rsqrt(q_ss + EPS)
         rk = tl.rsqrt(k_ss + EPS)
@@ -157,18 +185,16 @@ def _chunk_prep_kernel(
     tl.store(Tinv + row0 * BT + cc_off, Tm, mask=row_ok[:, None])
 
     w_scale = beta_r * tl.exp(G) * rk                           # W = T diag(beta gamma) k^
-    for i_k in tl.static_range(NK):
-        cols = i_k * BK + tl.arange(0, BK)
-        m = row_ok[:, None] & (cols[None, :] < K)
-        off = c[:, None] * (H * K) + cols[None, :]
-        k_t = tl.load(k + row0 * K + off, mask=m, other=0.).to(tl.float32)
-        tl.store(w + row0 * K + off, _dot(Tm, k_t * w_scale[:, None], PRECISION), mask=m)
-    for i_v in tl.static_range(NV):
-        cols = i_v * BV + tl.arange(0, BV)
-        m = row_ok[:, None] & (cols[None, :] < V)
-        off = c[:, None] * (H * V) + cols[None, :]
-        v_t = tl.load(v + row0 * V + off, mask=m, other=0.).to(tl.float32)
-        tl.store(u + row0 * V + off, _dot(Tm, v_t * beta_r[:, None], PRECISION), mask=m)
+    if RUNTIME_LOOPS:
+        for i_k in range(NK):
+            _store_t_times_rows(k, w, row0, c, row_ok, i_k, Tm, w_scale, H, K, BK, PRECISION)
+        for i_v in range(NV):
+            _store_t_times_rows(v, u, row0, c, row_ok, i_v, Tm, beta_r, H, V, BV, PRECISION)
+    else:
+        for i_k in tl.static_range(NK):
+            _store_t_times_rows(k, w, row0, c, row_ok, i_k, Tm, w_scale, H, K, BK, PRECISION)
+        for i_v in tl.static_range(NV):
+            _store_t_times_rows(v, u, row0, c, row_ok, i_v, Tm, beta_r, H, V, BV, PRECISION)
 
 
 @triton.jit

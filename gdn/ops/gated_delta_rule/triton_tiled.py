@@ -17,7 +17,8 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
   row-scaled vn or dO, dvn, w) rounded to bf16 on entry. The products that feed vn and dvn (w S, Aqk vn, Aqk^T dO,
   k dS) and the gradient's products with S and dS keep fp32 operands (TF32): in bf16 they took dbeta to 2.5e-2 and
   dk, dv to 9e-3 relative error at K = 128-256 (tests/gdn/test_triton.py, the interpreter); as chosen the errors
-  are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32.
+  are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32 (the per-chunk
+  states h and dh in bf16 with triton.TILED_STATE).
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
@@ -33,7 +34,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gdn.ops.gated_delta_rule.triton_bwd import _grad_finish
+from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish
 from gdn.ops.gated_delta_rule.triton_fwd import _dot
 
 
@@ -67,7 +68,7 @@ def _kv_offsets(j, vc, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
 @triton.jit
 def _store_kv(ptr, base, j, vc, S, K: tl.constexpr, V: tl.constexpr, BKS: tl.constexpr):
     off, ok = _kv_offsets(j, vc, K, V, BKS)
-    tl.store(ptr + base + off, S, mask=ok)
+    tl.store(ptr + base + off, S.to(ptr.dtype.element_ty), mask=ok)       # h and dh may be bf16 (TILED_STATE)
 
 
 @triton.jit
@@ -322,8 +323,8 @@ def _chunk_grad_vtile_kernel(
     for i_k in range(NK):
         kc = i_k * BK + tl.arange(0, BK)
         kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
-        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
         s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = (part + row0) * K + c[:, None] * (H * K) + kc[None, :]
@@ -373,8 +374,8 @@ def _chunk_grad_ktile_kernel(
             mv = row_ok[:, None] & (vc[None, :] < V)
             rv_off = c[:, None] * (H * V) + vc[None, :]
             kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
-            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.)
+            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
             s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
             do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
             vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
@@ -414,14 +415,16 @@ def _chunk_grad_reduce_kernel(
                                          # gets their sums
     dq, dk, dv, dg, dbeta,               # out
     scratch,                             # fp32, 2 * BT * BT floats per program
+    rows,                                # fp32 [B*H*NT, GRAD_ROWS, BT] (written when SPLIT_DQDK), or dummy
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     NVP: tl.constexpr,                   # parts of dqi, dw, dkt, dP, dTu (V tiles; 1 from the K-tile kernel)
     NSS: tl.constexpr,                   # parts of sdS (V tiles, or K tiles)
     USE_L2NORM: tl.constexpr, EPS: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT_DQDK: tl.constexpr,            # leave dq, dk to _chunk_grad_dqdk_kernel (rows and scratch for it)
 ):
     """One program per (chunk, b*h): the parts summed (in a fixed order: the same bits every run), then the rest of
-    the per-chunk backward, as the fused kernel."""
+    the per-chunk backward, as the fused kernel (with SPLIT_DQDK all but dq and dk)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -445,16 +448,56 @@ def _chunk_grad_reduce_kernel(
             tl.store(dqi + off, a, mask=mk)
             tl.store(dw + off, b, mask=mk)
             tl.store(dkt + off, e, mask=mk)
-    cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
-    dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
-    dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
-    for i_v in range(1, NVP):
-        dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
-        dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
+    if SPLIT_DQDK and NVP == 1:
+        dP_t, dTu_t = dP, dTu                                     # loaded by _grad_finish after its K loop
+    else:
+        cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+        dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
+        dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
+        for i_v in range(1, NVP):
+            dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
+            dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
     s = tl.load(sdS + i_bh * NT + i_t)
     for i_s in range(1, NSS):
         s += tl.load(sdS + i_s * NT * tl.num_programs(1) + i_bh * NT + i_t)
     tl.debug_barrier()                                            # the sums are read back by other threads
-    scr = scratch + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (2 * BT * BT)
-    _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scr, dP_t, dTu_t, s, scale,
-                 row0, c, row_ok, H, K, V, BT, BK, BV, USE_L2NORM, EPS, PRECISION)
+    chunk = (i_bh * tl.num_programs(0) + i_t).to(tl.int64)
+    _grad_finish(q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dq, dk, dv, dg, dbeta, scratch + chunk * (2 * BT * BT),
+                 dP_t, dTu_t, s, scale, row0, c, row_ok, rows + chunk * (GRAD_ROWS * BT), H, K, V, BT, BK, BV,
+                 USE_L2NORM, EPS, PRECISION, ROWS_OUT=SPLIT_DQDK, DP_IN_MEMORY=SPLIT_DQDK and NVP == 1)
+
+
+@triton.jit
+def _chunk_grad_dqdk_kernel(
+    q, k, v,                             # inputs
+    Tinv,                                # fp32 [B,T,H,BT] from the forward
+    dvn,                                 # fp32 [B,T,H,V] from the state backward
+    dqi, dw, dkt,                        # fp32 [B,T,H,K] sums over V (slot 0 of _chunk_grad_reduce_kernel's parts)
+    scratch, rows,                       # written by _chunk_grad_reduce_kernel with SPLIT_DQDK
+    dq, dk, dv, dbeta,                   # out
+    T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (K tile, chunk, b*h), and one more per (chunk, b*h) (i_k = NK): steps 6 (dq, dk, for its
+    K tile) and 5 (dv, dbeta) of the per-chunk backward, after _chunk_grad_reduce_kernel with SPLIT_DQDK. The split
+    costs a read of T (16 KB a chunk) per program (a chunk's programs run next to each other: mostly from L2) and
+    the rows (GRAD_ROWS * BT floats a chunk); in one kernel T^T stays live from step 4 to step 6 beside the [C, C]
+    algebra's tiles, and the loop over K tiles holds every scratch tile it re-reads."""
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NK: tl.constexpr = (K + BK - 1) // BK
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    chunk = (i_bh * tl.num_programs(1) + i_t).to(tl.int64)
+    rw = rows + chunk * (GRAD_ROWS * BT)
+    Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
+    if i_k < NK:
+        _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scratch + chunk * (2 * BT * BT), Tt, tl.load(rw + c),
+                        tl.load(rw + BT + c), tl.load(rw + 2 * BT + c), tl.load(rw + 3 * BT + c),
+                        tl.load(rw + 4 * BT + c), tl.load(rw + 5 * BT + c), tl.load(rw + 6 * BT + c), row0, c,
+                        row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION)
+    else:
+        _grad_dv(v, dvn, dv, dbeta, Tt, tl.load(rw + 7 * BT + c), tl.load(rw + 8 * BT + c), row0, c, row_ok, H, V,
+                 BT, BV, PRECISION)
