@@ -36,7 +36,7 @@ def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
     """(parametrization, optimizer) -> what the transfer study measured (EVIDENCE_FILE)."""
     rows = json.loads(EVIDENCE_FILE.read_text())["evidence"]
     return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"],
-                                                                     r.get("min_steps"))
+                                                                     r.get("min_steps"), tuple(r["vocab_sizes"]))
             for r in rows}
 
 
@@ -68,9 +68,10 @@ def horizon_answer(result: SweepResult, tokens: int) -> dict:
             "warnings": fit.warnings + pred.warnings}
 
 
-def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, steps: int) -> list[str]:
+def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, steps: int,
+                      vocab_size: int) -> list[str]:
     """What a user should know before trusting a transferred lr at this width ratio, from the study's evidence,
-    for a sweep of `steps` steps."""
+    for a sweep of `steps` steps at vocabulary `vocab_size`."""
     if width_mult == 1:
         return []
     ev = transfer_evidence().get((parametrization, optimizer))
@@ -89,6 +90,11 @@ def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, s
     if ev.min_steps is not None and steps < ev.min_steps:
         warnings.append(f"{parametrization!r} under {optimizer} transferred in the study at {ev.min_steps} steps and "
                         f"more, not at fewer; this sweep ran {steps} ({ev.summary})")
+    if vocab_size not in ev.vocab_sizes:
+        measured = " and ".join(f"{v:,}" for v in ev.vocab_sizes)
+        warnings.append(f"{parametrization!r} under {optimizer} was measured to transfer at vocabulary {measured}, "
+                        f"not at this proxy's {vocab_size:,}: the embedding and readout, the tensors muP treats most "
+                        "specially, change shape with the vocabulary (docs/transfer.md)")
     return warnings
 
 
@@ -176,7 +182,7 @@ def recommend(result: SweepResult, target_width: int, tokens: int | None = None,
         optimizer=opt, base_width=cfg.base_width, target_width=target_width, width_mult=m, base_lr=lr,
         base_lr_log2_std=result.optimum.log2_lr_std, optimum_on_edge=result.optimum.on_edge,
         warnings=list(result.optimum.warnings) + transfer_warnings(cfg.parametrization, opt.name, m,
-                                                                             cfg.schedule.steps)
+                                                                             cfg.schedule.steps, cfg.model.vocab_size)
         + data_warnings(cfg, train_tokens, target_vocab)
         + (horizon["warnings"] if horizon else []),
         transfer_evidence=transfer_evidence().get((cfg.parametrization, opt.name)),

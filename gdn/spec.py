@@ -296,6 +296,8 @@ class TransferEvidence:
     summary: str
     min_steps: int | None = None
     """the shortest horizon (steps) at which it held, where a shorter one was measured and did not"""
+    vocab_sizes: tuple[int, ...] = (256,)
+    """the vocabularies the study measured it at (256: byte level)"""
 
 
 @dataclass(frozen=True)

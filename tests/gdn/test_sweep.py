@@ -98,8 +98,8 @@ def test_seeds_give_an_uncertainty():
     assert fit_optimum(grid, [0.2 * (math.log2(lr) + 8) ** 2 for lr in grid]).log2_lr_std is None
 
 
-def _result(parametrization="mup", optimizer="adamw", lr=3e-3, width=256, **kw):
-    config = SweepConfig(model=GDNConfig(width=width, depth=4), parametrization=parametrization,
+def _result(parametrization="mup", optimizer="adamw", lr=3e-3, width=256, vocab_size=256, **kw):
+    config = SweepConfig(model=GDNConfig(width=width, depth=4, vocab_size=vocab_size), parametrization=parametrization,
                          optimizer=OptimizerSpec(name=optimizer), **kw)
     return SweepResult(config, Optimum(lr=lr, log2_lr=math.log2(lr), loss=2.0, log2_lr_std=0.1, on_edge=False),
                        num_trials=8)
@@ -286,6 +286,9 @@ def test_recommend_says_where_the_transfer_study_stands():
     untested = recommend(_result("mup-original", "adamw"), 1024).to_dict()
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
     assert not recommend(_result("sp", "adamw"), 256).warnings          # the base width itself: nothing to say
+    bpe = recommend(_result("mup", "adamw", vocab_size=32768), 1024).to_dict()   # a vocabulary never measured
+    assert [w for w in bpe["warnings"] if "vocabulary 256, not at this proxy's 32,768" in w]
+    assert list(bpe["transfer_evidence"]["vocab_sizes"]) == [256]
 
 
 def test_sgd_recommendations_follow_the_sgd_study():
