@@ -53,19 +53,24 @@ IMPLS = ("ours", "fla", "chunk")
 # (ours-ktile, TILED_GRAD), the prep kernel's tile loops at run time on 8 warps (ours-prep, TILED_PREP), both
 # (ours-cand), both with the per-chunk states h stored in bf16 (ours-cand-hbf16, TILED_STATE), both with dq, dk,
 # dv, dbeta in a kernel after the reduction (ours-cand-split, TILED_DQDK), and that with the state passes' V tiles
-# at most 32 wide (ours-cand-split-bv32, TILED_STATE_BV).
+# at most 32 wide (ours-cand-split-bv32, TILED_STATE_BV). ours-best: every candidate judged positive without a card
+# (ours-cand-split, w stored in bf16 (TILED_WU), state V tiles of 32); ours-best-bv64 with the state V tiles up to
+# 64, ours-best-ws with bf16 operands in the state pass's w S too (TILED_BF16_MORE).
 CANDIDATE = {"DELTAMU_GDN_TILED_GRAD": "ktile", "DELTAMU_GDN_TILED_PREP": "looped"}
 CANDIDATE_SPLIT = {**CANDIDATE, "DELTAMU_GDN_TILED_DQDK": "split"}
+BEST = {**CANDIDATE_SPLIT, "DELTAMU_GDN_TILED_WU": "w-bf16", "DELTAMU_GDN_TILED_STATE_BV": "32"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"}, "ours-ktile": {"DELTAMU_GDN_TILED_GRAD": "ktile"},
                  "ours-prep": {"DELTAMU_GDN_TILED_PREP": "looped"}, "ours-cand": CANDIDATE,
                  "ours-cand-hbf16": {**CANDIDATE, "DELTAMU_GDN_TILED_STATE": "h-bf16"},
                  "ours-cand-split": CANDIDATE_SPLIT,
                  "ours-cand-split-bv32": {**CANDIDATE_SPLIT, "DELTAMU_GDN_TILED_STATE_BV": "32"},
+                 "ours-best": BEST, "ours-best-bv64": {**BEST, "DELTAMU_GDN_TILED_STATE_BV": "64"},
+                 "ours-best-ws": {**BEST, "DELTAMU_GDN_TILED_BF16_MORE": "ws"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-cand-split", "ours-cand", "ours-cand-split-bv32", "ours-cand-hbf16", "ours-prep",
-         "ours-ktile", "ours-fused", "ours-tf32")
+TIMED = ("ours", "fla", "ours-cand-split", "ours-best", "ours-best-bv64", "ours-best-ws", "ours-cand",
+         "ours-cand-split-bv32", "ours-cand-hbf16", "ours-prep", "ours-ktile", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)

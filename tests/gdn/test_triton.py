@@ -244,7 +244,9 @@ VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{
                             ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))] + \
     [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
         ("dqdk-split-ktile", dict(TILED_DQDK="split", TILED_GRAD="ktile"), (1, 4, 5)),
-        ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,))) for i in cases]
+        ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,)),
+        ("w-bf16-best", dict(TILED_WU="w-bf16", TILED_GRAD="ktile", TILED_DQDK="split", TILED_PREP="looped"), (4, 5)),
+        ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,))) for i in cases]
 
 
 @pytest.mark.parametrize("switches,case", VARIANTS)
@@ -256,6 +258,20 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
     assert [launcher["_state_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
         [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]
+    assert (launcher["_prep_dtype"]("w", True, case.values[0]["dtype"]) == torch.bfloat16) == \
+        (switches.get("TILED_WU") == "w-bf16" and case.values[0]["dtype"] != torch.float32)
+
+
+def test_wide_head_bf16_products_switch_reads_names(monkeypatch):
+    """DELTAMU_GDN_TILED_BF16_MORE: product names to a bitmask (triton_tiled.MORE_BITS); unknown names refused."""
+    switch_bits, bits = triton_chunk_gated_delta_rule.__globals__["_switch_bits"], {"ws": 1, "dp": 128}
+    monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "ws,dp")
+    assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits) == 129
+    monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "")
+    assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits) == 0
+    monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "ws,qs")
+    with pytest.raises(ValueError, match="qs"):
+        switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits)
 
 
 def test_wide_head_path_no_grad_forward_matches(wide_head_path):

@@ -25,7 +25,7 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (_chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
+from gdn.ops.gated_delta_rule.triton_tiled import (MORE_BITS, _chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
                                                    _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
                                                    _chunk_grad_vtile_kernel, _chunk_output_kernel,
                                                    _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
@@ -89,6 +89,14 @@ def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _switch_bits(name: str, bits: dict[str, int]) -> int:
+    """The bitmask of the comma-separated names in environment variable `name` (read once, at import; none: 0)."""
+    names = [n for n in os.environ.get(name, "").split(",") if n]
+    if unknown := sorted(set(names) - set(bits)):
+        raise ValueError(f"{name} takes a comma-separated list of {', '.join(bits)}, got {', '.join(unknown)}")
+    return sum({bits[n] for n in names})
+
+
 # The wide-head path's variants. The defaults are what the card checked and timed (2026-12-06); each candidate is
 # switched on by its environment variable, so that one card call (benchmarks/kernels_and_packing.py, the columns
 # ours-<variant>, and gdn_kernels.OURS_VARIANTS) checks and times it beside the default.
@@ -118,6 +126,14 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "inline", ("inline", "split"))
 #   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
 #   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32).
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
+# - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
+#   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
+#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T), default none (TF32).
+TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS)
+# - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
+#   inputs: "fp32", "wu-bf16" (w and u in bf16) or "bf16" (vn too); every reader widens them to fp32 (or rounds
+#   them to bf16 for a bf16 product anyway).
+TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "fp32", ("fp32", "w-bf16", "wu-bf16", "bf16"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -195,6 +211,13 @@ def _state_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
 
 
+def _prep_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
+    """The dtype the prep's w, u (which = "w", "u") or the state pass's vn ("vn") are stored in (TILED_WU), for
+    inputs of `dtype` on the path `tiled` picked."""
+    bf16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}[TILED_WU]
+    return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
+
+
 def _subtiles(BKP: int) -> tuple[int, int]:
     """(rows of a state sub-tile, how many) for a K tile of BKP rows."""
     BKS = min(TILED_SUBTILE_K, BKP)
@@ -214,12 +237,12 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     B, T, H, K, V, BT, NT, prec, dev, t = _launch(q, v)
     f32 = torch.float32
     BK, BV, BKP, BVS = t["BK"], t["BV"], t["BKP"], t["BVS"]
-    w = torch.empty(B, T, H, K, dtype=f32, device=dev)
-    u = torch.empty(B, T, H, V, dtype=f32, device=dev)
+    tiled = wide_heads(K, q.dtype)
+    w = torch.empty(B, T, H, K, dtype=_prep_dtype("w", tiled, q.dtype), device=dev)
+    u = torch.empty(B, T, H, V, dtype=_prep_dtype("u", tiled, q.dtype), device=dev)
     Aqk, Tinv = (torch.empty(B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
     Gcum, rq, rk = (torch.empty(B, T, H, dtype=f32, device=dev) for _ in range(3))
     scratch = torch.empty(NT * B * H * SOLVE_SCRATCH, dtype=f32, device=dev)
-    tiled = wide_heads(K, q.dtype)
     prep = "prep_looped" if tiled and TILED_PREP == "looped" else "prep"
     _chunk_prep_kernel[(NT, B * H)](
         q, k, v, g, beta, w, u, Aqk, Tinv, Gcum, rq, rk, scratch, scale, T,
@@ -229,7 +252,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
     keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
     h = torch.empty(B, NT, H, K, V, dtype=_state_dtype("h", tiled, q.dtype), device=dev) if keep else w
-    vn = torch.empty(B, T, H, V, dtype=f32, device=dev) if keep else w
+    vn = torch.empty(B, T, H, V, dtype=_prep_dtype("vn", tiled, q.dtype), device=dev) if keep else w
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     h0 = initial_state if initial_state is not None else w
     which = "state_fwd_tiled" if tiled else "state_fwd"
@@ -241,11 +264,12 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         bf16_ops = _bf16_operands(q.dtype)
         _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, BF16_OPS=bf16_ops,
-            **flags)
+            MORE=TILED_BF16_MORE, **flags)
         BVO = t["BVT"]
         _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
             q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
-            USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, num_warps=NUM_WARPS["output"],
+            USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, MORE=TILED_BF16_MORE,
+            num_warps=NUM_WARPS["output"],
             num_stages=NUM_STAGES["output"])
     else:
         _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
@@ -273,11 +297,11 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     if tiled:
         BKS, NKS = _subtiles(BKP)
         _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
-            Aqk, do, dvn, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, num_warps=NUM_WARPS["dvn_local"],
-            num_stages=NUM_STAGES["dvn_local"])
+            Aqk, do, dvn, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
+            MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["dvn_local"], num_stages=NUM_STAGES["dvn_local"])
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
-            BF16_OPS=_bf16_operands(q.dtype), **flags)
+            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, **flags)
     else:
         _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
@@ -304,7 +328,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))
         kernel[grid](
             v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVP,
-            BF16_OPS=_bf16_operands(q.dtype), PRECISION=prec, num_warps=NUM_WARPS[which],
+            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec, num_warps=NUM_WARPS[which],
             num_stages=NUM_STAGES[which])
         split = TILED_DQDK == "split"
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch

@@ -37,6 +37,19 @@ import triton.language as tl
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish
 from gdn.ops.gated_delta_rule.triton_fwd import _dot
 
+# Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with triton.TILED_BF16_MORE
+# (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward), Aqk vn (output), Aqk^T dO
+# (dvn's local part), k dS (state backward), dO S^T, dvn S^T, vn dS^T and dO vn^T (the gradient's products over V).
+MORE_WS = tl.constexpr(1)
+MORE_AV = tl.constexpr(2)
+MORE_ADO = tl.constexpr(4)
+MORE_KDS = tl.constexpr(8)
+MORE_DOS = tl.constexpr(16)
+MORE_DVNS = tl.constexpr(32)
+MORE_VNDS = tl.constexpr(64)
+MORE_DP = tl.constexpr(128)
+MORE_BITS = dict(ws=1, av=2, ado=4, kds=8, dos=16, dvns=32, vnds=64, dp=128)
+
 
 @triton.jit
 def _rows_dot(x, row0, c, row_ok, j, S, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
@@ -98,19 +111,19 @@ def _state_subtiles(ptr, base, vc, LOAD: tl.constexpr, K: tl.constexpr, V: tl.co
 
 @triton.jit
 def _store_state_and_rows_dot(out, hb, vc, x, row0, c, row_ok, S0, S1, S2, S3, H, K: tl.constexpr, V: tl.constexpr,
-                              BKS: tl.constexpr, NKS: tl.constexpr, PRECISION: tl.constexpr):
+                              BKS: tl.constexpr, NKS: tl.constexpr, XDT: tl.constexpr, PRECISION: tl.constexpr):
     """Store the state's sub-tiles at the chunk's slot `hb` of `out`, and return x S (the chunk's rows of x, [BT,K],
-    times the state, summed over the sub-tiles, fp32 operands)."""
+    times the state, summed over the sub-tiles, operands in XDT)."""
     _store_kv(out, hb, 0, vc, S0, K, V, BKS)
-    xs = _rows_dot(x, row0, c, row_ok, 0, S0, H, K, BKS, tl.float32, PRECISION)
+    xs = _rows_dot(x, row0, c, row_ok, 0, S0, H, K, BKS, XDT, PRECISION)
     if NKS > 1:
         _store_kv(out, hb, 1, vc, S1, K, V, BKS)
-        xs += _rows_dot(x, row0, c, row_ok, 1, S1, H, K, BKS, tl.float32, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 1, S1, H, K, BKS, XDT, PRECISION)
     if NKS > 2:
         _store_kv(out, hb, 2, vc, S2, K, V, BKS)
         _store_kv(out, hb, 3, vc, S3, K, V, BKS)
-        xs += _rows_dot(x, row0, c, row_ok, 2, S2, H, K, BKS, tl.float32, PRECISION)
-        xs += _rows_dot(x, row0, c, row_ok, 3, S3, H, K, BKS, tl.float32, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 2, S2, H, K, BKS, XDT, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 3, S3, H, K, BKS, XDT, PRECISION)
     return xs
 
 
@@ -138,11 +151,12 @@ def _chunk_state_fwd_tiled_kernel(
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr = 0,
 ):
     """The sequential part only: per chunk vn = u - w S, S <- gamma_C S + kg^T vn, h and vn written; the output
     (q S and Aqk vn) is left to `_chunk_output_kernel`, which runs over every chunk at once."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    WS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_WS & MORE) != 0 else tl.float32
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -157,11 +171,11 @@ def _chunk_state_fwd_tiled_kernel(
         row_ok = i_t * BT + c < T
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-        ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BKS, NKS,
+        ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BKS, NKS, WS_DT,
                                        PRECISION)                                          # w S
         decay, _q_scale, k_scale = _chunk_scales(Gcum, rk_in, rk_in, row0, c, row_ok, i_t, T, 1.0, H, BT,
                                                  USE_L2NORM)
-        vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.) - ws
+        vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32) - ws
         tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
         vk = (vn_t * k_scale[:, None]).to(OPDT)
         S0 = S0 * decay + _cols_dot(k, row0, c, row_ok, 0, vk, H, K, BKS, OPDT, PRECISION)
@@ -188,9 +202,11 @@ def _chunk_output_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+    MORE: tl.constexpr = 0,
 ):
     """One program per (V tile, chunk, b*h): o = qg S + Aqk vn, with S the state at the chunk's start."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    AV_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_AV & MORE) != 0 else tl.float32
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -208,7 +224,7 @@ def _chunk_output_kernel(
                                               USE_L2NORM)
     a_t = tl.load(Aqk + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
     vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
-    o_t = q_scale[:, None] * qs + _dot(a_t, vn_t, PRECISION)
+    o_t = q_scale[:, None] * qs + _dot(a_t.to(AV_DT), vn_t.to(AV_DT), PRECISION)
     tl.store(o + row0 * V + rv_off, o_t.to(o.dtype.element_ty), mask=mv)
 
 
@@ -224,9 +240,10 @@ def _chunk_state_bwd_tiled_kernel(
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr = 0,
 ):
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    KDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_KDS & MORE) != 0 else tl.float32
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -243,7 +260,7 @@ def _chunk_state_bwd_tiled_kernel(
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
         kdS = _store_state_and_rows_dot(dh, hb, vc, k, row0, c, row_ok, dS0, dS1, dS2, dS3, H, K, V, BKS, NKS,
-                                        PRECISION)                                         # k dS
+                                        KDS_DT, PRECISION)                                         # k dS
         decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
                                                 USE_L2NORM)
         do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
@@ -275,9 +292,11 @@ def _chunk_dvn_local_kernel(
     Aqk, do,                             # fp32 [B,T,H,BT] from the forward, dO [B,T,H,V]
     dvn,                                 # out fp32 [B,T,H,V]: Aqk^T dO, the part of dvn within the chunk
     T,
-    H, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+    H, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr, BF16_OPS: tl.constexpr = False,
+    MORE: tl.constexpr = 0,
 ):
     """One program per (V tile, chunk, b*h), ahead of the backward state pass, which adds kg dS to it."""
+    ADO_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_ADO & MORE) != 0 else tl.float32
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     vc = i_v * BV + tl.arange(0, BV)
@@ -288,7 +307,7 @@ def _chunk_dvn_local_kernel(
     rv_off = c[:, None] * (H * V) + vc[None, :]
     aT_t = tl.load(Aqk + row0 * BT + c[:, None] + c[None, :] * (H * BT), mask=row_ok[None, :], other=0.)
     do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
-    tl.store(dvn + row0 * V + rv_off, _dot(aT_t, do_t, PRECISION), mask=mv)
+    tl.store(dvn + row0 * V + rv_off, _dot(aT_t.to(ADO_DT), do_t.to(ADO_DT), PRECISION), mask=mv)
 
 
 @triton.jit
@@ -299,10 +318,14 @@ def _chunk_grad_vtile_kernel(
     sdS,                                 # out fp32 [NV, B*H*NT]: its part of sum(S o dS)
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0,
 ):
     """One program per (V tile, chunk, b*h): the V-summed products of the per-chunk backward, for one V tile."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
+    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
+    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
+    DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -328,12 +351,12 @@ def _chunk_grad_vtile_kernel(
         s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = (part + row0) * K + c[:, None] * (H * K) + kc[None, :]
-        tl.store(dqi + off, _dot(do_t, tl.trans(S_t), PRECISION), mask=mk)
-        tl.store(dw + off, -_dot(dvn_t, tl.trans(S_t), PRECISION), mask=mk)
-        tl.store(dkt + off, _dot(vn_t, tl.trans(dS_t), PRECISION), mask=mk)
+        tl.store(dqi + off, _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION), mask=mk)
+        tl.store(dw + off, -_dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION), mask=mk)
+        tl.store(dkt + off, _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION), mask=mk)
     v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
     cc = (part + row0) * BT + c[:, None] * (H * BT) + c[None, :]
-    tl.store(dP + cc, _dot(do_t, tl.trans(vn_t), PRECISION), mask=row_ok[:, None])
+    tl.store(dP + cc, _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION), mask=row_ok[:, None])
     tl.store(dTu + cc, _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION), mask=row_ok[:, None])
     tl.store(sdS + i_v.to(tl.int64) * rows + i_bh * NT + i_t, s)
 
@@ -346,7 +369,7 @@ def _chunk_grad_ktile_kernel(
     sdS,                                 # out fp32 [NK, B*H*NT]: each K tile's part of sum(S o dS)
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0,
 ):
     """The same products as _chunk_grad_vtile_kernel, split over K instead of V: one program per (K tile, chunk,
     b*h) sums its columns of dO S^T, -dvn S^T, vn dS^T (and its part of sum(S o dS)) over every V tile, and one more
@@ -354,6 +377,10 @@ def _chunk_grad_ktile_kernel(
     each, and the reduction reads them back; here each sum is written once. The NK + 1 programs of a chunk are
     launched next to each other (i_k varies fastest), so the chunk's dO, vn and dvn they all read come from L2."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
+    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
+    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
+    DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -380,9 +407,9 @@ def _chunk_grad_ktile_kernel(
             do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
             vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
             dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
-            dqi_t += _dot(do_t, tl.trans(S_t), PRECISION)
-            dw_t -= _dot(dvn_t, tl.trans(S_t), PRECISION)
-            dkt_t += _dot(vn_t, tl.trans(dS_t), PRECISION)
+            dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
+            dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
+            dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = row0 * K + c[:, None] * (H * K) + kc[None, :]
         tl.store(dqi + off, dqi_t, mask=mk)
@@ -400,7 +427,7 @@ def _chunk_grad_ktile_kernel(
             vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
             dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
             v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
-            dP_t += _dot(do_t, tl.trans(vn_t), PRECISION)
+            dP_t += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
             dTu_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
         cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
         tl.store(dP + cc, dP_t, mask=row_ok[:, None])
