@@ -193,7 +193,8 @@ RATIOS = [("ours", "fla"), ("ours-best", "fla"), ("ours-cand-split", "fla"), ("o
           ("ours-best-ws", "fla"), ("ours-cand", "fla"), ("ours-cand-split-bv32", "fla"), ("ours-cand-hbf16", "fla"),
           ("ours-fused", "fla"), ("ours-cand-split", "ours"), ("ours-best", "ours-cand-split"),
           ("ours-best", "ours-best-bv64"), ("ours-best-ws", "ours-best"), ("ours-cand", "ours"),
-          ("ours-cand-split", "ours-cand"), ("ours-cand-split-bv32", "ours-cand-split"), ("ours-cand-hbf16", "ours-cand"),
+          ("ours-cand-split", "ours-cand"), ("ours-cand-split-bv32", "ours-cand-split"),
+          ("ours-cand-hbf16", "ours-cand"),
           ("ours-prep", "ours"), ("ours-ktile", "ours"), ("ours", "ours-fused")]
 
 

@@ -5,7 +5,8 @@ kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward
 per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
 output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
 for bf16 inputs (TILED_BF16).
-Every intermediate is fp32 (on the wide-head path the per-chunk states h, dh may be stored in bf16: TILED_STATE).
+Every intermediate is fp32 (on the wide-head path the per-chunk states h, dh may be stored in bf16: TILED_STATE;
+w, u, vn: TILED_WU).
 With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the products of two raw inputs
 (K K^T, Q K^T) take them as they are and every other product runs in TF32. 16-bit intermediates (as fla stores them)
 cost about 1e-2 relative error on o and the gradients; these cost ~2x the bytes.

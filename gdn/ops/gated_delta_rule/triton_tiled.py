@@ -18,7 +18,8 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
   k dS) and the gradient's products with S and dS keep fp32 operands (TF32): in bf16 they took dbeta to 2.5e-2 and
   dk, dv to 9e-3 relative error at K = 128-256 (tests/gdn/test_triton.py, the interpreter); as chosen the errors
   are at most 4.3e-3 there. The state stays fp32 across chunks, and every intermediate is stored in fp32 (the per-chunk
-  states h and dh in bf16 with triton.TILED_STATE).
+  states h and dh in bf16 with triton.TILED_STATE, w, u, vn with triton.TILED_WU); triton.TILED_BF16_MORE names
+  further products to take bf16 operands (MORE_BITS; docs/benchmarks.md has each one's errors).
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
@@ -37,8 +38,8 @@ import triton.language as tl
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish
 from gdn.ops.gated_delta_rule.triton_fwd import _dot
 
-# Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with triton.TILED_BF16_MORE
-# (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward), Aqk vn (output), Aqk^T dO
+# Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with
+# triton.TILED_BF16_MORE (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward), Aqk vn (output), Aqk^T dO
 # (dvn's local part), k dS (state backward), dO S^T, dvn S^T, vn dS^T and dO vn^T (the gradient's products over V).
 MORE_WS = tl.constexpr(1)
 MORE_AV = tl.constexpr(2)
