@@ -39,8 +39,9 @@ from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _gra
 from gdn.ops.gated_delta_rule.triton_fwd import _dot
 
 # Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with
-# triton.TILED_BF16_MORE (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward), Aqk vn (output), Aqk^T dO
-# (dvn's local part), k dS (state backward), dO S^T, dvn S^T, vn dS^T and dO vn^T (the gradient's products over V).
+# triton.TILED_BF16_MORE (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward),
+# Aqk vn (output), Aqk^T dO (dvn's local part), k dS (state backward), dO S^T, dvn S^T, vn dS^T and dO vn^T (the
+# gradient's products over V).
 MORE_WS = tl.constexpr(1)
 MORE_AV = tl.constexpr(2)
 MORE_ADO = tl.constexpr(4)
