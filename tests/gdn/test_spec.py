@@ -1,5 +1,6 @@
 """The job's types (gdn.spec) and what reads the table without torch: importable where torch is absent, and the
 table turned into numbers in one place, so a recommendation equals what training used."""
+import json
 import subprocess
 import sys
 
@@ -43,3 +44,5 @@ def test_a_recommendation_round_trips_through_json():
     config = SweepConfig(model=GDNConfig(width=64, depth=1))
     rec = recommend(SweepResult(config, Optimum(lr=1e-3, log2_lr=0, loss=1.0, log2_lr_std=None, on_edge=False)), 128)
     assert recommendation_from_dict(rec.to_dict()) == rec
+    assert rec.transfer_evidence is not None                 # JSON has lists where the dataclasses hold tuples
+    assert recommendation_from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
