@@ -256,9 +256,9 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     check(**case.values[0])
     assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (switches.get("TILED_DQDK") == "split")
     bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
-    assert [launcher["_state_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
+    assert [launcher["_stored_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
         [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]
-    assert (launcher["_prep_dtype"]("w", True, case.values[0]["dtype"]) == torch.bfloat16) == \
+    assert (launcher["_stored_dtype"]("w", True, case.values[0]["dtype"]) == torch.bfloat16) == \
         (switches.get("TILED_WU") == "w-bf16" and case.values[0]["dtype"] != torch.float32)
 
 

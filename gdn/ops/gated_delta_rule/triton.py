@@ -110,12 +110,13 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 #   a thread at K, V = 128, 256 / 128, 128 / 256, 64 (the loads of every tile are hoisted above the solve); looped
 #   at 8 warps 0 / 0 / 88. The same products in the same order.
 # - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
-#   read by the output and the gradient kernels): "fp32" or "bf16" (16-bit inputs only; fp32 inputs keep fp32),
-#   half the bytes. The state passes still carry the state in fp32 registers; the output kernel rounds h to bf16
-#   for its product with bf16 inputs either way.
+#   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too), for 16-bit
+#   inputs only (fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32 registers;
+#   the output kernel rounds h to bf16 for its product with bf16 inputs either way.
 TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "vtile", ("vtile", "ktile"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
-TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", ("fp32", "h-bf16", "bf16"))
+STATE_BF16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}      # TILED_STATE: what it stores in bf16
+TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
 # - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
 #   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
 #   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
@@ -132,9 +133,10 @@ TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 #   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T), default none (TF32).
 TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS)
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
-#   inputs: "fp32", "wu-bf16" (w and u in bf16) or "bf16" (vn too); every reader widens them to fp32 (or rounds
-#   them to bf16 for a bf16 product anyway).
-TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "fp32", ("fp32", "w-bf16", "wu-bf16", "bf16"))
+#   inputs: "fp32", "w-bf16" (w in bf16), "wu-bf16" (w and u) or "bf16" (vn too); every reader widens them to fp32
+#   (or rounds them to bf16 for a bf16 product anyway).
+WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
+TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "fp32", tuple(WU_BF16))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -205,17 +207,10 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and TILED_BF16
 
 
-def _state_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
-    """The dtype the per-chunk states (which = "h") or their gradients ("dh") are stored in (TILED_STATE), for inputs
-    of `dtype` on the path `tiled` picked."""
-    bf16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}[TILED_STATE]
-    return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
-
-
-def _prep_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
-    """The dtype the prep's w, u (which = "w", "u") or the state pass's vn ("vn") are stored in (TILED_WU), for
-    inputs of `dtype` on the path `tiled` picked."""
-    bf16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}[TILED_WU]
+def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
+    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU), for inputs of `dtype`
+    on the path `tiled` picked: bf16 only on the wide-head path for 16-bit inputs, else fp32."""
+    bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU]
     return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
 
 
@@ -239,8 +234,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     f32 = torch.float32
     BK, BV, BKP, BVS = t["BK"], t["BV"], t["BKP"], t["BVS"]
     tiled = wide_heads(K, q.dtype)
-    w = torch.empty(B, T, H, K, dtype=_prep_dtype("w", tiled, q.dtype), device=dev)
-    u = torch.empty(B, T, H, V, dtype=_prep_dtype("u", tiled, q.dtype), device=dev)
+    w = torch.empty(B, T, H, K, dtype=_stored_dtype("w", tiled, q.dtype), device=dev)
+    u = torch.empty(B, T, H, V, dtype=_stored_dtype("u", tiled, q.dtype), device=dev)
     Aqk, Tinv = (torch.empty(B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
     Gcum, rq, rk = (torch.empty(B, T, H, dtype=f32, device=dev) for _ in range(3))
     scratch = torch.empty(NT * B * H * SOLVE_SCRATCH, dtype=f32, device=dev)
@@ -252,8 +247,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
 
     o = torch.empty(B, T, H, V, dtype=q.dtype, device=dev)
     keep = save_for_bwd or tiled                    # the wide-head output kernel reads h and vn
-    h = torch.empty(B, NT, H, K, V, dtype=_state_dtype("h", tiled, q.dtype), device=dev) if keep else w
-    vn = torch.empty(B, T, H, V, dtype=_prep_dtype("vn", tiled, q.dtype), device=dev) if keep else w
+    h = torch.empty(B, NT, H, K, V, dtype=_stored_dtype("h", tiled, q.dtype), device=dev) if keep else w
+    vn = torch.empty(B, T, H, V, dtype=_stored_dtype("vn", tiled, q.dtype), device=dev) if keep else w
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     h0 = initial_state if initial_state is not None else w
     which = "state_fwd_tiled" if tiled else "state_fwd"
@@ -270,8 +265,7 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
             q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
             USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, MORE=TILED_BF16_MORE,
-            num_warps=NUM_WARPS["output"],
-            num_stages=NUM_STAGES["output"])
+            num_warps=NUM_WARPS["output"], num_stages=NUM_STAGES["output"])
     else:
         _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, u, Aqk, Gcum, rq, rk, h0, o, h, vn, ht if ht is not None else w, scale, T, BKP=BKP,
@@ -287,7 +281,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     BK, BVG, BKP, BVS = t["BK"], t["BVG"], t["BKP"], t["BVS"]
 
     tiled = wide_heads(K, q.dtype)
-    dh = torch.empty(B, NT, H, K, V, dtype=_state_dtype("dh", tiled, q.dtype), device=dev)
+    dh = torch.empty(B, NT, H, K, V, dtype=_stored_dtype("dh", tiled, q.dtype), device=dev)
     dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w

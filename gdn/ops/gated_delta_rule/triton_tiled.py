@@ -50,7 +50,8 @@ MORE_DOS = tl.constexpr(16)
 MORE_DVNS = tl.constexpr(32)
 MORE_VNDS = tl.constexpr(64)
 MORE_DP = tl.constexpr(128)
-MORE_BITS = dict(ws=1, av=2, ado=4, kds=8, dos=16, dvns=32, vnds=64, dp=128)
+MORE_BITS = dict(ws=MORE_WS.value, av=MORE_AV.value, ado=MORE_ADO.value, kds=MORE_KDS.value, dos=MORE_DOS.value,
+                 dvns=MORE_DVNS.value, vnds=MORE_VNDS.value, dp=MORE_DP.value)          # the switch's names
 
 
 @triton.jit
