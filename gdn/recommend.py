@@ -205,9 +205,9 @@ def recommendation_from_dict(d: dict) -> Recommendation:
     ev = d.get("transfer_evidence")
     return Recommendation(**{
         **d, "optimizer": OptimizerSpec(**d["optimizer"]), "schedule": ScheduleSpec(**d["schedule"]),
-        # vocab_sizes: a tuple (JSON has a list); answers from before it was recorded were all at 256
-        "transfer_evidence": TransferEvidence(**{**ev, "vocab_sizes": tuple(ev.get("vocab_sizes", (256,)))})
-        if ev else None,
+        # vocab_sizes: a tuple (JSON has a list); answers from before it was recorded take the field's default
+        "transfer_evidence": TransferEvidence(**{**ev, **({"vocab_sizes": tuple(ev["vocab_sizes"])}
+                                                          if "vocab_sizes" in ev else {})}) if ev else None,
         "groups": [RecommendedGroup(**{"clip_weight": 1.0, **g, "patterns": tuple(g["patterns"])})   # older answers
                    for g in d["groups"]]})                                                           # lack clip_weight
 
