@@ -57,7 +57,7 @@ TRITON_TESTS = ["tests/gdn/test_triton.py"]
 # these checks of the wide-head path at its three K = 128 shapes have passed on a card. One set per candidate
 # variant of the wide-head path (gdn_kernels.OURS_VARIANTS, timed as the column of that name) at the wide bf16 and
 # fp16 shapes (the small set runs them at the wide-head path's tiny cases). "cross-entropy": gdn.ops.cross_entropy's
-# checks (CE_VALIDATED). 21 workers in all.
+# checks (CE_VALIDATED). 23 workers in all.
 WIDE_16BIT = "benchmark_shapes and (x128x or x256x) and not fp32"
 CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "small": ("not benchmark_shapes", TRITON_TESTS + ["tests/gdn/test_packed.py"], 4, {}),
@@ -66,12 +66,12 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 2,
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
           **{name: (WIDE_16BIT, TRITON_TESTS, workers, gdn_kernels.OURS_VARIANTS[name])
-             for name, workers in (("ours-best", 2), ("ours-cand-split", 2), ("ours-best-ws", 2),
+             for name, workers in (("ours-best", 2), ("ours-fast", 2), ("ours-cand-split", 2), ("ours-best-ws", 2),
                                    ("ours-best-bv64", 1))},
           "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 25 cells at once
-# (5 shapes x ours and fla, 3 wide shapes x five variants), each with a CUDA context and a forward and backward at the
-# full shape, on top of the checks' 21 workers, would crowd the card's memory and 16 cores.
+# (5 shapes x ours and fla, 3 wide shapes x six variants), each with a CUDA context and a forward and backward at the
+# full shape, on top of the checks' 23 workers, would crowd the card's memory and 16 cores.
 WARM_JOBS = 10
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory
@@ -80,7 +80,7 @@ CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py
 # which must stay no slower, then (16,1024,6,32,64), where fla's backward crashes (only its forward is timed).
 # On 2026-12-06 the proxy's came last and was cut by the stage's deadline.
 SHAPE_ORDER = "2,3,4,1,0"
-# ours, fla, ours-cand-split (the increments' base), ours-best and its two alternatives; not the columns ours-best
+# ours, fla, ours-cand-split (the increments' base), ours-best and its three alternatives; not the columns ours-best
 # supersedes (ours-cand, ours-cand-split-bv32, ours-cand-hbf16: h in bf16 took dq to 6.9e-3 in the interpreter),
 # the single switches, the fused kernels (timed on 2026-12-06) nor TF32 products
 IMPLS = ",".join(i for i in gdn_kernels.TIMED if i not in (
@@ -189,12 +189,12 @@ def run_packing(work: Path, args, until: float) -> dict:
 
 
 # fwd+bwd ratios in the kernel table, where both cells have a time
-RATIOS = [("ours", "fla"), ("ours-best", "fla"), ("ours-cand-split", "fla"), ("ours-best-bv64", "fla"),
-          ("ours-best-ws", "fla"), ("ours-cand", "fla"), ("ours-cand-split-bv32", "fla"), ("ours-cand-hbf16", "fla"),
-          ("ours-fused", "fla"), ("ours-cand-split", "ours"), ("ours-best", "ours-cand-split"),
-          ("ours-best", "ours-best-bv64"), ("ours-best-ws", "ours-best"), ("ours-cand", "ours"),
-          ("ours-cand-split", "ours-cand"), ("ours-cand-split-bv32", "ours-cand-split"),
-          ("ours-cand-hbf16", "ours-cand"),
+RATIOS = [("ours", "fla"), ("ours-best", "fla"), ("ours-fast", "fla"), ("ours-cand-split", "fla"),
+          ("ours-best-bv64", "fla"), ("ours-best-ws", "fla"), ("ours-cand", "fla"), ("ours-cand-split-bv32", "fla"),
+          ("ours-cand-hbf16", "fla"), ("ours-fused", "fla"), ("ours-cand-split", "ours"),
+          ("ours-best", "ours-cand-split"), ("ours-best", "ours-best-bv64"), ("ours-best-ws", "ours-best"),
+          ("ours-fast", "ours-best"), ("ours-cand", "ours"), ("ours-cand-split", "ours-cand"),
+          ("ours-cand-split-bv32", "ours-cand-split"), ("ours-cand-hbf16", "ours-cand"),
           ("ours-prep", "ours"), ("ours-ktile", "ours"), ("ours", "ours-fused")]
 
 

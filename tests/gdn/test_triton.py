@@ -237,7 +237,8 @@ def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launc
 # The candidates' switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK) at the cases whose tiles they change:
 # the prep's tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), the states stored in
 # bf16 (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take, and dq, dk, dv, dbeta in
-# a kernel of their own (after either gradient form; one K tile and several).
+# a kernel of their own (after either gradient form; one K tile and several); "fast" is benchmarks/gdn_kernels.py's
+# ours-fast (ours-best with h and dh in bf16, as fla stores them).
 VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{TILED[i].id}") for i in (1, 4, 5)] + \
     [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for i in (4, 5)
      for name, switches in (("h-bf16", dict(TILED_STATE="h-bf16")),
@@ -246,6 +247,8 @@ VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{
         ("dqdk-split-ktile", dict(TILED_DQDK="split", TILED_GRAD="ktile"), (1, 4, 5)),
         ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,)),
         ("w-bf16-best", dict(TILED_WU="w-bf16", TILED_GRAD="ktile", TILED_DQDK="split", TILED_PREP="looped"), (4, 5)),
+        ("fast", dict(TILED_STATE="bf16", TILED_WU="w-bf16", TILED_GRAD="ktile", TILED_DQDK="split",
+                      TILED_PREP="looped"), (4, 5)),
         ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,))) for i in cases]
 
 
