@@ -90,11 +90,12 @@ def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, s
     if ev.min_steps is not None and steps < ev.min_steps:
         warnings.append(f"{parametrization!r} under {optimizer} transferred in the study at {ev.min_steps} steps and "
                         f"more, not at fewer; this sweep ran {steps} ({ev.summary})")
-    if vocab_size not in ev.vocab_sizes:
+    # Between two vocabularies the study measured, the answer is taken to hold as it did at both; outside, not.
+    if not min(ev.vocab_sizes) <= vocab_size <= max(ev.vocab_sizes):
         measured = " and ".join(f"{v:,}" for v in ev.vocab_sizes)
-        warnings.append(f"{parametrization!r} under {optimizer} was measured to transfer at vocabulary {measured}, "
-                        f"not at this proxy's {vocab_size:,}: the embedding and readout, the tensors muP treats most "
-                        "specially, change shape with the vocabulary (docs/transfer.md)")
+        warnings.append(f"{parametrization!r} under {optimizer} was measured at vocabulary {measured}, not at this "
+                        f"proxy's {vocab_size:,}: the embedding and readout, the tensors muP treats most specially, "
+                        "change shape with the vocabulary (docs/transfer.md)")
     return warnings
 
 

@@ -286,9 +286,11 @@ def test_recommend_says_where_the_transfer_study_stands():
     untested = recommend(_result("mup-original", "adamw"), 1024).to_dict()
     assert untested["transfer_evidence"] is None and any("has not measured" in w for w in untested["warnings"])
     assert not recommend(_result("sp", "adamw"), 256).warnings          # the base width itself: nothing to say
-    bpe = recommend(_result("mup", "adamw", vocab_size=32768), 1024).to_dict()   # a vocabulary never measured
-    assert [w for w in bpe["warnings"] if "vocabulary 256, not at this proxy's 32,768" in w]
-    assert list(bpe["transfer_evidence"]["vocab_sizes"]) == [256]
+    measured = recommend(_result("mup", "adamw", vocab_size=32768), 1024).to_dict()  # the 32k BPE study's vocab
+    assert not measured["warnings"] and list(measured["transfer_evidence"]["vocab_sizes"]) == [256, 32768]
+    assert not recommend(_result("mup", "adamw", vocab_size=8192), 1024).warnings    # between two measured
+    beyond = recommend(_result("mup", "adamw", vocab_size=131072), 1024).to_dict()    # Llama-3's: never measured
+    assert [w for w in beyond["warnings"] if "vocabulary 256 and 32,768, not at this proxy's 131,072" in w]
 
 
 def test_sgd_recommendations_follow_the_sgd_study():
