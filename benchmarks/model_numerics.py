@@ -114,6 +114,11 @@ def main(argv=None) -> int:
         candidates["fla + deltamu.apply"] = (theirs, lambda inp: theirs(inp, use_cache=False).logits)
 
     rows = []
+    summary = {"args": vars(args), "target_model": rec.target_model, "device": str(device),
+               "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "loss_float64": loss64,
+               "rows": rows, "date": time.strftime("%Y-%m-%d")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for label, (model, forward) in candidates.items():
         start = time.perf_counter()
         with fla_on_torch() if args.fla and device.type != "cuda" else contextlib.nullcontext():
@@ -121,12 +126,8 @@ def main(argv=None) -> int:
         rows.append({"impl": label, "loss": loss, "loss_rel_err": abs(loss - loss64) / loss64,
                      "grad_rel_err": errors(grads, grads64, reference), "seconds": time.perf_counter() - start})
         print(f"  {label}: loss {loss:.6f} (float64 {loss64:.6f}), {rows[-1]['seconds']:.1f} s", flush=True)
-    summary = {"args": vars(args), "target_model": rec.target_model, "device": str(device),
-               "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "loss_float64": loss64,
-               "rows": rows, "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "numerics.json").write_text(json.dumps(summary, indent=1))
+        # after each row: a call cut by its time limit (fla's first forward compiles for minutes) keeps the rest
+        (out / "numerics.json").write_text(json.dumps(summary, indent=1))
     roles = sorted({role for r in rows for role in r["grad_rel_err"]})
     print(f"\nwidth {args.width}, relative error against float64 (loss, then each role's gradient)")
     print("| impl | loss | " + " | ".join(roles) + " |\n|---|---|" + "---|" * len(roles))

@@ -211,7 +211,10 @@ def test_trainers_with_the_fused_loss_match_the_reference(tiny_trials, monkeypat
     monkeypatch.setattr(dispatch, "_load_triton", lambda: (lambda *a: calls.append(1) or triton_cross_entropy(*a), ""))
     fused = curves(train_packed(tiny_trials, log_every=1)) + curves([train_trial(tiny_trials[1], log_every=1)])
     assert calls                                         # the kernel ran (per row, step and validation batch)
-    torch.testing.assert_close(torch.tensor(fused), torch.tensor(reference), rtol=1e-5, atol=0)
+    # On an H100 (2026-12-07) one grad norm after a step was 2.0e-5 off (the fp32 sums' order on the card, carried
+    # through an optimizer step); a mis-wired scale or trial moves these by percents.
+    torch.testing.assert_close(torch.tensor(fused), torch.tensor(reference), rtol=1e-5 if DEVICE == "cpu" else 1e-4,
+                               atol=0)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -213,43 +213,45 @@ def wide_head_path(launcher, monkeypatch):
     return launched
 
 
-def tiled_kernels(grad: str) -> list[str]:
-    """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile")."""
+def tiled_kernels(grad: str, dqdk: str) -> list[str]:
+    """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile"), and
+    dq, dk, dv, dbeta made in the reduction ("inline") or in a kernel of their own ("split")."""
     by_k = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
-    return sorted(by_k.get(name, name) for name in TILED_KERNELS)
+    return sorted([by_k.get(name, name) for name in TILED_KERNELS]
+                  + (["_chunk_grad_dqdk_kernel"] if dqdk == "split" else []))
 
 
 @pytest.mark.parametrize("case", TILED)
 def test_wide_head_path_matches_float64_recurrence(case, wide_head_path, launcher):
     check(**case)
-    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"])   # and none of the fused path's
+    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"], launcher["TILED_DQDK"])  # no fused
 
 
 @pytest.mark.parametrize("case", TILED)
-def test_wide_head_path_with_the_gradient_by_k_tiles(case, wide_head_path, launcher, monkeypatch):
-    """DELTAMU_GDN_TILED_GRAD=ktile: the gradient's V-summed products per K tile (each program walking every V
-    tile) instead of per V tile: one K tile and several, ragged K and V, V over one V tile."""
-    monkeypatch.setitem(launcher, "TILED_GRAD", "ktile")
+def test_wide_head_path_with_the_gradient_by_v_tiles(case, wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_GRAD=vtile, TILED_DQDK=inline (the default checked on the card on 2026-12-06): the
+    gradient's V-summed products per V tile, their partial sums added in the reduction, which also makes dq, dk,
+    dv, dbeta: one K tile and several, ragged K and V, V over one V tile."""
+    monkeypatch.setitem(launcher, "TILED_GRAD", "vtile")
+    monkeypatch.setitem(launcher, "TILED_DQDK", "inline")
     check(**case)
-    assert sorted(set(wide_head_path)) == tiled_kernels("ktile")
+    assert sorted(set(wide_head_path)) == tiled_kernels("vtile", "inline")
 
 
-# The candidates' switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK) at the cases whose tiles they change:
-# the prep's tile loops at run time at one K tile and several (ragged K and V, fp32 and bf16), the states stored in
-# bf16 (h only, and h and dh with the gradient per K tile), which only 16-bit inputs take, and dq, dk, dv, dbeta in
-# a kernel of their own (after either gradient form; one K tile and several); "fast" is benchmarks/gdn_kernels.py's
-# ours-fast (ours-best with h and dh in bf16, as fla stores them).
-VARIANTS = [pytest.param(dict(TILED_PREP="looped"), TILED[i], id=f"prep-looped-{TILED[i].id}") for i in (1, 4, 5)] + \
-    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for i in (4, 5)
-     for name, switches in (("h-bf16", dict(TILED_STATE="h-bf16")),
-                            ("bf16-ktile", dict(TILED_STATE="bf16", TILED_GRAD="ktile")))] + \
-    [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
-        ("dqdk-split-ktile", dict(TILED_DQDK="split", TILED_GRAD="ktile"), (1, 4, 5)),
-        ("dqdk-split-vtile", dict(TILED_DQDK="split"), (0,)),
-        ("w-bf16-best", dict(TILED_WU="w-bf16", TILED_GRAD="ktile", TILED_DQDK="split", TILED_PREP="looped"), (4, 5)),
-        ("fast", dict(TILED_STATE="bf16", TILED_WU="w-bf16", TILED_GRAD="ktile", TILED_DQDK="split",
-                      TILED_PREP="looped"), (4, 5)),
-        ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,))) for i in cases]
+# The other settings of the switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK, TILED_GRAD, TILED_WU,
+# TILED_BF16_MORE) at the cases whose tiles they change: the prep's tile loops at run time at one K tile and several
+# (ragged K and V, fp32 and bf16); h stored in bf16, which only 16-bit inputs take; dq, dk, dv, dbeta in a kernel of
+# their own after the gradient per V tile, and in the reduction after the gradient per K tile; "fast" and "fast-w",
+# benchmarks/gdn_kernels.py's ours-fast (h and dh in bf16, as fla stores them) and ours-fast-w (w too); bf16
+# operands in w S.
+VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
+    ("prep-looped", dict(TILED_PREP="looped"), (1, 4, 5)),
+    ("h-bf16", dict(TILED_STATE="h-bf16"), (4, 5)),
+    ("dqdk-split-vtile", dict(TILED_DQDK="split", TILED_GRAD="vtile"), (0,)),
+    ("dqdk-inline-ktile", dict(TILED_DQDK="inline", TILED_GRAD="ktile"), (1, 4)),
+    ("fast", dict(TILED_STATE="bf16"), (4, 5)),
+    ("fast-w", dict(TILED_STATE="bf16", TILED_WU="w-bf16"), (4, 5)),
+    ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,))) for i in cases]
 
 
 @pytest.mark.parametrize("switches,case", VARIANTS)
@@ -257,7 +259,7 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     for name, value in switches.items():
         monkeypatch.setitem(launcher, name, value)
     check(**case.values[0])
-    assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (switches.get("TILED_DQDK") == "split")
+    assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (launcher["TILED_DQDK"] == "split")
     bf16_states = {"h-bf16": ["h"], "bf16": ["h", "dh"]}.get(switches.get("TILED_STATE"), [])
     assert [launcher["_stored_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh")] == \
         [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]

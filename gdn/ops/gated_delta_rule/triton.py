@@ -98,22 +98,27 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
     return sum({bits[n] for n in names})
 
 
-# The wide-head path's variants. The defaults are what the card checked and timed (2026-12-06); each candidate is
-# switched on by its environment variable, so that one card call (benchmarks/kernels_and_packing.py, the columns
-# ours-<variant>, and gdn_kernels.OURS_VARIANTS) checks and times it beside the default.
-# - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "vtile" (_chunk_grad_vtile_kernel, one program per V
-#   tile, their partial sums added by the reduction) or "ktile" (_chunk_grad_ktile_kernel, one program per K tile
-#   walking every V tile, each sum written once; checked in the CPU interpreter only).
+# The wide-head path's variants, each switched by its environment variable, so that one card call
+# (benchmarks/kernels_and_packing.py, the columns ours-<variant>, and gdn_kernels.OURS_VARIANTS) checks and times
+# it beside the default. The defaults are what the card checked: on an H100 (Triton 3.6, 2026-12-07, commit
+# c14be0b; docs/benchmarks.md, "The gradient by K tiles on the card") the gradient by K tiles with dq, dk, dv, dbeta
+# split off (TILED_GRAD=ktile, TILED_DQDK=split) passed the float64 checks at every wide bf16 and fp16 benchmark
+# shape, and its gradient kernels took 1.13 ms against the V-tile form's 1.75 at (16, 1024, 6, 128, 256); the
+# looped prep and the 32-wide state tiles were slower there (TILED_PREP, TILED_STATE_BV keep their defaults).
+# - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "ktile" (_chunk_grad_ktile_kernel, one program per K
+#   tile walking every V tile, each sum written once) or "vtile" (_chunk_grad_vtile_kernel, one program per V
+#   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06).
 # - DELTAMU_GDN_TILED_PREP, the prep kernel (shared with the fused path): "unrolled" (its K and V tile loops
 #   unrolled, 4 warps, as the fused path runs it) or "looped" (runtime loops, 8 warps). Compiled for sm_90
 #   (benchmarks/triton_resources.py, bf16, Triton 3.9 offline) the unrolled form spills 1,120 / 1,344 / 1,496 bytes
 #   a thread at K, V = 128, 256 / 128, 128 / 256, 64 (the loads of every tile are hoisted above the solve); looped
-#   at 8 warps 0 / 0 / 88. The same products in the same order.
+#   at 8 warps 0 / 0 / 88. The same products in the same order. On the card (2026-12-07) the looped prep took
+#   0.385 ms against the unrolled 0.212 at (16, 1024, 6, 128, 256): fewer spills, slower.
 # - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
 #   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too), for 16-bit
 #   inputs only (fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32 registers;
 #   the output kernel rounds h to bf16 for its product with bf16 inputs either way.
-TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "vtile", ("vtile", "ktile"))
+TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "ktile", ("ktile", "vtile"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 STATE_BF16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}      # TILED_STATE: what it stores in bf16
 TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
@@ -122,11 +127,12 @@ TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
 #   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
 #   factors a chunk go through memory). Compiled for sm_90 (bf16, with the gradient by K tiles) the reduction
 #   spills 992 / 904 / 1,336 bytes a thread inline at K, V = 128, 256 / 128, 128 / 256, 64, and split 248 / - /
-#   656, the new kernel 0.
-TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "inline", ("inline", "split"))
+#   656, the new kernel 0. Default "split" (the card, above).
+TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 # - DELTAMU_GDN_TILED_STATE_BV, the widest V tile of the wide-head state passes at K <= 128 (_tiled_state_block_v):
 #   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
-#   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32).
+#   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32). On the card (2026-12-07) 32
+#   was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk

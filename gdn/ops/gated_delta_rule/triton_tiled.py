@@ -23,7 +23,7 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
-  kernel: triton_bwd._grad_finish). The candidate alternative (triton.TILED_GRAD = "ktile",
+  kernel: triton_bwd._grad_finish). The default since 2026-12-07 (triton.TILED_GRAD = "ktile",
   `_chunk_grad_ktile_kernel`) splits the same products over K tiles instead, as fla's dq/dk kernel does, each
   program walking every V tile: no partial sums over V go through memory (at V = 256 the V-tile form writes and
   reads back four of each [B,T,H,K] sum), at the cost of reading each chunk's dO, vn, dvn once per K tile.
