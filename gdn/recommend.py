@@ -35,8 +35,9 @@ class SweepResult:
 def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
     """(parametrization, optimizer) -> what the transfer study measured (EVIDENCE_FILE)."""
     rows = json.loads(EVIDENCE_FILE.read_text())["evidence"]
-    return {(r["parametrization"], r["optimizer"]): TransferEvidence(r["max_width_mult"], r["holds"], r["summary"],
-                                                                     r.get("min_steps"), tuple(r["vocab_sizes"]))
+    return {(r["parametrization"], r["optimizer"]): TransferEvidence(
+                r["max_width_mult"], r["holds"], r["summary"], r.get("min_steps"), tuple(r["vocab_sizes"]),
+                tuple(r.get("vocab_max_width_mults", ())))
             for r in rows}
 
 
@@ -84,9 +85,11 @@ def transfer_warnings(parametrization: str, optimizer: str, width_mult: float, s
         return [f"{parametrization!r} under {optimizer} did not transfer in the study ({ev.summary}); tune at the "
                 f"target width or {instead}"]
     warnings = []
-    if width_mult > ev.max_width_mult:
-        warnings.append(f"width ratio {width_mult:g} is beyond the {ev.max_width_mult:g}x the transfer study "
-                        f"measured ({ev.summary})")
+    widest, at_vocab = ev.max_width_mult_at(vocab_size)
+    if width_mult > widest:
+        where = f" at vocabulary {at_vocab:,}" if at_vocab is not None else ""
+        warnings.append(f"width ratio {width_mult:g} is beyond the {widest:g}x the transfer study measured{where} "
+                        f"({ev.summary})")
     if ev.min_steps is not None and steps < ev.min_steps:
         warnings.append(f"{parametrization!r} under {optimizer} transferred in the study at {ev.min_steps} steps and "
                         f"more, not at fewer; this sweep ran {steps} ({ev.summary})")
@@ -199,6 +202,9 @@ def recommend(result: SweepResult, target_width: int, tokens: int | None = None,
         tokens=tokens, proxy_lr=result.optimum.lr, horizon=horizon)
 
 
+VOCAB_EVIDENCE = ("vocab_sizes", "vocab_max_width_mults")     # TransferEvidence's tuple fields
+
+
 def recommendation_from_dict(d: dict) -> Recommendation:
     """A Recommendation from its JSON (.to_dict(), or the API's answer)."""
     fields = {f.name for f in dataclasses.fields(Recommendation)}
@@ -206,9 +212,9 @@ def recommendation_from_dict(d: dict) -> Recommendation:
     ev = d.get("transfer_evidence")
     return Recommendation(**{
         **d, "optimizer": OptimizerSpec(**d["optimizer"]), "schedule": ScheduleSpec(**d["schedule"]),
-        # vocab_sizes: a tuple (JSON has a list); answers from before it was recorded take the field's default
-        "transfer_evidence": TransferEvidence(**{**ev, **({"vocab_sizes": tuple(ev["vocab_sizes"])}
-                                                          if "vocab_sizes" in ev else {})}) if ev else None,
+        # the vocab fields: tuples (JSON has lists); answers from before they were recorded take the defaults
+        "transfer_evidence": TransferEvidence(**{**ev, **{k: tuple(ev[k]) for k in VOCAB_EVIDENCE if k in ev}})
+        if ev else None,
         "groups": [RecommendedGroup(**{"clip_weight": 1.0, **g, "patterns": tuple(g["patterns"])})   # older answers
                    for g in d["groups"]]})                                                           # lack clip_weight
 

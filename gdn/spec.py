@@ -298,6 +298,17 @@ class TransferEvidence:
     """the shortest horizon (steps) at which it held, where a shorter one was measured and did not"""
     vocab_sizes: tuple[int, ...] = (256,)
     """the vocabularies the study measured it at (256: byte level)"""
+    vocab_max_width_mults: tuple[float, ...] = ()
+    """the widest ratio checked at each of vocab_sizes, where they differ (empty: max_width_mult at every one)"""
+
+    def max_width_mult_at(self, vocab_size: int) -> tuple[float, int | None]:
+        """The widest ratio checked at the smallest measured vocabulary at least `vocab_size` (the largest measured,
+        above them all), and that vocabulary; (max_width_mult, None) where the study did not split it by vocab."""
+        if not self.vocab_max_width_mults:
+            return self.max_width_mult, None
+        measured = sorted(zip(self.vocab_sizes, self.vocab_max_width_mults))
+        vocab, mult = next(((v, m) for v, m in measured if v >= vocab_size), measured[-1])
+        return mult, vocab
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,10 @@ def test_recommend_says_where_the_transfer_study_stands():
     measured = recommend(_result("mup", "adamw", vocab_size=32768), 1024).to_dict()  # the 32k BPE study's vocab
     assert not measured["warnings"] and list(measured["transfer_evidence"]["vocab_sizes"]) == [256, 32768]
     assert not recommend(_result("mup", "adamw", vocab_size=8192), 1024).warnings    # between two measured
+    assert not recommend(_result("mup", "adamw", vocab_size=32768), 2048).warnings   # 8x: measured at 32k
+    wide = recommend(_result("mup", "adamw", vocab_size=32768), 4096).warnings       # 16x: only at 256
+    assert [w for w in wide if "beyond the 8x the transfer study measured at vocabulary 32,768" in w]
+    assert not recommend(_result("mup", "adamw"), 4096).warnings                     # 16x at 256: measured
     beyond = recommend(_result("mup", "adamw", vocab_size=131072), 1024).to_dict()    # Llama-3's: never measured
     assert [w for w in beyond["warnings"] if "vocabulary 256 and 32,768, not at this proxy's 131,072" in w]
 
