@@ -12,10 +12,14 @@ from gdn.spec import TrialSpec
 from gdn.trial import resolve_device
 
 MEMORY_HEADROOM = 0.9    # fit_pack_size fills at most this share of what the process can still allocate
-# estimate_trial_bytes: activation bytes per token, per layer x width and per vocab entry (bf16 autocast, fused
-# norms and conv). Fitted to the peaks of packs of 16 at d = 128, 256, 512 on an H100 (2026-11-27, docs/benchmarks.md,
-# Packed training), rounded up: the estimate is 6-14 % above those peaks. plan_packs measures anyway.
-ACTIVATION_BYTES_PER_TOKEN = {"width": 64, "vocab": 192}
+# estimate_trial_bytes: activation bytes per token, per layer x width, per vocab entry, and a constant (bf16 autocast,
+# fused norms and conv). Fitted to the peaks of packs of 16 at d = 128, 256, 512, vocab 256, on an H100 (2026-11-27,
+# docs/benchmarks.md, Packed training), rounded up: the estimate is 6-14 % above those peaks. That fit put 192 bytes
+# on each vocab entry, which at vocab 256 cannot be told from a constant, and at 32k made a trial 11x too large. Per
+# vocab entry the loss (gdn.ops.cross_entropy's reference) keeps an fp32 log-softmax (4 bytes), and its backward
+# adds two fp32 gradients (8) beside the bf16 logits and theirs (4): 16. The rest of the fitted 192 x 256 is the
+# constant, so the estimate at vocab 256 is the fitted one. plan_packs measures anyway.
+ACTIVATION_BYTES_PER_TOKEN = {"width": 64, "vocab": 16, "constant": (192 - 16) * 256}
 
 
 def estimate_trial_bytes(spec: TrialSpec) -> int:
@@ -28,7 +32,7 @@ def estimate_trial_bytes(spec: TrialSpec) -> int:
     weights = count_params(model) * value_bytes * (3 + states)       # param, grad, one temporary, the state
     tokens = sched.batch_size * sched.seq_len
     per_token = (ACTIVATION_BYTES_PER_TOKEN["width"] * model.depth * model.width
-                 + ACTIVATION_BYTES_PER_TOKEN["vocab"] * model.vocab_size)
+                 + ACTIVATION_BYTES_PER_TOKEN["vocab"] * model.vocab_size + ACTIVATION_BYTES_PER_TOKEN["constant"])
     return weights + tokens * per_token * value_bytes // 4
 
 

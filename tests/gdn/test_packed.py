@@ -196,6 +196,25 @@ def test_memory_estimate_counts_weights_and_activations():
     assert estimate_trial_bytes(longer) > estimate_trial_bytes(spec)
 
 
+def test_the_vocab_term_covers_what_the_loss_keeps():
+    """Per (token, vocab entry) the estimate counts what the loss's autograd keeps of bf16 logits, measured here,
+    plus its backward's two fp32 gradients and the bf16 logits and their gradient (pack_plan's comment)."""
+    from gdn.ops.cross_entropy.reference import cross_entropy_reference
+    from gdn.pack_plan import ACTIVATION_BYTES_PER_TOKEN
+    N, V = 64, 4096
+    logits = torch.randn(N, V, dtype=torch.bfloat16, requires_grad=True)
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        cross_entropy_reference(logits * 1.0, torch.randint(0, V, (N,)), 2.0)
+    per_entry = sum(n for n in kept.values() if n >= N * V) / (N * V)   # the [N, V] tensors (not target, scalars)
+    assert per_entry == 4                                               # the fp32 log-softmax
+    assert per_entry + 8 + 4 <= ACTIVATION_BYTES_PER_TOKEN["vocab"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="measuring a pack's peak memory needs CUDA")
 def test_fit_pack_size_keeps_the_measured_peak_under_the_budget():
     """A budget for about 3.5 trials (a pack's fixed cost plus 2.5 times what each trial adds, both measured) gives
