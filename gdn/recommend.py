@@ -35,10 +35,7 @@ class SweepResult:
 def transfer_evidence() -> dict[tuple[str, str], TransferEvidence]:
     """(parametrization, optimizer) -> what the transfer study measured (EVIDENCE_FILE)."""
     rows = json.loads(EVIDENCE_FILE.read_text())["evidence"]
-    return {(r["parametrization"], r["optimizer"]): TransferEvidence(
-                r["max_width_mult"], r["holds"], r["summary"], r.get("min_steps"), tuple(r["vocab_sizes"]),
-                tuple(r.get("vocab_max_width_mults", ())))
-            for r in rows}
+    return {(r["parametrization"], r["optimizer"]): TransferEvidence.from_dict(r) for r in rows}
 
 
 @functools.cache
@@ -202,9 +199,6 @@ def recommend(result: SweepResult, target_width: int, tokens: int | None = None,
         tokens=tokens, proxy_lr=result.optimum.lr, horizon=horizon)
 
 
-VOCAB_EVIDENCE = ("vocab_sizes", "vocab_max_width_mults")     # TransferEvidence's tuple fields
-
-
 def recommendation_from_dict(d: dict) -> Recommendation:
     """A Recommendation from its JSON (.to_dict(), or the API's answer)."""
     fields = {f.name for f in dataclasses.fields(Recommendation)}
@@ -212,9 +206,7 @@ def recommendation_from_dict(d: dict) -> Recommendation:
     ev = d.get("transfer_evidence")
     return Recommendation(**{
         **d, "optimizer": OptimizerSpec(**d["optimizer"]), "schedule": ScheduleSpec(**d["schedule"]),
-        # the vocab fields: tuples (JSON has lists); answers from before they were recorded take the defaults
-        "transfer_evidence": TransferEvidence(**{**ev, **{k: tuple(ev[k]) for k in VOCAB_EVIDENCE if k in ev}})
-        if ev else None,
+        "transfer_evidence": TransferEvidence.from_dict(ev) if ev else None,
         "groups": [RecommendedGroup(**{"clip_weight": 1.0, **g, "patterns": tuple(g["patterns"])})   # older answers
                    for g in d["groups"]]})                                                           # lack clip_weight
 

@@ -301,6 +301,13 @@ class TransferEvidence:
     vocab_max_width_mults: tuple[float, ...] = ()
     """the widest ratio checked at each of vocab_sizes, where they differ (empty: max_width_mult at every one)"""
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransferEvidence":
+        """From its JSON (gdn/transfer_evidence.json's rows, or a recommendation's answer): other keys ignored, the
+        vocab lists made tuples, fields an older answer lacks left at their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
     def max_width_mult_at(self, vocab_size: int) -> tuple[float, int | None]:
         """The widest ratio checked at the smallest measured vocabulary at least `vocab_size` (the largest measured,
         above them all), and that vocabulary; (max_width_mult, None) where the study did not split it by vocab."""
