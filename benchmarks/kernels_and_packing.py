@@ -82,7 +82,7 @@ SHAPE_ORDER = "2,3,4,1,0"
 # ours, fla, the wide-head path as checked on 2026-12-06 (ours-vtile) and the two candidates; not the fused kernels
 # (timed on 2026-12-06) nor TF32 products
 IMPLS = ",".join(i for i in gdn_kernels.TIMED if i not in ("ours-fused", "ours-tf32"))
-PROFILED = "ours,ours-fast"                # cells that also record CUDA ms per kernel
+PROFILED = "ours,ours-fast,fla"            # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
 TINY_SHAPES = ["1,32,1,128,16"]
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-check", "--single-repeats", "1"]
 TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "64", "--batch-size", "2",
