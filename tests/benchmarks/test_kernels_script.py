@@ -80,3 +80,28 @@ def test_the_device_call_runs_tiny_on_the_cpu(tmp_path):
     assert [(row["mode"], row["trials"]) for row in result["packing"]["rows"]] == [("sequential", 1), ("packed", 2)]
     assert all(row["tokens_per_s"] > 0 for row in result["packing"]["rows"])
     assert "| 1, 32, 1, 128, 16 |" in r.stdout                        # the short table, printed last
+
+
+def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path):
+    """benchmarks/kernel_configs.py --tiny: each candidate launch config (warps, stages, tile sizes) gives the
+    shipped config's output and gradients (a tile size only reorders a sum: within fp32 rounding; warps and stages
+    change nothing); and the table picks each kernel's fastest candidate from profile records."""
+    import kernel_configs
+    r = subprocess.run([sys.executable, "benchmarks/kernel_configs.py", "--tiny", "--candidates",
+                        "w4s2,bvk64,bvt32,bvg64,bvs32", "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    records = json.loads((tmp_path / "configs.json").read_text())
+    assert [rec["config"] for rec in records] == ["shipped", "w4s2", "bvk64", "bvt32", "bvg64", "bvs32"]
+    assert all("error" not in rec and rec["diff"] < 1e-5 for rec in records), records
+    assert any(rec["diff"] > 0 for rec in records)                      # a reordered sum is seen, not skipped
+    shape = [2, 64, 1, 128, 128]
+    timed = [dict(shape=shape, config="shipped", diff=0.0, total_ms=3.0,
+                  kernels={"_chunk_prep_kernel": 1.0, "_chunk_grad_dqdk_kernel": 2.0}),
+             dict(shape=shape, config="w4s1", diff=1e-7, total_ms=2.5,
+                  kernels={"_chunk_prep_kernel": 1.5, "_chunk_grad_dqdk_kernel": 1.0}),
+             dict(shape=shape, config="w16s1", error="OutOfResources: shared memory")]
+    text = kernel_configs.table(timed)
+    assert "| prep | 1.000 | 1.500 | shipped 1.000 |" in text
+    assert "| grad_dqdk | 2.000 | 1.000 | w4s1 1.000 |" in text
+    assert "sum of bests 2.000" in text and "- w16s1: OutOfResources" in text

@@ -1,0 +1,218 @@
+"""The wide-head kernels' launch configs on the card (issue 21): CUDA ms of every kernel of one fwd+bwd under each
+candidate (num_warps, num_stages, tile sizes), at the wide benchmark shapes, bf16, in one device call.
+
+    PYTHONPATH=. python3 benchmarks/kernel_configs.py --out $OUT/cfg             # one H100: about 5 minutes
+    python benchmarks/kernel_configs.py --tiny --out /tmp/cfg                   # CPU smoke run (interpreted)
+
+Why: compiled for sm_90 offline (benchmarks/triton_resources.py) every wide-head kernel but one takes 244-255
+registers a thread at 8 warps, so one program fills an SM's register file and nothing hides its loads; fla's kernels
+autotune their warps and stages per shape. The shipped configs (gdn.ops.gated_delta_rule.triton.NUM_WARPS,
+NUM_STAGES, and the tile sizes read in `tiles`) were picked by spills, not by time on the card.
+
+A candidate changes only how a kernel is launched, never its products (a tile size changes the order of a sum), so
+each is compared with the shipped config's output and gradients in the same process (relative Frobenius
+difference; a config that is off by more than bf16's rounding is flagged, and a default changed from this table is
+checked against the float64 reference by tests/gdn/test_triton.py on the card before it ships).
+
+Two phases inside --deadline: every (shape, candidate) runs one fwd+bwd in parallel processes (Triton compiles and
+caches its kernels on disk), then one process per shape times the shipped config and every candidate one after
+another, alone on the GPU (torch.profiler, CUDA time per kernel, per iteration). Output: configs.json (every
+record), configs.md (ms per kernel and candidate; the best candidate per kernel and the sum of the bests).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+# The wide-head path's launch-config keys (gdn.ops.gated_delta_rule.triton.NUM_WARPS / NUM_STAGES) and kernel names
+KERNELS = {"prep": "_chunk_prep_kernel", "state_fwd_tiled": "_chunk_state_fwd_tiled_kernel",
+           "output": "_chunk_output_kernel", "dvn_local": "_chunk_dvn_local_kernel",
+           "state_bwd_tiled": "_chunk_state_bwd_tiled_kernel", "grad_ktile": "_chunk_grad_ktile_kernel",
+           "grad_reduce": "_chunk_grad_reduce_kernel", "grad_dqdk": "_chunk_grad_dqdk_kernel"}
+# Candidates: name -> overrides. "warps" / "stages" set every key of KERNELS (a kernel's own entry wins: the prep's
+# loops are unrolled, so stages do nothing there); "tiles" sets module constants of the launcher read by `tiles`.
+CANDIDATES = {
+    "w4s1": dict(warps=4, stages=1), "w4s2": dict(warps=4, stages=2), "w4s3": dict(warps=4, stages=3),
+    "w8s1": dict(warps=8, stages=1), "w8s2": dict(warps=8, stages=2), "w8s3": dict(warps=8, stages=3),
+    "w16s1": dict(warps=16, stages=1), "w16s2": dict(warps=16, stages=2),
+    "bvk64": dict(tiles={"TILED_GRAD_KTILE_BLOCK_V": 64}),          # the K-tile gradient's V loop
+    "bvt32": dict(tiles={"TILED_GRAD_BLOCK_V": 32}),                # output and Aqk^T dO V tile
+    "bvt128": dict(tiles={"TILED_GRAD_BLOCK_V": 128}),
+    "bvg64": dict(tiles={"GRAD_BLOCK_V": 64}),                      # dv's V loop (reduction, dq dk dv)
+    "bvs32": dict(tiles={"TILED_STATE_BV": 32}),                    # state passes (timed 2026-12-07: slower)
+}
+SHAPES = [(16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128), (2, 16384, 16, 128, 128)]
+TINY_SHAPES = [(1, 70, 1, 128, 128)]
+
+
+def _emit(**record) -> None:
+    print("RESULT " + json.dumps(record), flush=True)
+
+
+def _apply(launcher, shipped: dict, name: str | None) -> None:
+    """Restore the shipped config, then apply candidate `name` (None: the shipped config)."""
+    launcher.NUM_WARPS.clear()
+    launcher.NUM_WARPS.update(shipped["warps"])
+    launcher.NUM_STAGES.clear()
+    launcher.NUM_STAGES.update(shipped["stages"])
+    for const, value in shipped["tiles"].items():
+        setattr(launcher, const, value)
+    if name is None:
+        return
+    cand = CANDIDATES[name]
+    for key in KERNELS:
+        if "warps" in cand:
+            launcher.NUM_WARPS[key] = cand["warps"]
+        if "stages" in cand and key != "prep":
+            launcher.NUM_STAGES[key] = cand["stages"]
+    for const, value in cand.get("tiles", {}).items():
+        setattr(launcher, const, value)
+
+
+def cell(shape, names: list[str], time_them: bool, iters: int) -> None:
+    """One process: the shipped config, then each candidate, at one shape; with time_them the CUDA ms per kernel
+    (else one fwd+bwd each, which compiles them)."""
+    import torch
+    import gdn_kernels
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ["TRITON_INTERPRET"] = "1"
+    import gdn.ops.gated_delta_rule.triton as launcher
+    shipped = dict(warps=dict(launcher.NUM_WARPS), stages=dict(launcher.NUM_STAGES),
+                   tiles={c: getattr(launcher, c) for cand in CANDIDATES.values() for c in cand.get("tiles", {})})
+    fn = gdn_kernels._impl("ours")
+    xs, do = gdn_kernels._inputs(*shape)
+    leaves = [x.detach().requires_grad_() for x in xs]
+
+    def outputs():
+        for x in leaves:
+            x.grad = None
+        o = fn(*leaves)
+        o.backward(do)
+        return [o.detach().float()] + [x.grad.float() for x in leaves]
+
+    ref = None
+    for name in [None, *names]:
+        try:
+            _apply(launcher, shipped, name)
+            got = outputs()
+            if ref is None:
+                ref = got
+            diff = max(((a - b).norm() / b.norm().clamp_min(1e-30)).item() for a, b in zip(got, ref))
+            record = dict(shape=shape, config=name or "shipped", diff=diff)
+            if time_them and cuda:
+                prof = gdn_kernels._kernel_profile(fn, leaves, do, iters)
+                record.update(total_ms=prof["total_ms"], kernels={k["name"]: k["ms"] for k in prof["kernels"]})
+            _emit(**record)
+        except Exception as e:                                # an OutOfResources is one candidate's result
+            _emit(shape=shape, config=name or "shipped", error=f"{type(e).__name__}: {str(e)[:200]}")
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+    _apply(launcher, shipped, None)
+
+
+def _run(args: list[str], timeout: float, log: Path) -> list[dict]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--cell", *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, timeout), cwd=ROOT)
+        out, err = p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = f"timed out after {timeout:.0f} s"
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(args)}\n{out}\n{err}\n")
+    return [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+
+
+def table(records: list[dict]) -> str:
+    """Per shape: ms per kernel (rows) and config (columns), the best per kernel, the sums."""
+    lines = []
+    for shape in sorted({tuple(r["shape"]) for r in records}, key=str):
+        rs = [r for r in records if tuple(r["shape"]) == shape and "kernels" in r]
+        if not rs:
+            continue
+        configs = [r["config"] for r in rs]
+        lines += [f"\n{', '.join(map(str, shape))} (CUDA ms per kernel, fwd+bwd; diff: largest relative difference "
+                  "from the shipped config's o and gradients)\n",
+                  "| kernel | " + " | ".join(configs) + " | best |", "|---" * (len(configs) + 2) + "|"]
+        best_sum = 0.0
+        for key, kname in KERNELS.items():
+            ms = [next((v for n, v in r["kernels"].items() if n.startswith(kname[:60])), None) for r in rs]
+            have = [(m, c) for m, c in zip(ms, configs) if m is not None]
+            if not have:
+                continue
+            m_best, c_best = min(have)
+            best_sum += m_best
+            lines.append(f"| {key} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in ms)
+                         + f" | {c_best} {m_best:.3f} |")
+        lines.append("| total | " + " | ".join(f"{r['total_ms']:.3f}" for r in rs) + f" | sum of bests {best_sum:.3f} |")
+        lines.append("| diff | " + " | ".join(f"{r['diff']:.1e}" for r in rs) + " | |")
+        failed = [r for r in records if tuple(r["shape"]) == shape and "error" in r]
+        lines += [f"- {r['config']}: {r['error']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", ".out") + "/cfg")
+    ap.add_argument("--deadline", type=float, default=330, help="seconds for the whole call")
+    ap.add_argument("--compile-s", type=float, default=150, help="at most this many seconds for the compile phase")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--jobs", type=int, default=12, help="compile processes at a time")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--tiny", action="store_true", help="the CPU smoke run: one tiny shape, kernels interpreted")
+    ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.cell:
+        shape = tuple(int(x) for x in args.cell[0].split(","))
+        cell(shape, [n for n in args.cell[1].split(",") if n], args.cell[2] == "time", args.iters)
+        return
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    log.write_text("")
+    shapes = TINY_SHAPES if args.tiny else SHAPES
+    names = args.candidates.split(",")
+    if unknown := [n for n in names if n not in CANDIDATES]:
+        sys.exit(f"kernel_configs: unknown candidates {', '.join(unknown)} (known: {', '.join(CANDIDATES)})")
+    # phase 1: compile every (shape, candidate) in parallel processes (Triton's on-disk cache keeps them)
+    if not args.tiny:
+        procs, queue = [], [(s, n) for n in [""] + names for s in shapes]
+        until = t0 + args.compile_s
+        while (queue or procs) and time.perf_counter() < until:
+            while queue and len(procs) < args.jobs:
+                s, n = queue.pop(0)
+                procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--cell",
+                                               ",".join(map(str, s)), n, "compile"], cwd=ROOT,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.5)
+            procs = [p for p in procs if p.poll() is None]
+        for p in procs:
+            p.kill()
+        print(f"compiled in {time.perf_counter() - t0:.0f} s ({len(queue)} left)", flush=True)
+    # phase 2: time, one process per shape, alone on the GPU
+    records = []
+    for i, s in enumerate(shapes):
+        left = t0 + args.deadline - time.perf_counter()
+        records += _run([",".join(map(str, s)), ",".join(names), "time"], left / (len(shapes) - i), log)
+        (out / "configs.json").write_text(json.dumps(records, indent=1))
+        text = table(records)
+        (out / "configs.md").write_text(text)
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
