@@ -166,8 +166,8 @@ def table(records: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", ".out") + "/cfg")
-    ap.add_argument("--deadline", type=float, default=330, help="seconds for the whole call")
-    ap.add_argument("--compile-s", type=float, default=150, help="at most this many seconds for the compile phase")
+    ap.add_argument("--deadline", type=float, default=360, help="seconds for the whole call")
+    ap.add_argument("--compile-s", type=float, default=200, help="at most this many seconds for the compile phase")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--jobs", type=int, default=12, help="compile processes at a time")
     ap.add_argument("--iters", type=int, default=10)
@@ -190,7 +190,7 @@ def main() -> None:
         sys.exit(f"kernel_configs: unknown candidates {', '.join(unknown)} (known: {', '.join(CANDIDATES)})")
     # phase 1: compile every (shape, candidate) in parallel processes (Triton's on-disk cache keeps them)
     if not args.tiny:
-        procs, queue = [], [(s, n) for n in [""] + names for s in shapes]
+        procs, queue = [], [(s, n) for s in shapes for n in names]      # shape by shape: the last two share K, V
         until = t0 + args.compile_s
         while (queue or procs) and time.perf_counter() < until:
             while queue and len(procs) < args.jobs:
