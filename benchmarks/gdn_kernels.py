@@ -56,7 +56,8 @@ IMPLS = ("ours", "fla", "chunk")
 # checks on 2026-12-07 on top of the looped prep and 32-wide state tiles), and ours-fast-w, that with w in bf16 too
 # (TILED_WU=w-bf16, also passed there); in the interpreter both put dg 1.26e-2 from float64 at [1, 320, 1, 128, 64]
 # with zero gates, over bf16's 1e-2, so neither can be a default, and the device call no longer times them. The
-# variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles; bf16 w S operands, whose one failed check ran out of memory) are in docs/benchmarks.md.
+# variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles; bf16 w S operands, whose
+# one failed check ran out of memory) are in docs/benchmarks.md.
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  "ours-fast": {"DELTAMU_GDN_TILED_STATE": "bf16"},
