@@ -97,15 +97,16 @@ class HorizonStudy:
                             proxy_steps=self.fit_h[0], grid_step_log2=STEP_LOG2)
 
     def predictions(self, fit, horizon: int) -> dict[str, float | None]:
-        """log2 lr at `horizon` by the product's rule, by the line, and with no horizon correction."""
+        """log2 lr at `horizon` by the product's rule, by the line, and with no horizon correction; and the product
+        rule's error bar in grid steps ("error_steps")."""
+        pred = fit.predict(tokens_of(self.scale, horizon))
         proxy = self.optimum(self.arm, self.fit_h[0], self.base)
         if proxy is None:
-            return {"product": None, "line": None, "none": None}
+            return {"product": None, "line": None, "none": None, "error_steps": pred.error_steps}
         x = math.log2(tokens_of(self.scale, horizon) / fit.proxy_tokens)
-        pred = fit.predict(tokens_of(self.scale, horizon))
         return {"product": proxy.log2_lr + pred.log2_factor,
                 "line": None if fit.exponent is None else fit.intercept + fit.exponent * x,
-                "none": proxy.log2_lr}
+                "none": proxy.log2_lr, "error_steps": pred.error_steps}
 
     def run_joint(self) -> None:
         fit = self.line()
@@ -130,12 +131,12 @@ class HorizonStudy:
         for h in self.fit_h + self.predict_h:
             opt = self.optimum(self.arm, h, self.base)
             pred = self.predictions(fit, h)
+            error_steps = pred.pop("error_steps")
             measured = opt.log2_lr if opt else None
             rows.append({"steps": h, "tokens": tokens_of(self.scale, h), "fitted": h in self.fit_h,
                          "measured_lr": opt.lr if opt else None, "measured_log2_std": opt.log2_lr_std if opt else None,
                          "on_edge": opt.on_edge if opt else None,
-                         "error_bar_steps": (None if h in self.fit_h or fit.exponent is None else
-                                             fit.predict(tokens_of(self.scale, h)).error_steps),
+                         "error_bar_steps": None if h in self.fit_h or fit.exponent is None else error_steps,
                          **{f"{k}_lr": (2 ** v if v is not None else None) for k, v in pred.items()},
                          **{f"{k}_error_steps": steps_error(v, measured) for k, v in pred.items()}})
         out = {"arm": self.arm.name, "base_width": self.base, "fit_horizons": self.fit_h,
@@ -146,6 +147,7 @@ class HorizonStudy:
         sp_base = self.optimum(sp, self.fit_h[0], self.base)
         if joint_mup or joint_sp:
             pred = self.predictions(fit, self.joint_horizon)
+            pred.pop("error_steps")
             out["joint"] = {
                 "width": self.joint_width, "steps": self.joint_horizon,
                 "tokens": tokens_of(self.scale, self.joint_horizon),
