@@ -62,10 +62,12 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  "ours-fast": {"DELTAMU_GDN_TILED_STATE": "bf16"},
                  "ours-fast-w": {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16"},
-                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"}}
+                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"},
+                 # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
+                 "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused", "ours-tf32")
+TIMED = ("ours", "fla", "ours-tuned", "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
@@ -256,10 +258,11 @@ def load_autotune(path: Path) -> None:
 
 def _differs(impl: str, shape) -> bool:
     """Whether a cell of impl at shape runs other kernels than "ours": always, but for our variants below the
-    wide-head path (they run ours there; the cells' inputs are bf16)."""
+    wide-head path (they run ours there; the cells' inputs are bf16), except ours-tuned (its configs may include the
+    prep kernel, which both paths launch)."""
     import torch
     from gdn.ops.gated_delta_rule.triton import wide_heads
-    return impl not in OURS_VARIANTS or wide_heads(shape[3], torch.bfloat16)
+    return impl not in OURS_VARIANTS or impl == "ours-tuned" or wide_heads(shape[3], torch.bfloat16)
 
 
 def warm(shapes, impls, timeout: float, jobs: int | None = None) -> None:

@@ -17,7 +17,11 @@ checked against the float64 reference by tests/gdn/test_triton.py on the card be
 Two phases inside --deadline: every (shape, candidate) runs one fwd+bwd in parallel processes (Triton compiles and
 caches its kernels on disk), then one process per shape times the shipped config and every candidate one after
 another, alone on the GPU (torch.profiler, CUDA time per kernel, per iteration). Output: configs.json (every
-record), configs.md (ms per kernel and candidate; the best candidate per kernel and the sum of the bests).
+record), configs.md (ms per kernel and candidate; the best candidate per kernel and the sum of the bests) and
+picks.txt (the fastest config per kernel over the shapes, in DELTAMU_GDN_LAUNCH's form). Check and time the picks
+beside the shipped configs with
+`DELTAMU_GDN_TUNED=$(cat picks.txt) PYTHONPATH=/tmp/site:. python3 benchmarks/kernels_and_packing.py --out $OUT/k`
+(its column ours-tuned); then write the winners into gdn.ops.gated_delta_rule.triton's NUM_WARPS / NUM_STAGES.
 """
 from __future__ import annotations
 
@@ -163,6 +167,38 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def picks(records: list[dict], margin: float = 0.02) -> str:
+    """The fastest launch config per kernel over every timed shape (the sum of its CUDA ms), and each tile candidate
+    that makes the whole fwd+bwd faster, where they beat the shipped config by more than `margin`, in
+    DELTAMU_GDN_LAUNCH's form (kernel=WARPSxSTAGES, TILE=N); "" when nothing beats it. Only configs timed at every
+    shape compete."""
+    timed = [r for r in records if "kernels" in r]
+    shapes = {tuple(r["shape"]) for r in timed}
+
+    def total(config: str, kname: str | None) -> float | None:
+        rs = [r for r in timed if r["config"] == config]
+        if len(rs) != len(shapes):
+            return None
+        ms = [r["total_ms"] if kname is None else
+              next((v for n, v in r["kernels"].items() if n.startswith(kname[:60])), None) for r in rs]
+        return None if None in ms else sum(ms)
+
+    out = []
+    for key, kname in KERNELS.items():
+        shipped = total("shipped", kname)
+        tried = [(ms, name) for name, cand in CANDIDATES.items() if "warps" in cand
+                 and (ms := total(name, kname)) is not None]
+        if shipped is not None and tried and min(tried)[0] < (1 - margin) * shipped:
+            cand = CANDIDATES[min(tried)[1]]
+            out.append(f"{key}={cand['warps']}x{1 if key == 'prep' else cand['stages']}")
+    shipped = total("shipped", None)
+    for name, cand in CANDIDATES.items():
+        ms = total(name, None)
+        if "tiles" in cand and shipped is not None and ms is not None and ms < (1 - margin) * shipped:
+            out += [f"{const}={value}" for const, value in cand["tiles"].items()]
+    return ",".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", ".out") + "/cfg")
@@ -209,8 +245,10 @@ def main() -> None:
         left = t0 + args.deadline - time.perf_counter()
         records += _run([",".join(map(str, s)), ",".join(names), "time"], left / (len(shapes) - i), log)
         (out / "configs.json").write_text(json.dumps(records, indent=1))
-        text = table(records)
+        chosen = picks(records)
+        text = table(records) + f"\npicks (DELTAMU_GDN_LAUNCH): {chosen or 'none: the shipped configs'}\n"
         (out / "configs.md").write_text(text)
+        (out / "picks.txt").write_text(chosen + "\n")
     print(text, flush=True)
 
 

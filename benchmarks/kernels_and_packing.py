@@ -65,6 +65,12 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 2,
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
           "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}
+# With DELTAMU_GDN_TUNED set (benchmarks/kernel_configs.py's picks.txt, in DELTAMU_GDN_LAUNCH's form) the call checks
+# those launch configs at every 16-bit benchmark shape and times them as the column ours-tuned, beside the shipped
+# ones: a config that changes a tile reorders sums, and any config must pass before it ships.
+TUNED = os.environ.get("DELTAMU_GDN_TUNED", "")
+if TUNED:
+    CHECKS["ours-tuned"] = ("benchmark_shapes and not fp32", TRITON_TESTS, 2, {"DELTAMU_GDN_LAUNCH": TUNED})
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 13 cells at once
 # (5 shapes x ours and fla, 3 wide shapes x ours-vtile), each with a CUDA context and a forward and backward at the
 # full shape, on top of the checks' 14 workers, would crowd the card's memory and 16 cores.
@@ -78,8 +84,8 @@ CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py
 SHAPE_ORDER = "2,3,4,1,0"
 # ours, fla and the wide-head path as checked on 2026-12-06 (ours-vtile); not the fused kernels (timed on
 # 2026-12-06) nor TF32 products
-IMPLS = "ours,fla,ours-vtile"
-PROFILED = "ours,fla"                      # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
+IMPLS = "ours,fla,ours-tuned,ours-vtile" if TUNED else "ours,fla,ours-vtile"
+PROFILED = "ours,ours-tuned,fla"       # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
 TINY_SHAPES = ["1,32,1,128,16"]
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-check", "--single-repeats", "1"]
 TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "64", "--batch-size", "2",
@@ -183,7 +189,8 @@ def run_packing(work: Path, args, until: float) -> dict:
 
 
 # fwd+bwd ratios in the kernel table, where both cells have a time
-RATIOS = [("ours", "fla"), ("ours-vtile", "fla"), ("ours-fused", "fla"), ("ours", "ours-vtile"), ("ours", "ours-fused")]
+RATIOS = [("ours", "fla"), ("ours-tuned", "fla"), ("ours-vtile", "fla"), ("ours-fused", "fla"), ("ours-tuned", "ours"),
+          ("ours", "ours-vtile"), ("ours", "ours-fused")]
 
 
 def summary(result: dict) -> str:

@@ -105,3 +105,42 @@ def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path
     assert "| prep | 1.000 | 1.500 | shipped 1.000 |" in text
     assert "| grad_dqdk | 2.000 | 1.000 | w4s1 1.000 |" in text
     assert "sum of bests 2.000" in text and "- w16s1: OutOfResources" in text
+
+
+def test_sweep_picks_the_fastest_config_per_kernel_over_every_shape():
+    """kernel_configs.picks: per kernel the config with the least CUDA ms summed over the shapes, if over 2 % under
+    the shipped config's (the prep takes one stage: its loops are unrolled); a tile candidate if the whole fwd+bwd
+    gains; a config missing at a shape does not compete; the result is DELTAMU_GDN_LAUNCH's form."""
+    import kernel_configs
+
+    def rec(shape, config, total, **ms):
+        return dict(shape=shape, config=config, diff=0.0, total_ms=total,
+                    kernels={kernel_configs.KERNELS[k]: v for k, v in ms.items()})
+    a, b = [16, 1024, 6, 128, 256], [8, 2048, 16, 128, 128]
+    records = [rec(a, "shipped", 10.0, prep=1.0, output=1.0, grad_dqdk=1.0),
+               rec(b, "shipped", 10.0, prep=1.0, output=1.0, grad_dqdk=1.0),
+               rec(a, "w8s2", 9.0, prep=0.5, output=0.5, grad_dqdk=0.995),     # dq dk: within the margin
+               rec(b, "w8s2", 9.0, prep=0.6, output=1.4, grad_dqdk=0.995),     # output: 1.9 against 2.0
+               rec(a, "w16s1", 11.0, prep=2.0, output=0.7, grad_dqdk=2.0),
+               rec(b, "w16s1", 11.0, prep=2.0, output=0.7, grad_dqdk=2.0),     # output: 1.4, the best
+               rec(a, "w4s1", 1.0, prep=0.1, output=0.1, grad_dqdk=0.1),       # timed at one shape only
+               rec(a, "bvk64", 9.5, prep=1.0), rec(b, "bvk64", 9.5, prep=1.0),
+               rec(a, "bvs32", 9.9, prep=1.0), rec(b, "bvs32", 10.0, prep=1.0),
+               dict(shape=b, config="w4s1", error="OutOfResources")]
+    assert kernel_configs.picks(records) == "prep=8x1,output=16x1,TILED_GRAD_KTILE_BLOCK_V=64"
+    assert kernel_configs.picks(records[:2]) == ""
+
+
+def test_the_device_call_checks_and_times_tuned_configs_when_given():
+    """DELTAMU_GDN_TUNED (a sweep's picks): the call adds a float64 check set with those configs and the column
+    ours-tuned; without it, neither."""
+    code = "import kernels_and_packing as k; print(k.IMPLS, 'ours-tuned' in k.CHECKS, k.CHECKS.get('ours-tuned'))"
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "benchmarks")}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout
+    assert plain.split()[:2] == ["ours,fla,ours-vtile", "False"]
+    env["DELTAMU_GDN_TUNED"] = "output=8x1"
+    tuned = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout
+    assert tuned.split()[:2] == ["ours,fla,ours-tuned,ours-vtile", "True"]
+    assert "'DELTAMU_GDN_LAUNCH': 'output=8x1'" in tuned

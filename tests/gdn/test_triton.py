@@ -11,6 +11,9 @@ printed (pytest -s) and named in the failure. Tolerances: fp32 inputs 1e-4 (no T
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -251,7 +254,8 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("dqdk-inline-ktile", dict(TILED_DQDK="inline", TILED_GRAD="ktile"), (1, 4)),
     ("fast", dict(TILED_STATE="bf16"), (4, 5)),
     ("fast-w", dict(TILED_STATE="bf16", TILED_WU="w-bf16"), (4, 5)),
-    ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,))) for i in cases]
+    ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,)),
+    ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,))) for i in cases]
 
 
 @pytest.mark.parametrize("switches,case", VARIANTS)
@@ -265,6 +269,26 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
         [w in bf16_states and case.values[0]["dtype"] != torch.float32 for w in ("h", "dh")]
     assert (launcher["_stored_dtype"]("w", True, case.values[0]["dtype"]) == torch.bfloat16) == \
         (switches.get("TILED_WU") == "w-bf16" and case.values[0]["dtype"] != torch.float32)
+
+
+def test_launch_configs_from_the_environment_are_read_and_checked():
+    """DELTAMU_GDN_LAUNCH (how a sweep's picks are checked on a card before they ship): kernel=WARPSxSTAGES and
+    TILE=N items; a misspelt kernel or a bad config is refused with its name, and a process started with the variable
+    launches with it."""
+    parse = triton_chunk_gated_delta_rule.__globals__["launch_overrides"]
+    assert parse("output=8x1, grad_dqdk=16x2,TILED_GRAD_KTILE_BLOCK_V=64") == \
+        ({"output": (8, 1), "grad_dqdk": (16, 2)}, {"TILED_GRAD_KTILE_BLOCK_V": 64})
+    assert parse("") == ({}, {})
+    for bad, says in (("outptu=8x1", "'outptu' is neither a kernel"), ("output=3x1", "'output=3x1' is not"),
+                      ("output=8", "'output=8' is not"), ("GRAD_BLOCK_V=48", "'GRAD_BLOCK_V=48' is not")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            parse(bad)
+    code = ("import gdn.ops.gated_delta_rule.triton as t, torch; "
+            "print(t.NUM_WARPS['output'], t.NUM_STAGES['output'], t.tiles(1, 128, 256, torch.device('cpu'), "
+            "torch.bfloat16)['BVK'])")
+    env = {**os.environ, "DELTAMU_GDN_LAUNCH": "output=8x2,TILED_GRAD_KTILE_BLOCK_V=64"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["8", "2", "64"]
 
 
 def test_wide_head_bf16_products_switch_reads_names(monkeypatch):

@@ -148,6 +148,43 @@ TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
 # 8 warps, Triton 3.9 offline) it spills 168 bytes a thread at 64, none at 32 (247 registers)
 TILED_GRAD_KTILE_BLOCK_V = 32
+LAUNCH_TILES = ("TILED_GRAD_KTILE_BLOCK_V", "TILED_GRAD_BLOCK_V", "GRAD_BLOCK_V")    # what DELTAMU_GDN_LAUNCH may set
+
+
+def launch_overrides(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """DELTAMU_GDN_LAUNCH's value, comma-separated `kernel=WARPSxSTAGES` (a key of NUM_WARPS) and `TILE=N` (one of
+    LAUNCH_TILES), as ({kernel: (warps, stages)}, {tile constant: N}); anything else is an error naming it."""
+    configs, tiles = {}, {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, _, value = item.partition("=")
+        try:
+            if key in NUM_WARPS:
+                warps, stages = (int(x) for x in value.split("x"))
+                if warps not in (1, 2, 4, 8, 16, 32) or stages < 1:
+                    raise ValueError
+                configs[key] = (warps, stages)
+            elif key in LAUNCH_TILES:
+                tiles[key] = int(value)
+                if tiles[key] < 16 or tiles[key] & (tiles[key] - 1):
+                    raise ValueError
+            else:
+                raise KeyError
+        except KeyError:
+            raise ValueError(f"DELTAMU_GDN_LAUNCH: {key!r} is neither a kernel ({', '.join(NUM_WARPS)}) nor a tile "
+                             f"({', '.join(LAUNCH_TILES)})") from None
+        except ValueError:
+            raise ValueError(f"DELTAMU_GDN_LAUNCH: {item!r} is not kernel=WARPSxSTAGES (warps a power of two up to "
+                             "32, stages >= 1) or TILE=N (a power of two >= 16)") from None
+    return configs, tiles
+
+
+# - DELTAMU_GDN_LAUNCH: launch configs and tiles for one process in place of the shipped ones above, e.g.
+#   "output=8x1,grad_dqdk=16x1,TILED_GRAD_KTILE_BLOCK_V=64": how benchmarks/kernel_configs.py's picks are checked
+#   and timed on a card beside the shipped configs (gdn_kernels.py's column ours-tuned) before they replace them.
+_configs, _tiles = launch_overrides(os.environ.get("DELTAMU_GDN_LAUNCH", ""))
+for _key, (_warps, _stages) in _configs.items():
+    NUM_WARPS[_key], NUM_STAGES[_key] = _warps, _stages
+globals().update(_tiles)
 
 
 def _pow2(n: int) -> int:
