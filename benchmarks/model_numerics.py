@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fla", action="store_true",
                     help="also fla's GatedDeltaNetForCausalLM (needs its wheels; off CUDA on deltamu's torch ops)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--cpu-autocast", action="store_true",
+                    help="off CUDA, run the candidates under bf16 autocast too (CUDA always does): where each model's "
+                         "own code rounds, without the GPU kernels")
     ap.add_argument("--out", default=".")
     args = ap.parse_args(argv)
 
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     spec = TrialSpec(config, lr=args.lr, seed=args.seed, width=args.width, device=args.device)
     device = resolve_device(args.device)
     x, y = trial_corpus(config).batch(0, args.seed, args.batch_size, args.seq_len, device)
-    half = torch.bfloat16 if device.type == "cuda" else None
+    half = torch.bfloat16 if device.type == "cuda" or args.cpu_autocast else None
 
     def ours(backend: str):
         model = GDNModel(config.model_at(args.width), backend=backend)

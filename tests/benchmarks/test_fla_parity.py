@@ -59,3 +59,17 @@ def test_model_numerics_finds_fla_and_deltamu_gradients_at_float64s_on_torch_ops
         assert {"hidden", "embedding", "conv", "gate_proj", "gate_scalar", "norm", "all"} <= row["grad_rel_err"].keys()
         assert all(0 < err < 1e-5 for err in row["grad_rel_err"].values()), row
     assert "| fla + deltamu.apply |" in r.stdout
+
+
+def test_model_numerics_under_cpu_autocast_rounds_both_models_alike(tmp_path):
+    """--cpu-autocast: the candidates run under bf16 autocast on the CPU, so their gradients are bf16-far from
+    float64 (not float32-close), and fla's model and deltamu's round alike (their own code, the same torch ops)."""
+    pytest.importorskip("fla.models", reason="fla (flash-linear-attention) is not installed")
+    r = subprocess.run([sys.executable, "benchmarks/model_numerics.py", "--base", "32", "--width", "64", "--depth", "1",
+                        "--batch-size", "2", "--seq-len", "32", "--fla", "--cpu-autocast", "--device", "cpu",
+                        "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["impl"]: row for row in json.loads((tmp_path / "numerics.json").read_text())["rows"]}
+    ours, theirs = rows["deltamu (chunk)"]["grad_rel_err"], rows["fla + deltamu.apply"]["grad_rel_err"]
+    assert 1e-3 < ours["all"] < 0.3 and 1e-3 < theirs["all"] < 0.3
+    assert 0.5 < theirs["all"] / ours["all"] < 2
