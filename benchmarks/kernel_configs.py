@@ -43,8 +43,10 @@ KERNELS = {"prep": "_chunk_prep_kernel", "state_fwd_tiled": "_chunk_state_fwd_ti
            "output": "_chunk_output_kernel", "dvn_local": "_chunk_dvn_local_kernel",
            "state_bwd_tiled": "_chunk_state_bwd_tiled_kernel", "grad_ktile": "_chunk_grad_ktile_kernel",
            "grad_reduce": "_chunk_grad_reduce_kernel", "grad_dqdk": "_chunk_grad_dqdk_kernel"}
-# Candidates: name -> overrides. "warps" / "stages" set every key of KERNELS (a kernel's own entry wins: the prep's
-# loops are unrolled, so stages do nothing there); "tiles" sets module constants of the launcher read by `tiles`.
+# Candidates: name -> overrides. "warps" / "stages" set every key of KERNELS (the prep keeps one stage: its loops
+# are unrolled, so stages do nothing there); "tiles" sets the launcher's LAUNCH_TILES constants read by `tiles`. Each
+# is set as DELTAMU_GDN_LAUNCH would set it (launch_items); the state passes' V tile has its own switch
+# (TILED_STATE_BV, 32 timed slower on 2026-12-07) and is not swept here.
 CANDIDATES = {
     "w4s1": dict(warps=4, stages=1), "w4s2": dict(warps=4, stages=2), "w4s3": dict(warps=4, stages=3),
     "w8s1": dict(warps=8, stages=1), "w8s2": dict(warps=8, stages=2), "w8s3": dict(warps=8, stages=3),
@@ -53,7 +55,6 @@ CANDIDATES = {
     "bvt32": dict(tiles={"TILED_GRAD_BLOCK_V": 32}),                # output and Aqk^T dO V tile
     "bvt128": dict(tiles={"TILED_GRAD_BLOCK_V": 128}),
     "bvg64": dict(tiles={"GRAD_BLOCK_V": 64}),                      # dv's V loop (reduction, dq dk dv)
-    "bvs32": dict(tiles={"TILED_STATE_BV": 32}),                    # state passes (timed 2026-12-07: slower)
 }
 SHAPES = [(16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128), (2, 16384, 16, 128, 128)]
 TINY_SHAPES = [(1, 70, 1, 128, 128)]
@@ -63,24 +64,24 @@ def _emit(**record) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
+def launch_items(name: str, keys=KERNELS) -> list[str]:
+    """Candidate `name` in DELTAMU_GDN_LAUNCH's form: its warps and stages for each of `keys` (the prep takes one
+    stage: its loops are unrolled), or its tiles."""
+    cand = CANDIDATES[name]
+    if "warps" in cand:
+        return [f"{key}={cand['warps']}x{1 if key == 'prep' else cand['stages']}" for key in keys]
+    return [f"{const}={value}" for const, value in cand["tiles"].items()]
+
+
 def _apply(launcher, shipped: dict, name: str | None) -> None:
-    """Restore the shipped config, then apply candidate `name` (None: the shipped config)."""
-    launcher.NUM_WARPS.clear()
+    """Restore the shipped config, then set candidate `name` (None: the shipped config) through the launcher's
+    DELTAMU_GDN_LAUNCH mechanism, so that what is swept is what the picks can name."""
     launcher.NUM_WARPS.update(shipped["warps"])
-    launcher.NUM_STAGES.clear()
     launcher.NUM_STAGES.update(shipped["stages"])
     for const, value in shipped["tiles"].items():
         setattr(launcher, const, value)
-    if name is None:
-        return
-    cand = CANDIDATES[name]
-    for key in KERNELS:
-        if "warps" in cand:
-            launcher.NUM_WARPS[key] = cand["warps"]
-        if "stages" in cand and key != "prep":
-            launcher.NUM_STAGES[key] = cand["stages"]
-    for const, value in cand.get("tiles", {}).items():
-        setattr(launcher, const, value)
+    if name is not None:
+        launcher.set_launch(",".join(launch_items(name)))
 
 
 def cell(shape, names: list[str], time_them: bool, iters: int) -> None:
@@ -93,7 +94,7 @@ def cell(shape, names: list[str], time_them: bool, iters: int) -> None:
         os.environ["TRITON_INTERPRET"] = "1"
     import gdn.ops.gated_delta_rule.triton as launcher
     shipped = dict(warps=dict(launcher.NUM_WARPS), stages=dict(launcher.NUM_STAGES),
-                   tiles={c: getattr(launcher, c) for cand in CANDIDATES.values() for c in cand.get("tiles", {})})
+                   tiles={c: getattr(launcher, c) for c in launcher.LAUNCH_TILES})
     fn = gdn_kernels._impl("ours")
     xs, do = gdn_kernels._inputs(*shape)
     leaves = [x.detach().requires_grad_() for x in xs]
@@ -160,7 +161,8 @@ def table(records: list[dict]) -> str:
             best_sum += m_best
             lines.append(f"| {key} | " + " | ".join("-" if m is None else f"{m:.3f}" for m in ms)
                          + f" | {c_best} {m_best:.3f} |")
-        lines.append("| total | " + " | ".join(f"{r['total_ms']:.3f}" for r in rs) + f" | sum of bests {best_sum:.3f} |")
+        lines.append("| total | " + " | ".join(f"{r['total_ms']:.3f}" for r in rs)
+                     + f" | sum of bests {best_sum:.3f} |")
         lines.append("| diff | " + " | ".join(f"{r['diff']:.1e}" for r in rs) + " | |")
         failed = [r for r in records if tuple(r["shape"]) == shape and "error" in r]
         lines += [f"- {r['config']}: {r['error']}" for r in failed]
@@ -189,13 +191,12 @@ def picks(records: list[dict], margin: float = 0.02) -> str:
         tried = [(ms, name) for name, cand in CANDIDATES.items() if "warps" in cand
                  and (ms := total(name, kname)) is not None]
         if shipped is not None and tried and min(tried)[0] < (1 - margin) * shipped:
-            cand = CANDIDATES[min(tried)[1]]
-            out.append(f"{key}={cand['warps']}x{1 if key == 'prep' else cand['stages']}")
+            out += launch_items(min(tried)[1], [key])
     shipped = total("shipped", None)
     for name, cand in CANDIDATES.items():
         ms = total(name, None)
         if "tiles" in cand and shipped is not None and ms is not None and ms < (1 - margin) * shipped:
-            out += [f"{const}={value}" for const, value in cand["tiles"].items()]
+            out += launch_items(name)
     return ",".join(out)
 
 

@@ -88,11 +88,11 @@ def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path
     change nothing); and the table picks each kernel's fastest candidate from profile records."""
     import kernel_configs
     r = subprocess.run([sys.executable, "benchmarks/kernel_configs.py", "--tiny", "--candidates",
-                        "w4s2,bvk64,bvt32,bvg64,bvs32", "--out", str(tmp_path)],
+                        "w4s2,bvk64,bvt32,bvg64", "--out", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     records = json.loads((tmp_path / "configs.json").read_text())
-    assert [rec["config"] for rec in records] == ["shipped", "w4s2", "bvk64", "bvt32", "bvg64", "bvs32"]
+    assert [rec["config"] for rec in records] == ["shipped", "w4s2", "bvk64", "bvt32", "bvg64"]
     assert all("error" not in rec and rec["diff"] < 1e-5 for rec in records), records
     assert any(rec["diff"] > 0 for rec in records)                      # a reordered sum is seen, not skipped
     shape = [2, 64, 1, 128, 128]
@@ -125,7 +125,7 @@ def test_sweep_picks_the_fastest_config_per_kernel_over_every_shape():
                rec(b, "w16s1", 11.0, prep=2.0, output=0.7, grad_dqdk=2.0),     # output: 1.4, the best
                rec(a, "w4s1", 1.0, prep=0.1, output=0.1, grad_dqdk=0.1),       # timed at one shape only
                rec(a, "bvk64", 9.5, prep=1.0), rec(b, "bvk64", 9.5, prep=1.0),
-               rec(a, "bvs32", 9.9, prep=1.0), rec(b, "bvs32", 10.0, prep=1.0),
+               rec(a, "bvt32", 9.9, prep=1.0), rec(b, "bvt32", 10.0, prep=1.0),
                dict(shape=b, config="w4s1", error="OutOfResources")]
     assert kernel_configs.picks(records) == "prep=8x1,output=16x1,TILED_GRAD_KTILE_BLOCK_V=64"
     assert kernel_configs.picks(records[:2]) == ""

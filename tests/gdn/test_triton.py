@@ -255,7 +255,8 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("fast", dict(TILED_STATE="bf16"), (4, 5)),
     ("fast-w", dict(TILED_STATE="bf16", TILED_WU="w-bf16"), (4, 5)),
     ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,)),
-    ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,))) for i in cases]
+    ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)))
+    for i in cases]
 
 
 @pytest.mark.parametrize("switches,case", VARIANTS)

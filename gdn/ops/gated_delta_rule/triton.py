@@ -181,10 +181,16 @@ def launch_overrides(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, i
 # - DELTAMU_GDN_LAUNCH: launch configs and tiles for one process in place of the shipped ones above, e.g.
 #   "output=8x1,grad_dqdk=16x1,TILED_GRAD_KTILE_BLOCK_V=64": how benchmarks/kernel_configs.py's picks are checked
 #   and timed on a card beside the shipped configs (gdn_kernels.py's column ours-tuned) before they replace them.
-_configs, _tiles = launch_overrides(os.environ.get("DELTAMU_GDN_LAUNCH", ""))
-for _key, (_warps, _stages) in _configs.items():
-    NUM_WARPS[_key], NUM_STAGES[_key] = _warps, _stages
-globals().update(_tiles)
+def set_launch(text: str) -> None:
+    """Launch this process's kernels with the settings `text` names, in DELTAMU_GDN_LAUNCH's form (launch_overrides);
+    what it does not name keeps its value."""
+    configs, tiles = launch_overrides(text)
+    for key, (warps, stages) in configs.items():
+        NUM_WARPS[key], NUM_STAGES[key] = warps, stages
+    globals().update(tiles)
+
+
+set_launch(os.environ.get("DELTAMU_GDN_LAUNCH", ""))
 
 
 def _pow2(n: int) -> int:
