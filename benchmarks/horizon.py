@@ -96,21 +96,21 @@ class HorizonStudy:
         return fit_horizons(optima, seeds, tokens_per_step=self.scale.batch_size * self.scale.seq_len,
                             proxy_steps=self.fit_h[0], grid_step_log2=STEP_LOG2)
 
-    def predictions(self, fit, horizon: int) -> dict[str, float | None]:
+    def predictions(self, fit, horizon: int) -> tuple[dict[str, float | None], float | None]:
         """log2 lr at `horizon` by the product's rule, by the line, and with no horizon correction; and the product
-        rule's error bar in grid steps ("error_steps")."""
+        rule's error bar in grid steps."""
         pred = fit.predict(tokens_of(self.scale, horizon))
         proxy = self.optimum(self.arm, self.fit_h[0], self.base)
         if proxy is None:
-            return {"product": None, "line": None, "none": None, "error_steps": pred.error_steps}
+            return {"product": None, "line": None, "none": None}, pred.error_steps
         x = math.log2(tokens_of(self.scale, horizon) / fit.proxy_tokens)
         return {"product": proxy.log2_lr + pred.log2_factor,
                 "line": None if fit.exponent is None else fit.intercept + fit.exponent * x,
-                "none": proxy.log2_lr, "error_steps": pred.error_steps}
+                "none": proxy.log2_lr}, pred.error_steps
 
     def run_joint(self) -> None:
         fit = self.line()
-        product = self.predictions(fit, self.joint_horizon)["product"]
+        product = self.predictions(fit, self.joint_horizon)[0]["product"]
         if product is None:
             raise SystemExit("part joint needs part horizon's fit horizons first (--results of that run)")
         sp = ARMS[SP_ARM]
@@ -130,8 +130,7 @@ class HorizonStudy:
         rows = []
         for h in self.fit_h + self.predict_h:
             opt = self.optimum(self.arm, h, self.base)
-            pred = self.predictions(fit, h)
-            error_steps = pred.pop("error_steps")
+            pred, error_steps = self.predictions(fit, h)
             measured = opt.log2_lr if opt else None
             rows.append({"steps": h, "tokens": tokens_of(self.scale, h), "fitted": h in self.fit_h,
                          "measured_lr": opt.lr if opt else None, "measured_log2_std": opt.log2_lr_std if opt else None,
@@ -146,8 +145,7 @@ class HorizonStudy:
         joint_sp = self.optimum(sp, self.joint_horizon, self.joint_width)
         sp_base = self.optimum(sp, self.fit_h[0], self.base)
         if joint_mup or joint_sp:
-            pred = self.predictions(fit, self.joint_horizon)
-            pred.pop("error_steps")
+            pred, _ = self.predictions(fit, self.joint_horizon)
             out["joint"] = {
                 "width": self.joint_width, "steps": self.joint_horizon,
                 "tokens": tokens_of(self.scale, self.joint_horizon),
