@@ -34,7 +34,8 @@ from gdn.model import GDNModel  # noqa: E402
 from gdn.ops.cross_entropy.reference import cross_entropy_reference  # noqa: E402
 from gdn.parametrization import role_of  # noqa: E402
 from gdn.recommend import SweepResult, recommend  # noqa: E402
-from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialSpec  # noqa: E402
+from gdn.spec import DataSpec, OptimizerSpec, ScheduleSpec, SweepConfig, TrialCancelled, TrialSpec  # noqa: E402
+from gdn.train import train_model  # noqa: E402
 from gdn.trial import resolve_device, trial_corpus  # noqa: E402
 
 
@@ -66,6 +67,19 @@ def errors(grads: dict, ref: dict, ref_model) -> dict[str, float]:
     return {key: math.sqrt(num[key] / den[key]) if den[key] > 0 else math.nan for key in num}
 
 
+def train_for(model, spec: TrialSpec, rec, steps: int) -> None:
+    """Train `model` for the first `steps` steps of the run `spec` describes (train_model's loop, schedule and
+    batches), leaving its weights where that run has them then."""
+    done = []
+    groups = deltamu.apply(model, rec, init=False)
+    try:
+        train_model(spec, model, groups, log_every=10, progress=lambda point: done.append(point.step),
+                    should_stop=lambda: done[-1] >= steps)
+    except TrialCancelled:
+        return
+    raise ValueError(f"--trained-steps {steps}: the run ended at step {done[-1]} first")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=int, default=512)
@@ -81,8 +95,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-autocast", action="store_true",
                     help="off CUDA, run the candidates under bf16 autocast too (CUDA always does): where each model's "
                          "own code rounds, without the GPU kernels")
+    ap.add_argument("--trained-steps", type=int, default=0,
+                    help="compare at the weights deltamu's model reaches after this many steps of fla_parity.py's run "
+                         "(same seed, schedule and batches) instead of at init: where the two runs part (step 500 on)")
     ap.add_argument("--out", default=".")
     args = ap.parse_args(argv)
+    if args.trained_steps % 10 or not 0 <= args.trained_steps < 1000:
+        ap.error("--trained-steps must be a multiple of 10 in [0, 1000) (the run logs every 10 steps)")
 
     config = SweepConfig(model=GDNConfig(width=args.base, depth=args.depth), parametrization="mup",
                          optimizer=OptimizerSpec(name="adamw"),
@@ -101,8 +120,13 @@ def main(argv=None) -> int:
         deltamu.apply(model, rec, generator=torch.Generator().manual_seed(args.seed))
         return model
 
-    reference = ours("chunk").to(device=device, dtype=torch.float64)
-    state = {k: v.float() for k, v in reference.state_dict().items()}
+    start = ours("auto")
+    if args.trained_steps:
+        train_for(start, spec, rec, args.trained_steps)
+    state = {k: v.detach().float().cpu() for k, v in start.state_dict().items()}
+    reference = ours("chunk")
+    reference.load_state_dict(state)
+    reference.to(device=device, dtype=torch.float64)
     loss64, grads64 = loss_and_grads(reference, x, y, None)
     candidates = {}
     for backend in ("auto", "chunk"):
@@ -117,7 +141,7 @@ def main(argv=None) -> int:
         candidates["fla + deltamu.apply"] = (theirs, lambda inp: theirs(inp, use_cache=False).logits)
 
     rows = []
-    summary = {"args": vars(args), "target_model": rec.target_model, "device": str(device),
+    summary = {"args": vars(args), "at_step": args.trained_steps, "target_model": rec.target_model, "device": str(device),
                "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "loss_float64": loss64,
                "rows": rows, "date": time.strftime("%Y-%m-%d")}
     out = Path(args.out)
