@@ -95,13 +95,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-autocast", action="store_true",
                     help="off CUDA, run the candidates under bf16 autocast too (CUDA always does): where each model's "
                          "own code rounds, without the GPU kernels")
-    ap.add_argument("--trained-steps", type=int, default=0,
-                    help="compare at the weights deltamu's model reaches after this many steps of fla_parity.py's run "
-                         "(same seed, schedule and batches) instead of at init: where the two runs part (step 500 on)")
+    ap.add_argument("--trained-steps", default="0",
+                    help="comma-separated steps: compare at the weights deltamu's model reaches after each many steps "
+                         "of fla_parity.py's run (same seed, schedule and batches); 0 is init. The two runs part from "
+                         "step 500 on")
     ap.add_argument("--out", default=".")
     args = ap.parse_args(argv)
-    if args.trained_steps % 10 or not 0 <= args.trained_steps < 1000:
-        ap.error("--trained-steps must be a multiple of 10 in [0, 1000) (the run logs every 10 steps)")
+    try:
+        steps = [int(step) for step in args.trained_steps.split(",")]
+    except ValueError:
+        ap.error(f"--trained-steps {args.trained_steps!r}: give comma-separated integers")
+    if any(step % 10 or not 0 <= step < 1000 for step in steps):
+        ap.error("--trained-steps must be multiples of 10 in [0, 1000) (the run logs every 10 steps)")
 
     config = SweepConfig(model=GDNConfig(width=args.base, depth=args.depth), parametrization="mup",
                          optimizer=OptimizerSpec(name="adamw"),
@@ -120,46 +125,50 @@ def main(argv=None) -> int:
         deltamu.apply(model, rec, generator=torch.Generator().manual_seed(args.seed))
         return model
 
-    start = ours("auto")
-    if args.trained_steps:
-        train_for(start, spec, rec, args.trained_steps)
-    state = {k: v.detach().float().cpu() for k, v in start.state_dict().items()}
-    reference = ours("chunk")
-    reference.load_state_dict(state)
-    reference.to(device=device, dtype=torch.float64)
-    loss64, grads64 = loss_and_grads(reference, x, y, None)
-    candidates = {}
-    for backend in ("auto", "chunk"):
-        model = ours(backend)
-        model.load_state_dict(state)
-        candidates[f"deltamu ({backend})"] = (model.to(device), None)
+    theirs = None
     if args.fla:
         theirs = fla_model(rec.target_model, fused=device.type == "cuda")
         deltamu.apply(theirs, rec, init=False)
-        load_into_fla(theirs, state)
-        theirs.to(device)
-        candidates["fla + deltamu.apply"] = (theirs, lambda inp: theirs(inp, use_cache=False).logits)
-
     rows = []
-    summary = {"args": vars(args), "at_step": args.trained_steps, "target_model": rec.target_model, "device": str(device),
-               "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "loss_float64": loss64,
+    summary = {"args": vars(args), "target_model": rec.target_model, "device": str(device),
+               "card": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "loss_float64": {},
                "rows": rows, "date": time.strftime("%Y-%m-%d")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for label, (model, forward) in candidates.items():
-        start = time.perf_counter()
-        with fla_on_torch() if args.fla and device.type != "cuda" else contextlib.nullcontext():
-            loss, grads = loss_and_grads(model, x, y, half, forward)
-        rows.append({"impl": label, "loss": loss, "loss_rel_err": abs(loss - loss64) / loss64,
-                     "grad_rel_err": errors(grads, grads64, reference), "seconds": time.perf_counter() - start})
-        print(f"  {label}: loss {loss:.6f} (float64 {loss64:.6f}), {rows[-1]['seconds']:.1f} s", flush=True)
-        # after each row: a call cut by its time limit (fla's first forward compiles for minutes) keeps the rest
-        (out / "numerics.json").write_text(json.dumps(summary, indent=1))
+    for at_step in steps:
+        start = ours("auto")
+        if at_step:
+            train_for(start, spec, rec, at_step)
+        state = {k: v.detach().float().cpu() for k, v in start.state_dict().items()}
+        reference = ours("chunk")
+        reference.load_state_dict(state)
+        reference.to(device=device, dtype=torch.float64)
+        loss64, grads64 = loss_and_grads(reference, x, y, None)
+        summary["loss_float64"][str(at_step)] = loss64
+        candidates = {}
+        for backend in ("auto", "chunk"):
+            model = ours(backend)
+            model.load_state_dict(state)
+            candidates[f"deltamu ({backend})"] = (model.to(device), None)
+        if theirs is not None:
+            load_into_fla(theirs, state)
+            theirs.to(device)
+            candidates["fla + deltamu.apply"] = (theirs, lambda inp: theirs(inp, use_cache=False).logits)
+        for label, (model, forward) in candidates.items():
+            t0 = time.perf_counter()
+            with fla_on_torch() if args.fla and device.type != "cuda" else contextlib.nullcontext():
+                loss, grads = loss_and_grads(model, x, y, half, forward)
+            rows.append({"impl": label, "at_step": at_step, "loss": loss, "loss_rel_err": abs(loss - loss64) / loss64,
+                         "grad_rel_err": errors(grads, grads64, reference), "seconds": time.perf_counter() - t0})
+            print(f"  step {at_step}, {label}: loss {loss:.6f} (float64 {loss64:.6f}), {rows[-1]['seconds']:.1f} s",
+                  flush=True)
+            # after each row: a call cut by its time limit (fla's first forward compiles for minutes) keeps the rest
+            (out / "numerics.json").write_text(json.dumps(summary, indent=1))
     roles = sorted({role for r in rows for role in r["grad_rel_err"]})
     print(f"\nwidth {args.width}, relative error against float64 (loss, then each role's gradient)")
-    print("| impl | loss | " + " | ".join(roles) + " |\n|---|---|" + "---|" * len(roles))
+    print("| step | impl | loss | " + " | ".join(roles) + " |\n|---|---|---|" + "---|" * len(roles))
     for r in rows:
-        print(f"| {r['impl']} | {r['loss_rel_err']:.1e} | "
+        print(f"| {r['at_step']} | {r['impl']} | {r['loss_rel_err']:.1e} | "
               + " | ".join(f"{r['grad_rel_err'].get(role, math.nan):.1e}" for role in roles) + " |")
     return 0
 
