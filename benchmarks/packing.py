@@ -187,18 +187,20 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
             x, y = pack.batches(step)
             yield "data"
             if pack.use_graphs:
-                pack._graphed_losses_and_grads(x, y)
-                yield "forward+backward (graph replay)"
-            else:
-                losses = pack._losses(pack._logits(pack.params, x), y)
-                yield "forward"
-                for q in pack.params.values():
-                    q.grad = None
-                losses.sum().backward()
-                yield "backward"
+                pack.base_lr.fill_(spec.lr)
+                pack._graphed_step(x, y)
+                yield "step (graph replay: forward, backward, clip, optimizer)"
+                return
+            losses = pack._losses(pack._logits(pack.params, x), y)
+            yield "forward"
+            for q in pack.params.values():
+                q.grad = None
+            losses.sum().backward()
+            yield "backward"
             clip_grad_norm_per_trial(list(pack.params.values()), spec.config.optimizer.grad_clip, pack.clip_weights)
             yield "clip"
-            pack.optimizer.step(pack.params, [spec.lr] * k)
+            pack.base_lr.fill_(spec.lr)
+            pack.optimizer.step(pack.params, pack.base_lr)
             yield "optimizer"
 
     host: dict[str, float] = {}

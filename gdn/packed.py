@@ -3,8 +3,9 @@
 The model's math is written once, in gdn.model. The K trials' parameters are stacked along a leading trial axis and
 GDNModel runs under torch.func.vmap over that axis (functional_call on a parameter-free skeleton): the matmuls become
 batched matmuls, and the fused ops (the gated delta rule, RMSNorm, the short conv) fold the trial axis into their
-own (gdn.ops.backend.run_kernel), so one kernel call serves all K trials. On CUDA the forward and backward are captured once as a
-CUDA graph and replayed each step (gdn.trial.uses_cuda_graphs). Everything a trial owns stays per trial:
+own (gdn.ops.backend.run_kernel), so one kernel call serves all K trials. On CUDA a whole step (forward, backward,
+gradient clip and optimizer update) is captured once as a CUDA graph and replayed (gdn.trial.uses_cuda_graphs).
+Everything a trial owns stays per trial:
 - its init: gdn.trial.build_model(config, width, seed), then stacked, so it starts bit-identical to train_trial's;
 - its data: corpus.batch(step, seed), exactly the batches train_trial would draw (trials sharing a seed share data);
 - its logit multiplier (output_mult may differ between trials), LR, schedule and global-norm gradient clip;
@@ -85,13 +86,16 @@ class _Pack:
         self.params = {n: p.detach().to(self.device, dtype).requires_grad_() for n, p in stacked.items()}
         self.logit_mult = torch.tensor([m.mult.logits for m in models], dtype=dtype, device=self.device)
         self.optimizer = PackedOptimizer(skeleton, parametrization, cfg.optimizer, width_mult)
+        self.optimizer.init_state(self.params)
+        self.base_lr = torch.zeros(len(specs), dtype=torch.float64, device=self.device)   # the step's, per row
         weights = parametrization.clip_weights(skeleton, cfg.optimizer.name, width_mult)
         # made once, not every step; None where every weight is 1 (the plain global norm: SP, AdamW, m = 1)
         self.clip_weights = None if all(w == 1.0 for w in weights) else weights
         self.loss_backend = loss_backend(specs[0])
         self.rows = list(range(len(specs)))                          # spec index of each row
         self.use_graphs = uses_cuda_graphs(specs[0])
-        self._graph = None                                           # (graph, static x, static y, static losses)
+        self._graph = None                             # (graph, static x, static y, static losses, static norms)
+        self._update_ran = False                       # the update's kernels have run once outside a capture
         self._logits = vmap(self._trial_logits, in_dims=(0, 0))
         self._val_logits = vmap(self._trial_logits, in_dims=(0, None))
 
@@ -129,12 +133,25 @@ class _Pack:
         """One update of every row: (losses (R,), grad norms (R,), base LRs), tensors not synced."""
         sched = self.schedule
         base_lrs = [lr_at(step, self.specs[r].lr, sched.warmup_steps, sched.steps, sched.min_lr) for r in self.rows]
+        host = torch.tensor(base_lrs, dtype=torch.float64)
+        # from pinned memory the copy does not block the host (the caching host allocator holds the buffer until done)
+        self.base_lr.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
         x, y = self.batches(step)
-        losses = self._graphed_losses_and_grads(x, y) if self.use_graphs else self._losses_and_grads(x, y)
+        if self.use_graphs:
+            losses, grad_norms = self._graphed_step(x, y)
+        else:
+            losses = self._losses_and_grads(x, y)
+            grad_norms = self._update()
+        return losses, grad_norms, base_lrs
+
+    def _update(self) -> torch.Tensor:
+        """Clip each row's gradients and step the optimizer at the LRs in self.base_lr; returns the (R,) grad norms
+        before clipping. Device ops only, the same every step (no host sync, no new scalars), so a graph can hold it."""
         grad_norms = clip_grad_norm_per_trial(list(self.params.values()), self.specs[0].config.optimizer.grad_clip,
                                               self.clip_weights)
-        self.optimizer.step(self.params, base_lrs)
-        return losses, grad_norms, base_lrs
+        self.optimizer.step(self.params, self.base_lr)
+        self._update_ran = True
+        return grad_norms
 
     def _losses_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each row's training loss (R,) on batch x, y; leaves each parameter's gradient in its .grad."""
@@ -144,29 +161,36 @@ class _Pack:
         losses.sum().backward()                                        # rows are independent: d sum / d loss_r = 1
         return losses.detach()
 
-    def _graphed_losses_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """_losses_and_grads replayed from a CUDA graph: the forward and backward are queued by the driver in one
+    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """_losses_and_grads and _update replayed from one CUDA graph: the whole step is queued by the driver in one
         call instead of op by op from Python, which under vmap cost more host time than the device needed (the
-        pack was host-bound from K = 8 at d = 256; docs/benchmarks.md, Packed training). Same kernels, same
-        numbers. Captured on first use and again after rows leave the pack (the shapes change)."""
+        pack was host-bound from K = 8 at d = 256; docs/benchmarks.md, Packed training), and the clip and optimizer,
+        about a hundred foreach launches, cost host time at every size. Same kernels, same numbers. The first step
+        runs op by op (it loads the update's kernels, which a capture must not do); the graph is captured at the
+        next, and again after rows leave the pack (the shapes change)."""
         if self._graph is None:
+            if not self._update_ran:
+                losses = self._losses_and_grads(x, y)
+                return losses, self._update()
             try:
                 self._graph = self._capture(x, y)
             except RuntimeError as e:                                 # torch.AcceleratorError is one
                 warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0]}); this "
                               "pack runs op by op", RuntimeWarning, stacklevel=2)
                 self.use_graphs = False
-                return self._losses_and_grads(x, y)
-        graph, static_x, static_y, static_losses = self._graph
+                losses = self._losses_and_grads(x, y)
+                return losses, self._update()
+        graph, static_x, static_y, static_losses, static_norms = self._graph
         static_x.copy_(x)
         static_y.copy_(y)
         graph.replay()
-        return static_losses.clone()                                 # the next replay overwrites static_losses
+        return static_losses.clone(), static_norms.clone()           # the next replay overwrites both
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor):
         static_x, static_y = x.clone(), y.clone()
         # Warm-up on a side stream, as CUDA graph capture requires: Triton compiles, cuBLAS and cuDNN pick their
-        # kernels. The gradients it leaves are overwritten by the replay that follows the capture.
+        # kernels. The gradients it leaves are overwritten by the replay that follows the capture; it does not
+        # update (the update's kernels ran in an earlier step, _graphed_step), so no step is taken twice.
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -181,7 +205,8 @@ class _Pack:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             losses = self._losses_and_grads(static_x, static_y)
-        return graph, static_x, static_y, losses
+            norms = self._update()
+        return graph, static_x, static_y, losses, norms
 
     @torch.no_grad()
     def evaluate(self) -> list[float]:
@@ -212,6 +237,7 @@ class _Pack:
         self.params = {n: p.detach()[index].requires_grad_() for n, p in self.params.items()}
         self.logit_mult = self.logit_mult[index]
         self.optimizer.keep(index)
+        self.base_lr = self.base_lr[index]
         self.rows = [self.rows[i] for i in keep]
         self._graph = None                                           # captured for the old shapes and tensors
 

@@ -262,11 +262,14 @@ def test_cuda_graphs_setting():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
-def test_graph_replay_gives_the_eager_curves():
-    """A pack replaying its forward and backward from a CUDA graph (bf16 autocast) trains exactly as the same pack
-    run op by op, through a divergence (rows leave, the graph is captured again) and a later step."""
-    cfg = tiny(steps=12)
-    specs = [TrialSpec(cfg, lr=lr, seed=0, device="cuda", width=128) for lr in (1e-3, 3e-3, 3.0)]   # K = 16: Triton
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_graph_replay_gives_the_eager_curves(optimizer):
+    """A pack replaying whole steps from a CUDA graph (forward and backward under bf16 autocast, clip, optimizer at
+    the scheduled LRs) trains exactly as the same pack run op by op, through the warm-up's schedule, a divergence
+    (rows leave, the graph is captured again) and a later step."""
+    cfg = tiny(optimizer, steps=12, weight_decay=0.05)          # decay on, for SGD too (its default is none)
+    lrs = (1e-3, 3e-3, 3.0) if optimizer == "adamw" else (0.1, 0.3, 500.0)
+    specs = [TrialSpec(cfg, lr=lr, seed=0, device="cuda", width=128) for lr in lrs]   # K = 16: Triton
     runs = {}
     for setting in ("1", "0"):
         runs[setting] = train_packed([dataclasses.replace(s, cuda_graphs=setting == "1") for s in specs],
