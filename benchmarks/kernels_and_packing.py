@@ -21,8 +21,9 @@ Stages, each in subprocesses with time limits, all inside --deadline seconds:
    then the other variants in IMPLS, each at every wide shape), CUDA ms per kernel recorded in the cells of
    PROFILED; fla's autotuning picks saved to the archive (--load-autotune takes them in a later call on the same kind
    of card: fla's cells then skip most of their 40-50 s of autotuning).
-3. packing: packing.py --widths 256 128 --packs 8 16 (K = 8 at d = 256 and K = 16 at d = 128 among them), with the
-   per-phase timing (host ms of the clip and the optimizer) and the kernel profile at d = 256, K = 8.
+3. packing: packing.py --widths 256 128 --packs 8 16 (K = 8 at d = 256 and K = 16 at d = 128 among them), each pack
+   with the clip and optimizer inside the step's CUDA graph and outside it (the baseline), with the per-phase
+   timing (host ms of each, both ways) and the kernel profile at d = 256, K = 8.
 """
 from __future__ import annotations
 
@@ -87,9 +88,11 @@ SHAPE_ORDER = "2,3,4,1,0"
 IMPLS = "ours,fla,ours-tuned,ours-vtile" if TUNED else "ours,fla,ours-vtile"
 PROFILED = "ours,ours-tuned,fla"       # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
 TINY_SHAPES = ["1,32,1,128,16"]
-PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--no-plan", "--no-check", "--single-repeats", "1"]
-TINY_PACKING = ["--widths", "32", "--packs", "2", "--depth", "1", "--seq-len", "64", "--batch-size", "2",
-                "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats", "1"]
+# each pack size twice: the step's update in the CUDA graph (the default since issue 21) and outside it (the baseline)
+PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--update-outside-graph", "8", "16", "--no-plan",
+           "--no-check", "--single-repeats", "1"]
+TINY_PACKING = ["--widths", "32", "--packs", "2", "--update-outside-graph", "2", "--depth", "1", "--seq-len", "64",
+                "--batch-size", "2", "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats", "1"]
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:

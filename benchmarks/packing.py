@@ -100,16 +100,23 @@ def run_single(width: int, args, device) -> dict:
                 repeats_tokens_per_s=[r for r, _ in rates], peak_gib=peak_gib(device), statuses=[result.status])
 
 
-def run_packed(width: int, k: int, args, device) -> dict:
+OUTSIDE = "packed, update outside the graph"   # the mode of the baseline rows (--update-outside-graph)
+
+
+def run_packed(width: int, k: int, args, device, update_in_graph: bool = True) -> dict:
     specs = specs_for(width, k, args)
     times: dict[int, float] = {}
+    mode = "packed" if update_in_graph else OUTSIDE
     reset_peak(device)
+    _Pack.update_in_graph = update_in_graph
     try:
         results = train_packed(specs, progress=lambda i, p: times.setdefault(p.step, p.seconds),
                                log_every=args.untimed)
     except torch.cuda.OutOfMemoryError:
-        return dict(mode="packed", width=width, trials=k, error="out of memory")
-    row = dict(mode="packed", width=width, trials=k, peak_gib=peak_gib(device),
+        return dict(mode=mode, width=width, trials=k, error="out of memory")
+    finally:
+        _Pack.update_in_graph = True
+    row = dict(mode=mode, width=width, trials=k, peak_gib=peak_gib(device),
                estimate_gib=k * estimate_trial_bytes(specs[0]) / GIB, statuses=[r.status for r in results])
     if any(r.status != COMPLETED for r in results):
         row["error"] = "a trial diverged: the pack shrank, so the rate is not comparable"
@@ -155,9 +162,11 @@ def curve_check(width: int, args) -> dict:
                 max_rel_diff=diff, first_loss=single[0].curve[0].loss, last_loss=single[0].curve[-1].loss)
 
 
-def phase_times(width: int, k: int | None, args, device) -> dict:
+def phase_times(width: int, k: int | None, args, device, update_in_graph: bool = True) -> dict:
     """Where a step's time goes, per phase: host time to queue it, and the wait for the device after (a sync after
-    each phase, so the phases do not overlap here as they do in training). k None: the train_trial step."""
+    each phase, so the phases do not overlap here as they do in training). k None: the train_trial step.
+    update_in_graph False: the pack's graph holds the forward and backward only, the clip and optimizer run op by op
+    after it (the form before issue 21), in the same call as the baseline."""
     spec = specs_for(width, 1, args)[0]
     if k is None:
         model, param, width_mult = build_model(spec.config, width, spec.seed, spec.backend)
@@ -182,6 +191,7 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
             yield "optimizer"
     else:
         pack = _Pack(specs_for(width, k, args))
+        pack.update_in_graph = update_in_graph
 
         def phases(step):
             x, y = pack.batches(step)
@@ -189,7 +199,8 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
             if pack.use_graphs:
                 pack.base_lr.fill_(spec.lr)
                 pack._graphed_step(x, y)
-                yield "step (graph replay: forward, backward, clip, optimizer)"
+                yield ("step (graph replay: forward, backward, clip, optimizer)" if update_in_graph else
+                       "step (graph replay: forward, backward; then clip, optimizer op by op)")
                 return
             losses = pack._losses(pack._logits(pack.params, x), y)
             yield "forward"
@@ -216,7 +227,7 @@ def phase_times(width: int, k: int | None, args, device) -> dict:
                 wait[name] = wait.get(name, 0.0) + (done - queued) / PROFILE_STEPS * 1e3
             t = time.perf_counter()
     return dict(check="phase ms (host queueing / then waiting for the device)", width=width,
-                trials=k or "train_trial", host_ms={n: round(v, 1) for n, v in host.items()},
+                trials=k or "train_trial", update_in_graph=update_in_graph if k else None, host_ms={n: round(v, 1) for n, v in host.items()},
                 wait_ms={n: round(v, 1) for n, v in wait.items()})
 
 
@@ -248,13 +259,15 @@ def table(rows: list[dict]) -> str:
     nan = float("nan")
     lines = ["| width | K | packed tokens/s | K sequential tokens/s | speed-up | over K packs of one | step ms | "
              "peak GiB | estimate GiB |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in rows if r["mode"] == "packed"), key=lambda r: (r["width"], r["trials"])):
+    for r in sorted((r for r in rows if r["mode"] in ("packed", OUTSIDE)),
+                    key=lambda r: (r["width"], r["trials"], r["mode"] == OUTSIDE)):
         base, one = single.get(r["width"]), pack_of_one.get(r["width"])
+        k = r["trials"] if r["mode"] == "packed" else f"{r['trials']} (update outside the graph)"
         if "tokens_per_s" not in r:
-            lines.append(f"| {r['width']} | {r['trials']} | {r.get('error')} | {base or nan:,.0f} | | | | | |")
+            lines.append(f"| {r['width']} | {k} | {r.get('error')} | {base or nan:,.0f} | | | | | |")
             continue
         peak = "" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
-        lines.append(f"| {r['width']} | {r['trials']} | {r['tokens_per_s']:,.0f} | {base or nan:,.0f} | "
+        lines.append(f"| {r['width']} | {k} | {r['tokens_per_s']:,.0f} | {base or nan:,.0f} | "
                      f"{r['tokens_per_s'] / base if base else nan:.2f}x | "
                      f"{r['tokens_per_s'] / one if one else nan:.2f}x | {r['step_ms']:.1f} | {peak} | "
                      f"{r['estimate_gib']:.1f} |" + (f" {r['error']}" if "error" in r else ""))
@@ -271,6 +284,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--untimed", type=int, default=5, help="first steps left out of the timing")
     ap.add_argument("--single-repeats", type=int, default=3, help="train_trial runs; the fastest is the baseline")
+    ap.add_argument("--update-outside-graph", type=int, nargs="*", default=[], metavar="K",
+                    help="also these pack sizes with the clip and optimizer outside the CUDA graph (the form before "
+                         "issue 21), each right after its graphed row: the baseline in the same call")
     ap.add_argument("--no-plan", dest="plan", action="store_false", help="skip the fit_pack_size check")
     ap.add_argument("--no-check", dest="check", action="store_false", help="skip the bf16 curve check")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-phase timing")
@@ -306,13 +322,15 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     for width in args.widths:
-        runs = [("single", None)] + [("packed", k) for k in args.packs]
+        runs = [("single", None)] + [(mode, k) for k in args.packs
+                                     for mode in ["packed"] + [OUTSIDE] * (k in args.update_outside_graph)]
         for mode, k in runs:
             if time.perf_counter() - start > args.time_budget:
-                record(dict(mode=mode if mode == "packed" else "sequential", width=width, trials=k or 1,
+                record(dict(mode="sequential" if mode == "single" else mode, width=width, trials=k or 1,
                             error="skipped: time budget"))
                 continue
-            record(run_single(width, args, device) if mode == "single" else run_packed(width, k, args, device))
+            record(run_single(width, args, device) if mode == "single" else
+                   run_packed(width, k, args, device, update_in_graph=mode == "packed"))
 
     plans = []
     if args.plan and device.type == "cuda":
@@ -329,8 +347,8 @@ def main() -> None:
 
     if args.profile and device.type == "cuda":
         try:
-            for k in (None, 1, 8):
-                checks.append(phase_times(args.profile_width, k, args, device))
+            for k, in_graph in ((None, True), (1, True), (8, True), (8, False)):
+                checks.append(phase_times(args.profile_width, k, args, device, in_graph))
                 print(json.dumps(checks[-1]), flush=True)
             print(kernel_profile(args.profile_width, 8, args, out), flush=True)
         except Exception as e:  # report it with the table rather than lose the table

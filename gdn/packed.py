@@ -64,6 +64,10 @@ class _Pack:
     """K trials of one architecture: stacked parameters, their optimizer, the vmapped loss, and which spec each
     row is. Rows leave the pack (drop) when their trial ends early."""
 
+    # False: the graph holds the forward and backward only and the update runs op by op after each replay, as before
+    # issue 21; benchmarks/packing.py times it as the baseline of the graphed update
+    update_in_graph = True
+
     def __init__(self, specs: list[TrialSpec]):
         check_packable(specs)
         self.specs = specs
@@ -184,6 +188,8 @@ class _Pack:
         static_x.copy_(x)
         static_y.copy_(y)
         graph.replay()
+        if not self.update_in_graph:
+            return static_losses.clone(), self._update()
         return static_losses.clone(), static_norms.clone()           # the next replay overwrites both
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor):
@@ -205,7 +211,7 @@ class _Pack:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             losses = self._losses_and_grads(static_x, static_y)
-            norms = self._update()
+            norms = self._update() if self.update_in_graph else None
         return graph, static_x, static_y, losses, norms
 
     @torch.no_grad()
