@@ -238,10 +238,14 @@ def summary(result: dict) -> str:
                      + "".join(f" | {w}" for w in worst) + " |")
     rows = result.get("packing", {}).get("rows", [])
     lines += ["", "| packing: width | K | tokens/s | step ms |", "|---|---|---|---|"]
-    lines += [f"| {r['width']} | {r['trials'] if r['mode'] == 'packed' else 'train_trial'} | "
-              f"{r.get('tokens_per_s', float('nan')):,.0f} | {r.get('step_ms', float('nan')):.1f} |" for r in rows]
+    # modes: "sequential", "packed" and "packed, update outside the graph" (packing.py's baseline rows)
+    lines += [f"| {r['width']} | "
+              + ("train_trial" if r["mode"] == "sequential" else r["mode"].replace("packed", str(r["trials"])))
+              + f" | {r.get('tokens_per_s', float('nan')):,.0f} | {r.get('step_ms', float('nan')):.1f} |" for r in rows]
     phases = [c for c in result.get("packing", {}).get("checks", []) if "host_ms" in c]
-    lines += [f"host ms per phase, d = {c['width']}, K = {c['trials']}: {c['host_ms']}" for c in phases]
+    lines += [f"host ms per phase, d = {c['width']}, K = {c['trials']}"
+              + ("" if c.get("update_in_graph") is not False else ", update outside the graph") + f": {c['host_ms']}"
+              for c in phases]
     profiled = [(c["shape"], c["impl"], c.get("profile"), None) for c in cells if c.get("profile")]
     if profiled:
         lines += ["", gdn_kernels.profile_table(profiled)]

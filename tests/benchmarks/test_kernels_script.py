@@ -85,8 +85,9 @@ def test_the_device_call_runs_tiny_on_the_cpu(tmp_path):
 
 def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path):
     """benchmarks/kernel_configs.py --tiny: each candidate launch config (warps, stages, tile sizes) gives the
-    shipped config's output and gradients (a tile size only reorders a sum: within fp32 rounding; warps and stages
-    change nothing); and the table picks each kernel's fastest candidate from profile records."""
+    shipped config's output and gradients, with and without states (a tile size only reorders a sum: within fp32
+    rounding; warps and stages change nothing); and the table picks each kernel's fastest candidate from profile
+    records."""
     import kernel_configs
     r = subprocess.run([sys.executable, "benchmarks/kernel_configs.py", "--tiny", "--candidates",
                         "w4s2,bvk64,bvt32,bvg64", "--out", str(tmp_path)],
@@ -94,7 +95,7 @@ def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     records = json.loads((tmp_path / "configs.json").read_text())
     assert [rec["config"] for rec in records] == ["shipped", "w4s2", "bvk64", "bvt32", "bvg64"]
-    assert all("error" not in rec and rec["diff"] < 1e-5 for rec in records), records
+    assert all("error" not in rec and rec["diff"] < 1e-4 for rec in records), records
     assert any(rec["diff"] > 0 for rec in records)                      # a reordered sum is seen, not skipped
     shape = [2, 64, 1, 128, 128]
     timed = [dict(shape=shape, config="shipped", diff=0.0, total_ms=3.0,
@@ -111,7 +112,8 @@ def test_launch_config_sweep_keeps_the_results_and_tables_ms_per_kernel(tmp_path
 def test_sweep_picks_the_fastest_config_per_kernel_over_every_shape():
     """kernel_configs.picks: per kernel the config with the least CUDA ms summed over the shapes, if over 2 % under
     the shipped config's (the prep takes one stage: its loops are unrolled); a tile candidate if the whole fwd+bwd
-    gains; a config missing at a shape does not compete; the result is DELTAMU_GDN_LAUNCH's form."""
+    gains; a config missing at a shape, or whose results differ from the shipped config's, does not compete; the
+    result is DELTAMU_GDN_LAUNCH's form."""
     import kernel_configs
 
     def rec(shape, config, total, **ms):
@@ -129,6 +131,8 @@ def test_sweep_picks_the_fastest_config_per_kernel_over_every_shape():
                rec(a, "bvt32", 9.9, prep=1.0), rec(b, "bvt32", 10.0, prep=1.0),
                dict(shape=b, config="w4s1", error="OutOfResources")]
     assert kernel_configs.picks(records) == "prep=8x1,output=16x1,TILED_GRAD_KTILE_BLOCK_V=64"
+    broken = [dict(r, diff=0.5) if r["config"] == "w16s1" else r for r in records]    # off the shipped results
+    assert kernel_configs.picks(broken) == "prep=8x1,output=8x2,TILED_GRAD_KTILE_BLOCK_V=64"
     assert kernel_configs.picks(records[:2]) == ""
 
 
