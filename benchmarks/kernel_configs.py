@@ -136,6 +136,8 @@ def cell(shape, names: list[str], time_them: bool, iters: int) -> None:
             _emit(**record)
         except Exception as e:                                # an OutOfResources is one candidate's result
             _emit(shape=shape, config=name or "shipped", error=f"{type(e).__name__}: {str(e)[:200]}")
+            if "CUDA" in str(e):            # "Triton Error [CUDA]: an illegal memory access" kills this
+                return                      # process's context: time_shape runs the candidates left in a new one
         finally:
             if cuda:
                 torch.cuda.synchronize()
@@ -153,6 +155,22 @@ def _run(args: list[str], timeout: float, log: Path) -> list[dict]:
     with log.open("a") as f:
         f.write(f"$ {' '.join(args)}\n{out}\n{err}\n")
     return [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+
+
+def time_shape(shape, names: list[str], until: float, log: Path) -> list[dict]:
+    """Time the shipped config and `names` at one shape, in one process, or more: a candidate that kills the CUDA
+    context (cell stops there) is recorded with its error and the rest run in a new process, until each has a
+    record or `until` (perf_counter) passes. One record per config (the shipped one from the first process)."""
+    records, todo = [], list(names)
+    while True:
+        got = _run([",".join(map(str, shape)), ",".join(todo), "time"], until - time.perf_counter(), log)
+        have = {r["config"] for r in records}
+        records += [r for r in got if r["config"] not in have]
+        done = {r["config"] for r in got}
+        left = [n for n in todo if n not in done]
+        if not left or len(left) == len(todo) or until - time.perf_counter() < 10:
+            return records
+        todo = left
 
 
 def table(records: list[dict]) -> str:
@@ -260,7 +278,7 @@ def main() -> None:
     records = []
     for i, s in enumerate(shapes):
         left = t0 + args.deadline - time.perf_counter()
-        records += _run([",".join(map(str, s)), ",".join(names), "time"], left / (len(shapes) - i), log)
+        records += time_shape(s, names, time.perf_counter() + left / (len(shapes) - i), log)
         (out / "configs.json").write_text(json.dumps(records, indent=1))
         chosen = picks(records)
         text = table(records) + f"\npicks (DELTAMU_GDN_LAUNCH): {chosen or 'none: the shipped configs'}\n"

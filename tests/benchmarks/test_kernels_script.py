@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tarfile
 
 import pytest
@@ -149,3 +150,27 @@ def test_the_device_call_checks_and_times_tuned_configs_when_given():
                            check=True).stdout
     assert tuned.split()[:2] == ["ours,fla,ours-tuned,ours-vtile", "True"]
     assert "'DELTAMU_GDN_LAUNCH': 'output=8x1'" in tuned
+
+
+def test_sweep_runs_the_candidates_left_after_a_dead_cuda_context(monkeypatch, tmp_path):
+    """kernel_configs.time_shape: a candidate whose CUDA error ends its process (the cell stops there) keeps its
+    error record, and the candidates after it run in a new process; the shipped config is recorded once."""
+    import kernel_configs
+    calls = []
+
+    def cell_process(args, timeout, log):                  # what one `--cell ... time` process prints
+        calls.append(args[1])
+        records = [dict(shape=[1, 2], config="shipped", diff=0.0)]
+        for name in args[1].split(","):
+            if name == "w4s1":
+                error = "RuntimeError: Triton Error [CUDA]: an illegal memory access was encountered"
+                return records + [dict(shape=[1, 2], config=name, error=error)]
+            records.append(dict(shape=[1, 2], config=name, diff=0.0))
+        return records
+
+    monkeypatch.setattr(kernel_configs, "_run", cell_process)
+    records = kernel_configs.time_shape((1, 2), ["w4s2", "w4s1", "w8s1", "w8s2"], time.perf_counter() + 100,
+                                        tmp_path / "log.txt")
+    assert calls == ["w4s2,w4s1,w8s1,w8s2", "w8s1,w8s2"]
+    assert [r["config"] for r in records] == ["shipped", "w4s2", "w4s1", "w8s1", "w8s2"]
+    assert "error" in records[2]
