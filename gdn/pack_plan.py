@@ -1,5 +1,5 @@
 """How a job's trials split into packs that fit one GPU: an estimate of a trial's memory from its shapes, verified by
-running two steps of the pack and reading the allocator's peak (gdn.packed trains the packs)."""
+running three steps of the pack and reading the allocator's peak (gdn.packed trains the packs)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -42,8 +42,9 @@ def _free_cuda_bytes(device: torch.device) -> int:
 
 
 def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
-    """CUDA memory a steady-state training step of `specs` as one pack allocates at its peak (the second step, once
-    the optimizer state exists), beyond what was allocated before; None if it runs out of memory."""
+    """CUDA memory a steady-state training step of `specs` as one pack allocates at its peak (the third step: the
+    first runs op by op, the second captures the CUDA graph), beyond what was allocated before; None if it runs out
+    of memory."""
     device = resolve_device(specs[0].device)
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
@@ -51,9 +52,10 @@ def measure_pack_bytes(specs: list[TrialSpec]) -> int | None:
     try:
         pack = _Pack(specs)
         pack.train_step(0)
+        pack.train_step(1)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        pack.train_step(1)
+        pack.train_step(2)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     except torch.cuda.OutOfMemoryError:

@@ -13,7 +13,7 @@ Everything a trial owns stays per trial:
 - its divergence verdict, by train_trial's rule: a diverged trial's rows leave the pack and the others go on.
 
 Trials that can share a pack have equal `pack_key`s. gdn.pack_plan.plan_packs splits a job's trials into packs that fit the
-GPU: an estimate from the shapes, verified by running two steps and reading the allocator's peak.
+GPU: an estimate from the shapes, verified by running three steps and reading the allocator's peak.
 """
 from __future__ import annotations
 
