@@ -14,7 +14,9 @@ from helpers import tiny_job  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-MAX_EXAMPLES = 200         # per operation (half valid, half not): about 50 s on 2 cores
+# per operation (half valid, half not): 200 took 50 s on 2 cores once and 103 s on 2026-12-07, when the whole suite
+# passed its 15 minutes; derandomized, so each run sends the same requests
+MAX_EXAMPLES = 120
 
 
 def test_no_request_gets_a_500(pg_env, make_client, auth):
