@@ -92,7 +92,8 @@ TINY_SHAPES = ["1,32,1,128,16"]
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--update-outside-graph", "8", "16", "--no-plan",
            "--no-check", "--single-repeats", "1"]
 TINY_PACKING = ["--widths", "32", "--packs", "2", "--update-outside-graph", "2", "--depth", "1", "--seq-len", "64",
-                "--batch-size", "2", "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats", "1"]
+                "--batch-size", "2", "--steps", "4", "--untimed", "2", "--no-plan", "--no-check", "--single-repeats",
+                "1"]
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:

@@ -198,7 +198,7 @@ def phase_times(width: int, k: int | None, args, device, update_in_graph: bool =
             yield "data"
             if pack.use_graphs:
                 pack.base_lr.fill_(spec.lr)
-                pack._graphed_step(x, y)
+                pack._step(x, y)
                 yield ("step (graph replay: forward, backward, clip, optimizer)" if update_in_graph else
                        "step (graph replay: forward, backward; then clip, optimizer op by op)")
                 return
@@ -227,8 +227,8 @@ def phase_times(width: int, k: int | None, args, device, update_in_graph: bool =
                 wait[name] = wait.get(name, 0.0) + (done - queued) / PROFILE_STEPS * 1e3
             t = time.perf_counter()
     return dict(check="phase ms (host queueing / then waiting for the device)", width=width,
-                trials=k or "train_trial", update_in_graph=update_in_graph if k else None, host_ms={n: round(v, 1) for n, v in host.items()},
-                wait_ms={n: round(v, 1) for n, v in wait.items()})
+                trials=k or "train_trial", update_in_graph=update_in_graph if k else None,
+                host_ms={n: round(v, 1) for n, v in host.items()}, wait_ms={n: round(v, 1) for n, v in wait.items()})
 
 
 def kernel_profile(width: int, k: int, args, out: Path) -> str:

@@ -141,12 +141,16 @@ class _Pack:
         # from pinned memory the copy does not block the host (the caching host allocator holds the buffer until done)
         self.base_lr.copy_(host.pin_memory() if self.device.type == "cuda" else host, non_blocking=True)
         x, y = self.batches(step)
-        if self.use_graphs:
-            losses, grad_norms = self._graphed_step(x, y)
-        else:
-            losses = self._losses_and_grads(x, y)
-            grad_norms = self._update()
+        losses, grad_norms = self._step(x, y)
         return losses, grad_norms, base_lrs
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on batch x, y at the LRs in self.base_lr: (losses (R,), grad norms (R,)), replayed from the CUDA
+        graph where the pack has one, else op by op."""
+        replayed = self._graphed_step(x, y) if self.use_graphs else None
+        if replayed is not None:
+            return replayed
+        return self._losses_and_grads(x, y), self._update()
 
     def _update(self) -> torch.Tensor:
         """Clip each row's gradients and step the optimizer at the LRs in self.base_lr; returns the (R,) grad norms
@@ -165,25 +169,24 @@ class _Pack:
         losses.sum().backward()                                        # rows are independent: d sum / d loss_r = 1
         return losses.detach()
 
-    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """_losses_and_grads and _update replayed from one CUDA graph: the whole step is queued by the driver in one
         call instead of op by op from Python, which under vmap cost more host time than the device needed (the
         pack was host-bound from K = 8 at d = 256; docs/benchmarks.md, Packed training), and the clip and optimizer,
         about a hundred foreach launches, cost host time at every size. Same kernels, same numbers. The first step
         runs op by op (it loads the update's kernels, which a capture must not do); the graph is captured at the
-        next, and again after rows leave the pack (the shapes change)."""
+        next, and again after rows leave the pack (the shapes change). None where nothing was replayed (that first
+        step, or a failed capture): the caller runs the step op by op."""
         if self._graph is None:
             if not self._update_ran:
-                losses = self._losses_and_grads(x, y)
-                return losses, self._update()
+                return None
             try:
                 self._graph = self._capture(x, y)
             except RuntimeError as e:                                 # torch.AcceleratorError is one
                 warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0]}); this "
                               "pack runs op by op", RuntimeWarning, stacklevel=2)
                 self.use_graphs = False
-                losses = self._losses_and_grads(x, y)
-                return losses, self._update()
+                return None
         graph, static_x, static_y, static_losses, static_norms = self._graph
         static_x.copy_(x)
         static_y.copy_(y)
@@ -196,7 +199,7 @@ class _Pack:
         static_x, static_y = x.clone(), y.clone()
         # Warm-up on a side stream, as CUDA graph capture requires: Triton compiles, cuBLAS and cuDNN pick their
         # kernels. The gradients it leaves are overwritten by the replay that follows the capture; it does not
-        # update (the update's kernels ran in an earlier step, _graphed_step), so no step is taken twice.
+        # update (the update's kernels ran in an earlier step, _step), so no step is taken twice.
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
