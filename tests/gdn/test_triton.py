@@ -211,14 +211,19 @@ def wide_head_path(launcher, monkeypatch):
 
     monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
     for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_grad_dqdk_kernel", "_chunk_state_fwd_kernel",
-                                 "_chunk_grad_kernel"):
+                                 "_chunk_grad_kernel", "_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
 
 def tiled_kernels(grad: str, dqdk: str) -> list[str]:
     """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile"), and
-    dq, dk, dv, dbeta made in the reduction ("inline") or in a kernel of their own ("split")."""
+    dq, dk, dv, dbeta made in the reduction ("inline") or in a kernel of their own ("split"); or the gradient in two
+    kernels ("wy", whatever dqdk says)."""
+    if grad == "wy":
+        return sorted([name for name in TILED_KERNELS if name not in ("_chunk_grad_vtile_kernel",
+                                                                     "_chunk_grad_reduce_kernel")]
+                      + ["_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel"])
     by_k = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
     return sorted([by_k.get(name, name) for name in TILED_KERNELS]
                   + (["_chunk_grad_dqdk_kernel"] if dqdk == "split" else []))
@@ -239,6 +244,16 @@ def test_wide_head_path_with_the_gradient_by_v_tiles(case, wide_head_path, launc
     monkeypatch.setitem(launcher, "TILED_DQDK", "inline")
     check(**case)
     assert sorted(set(wide_head_path)) == tiled_kernels("vtile", "inline")
+
+
+@pytest.mark.parametrize("case", TILED)
+def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, launcher, monkeypatch):
+    """DELTAMU_GDN_TILED_GRAD=wy: dq^ and the Aqk terms of dk^ per K tile, then the backward through T, dv, dbeta,
+    dg and the l2-norm per chunk: one K tile and several (K = 200: four, the last ragged), ragged V, one token, no
+    l2-norm, zero and strong gates, bf16 at K = 128 and 256."""
+    monkeypatch.setitem(launcher, "TILED_GRAD", "wy")
+    check(**case)
+    assert sorted(set(wide_head_path)) == tiled_kernels("wy", launcher["TILED_DQDK"])
 
 
 # The other settings of the switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK, TILED_GRAD, TILED_WU,

@@ -26,10 +26,12 @@ from gdn.ops.backend import num_sms
 from gdn.ops.gated_delta_rule.chunk import CHUNK_SIZE, chunk_gated_delta_rule
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _chunk_grad_kernel, _chunk_state_bwd_kernel
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state_fwd_kernel
-from gdn.ops.gated_delta_rule.triton_tiled import (MORE_BITS, _chunk_dvn_local_kernel, _chunk_grad_dqdk_kernel,
+from gdn.ops.gated_delta_rule.triton_tiled import (MORE_BITS, WY_PARTS, _chunk_dvn_local_kernel,
+                                                   _chunk_grad_dqdk_kernel, _chunk_grad_dqk_kernel,
                                                    _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
-                                                   _chunk_grad_vtile_kernel, _chunk_output_kernel,
-                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
+                                                   _chunk_grad_vtile_kernel, _chunk_grad_wy_kernel,
+                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
+                                                   _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -44,9 +46,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
 # 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
-                 grad_vtile=8, grad_ktile=8, grad_reduce=8, grad_dqdk=8, output=4, dvn_local=4)
+                 grad_vtile=8, grad_ktile=8, grad_reduce=8, grad_dqdk=8, output=4, dvn_local=4, grad_dqk=8, grad_wy=8)
 NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
-                  grad_vtile=1, grad_ktile=1, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1)
+                  grad_vtile=1, grad_ktile=1, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
+                  grad_wy=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -107,7 +110,10 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 # looped prep and the 32-wide state tiles were slower there (TILED_PREP, TILED_STATE_BV keep their defaults).
 # - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "ktile" (_chunk_grad_ktile_kernel, one program per K
 #   tile walking every V tile, each sum written once) or "vtile" (_chunk_grad_vtile_kernel, one program per V
-#   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06).
+#   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06), or "wy" (two
+#   kernels, as fla splits its backward: _chunk_grad_dqk_kernel per K tile finishes dq^ and the Aqk terms of dk^
+#   from its own dO vn^T, and _chunk_grad_wy_kernel per chunk does the backward through T, dv, dbeta, dg and the
+#   l2-norm; no separate reduction or dq/dk kernel, TILED_DQDK does not apply). Not checked on a card yet.
 # - DELTAMU_GDN_TILED_PREP, the prep kernel (shared with the fused path): "unrolled" (its K and V tile loops
 #   unrolled, 4 warps, as the fused path runs it) or "looped" (runtime loops, 8 warps). Compiled for sm_90
 #   (benchmarks/triton_resources.py, bf16, Triton 3.9 offline) the unrolled form spills 1,120 / 1,344 / 1,496 bytes
@@ -118,7 +124,7 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 #   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too), for 16-bit
 #   inputs only (fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32 registers;
 #   the output kernel rounds h to bf16 for its product with bf16 inputs either way.
-TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "ktile", ("ktile", "vtile"))
+TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "ktile", ("ktile", "vtile", "wy"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 STATE_BF16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}      # TILED_STATE: what it stores in bf16
 TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
@@ -357,7 +363,22 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     dbeta = torch.empty_like(beta)
     scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=f32, device=dev)
     outs = (dq, dk, dv, dg, dbeta, scratch, scale, T)
-    if tiled:
+    if tiled and TILED_GRAD == "wy":
+        # per K tile dq^ and the Aqk terms of dk^, then per chunk the backward through T and the l2-norm
+        NK = triton.cdiv(K, BK)
+        bf16_ops = _bf16_operands(q.dtype)
+        dqn, dkp, dw = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
+        parts = torch.empty(NK * B * H * NT * WY_PARTS.value * BT, dtype=f32, device=dev)
+        scr = scratch if NK <= 2 else torch.empty(NK * NT * B * H * BT * BT, dtype=f32, device=dev)
+        _chunk_grad_dqk_kernel[(NK, NT, B * H)](
+            q, k, g, do, h, dh, vn, dvn, rq, rk, dqn, dkp, dw, parts, scr, scale, T, H=H, K=K, V=V, BT=BT, BK=BK,
+            BV=t["BVK"], USE_L2NORM=use_qk_l2norm, BF16_OPS=bf16_ops, PRECISION=prec, MORE=TILED_BF16_MORE,
+            num_warps=NUM_WARPS["grad_dqk"], num_stages=NUM_STAGES["grad_dqk"])
+        _chunk_grad_wy_kernel[(NT, B * H)](
+            q, k, v, g, beta, dvn, Tinv, rq, rk, dqn, dkp, dw, parts, dq, dk, dv, dg, dbeta, scr, T, H=H, K=K, V=V,
+            BT=BT, BK=BK, BV=BVG, NK=NK, USE_L2NORM=use_qk_l2norm, BF16_OPS=bf16_ops, PRECISION=prec,
+            num_warps=NUM_WARPS["grad_wy"], num_stages=NUM_STAGES["grad_wy"])
+    elif tiled:
         # the V-summed products (per V tile, or per K tile over every V tile: TILED_GRAD), then their sums and the
         # rest per chunk
         BVT = t["BVT"]

@@ -531,3 +531,221 @@ def _chunk_grad_dqdk_kernel(
     else:
         _grad_dv(v, dvn, dv, dbeta, Tt, tl.load(rw + 7 * BT + c), tl.load(rw + 8 * BT + c), row0, c, row_ok, H, V,
                  BT, BV, PRECISION)
+
+
+# The gradient in two kernels (triton.TILED_GRAD = "wy"), split as fla's dq/dk kernel and its WY backward split it:
+# what needs every V tile but one K tile (dO S^T, dvn S^T, vn dS^T, and through dS_qk = dO vn^T the Aqk terms of dq
+# and dk) is finished per K tile in the first, and only what needs every K tile (the WY representation's backward
+# through T, and the l2-norm's row dots) is left to the second, one program per chunk. The three-kernel form
+# (_chunk_grad_ktile_kernel, the reduction, _chunk_grad_dqdk_kernel) writes the three [B,T,H,K] sums over V and
+# reads them back twice; here dq^ and the partial dk^ are written once, finished, and read back once.
+# Row sums over K become sums of per-K-tile parts (WY_PARTS rows of BT a tile: q^.dq^, k^.dk^ so far, and dG's
+# terms), added in a fixed order by the second kernel.
+WY_PARTS = tl.constexpr(3)
+
+
+@triton.jit
+def _chunk_grad_dqk_kernel(
+    q, k, g, do, h, dh, vn, dvn,         # inputs; fp32 h, dh [B,NT,H,K,V] (or bf16, TILED_STATE), vn, dvn
+    rq_in, rk_in,                        # fp32 [B,T,H] 1/|q|, 1/|k| from the forward (read with USE_L2NORM)
+    dqn, dkp, dw,                        # out fp32 [B,T,H,K]: dq^ (before the l2-norm), dk^ without the terms
+                                         # through T, -dvn S^T
+    parts,                               # out fp32 [NK, B*H*NT, WY_PARTS, BT]: this K tile's q^.dq^, k^.dk^, dG
+    scr,                                 # fp32 scratch, BT * BT floats per program: dS_qk, read back transposed
+    scale, T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr, BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0,
+):
+    """One program per (K tile, chunk, b*h), the K tiles of a chunk launched next to each other (i_k fastest): the
+    V loop of _chunk_grad_ktile_kernel plus dP = dO vn^T (each K tile makes its own, as fla's kernel does), then
+    with dS_qk = causal(scale dP o Gam):
+        dq^ = scale gamma dO S^T + dS_qk k^            dk^ (so far) = dS_qk^T q^ + e^{G_C - G} vn dS^T."""
+    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
+    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
+    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
+    DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, BT)
+    NV: tl.constexpr = (V + BV - 1) // BV
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
+    kc = i_k * BK + tl.arange(0, BK)
+    dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
+    dw_t = tl.zeros([BT, BK], dtype=tl.float32)
+    dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
+    dP = tl.zeros([BT, BT], dtype=tl.float32)
+    s = tl.zeros([], dtype=tl.float32)
+    for i_v in range(NV):
+        vc = i_v * BV + tl.arange(0, BV)
+        mv = row_ok[:, None] & (vc[None, :] < V)
+        rv_off = c[:, None] * (H * V) + vc[None, :]
+        kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
+        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+        s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
+        do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+        vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+        dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
+        dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
+        dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
+        dP += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
+    mk = row_ok[:, None] & (kc[None, :] < K)
+    rk_off = c[:, None] * (H * K) + kc[None, :]
+    tl.store(dw + row0 * K + rk_off, dw_t, mask=mk)
+
+    # padding rows get g = 0: G stays at G_C there, as in the forward
+    G = tl.cumsum(tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32), 0)
+    G_end = tl.sum(tl.where(c == BT - 1, G, 0.), 0)
+    decay_end = tl.exp(G_end - G)
+    if USE_L2NORM:
+        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
+        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
+    else:
+        rq = tl.full([BT], 1.0, dtype=tl.float32)
+        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    causal = c[:, None] >= c[None, :]
+    Gam = tl.where(causal, tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
+    dS_qk = tl.where(causal, dP * scale * Gam, 0.)              # grad of q^ k^T (through Aqk)
+    cc_off = c[:, None] * BT + c[None, :]
+    pid = (i_bh * tl.num_programs(1) + i_t) * tl.num_programs(0) + i_k
+    scr = scr + pid.to(tl.int64) * (BT * BT)
+    tl.store(scr + cc_off, dS_qk)
+    q_t = tl.load(q + row0 * K + rk_off, mask=mk, other=0.)
+    k_t = tl.load(k + row0 * K + rk_off, mask=mk, other=0.)
+    # this K tile's parts of the row sums, each from the same tile so that what cancels cancels exactly (at the
+    # diagonal of Z): q^.dq^ = a + rowsum(Z), k^.dk^ so far = colsum(Z) + z, dG's terms the first minus the second
+    # and, at the last row, e^{G_C} sum(S o dS) + sum(z) (the terms of G_C); a = scale gamma rq rowsum(q o dO S^T),
+    # Z = dS_qk o q^k^T, z = e^{G_C - G} rk rowsum(k o vn dS^T)
+    Z = dS_qk * _dot(q_t, tl.trans(k_t), PRECISION) * rq[:, None] * rk[None, :]
+    q_scale = scale * tl.exp(G)
+    qn = q_t.to(tl.float32)
+    kn = k_t.to(tl.float32)
+    a = q_scale * rq * tl.sum(qn * dqi_t, 1)
+    z = decay_end * rk * tl.sum(kn * dkt_t, 1)
+    Z_rows, Z_cols = tl.sum(Z, 1), tl.sum(Z, 0)
+    qn = qn * rq[:, None]
+    kn = kn * rk[:, None]
+    dqn_t = q_scale[:, None] * dqi_t + _dot(dS_qk, kn, PRECISION)
+    tl.store(dqn + row0 * K + rk_off, dqn_t, mask=mk)
+    tl.debug_barrier()                                           # dS_qk is read back transposed by other threads
+    dk_t = _dot(tl.load(scr + c[:, None] + c[None, :] * BT), qn, PRECISION) + decay_end[:, None] * dkt_t
+    tl.store(dkp + row0 * K + rk_off, dk_t, mask=mk)
+    q_dot = a + Z_rows
+    k_dot = Z_cols + z
+    dG = a + Z_rows - Z_cols - z + tl.where(c == BT - 1, tl.exp(G_end) * s + tl.sum(z, 0), 0.)
+    out = parts + ((i_k * tl.num_programs(2) + i_bh).to(tl.int64) * NT + i_t) * (WY_PARTS * BT)
+    tl.store(out + c, q_dot)
+    tl.store(out + BT + c, k_dot)
+    tl.store(out + 2 * BT + c, dG)
+
+
+@triton.jit
+def _chunk_grad_wy_kernel(
+    q, k, v, g, beta,                    # inputs
+    dvn, Tinv, rq_in, rk_in,             # the state backward's dvn; the forward's T, 1/|q|, 1/|k|
+    dqn, dkp, dw, parts,                 # _chunk_grad_dqk_kernel's
+    dq, dk, dv, dg, dbeta,               # out
+    scr,                                 # fp32 scratch, BT * BT floats per program: dX, read back transposed
+    T,
+    H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    NK: tl.constexpr, USE_L2NORM: tl.constexpr, BF16_OPS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (chunk, b*h): the backward through W = T diag(beta gamma) k^ and U = T diag(beta) v
+    (dT = dW k^^T diag(beta gamma) + dU v^T diag(beta)... as _grad_finish's step 4, from dW = -dvn S^T summed by the
+    first kernel), dv and dbeta, dg, and dq, dk with the l2-norm's backward."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    NT = tl.cdiv(T, BT)
+    row0 = ((i_bh // H).to(tl.int64) * T + i_t * BT) * H + i_bh % H
+    c = tl.arange(0, BT)
+    row_ok = i_t * BT + c < T
+    g_r = tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
+    beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
+    G = tl.cumsum(g_r, 0)
+    gamma = tl.exp(G)
+    if USE_L2NORM:
+        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
+        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
+    else:
+        rq = tl.full([BT], 1.0, dtype=tl.float32)
+        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    q_dot = tl.zeros([BT], dtype=tl.float32)
+    k_dot = tl.zeros([BT], dtype=tl.float32)
+    dG = tl.zeros([BT], dtype=tl.float32)
+    for i_k in range(NK):
+        part = parts + ((i_k * tl.num_programs(1) + i_bh).to(tl.int64) * NT + i_t) * (WY_PARTS * BT)
+        q_dot += tl.load(part + c)
+        k_dot += tl.load(part + BT + c)
+        dG += tl.load(part + 2 * BT + c)
+
+    # dv = beta T^T dvn, dbeta's term rowsum(v o T^T dvn), and dTu = dvn v^T, in one pass over V
+    Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
+    dTu = tl.zeros([BT, BT], dtype=tl.float32)
+    dbeta_r = tl.zeros([BT], dtype=tl.float32)
+    NV: tl.constexpr = (V + BV - 1) // BV
+    for i_v in range(NV):
+        vc = i_v * BV + tl.arange(0, BV)
+        mv = row_ok[:, None] & (vc[None, :] < V)
+        rv_off = c[:, None] * (H * V) + vc[None, :]
+        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+        v_t = tl.load(v + row0 * V + rv_off, mask=mv, other=0.)
+        dru = _dot(Tt, dvn_t, PRECISION)                        # T^T dvn
+        tl.store(dv + row0 * V + rv_off, (beta_r[:, None] * dru).to(dv.dtype.element_ty), mask=mv)
+        dbeta_r += tl.sum(dru * v_t.to(tl.float32), 1)
+        dTu += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
+
+    # K K^T and dW k^T over every K tile
+    kk = tl.zeros([BT, BT], dtype=tl.float32)
+    dwk = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        rk_off = c[:, None] * (H * K) + kc[None, :]
+        k_t = tl.load(k + row0 * K + rk_off, mask=mk, other=0.)
+        kk += _dot(k_t, tl.trans(k_t), PRECISION)
+        dwk += _dot(tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), tl.trans(k_t.to(tl.float32)), PRECISION)
+
+    # the [C, C] algebra through T and A = strict(diag(beta) k^k^T o Gam), as _grad_finish
+    dWKn = dwk * rk[None, :]                                     # dW k^^T
+    Tm = tl.load(Tinv + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
+    c_w = tl.sum(Tm * dWKn, 0)                                   # rowsum(k^ o T^T dW), indexed by row of k
+    dT = dWKn * (beta_r * gamma)[None, :] + dTu * beta_r[None, :]
+    dA = -_dot(_dot(Tt, dT, PRECISION), Tt, PRECISION)
+    causal = c[:, None] >= c[None, :]
+    strict = c[:, None] > c[None, :]
+    Gam = tl.where(causal, tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
+    Y0 = tl.where(strict, dA * Gam * kk * rk[:, None] * rk[None, :], 0.)
+    dX = tl.where(strict, dA * Gam * beta_r[:, None], 0.)
+    Y = Y0 * beta_r[:, None]                                     # dX o k^k^T
+    Y_rows, Y_cols = tl.sum(Y, 1), tl.sum(Y, 0)
+    scr = scr + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (BT * BT)
+    cc_off = c[:, None] * BT + c[None, :]
+    tl.store(scr + cc_off, dX)
+
+    dG += beta_r * gamma * c_w + Y_rows - Y_cols
+    tl.store(dg + row0 + c * H, tl.cumsum(dG, 0, reverse=True).to(dg.dtype.element_ty), mask=row_ok)
+    dbeta_r += gamma * c_w + tl.sum(Y0, 1)
+    tl.store(dbeta + row0 + c * H, dbeta_r.to(dbeta.dtype.element_ty), mask=row_ok)
+    k_dot += beta_r * gamma * c_w + Y_rows + Y_cols
+
+    tl.debug_barrier()                                           # dX is read back transposed by other threads
+    dXs = tl.load(scr + cc_off) + tl.load(scr + c[:, None] + c[None, :] * BT)
+    w_scale = beta_r * gamma
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        rk_off = c[:, None] * (H * K) + kc[None, :]
+        dqn_t = tl.load(dqn + row0 * K + rk_off, mask=mk, other=0.)
+        kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
+        dkn = tl.load(dkp + row0 * K + rk_off, mask=mk, other=0.) + _dot(dXs, kn, PRECISION) \
+            + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), PRECISION)
+        if USE_L2NORM:
+            qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
+            dqn_t = rq[:, None] * (dqn_t - qn * q_dot[:, None])
+            dkn = rk[:, None] * (dkn - kn * k_dot[:, None])
+        tl.store(dq + row0 * K + rk_off, dqn_t.to(dq.dtype.element_ty), mask=mk)
+        tl.store(dk + row0 * K + rk_off, dkn.to(dk.dtype.element_ty), mask=mk)
