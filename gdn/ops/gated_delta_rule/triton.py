@@ -113,7 +113,9 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 #   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06), or "wy" (two
 #   kernels, as fla splits its backward: _chunk_grad_dqk_kernel per K tile finishes dq^ and the Aqk terms of dk^
 #   from its own dO vn^T, and _chunk_grad_wy_kernel per chunk does the backward through T, dv, dbeta, dg and the
-#   l2-norm; no separate reduction or dq/dk kernel, TILED_DQDK does not apply). Not checked on a card yet.
+#   l2-norm; no separate reduction or dq/dk kernel, TILED_DQDK does not apply). On an H100 (2026-12-07, commit
+#   5d52a16; docs/benchmarks.md, "The gradient in two kernels") it passed the float64 checks at every 16-bit
+#   benchmark shape but took 1.27 ms against the default's 1.13 at (16, 1024, 6, 128, 256): its K-tile kernel spills.
 # - DELTAMU_GDN_TILED_PREP, the prep kernel (shared with the fused path): "unrolled" (its K and V tile loops
 #   unrolled, 4 warps, as the fused path runs it) or "looped" (runtime loops, 8 warps). Compiled for sm_90
 #   (benchmarks/triton_resources.py, bf16, Triton 3.9 offline) the unrolled form spills 1,120 / 1,344 / 1,496 bytes
