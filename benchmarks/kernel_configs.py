@@ -42,7 +42,9 @@ sys.path.insert(0, str(HERE))
 KERNELS = {"prep": "_chunk_prep_kernel", "state_fwd_tiled": "_chunk_state_fwd_tiled_kernel",
            "output": "_chunk_output_kernel", "dvn_local": "_chunk_dvn_local_kernel",
            "state_bwd_tiled": "_chunk_state_bwd_tiled_kernel", "grad_ktile": "_chunk_grad_ktile_kernel",
-           "grad_reduce": "_chunk_grad_reduce_kernel", "grad_dqdk": "_chunk_grad_dqdk_kernel"}
+           "grad_reduce": "_chunk_grad_reduce_kernel", "grad_dqdk": "_chunk_grad_dqdk_kernel",
+           # the gradient in two kernels, launched only with DELTAMU_GDN_TILED_GRAD=wy (sweep them with it set)
+           "grad_dqk": "_chunk_grad_dqk_kernel", "grad_wy": "_chunk_grad_wy_kernel"}
 # Candidates: name -> overrides. "warps" / "stages" set every key of KERNELS (the prep keeps one stage: its loops
 # are unrolled, so stages do nothing there); "tiles" sets the launcher's LAUNCH_TILES constants read by `tiles`. Each
 # is set as DELTAMU_GDN_LAUNCH would set it (launch_items); the state passes' V tile has its own switch
@@ -52,6 +54,7 @@ CANDIDATES = {
     "w8s1": dict(warps=8, stages=1), "w8s2": dict(warps=8, stages=2), "w8s3": dict(warps=8, stages=3),
     "w16s1": dict(warps=16, stages=1), "w16s2": dict(warps=16, stages=2),
     "bvk64": dict(tiles={"TILED_GRAD_KTILE_BLOCK_V": 64}),          # the K-tile gradient's V loop
+    "bvk16": dict(tiles={"TILED_GRAD_KTILE_BLOCK_V": 16}),
     "bvt32": dict(tiles={"TILED_GRAD_BLOCK_V": 32}),                # output and Aqk^T dO V tile
     "bvt128": dict(tiles={"TILED_GRAD_BLOCK_V": 128}),
     "bvg64": dict(tiles={"GRAD_BLOCK_V": 64}),                      # dv's V loop (reduction, dq dk dv)
