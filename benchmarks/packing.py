@@ -262,7 +262,7 @@ def table(rows: list[dict]) -> str:
     for r in sorted((r for r in rows if r["mode"] in ("packed", OUTSIDE)),
                     key=lambda r: (r["width"], r["trials"], r["mode"] == OUTSIDE)):
         base, one = single.get(r["width"]), pack_of_one.get(r["width"])
-        k = r["trials"] if r["mode"] == "packed" else f"{r['trials']} (update outside the graph)"
+        k = r["mode"].replace("packed", str(r["trials"]))        # "8" or "8, update outside the graph"
         if "tokens_per_s" not in r:
             lines.append(f"| {r['width']} | {k} | {r.get('error')} | {base or nan:,.0f} | | | | | |")
             continue

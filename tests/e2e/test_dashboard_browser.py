@@ -34,6 +34,7 @@ def browser():
         unavailable("selenium is not installed (the dev extra)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})        # the console, for the docs pages' test
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,2600",
                 "--force-device-scale-factor=1"):
         options.add_argument(arg)
@@ -51,7 +52,7 @@ def _wait(driver, condition, timeout: float, what: str):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}; page says: "
-                                 f"{driver.find_element('tag name', 'main').text[:1500]}")
+                                 f"{driver.find_element('tag name', 'body').text[:1500]}")
         time.sleep(0.25)
 
 
@@ -132,4 +133,30 @@ def test_the_dashboard_follows_a_job_to_its_optimum(browser, pg_env, tmp_path):
         browser.save_screenshot(str(tmp_path / "recommendation.png"))
     finally:
         worker.stop()
+        api.stop()
+
+
+@pytest.mark.parametrize("page,drawn", [("/redoc", "h1"), ("/docs", ".swagger-ui .info .title")])
+def test_the_docs_pages_draw_with_no_request_off_the_api(browser, pg_env, tmp_path, page, drawn):
+    """The API's docs in the browser: drawn from the API's own files, and ReDoc's badge image, which its bundle asks
+    of its vendor's CDN, refused by the page's policy rather than requested (offline it would only fail)."""
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    api = start_api(pg_env, tmp_path / "api.log", port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(base, 60, lambda: api.log()[-3000:])
+        browser.get(base + page)
+        title = _wait(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, drawn) if e.text], 30,
+                      f"{page} to draw")
+        assert title[0].startswith("deltamu"), title
+        log = [e["message"] for e in browser.get_log("browser")]
+        refused = [m for m in log if "Content Security Policy" in m]
+        if page == "/redoc":
+            assert refused and all("cdn.redoc.ly" in m for m in refused), log
+        else:
+            assert not refused, log
+        assert not [m for m in log if "ERR_NAME_NOT_RESOLVED" in m or "ERR_INTERNET_DISCONNECTED" in m], log
+    finally:
         api.stop()

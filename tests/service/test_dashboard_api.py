@@ -24,6 +24,14 @@ def test_pages_load_only_local_assets(sqlite_env, make_client, page):
     assert "cdn" not in r.text.lower() and "fonts.googleapis" not in r.text
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_allow_images_only_from_the_api(sqlite_env, make_client, page):
+    """ReDoc's bundle asks its vendor's CDN for a badge image whatever its options; the docs pages' policy keeps the
+    browser from asking (tests/e2e/test_dashboard_browser.py shows a browser obeying it and the page still drawn)."""
+    policy = make_client(sqlite_env).get(page).headers["content-security-policy"]
+    assert policy.split()[:2] == ["img-src", "'self'"] and "http" not in policy and "*" not in policy
+
+
 def test_the_default_docs_routes_are_these(sqlite_env, make_client):
     client = make_client(sqlite_env)
     assert "/static-docs/swagger-ui-bundle.js" in client.get("/docs").text
