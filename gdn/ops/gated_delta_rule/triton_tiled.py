@@ -365,6 +365,28 @@ def _chunk_grad_vtile_kernel(
 
 
 @triton.jit
+def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K: tl.constexpr,
+                      V: tl.constexpr, BV: tl.constexpr, DOS_DT: tl.constexpr, DVNS_DT: tl.constexpr,
+                      VNDS_DT: tl.constexpr, PRECISION: tl.constexpr):
+    """V tile i_v of the gradient's products for the K columns kc: dO S^T, -dvn S^T, vn dS^T and sum(S o dS) added
+    to the sums; returns them, and the tile's dO (fp32) and vn as loaded."""
+    vc = i_v * BV + tl.arange(0, BV)
+    mv = row_ok[:, None] & (vc[None, :] < V)
+    rv_off = c[:, None] * (H * V) + vc[None, :]
+    kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
+    S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+    dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
+    s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
+    do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
+    vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
+    dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
+    dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
+    dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
+    dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
+    return dqi_t, dw_t, dkt_t, s, do_t, vn_t
+
+
+@triton.jit
 def _chunk_grad_ktile_kernel(
     v, do, h, dh, vn, dvn,               # as _chunk_grad_vtile_kernel
     dqi, dw, dkt,                        # out fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
@@ -400,19 +422,9 @@ def _chunk_grad_ktile_kernel(
         dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
         s = tl.zeros([], dtype=tl.float32)
         for i_v in range(NV):
-            vc = i_v * BV + tl.arange(0, BV)
-            mv = row_ok[:, None] & (vc[None, :] < V)
-            rv_off = c[:, None] * (H * V) + vc[None, :]
-            kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-            S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
-            dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
-            s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
-            do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
-            vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.)
-            dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
-            dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
-            dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
-            dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
+            dqi_t, dw_t, dkt_t, s, _, _ = _grad_by_k_v_tile(
+                h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, DOS_DT,
+                DVNS_DT, VNDS_DT, PRECISION)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = row0 * K + c[:, None] * (H * K) + kc[None, :]
         tl.store(dqi + off, dqi_t, mask=mk)
@@ -579,19 +591,9 @@ def _chunk_grad_dqk_kernel(
     dP = tl.zeros([BT, BT], dtype=tl.float32)
     s = tl.zeros([], dtype=tl.float32)
     for i_v in range(NV):
-        vc = i_v * BV + tl.arange(0, BV)
-        mv = row_ok[:, None] & (vc[None, :] < V)
-        rv_off = c[:, None] * (H * V) + vc[None, :]
-        kv_ok = (kc[:, None] < K) & (vc[None, :] < V)
-        S_t = tl.load(h + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
-        dS_t = tl.load(dh + h0ff + kc[:, None] * V + vc[None, :], mask=kv_ok, other=0.).to(tl.float32)
-        s += tl.sum(tl.sum(S_t * dS_t, 1), 0)
-        do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
-        vn_t = tl.load(vn + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32)
-        dvn_t = tl.load(dvn + row0 * V + rv_off, mask=mv, other=0.)
-        dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
-        dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
-        dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
+        dqi_t, dw_t, dkt_t, s, do_t, vn_t = _grad_by_k_v_tile(
+            h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, DOS_DT, DVNS_DT,
+            VNDS_DT, PRECISION)
         dP += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
     mk = row_ok[:, None] & (kc[None, :] < K)
     rk_off = c[:, None] * (H * K) + kc[None, :]
