@@ -10,6 +10,10 @@ benchmarks/gdn_kernels.py on the card do).
     python benchmarks/triton_resources.py                      # the shipped launch configs, sm_90 (H100, H200)
     python benchmarks/triton_resources.py --stages-max-k 256   # as before the K = 256 fix: must report a failure
 
+The last column, a hash of each kernel's PTX without its debug information (line numbers, source paths, labels),
+shows whether a change to the kernels' source changes what runs: a refactor whose hashes are unchanged compiles
+to the same instructions for that card, and needs no new card time to be trusted.
+
 Run it without TRITON_INTERPRET=1 (the interpreter's kernels cannot be compiled). Exit status 1 if any launch is
 over the limit.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import multiprocessing
 import os
 import re
@@ -101,13 +106,24 @@ def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict,
     return kernel.fn.__name__, signature, constexprs, options
 
 
+def code_hash(ptx: str) -> str:
+    """A short hash of PTX's instructions: the debug sections (source paths, lengths), .loc / .file lines,
+    comments and the debug labels ($L__tmp..., where inlined helpers begin and end) left out."""
+    code = ptx.split("\t.section\t.debug")[0]
+    lines = (re.sub(r"\s*//.*", "", line) for line in code.splitlines()
+             if not re.match(r"\s*(\.loc|\.file)\b", line))
+    lines = (re.sub(r"\$L__(tmp|func_begin|func_end)\d+", "$L", line) for line in lines)
+    kept = [line for line in lines if line.strip() and line.strip() != "$L:"]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:12]
+
+
 def resource_usage(request: tuple[str, dict, dict, dict], arch: int = 90) -> dict[str, int]:
     """Shared memory per program, and registers and stack (spill space) per thread, of a compile_request compiled
     for compute capability `arch`; the last two read from the cubin with the cuobjdump Triton ships (-1 if absent)."""
     name, signature, constexprs, options = request
     compiled = triton.compile(ASTSource(fn=getattr(launcher, name), signature=signature, constexprs=constexprs),
                               target=GPUTarget("cuda", arch, 32), options=options)
-    usage = {"shared": compiled.metadata.shared, "regs": -1, "stack": -1}
+    usage = {"shared": compiled.metadata.shared, "regs": -1, "stack": -1, "code": code_hash(compiled.asm["ptx"])}
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if os.path.exists(cuobjdump):
         with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -143,10 +159,11 @@ def main(argv=None) -> int:
         usages = list(pool.map(resource_usage, [r[3] for r in rows], [args.arch] * len(rows)))
     limit = SHARED_LIMIT[args.arch]
     print(f"| dtype | K | V | kernel | warps | stages | shared bytes (limit {limit:,}) | registers / thread | "
-          "stack bytes / thread (spills) |\n|---|---|---|---|---|---|---|---|---|")
+          "stack bytes / thread (spills) | PTX code hash |\n|---|---|---|---|---|---|---|---|---|---|")
     for (dtype, K, V, (name, _sig, _c, options)), u in zip(rows, usages):
         print(f"| {TYPES[dtype]} | {K} | {V} | {name} | {options.get('num_warps')} | {options.get('num_stages')} | "
-              f"{u['shared']:,}{' **over**' if u['shared'] > limit else ''} | {u['regs']} | {u['stack']:,} |")
+              f"{u['shared']:,}{' **over**' if u['shared'] > limit else ''} | {u['regs']} | {u['stack']:,} | "
+              f"{u['code']} |")
     over = sum(u["shared"] > limit for u in usages)
     print(f"{over} launch(es) over the limit" if over else "every launch fits")
     return 1 if over else 0

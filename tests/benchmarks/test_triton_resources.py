@@ -29,3 +29,17 @@ def test_the_two_stage_state_pass_at_k256_is_caught():
     rc, rows, r = _resources("--case", "bf16,256,64", "--stages-max-k", "256", "--tiled-min-k", "1000")
     assert rc == 1, r.stdout + r.stderr[-2000:]
     assert any("_chunk_state_fwd_kernel | 4 | 2 |" in row and "**over**" in row for row in rows)
+
+
+def test_the_code_hash_sees_instructions_not_debug_information():
+    """A kernel moved in its file, or its loop body moved into a helper, keeps its hash; a changed instruction
+    does not."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from triton_resources import code_hash
+    ptx = ("\t.loc\t1 441 0  // triton_tiled.py:441:0\n\tmov.u32 %r1, %tid.x;\n$L__tmp3:\n"
+           "\tadd.s32 %r2, %r1, 4;  // a comment\n\tbra $L__tmp3;\n\t.section\t.debug_info\n.b8 116\n")
+    moved = ("\t.loc\t1 453 0  // triton_tiled.py:453:0\n\tmov.u32 %r1, %tid.x;\n$L__tmp7:\n$L__tmp8:\n"
+             "\t.file\t2 \"/elsewhere/triton_tiled.py\"\n\tadd.s32 %r2, %r1, 4;\n\tbra $L__tmp7;\n"
+             "\t.section\t.debug_info\n.b8 119\n")
+    assert code_hash(ptx) == code_hash(moved)
+    assert code_hash(ptx) != code_hash(ptx.replace("%r1, 4", "%r1, 8"))
