@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gdn.ops.gated_delta_rule.triton_fwd import _dot, _dot_input
+from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot, _dot_input
 
 GRAD_ROWS = tl.constexpr(9)   # row factors per chunk that _grad_finish hands to _grad_dqdk in another kernel (ROWS_OUT)
 
@@ -102,9 +102,7 @@ def _chunk_grad_kernel(
     NT = tl.cdiv(T, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
     scr = scratch + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (2 * BT * BT)
 

@@ -36,6 +36,16 @@ INTERPRETED = tl.constexpr(isinstance(_probe, InterpretedFunction))
 
 
 @triton.jit
+def _chunk_rows(i_b, i_h, i_t, T, H, BT: tl.constexpr):
+    """Chunk i_t of batch i_b, head i_h: row0, the int64 index of its first token's row in a [B, T, H, ...] tensor
+    (its row r is row0 + r * H; int64 because B * T * H * K passes 2^31 at long sequences), the rows' offsets
+    c = 0..BT-1, and which of them are tokens (the last chunk may be short)."""
+    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
+    c = tl.arange(0, BT)
+    return row0, c, i_t * BT + c < T
+
+
+@triton.jit
 def _dot(a, b, PRECISION: tl.constexpr):
     """a @ b with fp32 accumulation; PRECISION ("ieee" or "tf32") applies to fp32 operands."""
     if INTERPRETED:
@@ -142,9 +152,7 @@ def _chunk_prep_kernel(
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
     # int64 scalar bases, int32 offsets inside the tile: row r of this chunk is token (b, i_t*BT + r, h)
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
 
     # padding rows get g = 0 and beta = 0: G stays at G_C and they add nothing to A, W, U or the state
     g_r = tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish
-from gdn.ops.gated_delta_rule.triton_fwd import _dot
+from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot
 
 # Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with
 # triton.TILED_BF16_MORE (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward),
@@ -334,9 +334,7 @@ def _chunk_grad_vtile_kernel(
     NT = tl.cdiv(T, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
     rows = tl.num_programs(1) * tl.num_programs(2)                # B*H*NT chunks
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     vc = i_v * BV + tl.arange(0, BV)
     mv = row_ok[:, None] & (vc[None, :] < V)
     rv_off = c[:, None] * (H * V) + vc[None, :]
@@ -411,9 +409,7 @@ def _chunk_grad_ktile_kernel(
     NT = tl.cdiv(T, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
     NV: tl.constexpr = (V + BV - 1) // BV
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
     if i_k < NK:
         kc = i_k * BK + tl.arange(0, BK)
@@ -471,9 +467,7 @@ def _chunk_grad_reduce_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     slot = (T * tl.num_programs(1)).to(tl.int64)                  # rows of H between the parts' slots
     if NVP > 1:
         for i_k in range(NK):
@@ -529,9 +523,7 @@ def _chunk_grad_dqdk_kernel(
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NK: tl.constexpr = (K + BK - 1) // BK
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     chunk = (i_bh * tl.num_programs(1) + i_t).to(tl.int64)
     rw = rows + chunk * (GRAD_ROWS * BT)
     Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
@@ -580,9 +572,7 @@ def _chunk_grad_dqk_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     NV: tl.constexpr = (V + BV - 1) // BV
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
     kc = i_k * BK + tl.arange(0, BK)
     dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
@@ -662,9 +652,7 @@ def _chunk_grad_wy_kernel(
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
-    row0 = ((i_bh // H).to(tl.int64) * T + i_t * BT) * H + i_bh % H
-    c = tl.arange(0, BT)
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_bh // H, i_bh % H, i_t, T, H, BT)
     g_r = tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
     beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
     G = tl.cumsum(g_r, 0)
