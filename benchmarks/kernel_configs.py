@@ -59,6 +59,10 @@ CANDIDATES = {
     "bvt128": dict(tiles={"TILED_GRAD_BLOCK_V": 128}),
     "bvg64": dict(tiles={"GRAD_BLOCK_V": 64}),                      # dv's V loop (reduction, dq dk dv)
 }
+# A candidate may also be named KERNEL:CANDIDATE (e.g. grad_ktile:w4s2): that launch config for that kernel alone,
+# the others shipped (--per-kernel makes them). On 2026-12-07 every wide-head kernel at 4 warps at once crashed or gave
+# NaN at T = 16384 while 4 warps won 23-31 % for two of the gradient's kernels at the shorter shapes: one kernel at a
+# time says which kernels can take 4 warps.
 SHAPES = [(16, 1024, 6, 128, 256), (8, 2048, 16, 128, 128), (2, 16384, 16, 128, 128)]
 TINY_SHAPES = [(1, 70, 1, 128, 128)]
 
@@ -67,9 +71,28 @@ def _emit(**record) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
+def split_name(name: str) -> tuple[str | None, str]:
+    """(the kernel a KERNEL:CANDIDATE name is for, or None for every kernel; the candidate)."""
+    key, _, base = name.rpartition(":")
+    return key or None, base
+
+
+def check_name(name: str) -> str | None:
+    """Why `name` is not a candidate (None if it is)."""
+    key, base = split_name(name)
+    if base not in CANDIDATES:
+        return f"unknown candidate {base!r} (known: {', '.join(CANDIDATES)})"
+    if key is not None and (key not in KERNELS or "warps" not in CANDIDATES[base]):
+        return f"{name!r}: KERNEL:CANDIDATE takes a kernel of {', '.join(KERNELS)} and a warps candidate"
+    return None
+
+
 def launch_items(name: str, keys=KERNELS) -> list[str]:
     """Candidate `name` in DELTAMU_GDN_LAUNCH's form: its warps and stages for each of `keys` (the prep takes one
-    stage: its loops are unrolled), or its tiles."""
+    stage: its loops are unrolled), or its tiles; a KERNEL:CANDIDATE name for its kernel only."""
+    key, name = split_name(name)
+    if key is not None:
+        keys = [key]
     cand = CANDIDATES[name]
     if "warps" in cand:
         return [f"{key}={cand['warps']}x{1 if key == 'prep' else cand['stages']}" for key in keys]
@@ -223,10 +246,11 @@ def picks(records: list[dict], margin: float = 0.02, max_diff: float = 1e-3) -> 
         return None if None in ms else sum(ms)
 
     out = []
+    names = {r["config"] for r in timed} - {"shipped"}
     for key, kname in KERNELS.items():
         shipped = total("shipped", kname)
-        tried = [(ms, name) for name, cand in CANDIDATES.items() if "warps" in cand
-                 and (ms := total(name, kname)) is not None]
+        mine = [n for n in names if split_name(n)[0] in (None, key) and "warps" in CANDIDATES[split_name(n)[1]]]
+        tried = [(ms, name) for name in sorted(mine) if (ms := total(name, kname)) is not None]
         if shipped is not None and tried and min(tried)[0] < (1 - margin) * shipped:
             out += launch_items(min(tried)[1], [key])
     shipped = total("shipped", None)
@@ -243,6 +267,8 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=360, help="seconds for the whole call")
     ap.add_argument("--compile-s", type=float, default=200, help="at most this many seconds for the compile phase")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--per-kernel", default="", help="comma-separated kernels (keys of KERNELS): each warps candidate "
+                                                      "also for each of them alone (KERNEL:CANDIDATE)")
     ap.add_argument("--jobs", type=int, default=12, help="compile processes at a time")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--tiny", action="store_true", help="the CPU smoke run: one tiny shape, kernels interpreted")
@@ -259,9 +285,11 @@ def main() -> None:
     log = out / "log.txt"
     log.write_text("")
     shapes = TINY_SHAPES if args.tiny else SHAPES
-    names = args.candidates.split(",")
-    if unknown := [n for n in names if n not in CANDIDATES]:
-        sys.exit(f"kernel_configs: unknown candidates {', '.join(unknown)} (known: {', '.join(CANDIDATES)})")
+    names = [n for n in args.candidates.split(",") if n]
+    warps = [n for n in CANDIDATES if "warps" in CANDIDATES[n]]
+    names += [f"{key}:{n}" for key in args.per_kernel.split(",") if key for n in warps]
+    if why := next((w for n in names if (w := check_name(n))), None):
+        sys.exit(f"kernel_configs: {why}")
     # phase 1: compile every (shape, candidate) in parallel processes (Triton's on-disk cache keeps them)
     if not args.tiny:
         procs, queue = [], [(s, n) for s in shapes for n in names]      # shape by shape: the last two share K, V

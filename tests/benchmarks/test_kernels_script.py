@@ -137,6 +137,38 @@ def test_sweep_picks_the_fastest_config_per_kernel_over_every_shape():
     assert kernel_configs.picks(records[:2]) == ""
 
 
+def test_sweep_tries_a_config_on_one_kernel_alone():
+    """KERNEL:CANDIDATE names (--per-kernel): one kernel at a candidate's warps and stages, the others shipped. A
+    config that broke the results when every kernel took it (NaN at one shape) can still win for the kernel that
+    takes it safely, and is picked for that kernel only."""
+    import kernel_configs
+
+    assert kernel_configs.launch_items("grad_ktile:w4s2") == ["grad_ktile=4x2"]
+    assert kernel_configs.launch_items("prep:w4s2") == ["prep=4x1"]                 # the prep keeps one stage
+    assert kernel_configs.check_name("grad_ktile:w4s2") is None
+    assert "KERNEL:CANDIDATE" in kernel_configs.check_name("grad_ktile:bvk64")       # tiles are not per kernel
+    assert "KERNEL:CANDIDATE" in kernel_configs.check_name("nokernel:w4s2")
+    assert "unknown candidate" in kernel_configs.check_name("w5s1")
+
+    def rec(shape, config, diff=0.0, **ms):
+        return dict(shape=shape, config=config, diff=diff, total_ms=sum(ms.values()),
+                    kernels={kernel_configs.KERNELS[k]: v for k, v in ms.items()})
+    a, b = [16, 1024, 6, 128, 256], [2, 16384, 16, 128, 128]
+    records = [rec(a, "shipped", grad_ktile=1.0, state_bwd_tiled=1.0),
+               rec(b, "shipped", grad_ktile=1.0, state_bwd_tiled=1.0),
+               rec(a, "w4s2", grad_ktile=0.7, state_bwd_tiled=0.9),
+               rec(b, "w4s2", diff=float("nan"), grad_ktile=0.7, state_bwd_tiled=0.9),
+               rec(a, "grad_ktile:w4s2", grad_ktile=0.7, state_bwd_tiled=1.0),
+               rec(b, "grad_ktile:w4s2", grad_ktile=0.7, state_bwd_tiled=1.0),
+               rec(a, "state_bwd_tiled:w4s2", grad_ktile=1.0, state_bwd_tiled=0.5),   # a crash at the long shape:
+               dict(shape=b, config="state_bwd_tiled:w4s2", error="RuntimeError: illegal memory access")]
+    assert kernel_configs.picks(records) == "grad_ktile=4x2"
+    # a per-kernel record does not speak for the other kernels: its grad_ktile time is not state_bwd_tiled's
+    records.append(rec(a, "grad_ktile:w8s1", grad_ktile=1.0, state_bwd_tiled=0.1))
+    records.append(rec(b, "grad_ktile:w8s1", grad_ktile=1.0, state_bwd_tiled=0.1))
+    assert kernel_configs.picks(records) == "grad_ktile=4x2"
+
+
 def test_the_device_call_checks_and_times_tuned_configs_when_given():
     """DELTAMU_GDN_TUNED (a sweep's picks): the call adds a float64 check set with those configs and the column
     ours-tuned; without it, neither."""
