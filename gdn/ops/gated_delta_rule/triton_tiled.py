@@ -364,10 +364,13 @@ def _chunk_grad_vtile_kernel(
 
 @triton.jit
 def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K: tl.constexpr,
-                      V: tl.constexpr, BV: tl.constexpr, DOS_DT: tl.constexpr, DVNS_DT: tl.constexpr,
-                      VNDS_DT: tl.constexpr, PRECISION: tl.constexpr):
+                      V: tl.constexpr, BV: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr,
+                      PRECISION: tl.constexpr):
     """V tile i_v of the gradient's products for the K columns kc: dO S^T, -dvn S^T, vn dS^T and sum(S o dS) added
     to the sums; returns them, and the tile's dO (fp32) and vn as loaded."""
+    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
+    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
+    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
     vc = i_v * BV + tl.arange(0, BV)
     mv = row_ok[:, None] & (vc[None, :] < V)
     rv_off = c[:, None] * (H * V) + vc[None, :]
@@ -400,9 +403,6 @@ def _chunk_grad_ktile_kernel(
     each, and the reduction reads them back; here each sum is written once. The NK + 1 programs of a chunk are
     launched next to each other (i_k varies fastest), so the chunk's dO, vn and dvn they all read come from L2."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
-    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
-    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
-    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
     DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -419,8 +419,8 @@ def _chunk_grad_ktile_kernel(
         s = tl.zeros([], dtype=tl.float32)
         for i_v in range(NV):
             dqi_t, dw_t, dkt_t, s, _, _ = _grad_by_k_v_tile(
-                h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, DOS_DT,
-                DVNS_DT, VNDS_DT, PRECISION)
+                h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
+                MORE, PRECISION)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = row0 * K + c[:, None] * (H * K) + kc[None, :]
         tl.store(dqi + off, dqi_t, mask=mk)
@@ -564,9 +564,6 @@ def _chunk_grad_dqk_kernel(
     V loop of _chunk_grad_ktile_kernel plus dP = dO vn^T (each K tile makes its own, as fla's kernel does), then
     with dS_qk = causal(scale dP o Gam):
         dq^ = scale gamma dO S^T + dS_qk k^            dk^ (so far) = dS_qk^T q^ + e^{G_C - G} vn dS^T."""
-    DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
-    DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
-    VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
     DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -582,8 +579,8 @@ def _chunk_grad_dqk_kernel(
     s = tl.zeros([], dtype=tl.float32)
     for i_v in range(NV):
         dqi_t, dw_t, dkt_t, s, do_t, vn_t = _grad_by_k_v_tile(
-            h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, DOS_DT, DVNS_DT,
-            VNDS_DT, PRECISION)
+            h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS, MORE,
+            PRECISION)
         dP += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
     mk = row_ok[:, None] & (kc[None, :] < K)
     rk_off = c[:, None] * (H * K) + kc[None, :]
