@@ -63,6 +63,8 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk), the candidate
                  # to replace the three of the default
                  "ours-wy": {"DELTAMU_GDN_TILED_GRAD": "wy"},
+                 # the gradient by K tiles' V-sums stored in bf16 (half their 1.2 GB at (8, 2048, 16, 128, 128))
+                 "ours-sums-bf16": {"DELTAMU_GDN_TILED_SUMS": "bf16"},
                  "ours-fast": {"DELTAMU_GDN_TILED_STATE": "bf16"},
                  "ours-fast-w": {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"},
@@ -70,8 +72,9 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-wy", "ours-tuned", "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused", "ours-tf32")
-SHAPE_MAJOR = 5
+TIMED = ("ours", "fla", "ours-wy", "ours-sums-bf16", "ours-tuned", "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused",
+         "ours-tf32")
+SHAPE_MAJOR = 6
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30

@@ -259,7 +259,8 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # The other settings of the switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK, TILED_GRAD, TILED_WU,
 # TILED_BF16_MORE) at the cases whose tiles they change: the prep's tile loops at run time at one K tile and several
 # (ragged K and V, fp32 and bf16); h stored in bf16, which only 16-bit inputs take; dq, dk, dv, dbeta in a kernel of
-# their own after the gradient per V tile, and in the reduction after the gradient per K tile; "fast" and "fast-w",
+# their own after the gradient per V tile, and in the reduction after the gradient per K tile; the gradient's
+# V-sums stored in bf16 (TILED_SUMS); "fast" and "fast-w",
 # benchmarks/gdn_kernels.py's ours-fast (h and dh in bf16, as fla stores them) and ours-fast-w (w too); bf16
 # operands in w S.
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
@@ -270,7 +271,8 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("fast", dict(TILED_STATE="bf16"), (4, 5)),
     ("fast-w", dict(TILED_STATE="bf16", TILED_WU="w-bf16"), (4, 5)),
     ("ws-bf16-operands", dict(TILED_BF16_MORE=1), (4,)),
-    ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)))
+    ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
+    ("sums-bf16", dict(TILED_SUMS="bf16"), (4, 5)))
     for i in cases]
 
 

@@ -142,6 +142,13 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 #   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32). On the card (2026-12-07) 32
 #   was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
+# - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
+#   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
+#   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (16-bit inputs, TILED_GRAD=ktile only; half the bytes).
+#   In the interpreter (2026-12-07, docs/benchmarks.md, "The gradient's V-sums in bf16") bf16 raised dq and dk from
+#   3.3-4.9e-3 to 4.6-7.3e-3 and dg at one case from 4.6e-4 to 5.0e-3, all within bf16's 1e-2; not checked or timed
+#   on a card.
+TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "fp32", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
 #   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T), default none (TF32).
@@ -388,7 +395,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         by_k = TILED_GRAD == "ktile"
         NVP = 1 if by_k else triton.cdiv(V, BVT)
         NSS = NK if by_k else NVP
-        dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=f32, device=dev) for _ in range(3))
+        sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and q.dtype != torch.float32 else f32
+        dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=sums, device=dev) for _ in range(3))
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k

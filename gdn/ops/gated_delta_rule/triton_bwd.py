@@ -202,9 +202,9 @@ def _grad_finish(
         if USE_L2NORM:
             q_ss += tl.sum(q_t * q_t, 1)
             k_ss += tl.sum(k_t * k_t, 1)
-        rs_q_dqi += tl.sum(q_t * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.), 1)
-        rs_k_dkt += tl.sum(k_t * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.), 1)
-        dwk += _dot(tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), tl.trans(k_t), PRECISION)
+        rs_q_dqi += tl.sum(q_t * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+        rs_k_dkt += tl.sum(k_t * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+        dwk += _dot(tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), tl.trans(k_t), PRECISION)
     if USE_L2NORM:
         rq = tl.rsqrt(q_ss + EPS)
         rk = tl.rsqrt(k_ss + EPS)
@@ -315,15 +315,15 @@ def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_
     rk_off = c[:, None] * (H * K) + kc[None, :]
     qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
     kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
-    dqn = q_scale[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.) \
+    dqn = q_scale[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
         + _dot(tl.load(scr + cc_off), kn, PRECISION)
     if USE_L2NORM:
         dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
     tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
     dXs = tl.load(scr + BT * BT + cc_off) + tl.load(scr + BT * BT + ccT_off)
     dkn = _dot(tl.load(scr + ccT_off), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
-        + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.) \
-        + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.), PRECISION)
+        + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
+        + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), PRECISION)
     if USE_L2NORM:
         dkn = rk[:, None] * (dkn - kn * k_dot[:, None])
     tl.store(dk + row0 * K + rk_off, dkn.to(dk.dtype.element_ty), mask=mk)

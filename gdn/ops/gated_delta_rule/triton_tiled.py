@@ -423,9 +423,9 @@ def _chunk_grad_ktile_kernel(
                 MORE, PRECISION)
         mk = row_ok[:, None] & (kc[None, :] < K)
         off = row0 * K + c[:, None] * (H * K) + kc[None, :]
-        tl.store(dqi + off, dqi_t, mask=mk)
-        tl.store(dw + off, dw_t, mask=mk)
-        tl.store(dkt + off, dkt_t, mask=mk)
+        tl.store(dqi + off, dqi_t.to(dqi.dtype.element_ty), mask=mk)         # fp32, or bf16 (triton.TILED_SUMS)
+        tl.store(dw + off, dw_t.to(dw.dtype.element_ty), mask=mk)
+        tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
         tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
     else:
         dP_t = tl.zeros([BT, BT], dtype=tl.float32)
