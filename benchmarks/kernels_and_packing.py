@@ -78,8 +78,8 @@ TUNED = os.environ.get("DELTAMU_GDN_TUNED", "")
 if TUNED:
     CHECKS["ours-tuned"] = ("benchmark_shapes and not fp32", TRITON_TESTS, 2, {"DELTAMU_GDN_LAUNCH": TUNED})
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 16 cells at once
-# (5 shapes x ours and fla, 3 wide shapes x ours-wy and ours-sums-bf16), each with a CUDA context and a forward and backward at the
-# full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
+# (5 shapes x ours and fla, 3 wide shapes x ours-wy and ours-sums-bf16), each with a CUDA context and a forward and
+# backward at the full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
 WARM_JOBS = 10
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory

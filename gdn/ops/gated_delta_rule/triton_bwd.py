@@ -229,13 +229,7 @@ def _grad_finish(
     c_w = tl.sum(Tm * dWKn, 0)                                   # rowsum(k^ o T^T dW), indexed by row of k
     dT = dWKn * (beta_r * gamma)[None, :] + dTu * beta_r[None, :]
     Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
-    dA = -_dot(_dot(Tt, dT, PRECISION), Tt, PRECISION)
-    # through A = strict(diag(beta) k^k^T o Gam): Y0 = dA o k^k^T o Gam (for dbeta), dX = beta_i dA o Gam
-    strict = c[:, None] > c[None, :]
-    Y0 = tl.where(strict, dA * Gam * kk * rk[:, None] * rk[None, :], 0.)
-    dX = tl.where(strict, dA * Gam * beta_r[:, None], 0.)
-    Y = Y0 * beta_r[:, None]                                     # dX o k^k^T
-    Y_rows, Y_cols = tl.sum(Y, 1), tl.sum(Y, 0)
+    Y0, dX, Y_rows, Y_cols = _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION)
     tl.store(scr + BT * BT + cc_off, dX)
 
     z = decay_end * rk * rs_k_dkt                                # rowsum(k~ o dk~), k~ = e^{G_C - G} k^
@@ -265,6 +259,18 @@ def _grad_finish(
     else:
         _grad_dqdk(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, scale * gamma, decay_end, beta_r * gamma, q_dot,
                    k_dot, row0, c, row_ok, H, K, BT, BK, USE_L2NORM, PRECISION)
+
+
+@triton.jit
+def _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION: tl.constexpr):
+    """Step 4 from dT, the gradient of T = (I + A)^-1, on through A = strict(diag(beta) k^k^T o Gam): dA = -T^T dT T^T,
+    Y0 = dA o k^k^T o Gam (for dbeta), dX = beta_i dA o Gam, and the row and column sums of Y = dX o k^k^T."""
+    dA = -_dot(_dot(Tt, dT, PRECISION), Tt, PRECISION)
+    strict = c[:, None] > c[None, :]
+    Y0 = tl.where(strict, dA * Gam * kk * rk[:, None] * rk[None, :], 0.)
+    dX = tl.where(strict, dA * Gam * beta_r[:, None], 0.)
+    Y = Y0 * beta_r[:, None]
+    return Y0, dX, tl.sum(Y, 1), tl.sum(Y, 0)
 
 
 @triton.jit

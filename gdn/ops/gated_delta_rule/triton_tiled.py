@@ -35,7 +35,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish
+from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish, _grad_through_a
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot
 
 # Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with
@@ -701,14 +701,9 @@ def _chunk_grad_wy_kernel(
     Tm = tl.load(Tinv + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
     c_w = tl.sum(Tm * dWKn, 0)                                   # rowsum(k^ o T^T dW), indexed by row of k
     dT = dWKn * (beta_r * gamma)[None, :] + dTu * beta_r[None, :]
-    dA = -_dot(_dot(Tt, dT, PRECISION), Tt, PRECISION)
     causal = c[:, None] >= c[None, :]
-    strict = c[:, None] > c[None, :]
     Gam = tl.where(causal, tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
-    Y0 = tl.where(strict, dA * Gam * kk * rk[:, None] * rk[None, :], 0.)
-    dX = tl.where(strict, dA * Gam * beta_r[:, None], 0.)
-    Y = Y0 * beta_r[:, None]                                     # dX o k^k^T
-    Y_rows, Y_cols = tl.sum(Y, 1), tl.sum(Y, 0)
+    Y0, dX, Y_rows, Y_cols = _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION)
     scr = scr + (i_bh * tl.num_programs(0) + i_t).to(tl.int64) * (BT * BT)
     cc_off = c[:, None] * BT + c[None, :]
     tl.store(scr + cc_off, dX)
