@@ -58,6 +58,9 @@ IMPLS = ("ours", "fla", "chunk")
 # with zero gates, over bf16's 1e-2, so neither can be a default, and the device call no longer times them. The
 # variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles; bf16 w S operands, whose
 # one failed check ran out of memory) are in docs/benchmarks.md.
+BF16_ALL = {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16", "DELTAMU_GDN_TILED_SUMS": "bf16",
+            "DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"}
+W4 = "grad_ktile=4x2,grad_dqdk=4x1"
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk), the candidate
@@ -68,12 +71,19 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-fast": {"DELTAMU_GDN_TILED_STATE": "bf16"},
                  "ours-fast-w": {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"},
+                 # fla's precision: h, dh, w and the gradient's V-sums stored in bf16 and every product of the
+                 # wide-head path on bf16 operands; how fast ours gets where the float64 bound is given up
+                 # (benchmarks/stress_errors.py measures what it gives up, beside fla's errors)
+                 "ours-bf16-all": BF16_ALL,
+                 # 4 warps for the two gradient kernels where they won 23-31 % (crashes seen with every kernel at 4)
+                 "ours-w4": {"DELTAMU_GDN_LAUNCH": W4},
+                 "ours-bf16-all-w4": {**BF16_ALL, "DELTAMU_GDN_LAUNCH": W4},
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-wy", "ours-sums-bf16", "ours-tuned", "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused",
-         "ours-tf32")
+TIMED = ("ours", "fla", "ours-bf16-all", "ours-w4", "ours-bf16-all-w4", "ours-wy", "ours-sums-bf16", "ours-tuned",
+         "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 6
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
