@@ -84,6 +84,37 @@ def cell(impl: str, names: list[str]) -> None:
         _emit(impl=impl, case=name, shape=[B, T, H, K, V], gates=gates, errors=errors, wide_head_path=wide)
 
 
+def probe_tf32() -> dict:
+    """How the card reads an fp32 operand in "tf32" precision: a [64, 64] @ [64, 64] tl.dot on random fp32 tiles
+    against float64 products of the operands truncated to 10 mantissa bits and rounded to nearest; the card's result
+    is within fp32 accumulation error of one of them and about 1e-4 from the other."""
+    import torch
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def mm(a, b, c, N: tl.constexpr):
+        r = tl.arange(0, N)
+        x = tl.load(a + r[:, None] * N + r[None, :])
+        y = tl.load(b + r[:, None] * N + r[None, :])
+        tl.store(c + r[:, None] * N + r[None, :], tl.dot(x, y, input_precision="tf32"))
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    a, b = (torch.randn(64, 64, generator=gen, device="cuda") for _ in range(2))
+    c = torch.empty_like(a)
+    mm[(1,)](a, b, c, N=64)
+
+    def tf32(x, nearest):
+        bits = x.view(torch.int32).long() & 0xFFFFFFFF
+        bits = ((bits + (0x1000 if nearest else 0)) & 0xFFFFE000)
+        return torch.where(bits >= 2 ** 31, bits - 2 ** 32, bits).int().view(torch.float32)
+
+    ref = {mode: (tf32(a, mode == "nearest").double() @ tf32(b, mode == "nearest").double())
+           for mode in ("truncate", "nearest")}
+    err = {mode: ((c.double() - r).norm() / r.norm()).item() for mode, r in ref.items()}
+    return dict(probe="tf32", relative_error=err, card_reads=min(err, key=err.get))
+
+
 def table(records: list[dict], impls: list[str], names: list[str]) -> str:
     """The largest error of each case and implementation (and its tensor); over TOL in bold."""
     by = {(r["impl"], r["case"]): r for r in records}
@@ -109,6 +140,7 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--timeout", type=float, default=240, help="seconds for all (the processes run at once)")
     ap.add_argument("--out", default=os.environ.get("OUT", ".out") + "/stress")
+    ap.add_argument("--probe-tf32", action="store_true", help="first, on a card: how it rounds fp32 operands to TF32")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args()
     names = [n for n in args.cases.split(",") if n]
@@ -119,6 +151,10 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.probe_tf32:
+        found = probe_tf32()
+        (out / "tf32.json").write_text(json.dumps(found))
+        print(json.dumps(found), flush=True)
     impls = [i for i in args.impls.split(",") if i]
     records, started = [], time.perf_counter()
     procs = {impl: subprocess.Popen([sys.executable, __file__, "--cell", impl, "--cases", ",".join(names)],

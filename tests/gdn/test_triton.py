@@ -26,6 +26,9 @@ CUDA = DEVICE == "cuda"
 
 from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule  # noqa: E402
 from gdn.ops.gated_delta_rule.triton import MIN_CUDA_HEAD_DIM_K, triton_chunk_gated_delta_rule  # noqa: E402
+from gdn.ops.gated_delta_rule.triton_fwd import _dot  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
@@ -102,6 +105,37 @@ TINY = [
 @pytest.mark.parametrize("case", TINY)
 def test_tiny_shapes_match_float64_recurrence(case):
     check(**case)
+
+
+@triton.jit
+def _rounding_kernel(x, y, bf, cast, prod, N: tl.constexpr):
+    r = tl.arange(0, N)
+    a = tl.load(x + r[:, None] * N + r[None, :])
+    b = tl.load(y + r[:, None] * N + r[None, :])
+    tl.store(bf + r[:, None] * N + r[None, :], a)                              # fp32 into a bf16 tensor
+    tl.store(cast + r[:, None] * N + r[None, :], a.to(tl.bfloat16).to(tl.float32))
+    tl.store(prod + r[:, None] * N + r[None, :], _dot(a, b, "tf32"))
+
+
+def test_bf16_rounding_and_tf32_products_are_the_cards():
+    """The interpreter must round as the card does, or its errors are not the card's: fp32 -> bf16 to nearest even
+    (a cast and a store; Triton's interpreter truncates unless gdn.ops.backend.round_like_the_card patched it), and a
+    "tf32" product of fp32 tiles as the card's tensor cores take it, operands truncated to 10 mantissa bits
+    (triton_fwd._dot). On a card the same test checks the card itself."""
+    gen = torch.Generator(device=DEVICE).manual_seed(7)
+    x, y = (torch.randn(32, 32, generator=gen, device=DEVICE) for _ in range(2))
+    x[0, :4] = torch.tensor([float("inf"), -0.0, 3.0e38, 1.0 + 2 ** -8])                # 1 + 2^-8: a tie, to even
+    bf, cast, prod = torch.empty_like(x, dtype=torch.bfloat16), torch.empty_like(x), torch.empty_like(x)
+    _rounding_kernel[(1,)](x, y, bf, cast, prod, N=32)
+    assert torch.equal(bf, x.to(torch.bfloat16)) and torch.equal(cast, x.to(torch.bfloat16).float())
+
+    def truncated(t):
+        return (t.view(torch.int32) & ~0x1FFF).view(torch.float32).double()
+    x[0, :4] = 1.0
+    _rounding_kernel[(1,)](x, y, bf, cast, prod, N=32)
+    card = truncated(x) @ truncated(y)
+    assert rel_err(prod, card) < 1e-6                                # fp32 accumulation; rounding would be ~1e-3
+    assert rel_err(prod, x.double() @ y.double()) > 1e-5             # and it is not the fp32 product
 
 
 def test_no_grad_forward_matches_and_saves_nothing():

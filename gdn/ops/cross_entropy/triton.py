@@ -17,6 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
+from gdn.ops.backend import round_like_the_card
+
+round_like_the_card()                  # interpreted: bf16 rounding as on the card
+
 MAX_BLOCK_V = 4096       # vocabulary entries a program holds at once: 16 fp32 registers a thread at 8 warps
 
 
