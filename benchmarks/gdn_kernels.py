@@ -50,41 +50,30 @@ IMPLS = ("ours", "fla", "chunk")
 # gdn.ops.gated_delta_rule.triton reads at import) and timed only where it differs from "ours" (on the wide-head
 # path: bf16 at K >= TILED_MIN_K): the kernels as they were before the wide-head path (ours-fused), that path with
 # TF32 products only (ours-tf32), as it was checked and timed on 2026-12-06 (ours-vtile: the gradient per V tile,
-# dq, dk, dv, dbeta in the reduction), and two candidates that store less: ours-fast, the per-chunk states h and
-# their gradients dh in bf16 (TILED_STATE=bf16, as fla 0.6.0 stores them: 0.8 GB a step less at (8, 2048, 16, 128,
-# 128); worst interpreter error 6.9e-3, dq at zero gates, within the bf16 bound of 1e-2; it passed the card's
-# checks on 2026-12-07 on top of the looped prep and 32-wide state tiles), and ours-fast-w, that with w in bf16 too
-# (TILED_WU=w-bf16, also passed there); in the interpreter both put dg 1.26e-2 from float64 at [1, 320, 1, 128, 64]
-# with zero gates, over bf16's 1e-2, so neither can be a default, and the device call no longer times them. The
-# variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles; bf16 w S operands, whose
-# one failed check ran out of memory) are in docs/benchmarks.md.
-BF16_ALL = {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16", "DELTAMU_GDN_TILED_SUMS": "bf16",
-            "DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"}
+# dq, dk, dv, dbeta in the reduction), the gradient in two kernels (ours-wy), and every intermediate in fp32 with
+# TF32 products (ours-fp32: the default until 2026-12-07, when h, dh, w, the gradient's V-sums went to bf16 and five
+# products to bf16 operands). ours-bf16-all: all eight named products on bf16 operands (on an H100 o was 1.0 off at
+# K = 256, V = 32: Aqk vn, left out of the default). ours-w4: 4 warps for the gradient by K tiles and dq, dk (23-31 %
+# faster there at T <= 2048; every kernel at 4 warps at once crashed at T = 16384 on 2026-12-07). The variants
+# timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
+FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
+        "DELTAMU_GDN_TILED_BF16_MORE": "none"}
 W4 = "grad_ktile=4x2,grad_dqdk=4x1"
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
-                 # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk), the candidate
-                 # to replace the three of the default
+                 # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
                  "ours-wy": {"DELTAMU_GDN_TILED_GRAD": "wy"},
-                 # the gradient by K tiles' V-sums stored in bf16 (half their 1.2 GB at (8, 2048, 16, 128, 128))
-                 "ours-sums-bf16": {"DELTAMU_GDN_TILED_SUMS": "bf16"},
-                 "ours-fast": {"DELTAMU_GDN_TILED_STATE": "bf16"},
-                 "ours-fast-w": {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16"},
-                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"},
-                 # fla's precision: h, dh, w and the gradient's V-sums stored in bf16 and every product of the
-                 # wide-head path on bf16 operands; how fast ours gets where the float64 bound is given up
-                 # (benchmarks/stress_errors.py measures what it gives up, beside fla's errors)
-                 "ours-bf16-all": BF16_ALL,
-                 # 4 warps for the two gradient kernels where they won 23-31 % (crashes seen with every kernel at 4)
+                 "ours-fp32": FP32,
+                 "ours-tf32": {**FP32, "DELTAMU_GDN_TILED_BF16": "0"},
+                 "ours-bf16-all": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
                  "ours-w4": {"DELTAMU_GDN_LAUNCH": W4},
-                 "ours-bf16-all-w4": {**BF16_ALL, "DELTAMU_GDN_LAUNCH": W4},
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-bf16-all", "ours-w4", "ours-bf16-all-w4", "ours-wy", "ours-sums-bf16", "ours-tuned",
-         "ours-vtile", "ours-fast", "ours-fast-w", "ours-fused", "ours-tf32")
-SHAPE_MAJOR = 6
+TIMED = ("ours", "fla", "ours-tuned", "ours-fp32", "ours-w4", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused",
+         "ours-tf32")
+SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30
