@@ -5,10 +5,11 @@ kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward
 per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
 output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
 for bf16 inputs (TILED_BF16).
-Every intermediate of the fused path is fp32. On the wide-head path with 16-bit inputs the per-chunk states h, dh,
-w and the gradient's V-sums are stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and the
-gradient's products take bf16 operands (TILED_BF16_MORE): on an H100 they kept every error at the stress cases
-within 5e-3 of float64 (bound 1e-2; docs/benchmarks.md, "The interpreter rounded bf16 down").
+Every intermediate is fp32. On the wide-head path with bf16 inputs the per-chunk states h, dh, w and the
+gradient's V-sums may be stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and more products
+take bf16 operands (TILED_BF16_MORE): benchmarks/gdn_kernels.py's BF16, the next default once the card's float64
+checks pass (on an H100 its parts kept every error at the stress cases within 5.1e-3 of float64, bound 1e-2;
+docs/benchmarks.md, "The interpreter rounded bf16 down").
 With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the products of two raw inputs
 (K K^T, Q K^T) take them as they are and every other fp32-operand product runs in TF32.
 
@@ -110,16 +111,18 @@ def _switch_bits(name: str, bits: dict[str, int], default: str = "") -> int:
 # split off (TILED_GRAD=ktile, TILED_DQDK=split) passed the float64 checks at every wide bf16 and fp16 benchmark
 # shape, and its gradient kernels took 1.13 ms against the V-tile form's 1.75 at (16, 1024, 6, 128, 256); the
 # looped prep and the 32-wide state tiles were slower there (TILED_PREP, TILED_STATE_BV keep their defaults).
-# Storage and operands (TILED_STATE, TILED_SUMS, TILED_WU, TILED_BF16_MORE) are bf16 by default since 2026-12-07:
-# they had been kept fp32 because in the interpreter bf16 put dg, dk or dbeta over the 1e-2 bound at the stress
-# cases, but the interpreter rounded fp32 to bf16 by truncation (twice the card's error; it now rounds to nearest,
-# gdn.ops.backend.round_like_the_card). On an H100 (commit 58cddbf, benchmarks/stress_errors.py) h, dh, w, the
-# V-sums in bf16 and bf16 operands in every product kept the worst error at the stress cases at 5.1e-3, and the
-# fwd+bwd took 0.92-0.94 x the fp32 form's time, 0.83 x with 4-warp gradient kernels (docs/benchmarks.md, "The
-# interpreter rounded bf16 down"). Left out:
-# Aqk vn ("av"), whose bf16 product gave o 1.0 relative error at K = 256, V = 32 on that card (a Triton fault, as
-# below for transposed bf16 operands; the interpreter's o was 3e-3); k dS ("kds") and Aqk^T dO ("ado"), which the
-# interpreter still puts over the bound at strong gates, K = 256 (dbeta 2.4e-2; the card 4.7e-4).
+# Storage and operands (TILED_STATE, TILED_SUMS, TILED_WU, TILED_BF16_MORE) stay fp32 / TF32 by default until
+# benchmarks/gdn_kernels.py's BF16 (ours-bf16) has passed the card's float64 checks at every benchmark shape. They had been kept fp32
+# because in the interpreter bf16 put dg, dk or dbeta over the 1e-2 bound at the stress cases, but the interpreter
+# rounded fp32 to bf16 by truncation (twice the card's error; it now rounds to nearest,
+# gdn.ops.backend.round_like_the_card). On an H100 (2026-12-07, commit 58cddbf, benchmarks/stress_errors.py) h, dh,
+# w, the V-sums in bf16 and bf16 operands in every product kept the worst error at the stress cases at 5.1e-3, and
+# the fwd+bwd took 0.92-0.94 x the fp32 form's time, 0.83 x with 4-warp gradient kernels (docs/benchmarks.md, "The
+# interpreter rounded bf16 down"). The candidate leaves out Aqk vn ("av"), whose bf16 product gave o 1.0 relative
+# error at K = 256, V = 32 on that card (a Triton fault, as below for transposed bf16 operands; the interpreter's
+# o was 3e-3), and k dS ("kds") and Aqk^T dO ("ado"), which the interpreter still puts over the bound at strong
+# gates, K = 256 (dbeta 2.4e-2; the card 4.7e-4). Only bf16 inputs take it: fp16 inputs carry 3 more mantissa
+# bits than bf16 storage, and no fp16 check of it has run on a card.
 # - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "ktile" (_chunk_grad_ktile_kernel, one program per K
 #   tile walking every V tile, each sum written once) or "vtile" (_chunk_grad_vtile_kernel, one program per V
 #   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06), or "wy" (two
@@ -135,13 +138,13 @@ def _switch_bits(name: str, bits: dict[str, int], default: str = "") -> int:
 #   at 8 warps 0 / 0 / 88. The same products in the same order. On the card (2026-12-07) the looped prep took
 #   0.385 ms against the unrolled 0.212 at (16, 1024, 6, 128, 256): fewer spills, slower.
 # - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
-#   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too, the default), for
-#   16-bit inputs only (fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32
+#   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too), for bf16 inputs
+#   only (fp16 and fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32
 #   registers; the output kernel rounds h to bf16 for its product with bf16 inputs either way.
 TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "ktile", ("ktile", "vtile", "wy"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 STATE_BF16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}      # TILED_STATE: what it stores in bf16
-TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "bf16", tuple(STATE_BF16))
+TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
 # - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
 #   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
 #   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
@@ -156,20 +159,18 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 # - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
 #   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
-#   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (the default: 16-bit inputs, TILED_GRAD=ktile only; half
-#   the bytes).
-TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "bf16", ("fp32", "bf16"))
+#   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (bf16 inputs, TILED_GRAD=ktile only; half the bytes).
+TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "fp32", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
-#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T); default w S and the
-#   gradient's four; "none": TF32 for all of them.
-TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp")
+#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T); default none (TF32).
+TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS)
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
-#   inputs: "fp32", "w-bf16" (w in bf16, the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
+#   inputs: "fp32", "w-bf16" (w in bf16), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
 #   (or rounds them to bf16 for a bf16 product anyway).
 WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
-TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
+TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "fp32", tuple(WU_BF16))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -285,9 +286,9 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
 
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
     """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU), for inputs of `dtype`
-    on the path `tiled` picked: bf16 only on the wide-head path for 16-bit inputs, else fp32."""
+    on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
     bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU]
-    return torch.bfloat16 if tiled and which in bf16 and dtype != torch.float32 else torch.float32
+    return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
 
 
 def _subtiles(BKP: int) -> tuple[int, int]:
@@ -407,7 +408,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         by_k = TILED_GRAD == "ktile"
         NVP = 1 if by_k else triton.cdiv(V, BVT)
         NSS = NK if by_k else NVP
-        sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and q.dtype != torch.float32 else f32
+        sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and q.dtype == torch.bfloat16 else f32
         dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=sums, device=dev) for _ in range(3))
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
