@@ -56,8 +56,7 @@ def _chunk_state_bwd_kernel(
         dS += tl.load(dht + i_bh.to(tl.int64) * K * V + kv_off, mask=kv_ok, other=0.).to(tl.float32)
     for i_rev in range(NT):
         i_t = NT - 1 - i_rev
-        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-        row_ok = i_t * BT + c < T
+        row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         tl.store(dh + ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V + kv_off, dS, mask=kv_ok)
         mk = row_ok[:, None] & (kc[None, :] < K)
         mv = row_ok[:, None] & (vc[None, :] < V)

@@ -266,8 +266,7 @@ def _chunk_state_fwd_kernel(
     if HAS_H0:
         S += tl.load(h0 + i_bh.to(tl.int64) * K * V + kv_off, mask=kv_ok, other=0.).to(tl.float32)
     for i_t in range(NT):
-        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-        row_ok = i_t * BT + c < T
+        row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         if SAVE_FOR_BWD:
             tl.store(h + ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V + kv_off, S, mask=kv_ok)
         mk = row_ok[:, None] & (kc[None, :] < K)

@@ -170,8 +170,7 @@ def _chunk_state_fwd_tiled_kernel(
 
     S0, S1, S2, S3 = _state_subtiles(h0, base0, vc, HAS_H0, K, V, BKS, NKS, BV)
     for i_t in range(NT):
-        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-        row_ok = i_t * BT + c < T
+        row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
         ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BKS, NKS, WS_DT,
@@ -214,9 +213,7 @@ def _chunk_output_kernel(
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
     vc = i_v * BV + tl.arange(0, BV)
-    c = tl.arange(0, BT)
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     mv = row_ok[:, None] & (vc[None, :] < V)
     rv_off = c[:, None] * (H * V) + vc[None, :]
     hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
@@ -258,8 +255,7 @@ def _chunk_state_bwd_tiled_kernel(
     dS0, dS1, dS2, dS3 = _state_subtiles(dht, base0, vc, HAS_DHT, K, V, BKS, NKS, BV)
     for i_rev in range(NT):
         i_t = NT - 1 - i_rev
-        row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-        row_ok = i_t * BT + c < T
+        row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
         kdS = _store_state_and_rows_dot(dh, hb, vc, k, row0, c, row_ok, dS0, dS1, dS2, dS3, H, K, V, BKS, NKS,
@@ -303,9 +299,7 @@ def _chunk_dvn_local_kernel(
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     vc = i_v * BV + tl.arange(0, BV)
-    c = tl.arange(0, BT)
-    row0 = (i_b.to(tl.int64) * T + i_t * BT) * H + i_h
-    row_ok = i_t * BT + c < T
+    row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     mv = row_ok[:, None] & (vc[None, :] < V)
     rv_off = c[:, None] * (H * V) + vc[None, :]
     aT_t = tl.load(Aqk + row0 * BT + c[:, None] + c[None, :] * (H * BT), mask=row_ok[None, :], other=0.)
