@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "tests"), str(ROOT / "tests" / "gdn")]
 
 # name -> (B, T, H, K, V, gates): the interpreter's four stress cases of docs/benchmarks.md ("Fewer bytes through
 # bf16 storage"), then the same gates at card sizes, where the chunks and the state's growth are a real model's
@@ -57,6 +56,7 @@ def _fla():
 
 def cell(impl: str, names: list[str]) -> None:
     """One implementation at every named case, in this process."""
+    sys.path[:0] = [str(ROOT), str(HERE), str(ROOT / "tests"), str(ROOT / "tests" / "gdn")]
     from gdn_kernels import OURS_VARIANTS
     if impl in OURS_VARIANTS:
         os.environ.update(OURS_VARIANTS[impl])                   # before the kernels' module is imported
