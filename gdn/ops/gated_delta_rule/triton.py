@@ -5,8 +5,8 @@ kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward
 per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
 output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
 for bf16 inputs (TILED_BF16).
-Every intermediate is fp32. On the wide-head path with bf16 inputs the per-chunk states h, dh, w and the
-gradient's V-sums may be stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and more products
+Every intermediate is stored in fp32 by default. On the wide-head path with bf16 inputs the per-chunk states h, dh,
+w and the gradient's V-sums may be stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and more products
 take bf16 operands (TILED_BF16_MORE): benchmarks/gdn_kernels.py's BF16, the next default once the card's float64
 checks pass (on an H100 its parts kept every error at the stress cases within 5.1e-3 of float64, bound 1e-2;
 docs/benchmarks.md, "The interpreter rounded bf16 down").
