@@ -135,13 +135,20 @@ def _impl(name: str):
         from gdn.ops.gated_delta_rule import chunk_gated_delta_rule
         return lambda q, k, v, g, beta: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)[0]
     if name == "fla":
-        os.environ["FLA_DISABLE_BACKEND_DISPATCH"] = "1"         # pure Triton fla, no TileLang/FlashQLA
-        os.environ["FLA_FLASH_QLA"] = "0"
-        import fla.ops.common.chunk_o as chunk_o
-        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-        chunk_o.TRITON_ABOVE_3_7_1 = True                        # else its backward refuses Triton 3.6 (fla #640)
-        return lambda q, k, v, g, beta: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)[0]
+        fla_rule = fla_chunk_gated_delta_rule()
+        return lambda q, k, v, g, beta: fla_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)[0]
     raise ValueError(name)
+
+
+def fla_chunk_gated_delta_rule():
+    """fla 0.6.0's chunk_gated_delta_rule as the benchmarks run it: pure Triton (no TileLang/FlashQLA), its backward's
+    Triton-3.6 guard bypassed."""
+    os.environ["FLA_DISABLE_BACKEND_DISPATCH"] = "1"
+    os.environ["FLA_FLASH_QLA"] = "0"
+    import fla.ops.common.chunk_o as chunk_o
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    chunk_o.TRITON_ABOVE_3_7_1 = True                            # else its backward refuses Triton 3.6 (fla #640)
+    return chunk_gated_delta_rule
 
 
 def _inputs(B, T, H, K, V, seed=0):

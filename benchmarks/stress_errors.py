@@ -42,15 +42,13 @@ def _emit(**record) -> None:
 
 
 def _fla():
-    os.environ["FLA_DISABLE_BACKEND_DISPATCH"] = "1"             # pure Triton fla, as gdn_kernels.py times it
-    os.environ["FLA_FLASH_QLA"] = "0"
-    import fla.ops.common.chunk_o as chunk_o
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-    chunk_o.TRITON_ABOVE_3_7_1 = True                            # else its backward refuses Triton 3.6 (fla #640)
+    """fla in the signature tests/gdn/test_triton.py's `run` calls."""
+    from gdn_kernels import fla_chunk_gated_delta_rule
+    fla_rule = fla_chunk_gated_delta_rule()
 
     def fn(q, k, v, g, beta, initial_state=None, output_final_state=False, use_qk_l2norm=True):
-        return chunk_gated_delta_rule(q, k, v, g, beta, initial_state=initial_state,
-                                      output_final_state=output_final_state, use_qk_l2norm_in_kernel=use_qk_l2norm)
+        return fla_rule(q, k, v, g, beta, initial_state=initial_state, output_final_state=output_final_state,
+                        use_qk_l2norm_in_kernel=use_qk_l2norm)
     return fn
 
 

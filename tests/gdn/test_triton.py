@@ -28,6 +28,7 @@ CUDA = DEVICE == "cuda"
 from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule  # noqa: E402
 from gdn.ops.gated_delta_rule.triton import MIN_CUDA_HEAD_DIM_K, triton_chunk_gated_delta_rule  # noqa: E402
 from gdn.ops.gated_delta_rule.triton_fwd import _dot  # noqa: E402
+from gdn.ops.gated_delta_rule.triton_tiled import MORE_BITS  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
@@ -300,7 +301,8 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # operands in w S and the gradient's four products); and that with all eight named products on bf16 operands at the
 # moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at
 # 4.7e-4, docs/benchmarks.md).
-BF16_CANDIDATE = dict(TILED_STATE="bf16", TILED_WU="w-bf16", TILED_SUMS="bf16", TILED_BF16_MORE=1 + 16 + 32 + 64 + 128)
+BF16_CANDIDATE = dict(TILED_STATE="bf16", TILED_WU="w-bf16", TILED_SUMS="bf16",
+                      TILED_BF16_MORE=sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp")))
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
     ("prep-looped", dict(TILED_PREP="looped"), (1, 4, 5)),
     ("h-bf16", dict(TILED_STATE="h-bf16"), (4, 5)),

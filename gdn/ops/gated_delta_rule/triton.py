@@ -95,10 +95,9 @@ def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _switch_bits(name: str, bits: dict[str, int], default: str = "") -> int:
-    """The bitmask of the comma-separated names in environment variable `name` (read once, at import; unset:
-    `default`; empty or "none": 0)."""
-    names = [n for n in os.environ.get(name, default).split(",") if n and n != "none"]
+def _switch_bits(name: str, bits: dict[str, int]) -> int:
+    """The bitmask of the comma-separated names in environment variable `name` (read once, at import; none: 0)."""
+    names = [n for n in os.environ.get(name, "").split(",") if n]
     if unknown := sorted(set(names) - set(bits)):
         raise ValueError(f"{name} takes a comma-separated list of {', '.join(bits)}, got {', '.join(unknown)}")
     return sum({bits[n] for n in names})
