@@ -50,34 +50,34 @@ IMPLS = ("ours", "fla", "chunk")
 # gdn.ops.gated_delta_rule.triton reads at import) and timed only where it differs from "ours" (on the wide-head
 # path: bf16 at K >= TILED_MIN_K): the kernels as they were before the wide-head path (ours-fused), that path with
 # TF32 products only (ours-tf32), as it was checked and timed on 2026-12-06 (ours-vtile: the gradient per V tile,
-# dq, dk, dv, dbeta in the reduction), the gradient in two kernels (ours-wy), and the candidate for the next default,
-# ours-bf16 (BF16): h, dh, w and the gradient's V-sums stored in bf16 and bf16 operands in w S and the gradient's
-# four products (its parts stayed within 5.1e-3 of float64 at the stress cases on an H100, 2026-12-07, and took
-# 0.92-0.94 x the fp32 form's time; docs/benchmarks.md, "The interpreter rounded bf16 down"). ours-bf16-all: that
-# with all eight named products on bf16 operands (on that H100 o was 1.0 off at K = 256, V = 32: Aqk vn). ours-w4:
-# 4 warps for the gradient by K tiles and dq, dk (23-31 % faster there at T <= 2048; every kernel at 4 warps at
-# once crashed at T = 16384 on 2026-12-07). The variants timed on 2026-12-07 and dropped since (the looped prep,
-# 32-wide state tiles) are in docs/benchmarks.md.
-BF16 = {"DELTAMU_GDN_TILED_STATE": "bf16", "DELTAMU_GDN_TILED_WU": "w-bf16", "DELTAMU_GDN_TILED_SUMS": "bf16",
-        "DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp"}
-W4 = "grad_ktile=4x2,grad_dqdk=4x1"
+# dq, dk, dv, dbeta in the reduction), the gradient in two kernels (ours-wy), and the default until 2026-12-07,
+# ours-fp32 (FP32: every intermediate stored in fp32, TF32 in every product with the state, the gradient by K tiles
+# and dq, dk at 8 warps, 1 stage); the default since stores h, dh, w and the gradient's V-sums in bf16 and takes bf16
+# operands in w S and the gradient's four products, with those two kernels at 4 warps (0.75-0.76 x ours-fp32's
+# fwd+bwd on an H100; docs/benchmarks.md, "The bf16 candidate on the card"). ours-bf16-all: all eight named products
+# on bf16 operands (on that H100 o was 1.0 off at K = 256, V = 32: Aqk vn). The variants timed on 2026-12-07 and
+# dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md. ours-next: the next candidate.
+FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
+        "DELTAMU_GDN_TILED_BF16_MORE": ""}
+NEXT = {"DELTAMU_GDN_TILED_WU": "bf16", "DELTAMU_GDN_TILED_CC": "bf16"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
                  "ours-wy": {"DELTAMU_GDN_TILED_GRAD": "wy"},
-                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0"},
-                 "ours-bf16": BF16,
-                 "ours-bf16-all": {**BF16, "DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
-                 "ours-w4": {"DELTAMU_GDN_LAUNCH": W4},
-                 "ours-bf16-w4": {**BF16, "DELTAMU_GDN_LAUNCH": W4},
+                 "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0", **FP32},
+                 "ours-fp32": {**FP32, "DELTAMU_GDN_LAUNCH": "grad_ktile=8x1,grad_dqdk=8x1"},
+                 "ours-bf16-all": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
+                 # the candidate for the next default: u and vn stored in bf16 too (as fla stores them), and the
+                 # gradient's [C, C] intermediates between its kernels (dO vn^T, dvn v^T, dS_qk, dX)
+                 "ours-next": NEXT,
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED,
-                 # on top of the bf16 candidate
-                 "ours-tuned": {**BF16, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
+                 # on top of the next candidate
+                 "ours-tuned": {**NEXT, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-bf16", "ours-tuned", "ours-bf16-w4", "ours-w4", "ours-bf16-all", "ours-wy", "ours-vtile",
-         "ours-fused", "ours-tf32")
-SHAPE_MAJOR = 4
+TIMED = ("ours", "fla", "ours-next", "ours-tuned", "ours-fp32", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused",
+         "ours-tf32")
+SHAPE_MAJOR = 5
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30

@@ -296,22 +296,23 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # The other settings of the switches (triton.py: TILED_PREP, TILED_STATE, TILED_DQDK, TILED_GRAD, TILED_WU,
 # TILED_SUMS, TILED_BF16_MORE) at the cases whose tiles they change: the prep's tile loops at run time at one K tile
 # and several (ragged K and V, fp32 and bf16); dq, dk, dv, dbeta in a kernel of their own after the gradient per V
-# tile, and in the reduction after the gradient per K tile; h alone in bf16; the gradient's V-sums in bf16; the
-# candidate for the next default (benchmarks/gdn_kernels.py's ours-bf16: h, dh, w, the V-sums in bf16 and bf16
-# operands in w S and the gradient's four products); and that with all eight named products on bf16 operands at the
-# moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at
-# 4.7e-4, docs/benchmarks.md).
-BF16_CANDIDATE = dict(TILED_STATE="bf16", TILED_WU="w-bf16", TILED_SUMS="bf16",
-                      TILED_BF16_MORE=sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp")))
+# tile, and in the reduction after the gradient per K tile; h alone in bf16; the gradient's V-sums in fp32; the
+# fp32 form (the default until 2026-12-07, benchmarks/gdn_kernels.py's ours-fp32: every intermediate in fp32, TF32
+# in every product with the state); the next candidate (ours-next: u, vn and the gradient's [C, C]
+# intermediates in bf16 too); and all eight named products on bf16 operands at the moderate case
+# (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at 4.7e-4,
+# docs/benchmarks.md).
+FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0)
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
     ("prep-looped", dict(TILED_PREP="looped"), (1, 4, 5)),
     ("h-bf16", dict(TILED_STATE="h-bf16"), (4, 5)),
     ("dqdk-split-vtile", dict(TILED_DQDK="split", TILED_GRAD="vtile"), (0,)),
     ("dqdk-inline-ktile", dict(TILED_DQDK="inline", TILED_GRAD="ktile"), (1, 4)),
-    ("bf16-candidate", BF16_CANDIDATE, (1, 4, 5)),
-    ("bf16-all-operands", {**BF16_CANDIDATE, "TILED_BF16_MORE": 255}, (4,)),
+    ("fp32-form", FP32_FORM, (4, 5)),
+    ("bf16-all-operands", {"TILED_BF16_MORE": 255}, (4,)),
     ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
-    ("sums-bf16", dict(TILED_SUMS="bf16"), (4, 5)))
+    ("sums-fp32", dict(TILED_SUMS="fp32"), (4, 5)),
+    ("next-vn-cc-bf16", dict(TILED_WU="bf16", TILED_CC="bf16"), (4, 5)))
     for i in cases]
 
 
@@ -323,23 +324,24 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     assert ("_chunk_grad_dqdk_kernel" in wide_head_path) == (launcher["TILED_DQDK"] == "split")
     in_bf16 = launcher["STATE_BF16"][launcher["TILED_STATE"]] + launcher["WU_BF16"][launcher["TILED_WU"]]
     bf16_inputs = case.values[0]["dtype"] == torch.bfloat16
-    assert [launcher["_stored_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16 for w in ("h", "dh", "w")] \
-        == [w in in_bf16 and bf16_inputs for w in ("h", "dh", "w")]
+    assert [launcher["_stored_dtype"](w, True, case.values[0]["dtype"]) == torch.bfloat16
+            for w in ("h", "dh", "w", "vn")] == [w in in_bf16 and bf16_inputs for w in ("h", "dh", "w", "vn")]
     assert launcher["_stored_dtype"]("h", False, case.values[0]["dtype"]) == torch.float32     # the fused path
 
 
-def test_the_bf16_candidate_is_read_from_the_environment():
-    """The wide-head path's storage switches default to fp32 (the form the card checked) and the benchmarks' bf16
-    candidate (gdn_kernels.BF16, as a card call sets it) turns into bf16 h, dh, w, V-sums and five bf16 products."""
+def test_the_storage_switches_default_to_bf16_and_read_the_environment():
+    """The wide-head path's storage switches default to the set the card checked (bf16 h, dh, w, V-sums and five
+    bf16 products), and the benchmarks' fp32 form (gdn_kernels.FP32, as a card call sets it) turns them back."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gdn_kernels import BF16
+    from gdn_kernels import FP32
     code = ("import gdn.ops.gated_delta_rule.triton as L; print(L.TILED_STATE, L.TILED_WU, L.TILED_SUMS, "
             "L.TILED_BF16_MORE)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAMU_GDN_TILED")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    default_more = sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp"))
+    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(default_more)]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **FP32}, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["fp32", "fp32", "fp32", "0"]
-    out = subprocess.run([sys.executable, "-c", code], env={**env, **BF16}, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(BF16_CANDIDATE["TILED_BF16_MORE"])]
 
 
 def test_launch_configs_from_the_environment_are_read_and_checked():
@@ -363,12 +365,15 @@ def test_launch_configs_from_the_environment_are_read_and_checked():
 
 
 def test_wide_head_bf16_products_switch_reads_names(monkeypatch):
-    """DELTAMU_GDN_TILED_BF16_MORE: product names to a bitmask (triton_tiled.MORE_BITS); unknown names refused."""
+    """DELTAMU_GDN_TILED_BF16_MORE: product names to a bitmask (triton_tiled.MORE_BITS), the default where unset;
+    unknown names refused."""
     switch_bits, bits = triton_chunk_gated_delta_rule.__globals__["_switch_bits"], {"ws": 1, "dp": 128}
     monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "ws,dp")
     assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits) == 129
     monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "")
-    assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits) == 0
+    assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits, "dp") == 0                  # set but empty: none
+    monkeypatch.delenv("DELTAMU_GDN_TILED_BF16_MORE")
+    assert switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits, "dp") == 128                # unset: the default
     monkeypatch.setenv("DELTAMU_GDN_TILED_BF16_MORE", "ws,qs")
     with pytest.raises(ValueError, match="qs"):
         switch_bits("DELTAMU_GDN_TILED_BF16_MORE", bits)

@@ -3,13 +3,12 @@
 Two paths, chosen in one place (`wide_heads`): below TILED_MIN_K (bf16 and fp16: 128; fp32: never) the fused
 kernels (triton_fwd.py, triton_bwd.py; forward 2 launches: prep, state; backward 2: state, grad), which win where the
 per-chunk work is small; at K >= TILED_MIN_K the wide-head kernels (triton_tiled.py; forward 3: prep, state,
-output; backward 4: Aqk^T dO, state, the gradient per V tile, its reduction), with bf16 operands in some products
-for bf16 inputs (TILED_BF16).
-Every intermediate is stored in fp32 by default. On the wide-head path with bf16 inputs the per-chunk states h, dh,
-w and the gradient's V-sums may be stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and more products
-take bf16 operands (TILED_BF16_MORE): benchmarks/gdn_kernels.py's BF16, the next default once the card's float64
-checks pass (on an H100 its parts kept every error at the stress cases within 5.1e-3 of float64, bound 1e-2;
-docs/benchmarks.md, "The interpreter rounded bf16 down").
+output; backward 5: Aqk^T dO, state, the gradient by K tiles, its reduction, dq and dk), with bf16 operands in some
+products for bf16 inputs (TILED_BF16).
+Every intermediate is stored in fp32, except on the wide-head path with bf16 inputs: there the per-chunk states h,
+dh, w and the gradient's V-sums are stored in bf16 (TILED_STATE, TILED_WU, TILED_SUMS), as fla stores them, and five
+more products take bf16 operands (TILED_BF16_MORE); checked against float64 on an H100 at every bf16 benchmark shape
+(docs/benchmarks.md, "The bf16 candidate on the card").
 With fp32 inputs every tl.dot runs in full fp32 ("ieee", no TF32); with 16-bit inputs the products of two raw inputs
 (K K^T, Q K^T) take them as they are and every other fp32-operand product runs in TF32.
 
@@ -46,11 +45,15 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
 # bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
 # spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
-# 1,808 / 784 / 272 (the fused passes: 2,888 / 936).
+# 1,808 / 784 / 272 (the fused passes: 2,888 / 936). The gradient by K tiles at 4 warps, 2 stages and dq, dk, dv,
+# dbeta at 4 warps, 1 stage, with the bf16 storage below: on an H100 (2026-12-07, commit 15e9431) they passed every
+# 16-bit benchmark shape's float64 check, T = 16384 included (where 4 warps for every kernel at once crashed), and
+# took 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16
+# candidate on the card").
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
-                 grad_vtile=8, grad_ktile=8, grad_reduce=8, grad_dqdk=8, output=4, dvn_local=4, grad_dqk=8, grad_wy=8)
+                 grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8)
 NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
-                  grad_vtile=1, grad_ktile=1, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
+                  grad_vtile=1, grad_ktile=2, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
                   grad_wy=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
@@ -95,9 +98,10 @@ def _switch(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _switch_bits(name: str, bits: dict[str, int]) -> int:
-    """The bitmask of the comma-separated names in environment variable `name` (read once, at import; none: 0)."""
-    names = [n for n in os.environ.get(name, "").split(",") if n]
+def _switch_bits(name: str, bits: dict[str, int], default: str = "") -> int:
+    """The bitmask of the comma-separated names in environment variable `name` (read once, at import; unset:
+    `default`'s names; set but empty: 0)."""
+    names = [n for n in os.environ.get(name, default).split(",") if n]
     if unknown := sorted(set(names) - set(bits)):
         raise ValueError(f"{name} takes a comma-separated list of {', '.join(bits)}, got {', '.join(unknown)}")
     return sum({bits[n] for n in names})
@@ -110,18 +114,19 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 # split off (TILED_GRAD=ktile, TILED_DQDK=split) passed the float64 checks at every wide bf16 and fp16 benchmark
 # shape, and its gradient kernels took 1.13 ms against the V-tile form's 1.75 at (16, 1024, 6, 128, 256); the
 # looped prep and the 32-wide state tiles were slower there (TILED_PREP, TILED_STATE_BV keep their defaults).
-# Storage and operands (TILED_STATE, TILED_SUMS, TILED_WU, TILED_BF16_MORE) stay fp32 / TF32 by default until
-# benchmarks/gdn_kernels.py's BF16 (ours-bf16) has passed the card's float64 checks at every benchmark shape. They had been kept fp32
-# because in the interpreter bf16 put dg, dk or dbeta over the 1e-2 bound at the stress cases, but the interpreter
-# rounded fp32 to bf16 by truncation (twice the card's error; it now rounds to nearest,
-# gdn.ops.backend.round_like_the_card). On an H100 (2026-12-07, commit 58cddbf, benchmarks/stress_errors.py) h, dh,
-# w, the V-sums in bf16 and bf16 operands in every product kept the worst error at the stress cases at 5.1e-3, and
-# the fwd+bwd took 0.92-0.94 x the fp32 form's time, 0.83 x with 4-warp gradient kernels (docs/benchmarks.md, "The
-# interpreter rounded bf16 down"). The candidate leaves out Aqk vn ("av"), whose bf16 product gave o 1.0 relative
-# error at K = 256, V = 32 on that card (a Triton fault, as below for transposed bf16 operands; the interpreter's
-# o was 3e-3), and k dS ("kds") and Aqk^T dO ("ado"), which the interpreter still puts over the bound at strong
-# gates, K = 256 (dbeta 2.4e-2; the card 4.7e-4). Only bf16 inputs take it: fp16 inputs carry 3 more mantissa
-# bits than bf16 storage, and no fp16 check of it has run on a card.
+# Storage and operands (TILED_STATE, TILED_SUMS, TILED_WU, TILED_BF16_MORE), bf16 inputs only: h, dh, w and the
+# gradient's V-sums stored in bf16, and bf16 operands in w S and the gradient's dO S^T, dvn S^T, vn dS^T, dO vn^T.
+# On an H100 (2026-12-07, commit 15e9431; docs/benchmarks.md, "The bf16 candidate on the card") this set passed the
+# float64 checks at every bf16 benchmark shape, T = 16384 included, kept the worst error at the stress cases at
+# 4.4e-3 (fp32 storage: 3.2e-3; bound 1e-2), and took 0.93-0.96 x the fp32 form's fwd+bwd (0.75-0.76 x with the
+# 4-warp gradient kernels above). These had been kept fp32 until then because in the interpreter bf16 put dg, dk or
+# dbeta over the bound at the stress cases, but the interpreter rounded fp32 to bf16 by truncation (twice the card's
+# error; it now rounds to nearest, gdn.ops.backend.round_like_the_card). The set leaves out Aqk vn ("av"), whose
+# bf16 product gave o 1.0 relative error at K = 256, V = 32 on that card (a Triton fault, as below for transposed
+# bf16 operands; the interpreter's o was 3e-3), and k dS ("kds") and Aqk^T dO ("ado"), which the interpreter still
+# puts over the bound at strong gates, K = 256 (dbeta 2.4e-2; the card 4.7e-4). fp16 inputs keep fp32 storage: they
+# carry 3 more mantissa bits than bf16 storage, and no fp16 check of it has run on a card. Setting the variables to
+# "fp32" (and DELTAMU_GDN_TILED_BF16_MORE to "") gives the fp32 form (benchmarks' ours-fp32).
 # - DELTAMU_GDN_TILED_GRAD, the gradient's V-summed products: "ktile" (_chunk_grad_ktile_kernel, one program per K
 #   tile walking every V tile, each sum written once) or "vtile" (_chunk_grad_vtile_kernel, one program per V
 #   tile, their partial sums added by the reduction; the default checked and timed on 2026-12-06), or "wy" (two
@@ -137,13 +142,13 @@ def _switch_bits(name: str, bits: dict[str, int]) -> int:
 #   at 8 warps 0 / 0 / 88. The same products in the same order. On the card (2026-12-07) the looped prep took
 #   0.385 ms against the unrolled 0.212 at (16, 1024, 6, 128, 256): fewer spills, slower.
 # - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
-#   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too), for bf16 inputs
-#   only (fp16 and fp32 inputs keep fp32), half the bytes. The state passes still carry the state in fp32
-#   registers; the output kernel rounds h to bf16 for its product with bf16 inputs either way.
+#   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too; the default),
+#   for bf16 inputs only (fp16 and fp32 inputs keep fp32), half the bytes. The state passes still carry the state
+#   in fp32 registers; the output kernel rounds h to bf16 for its product with bf16 inputs either way.
 TILED_GRAD = _switch("DELTAMU_GDN_TILED_GRAD", "ktile", ("ktile", "vtile", "wy"))
 TILED_PREP = _switch("DELTAMU_GDN_TILED_PREP", "unrolled", ("unrolled", "looped"))
 STATE_BF16 = {"fp32": (), "h-bf16": ("h",), "bf16": ("h", "dh")}      # TILED_STATE: what it stores in bf16
-TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "fp32", tuple(STATE_BF16))
+TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "bf16", tuple(STATE_BF16))
 # - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
 #   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
 #   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
@@ -158,18 +163,26 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 # - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
 #   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
-#   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (bf16 inputs, TILED_GRAD=ktile only; half the bytes).
-TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "fp32", ("fp32", "bf16"))
+#   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (the default; bf16 inputs, TILED_GRAD=ktile only; half the
+#   bytes).
+TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "bf16", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
-#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T); default none (TF32).
-TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS)
+#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T); default ws,dos,dvns,vnds,dp
+#   ("": TF32 for all eight).
+TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp")
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
-#   inputs: "fp32", "w-bf16" (w in bf16), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
+#   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
 #   (or rounds them to bf16 for a bf16 product anyway).
+#   vn's gradient dvn stays fp32: stored in bf16 (as fla stores it) it put dbeta at 2.9e-2 in the interpreter at
+#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without).
 WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
-TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "fp32", tuple(WU_BF16))
+TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
+# - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
+#   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
+#   inputs only; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to fp32.
+TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "fp32", ("fp32", "bf16"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -407,9 +420,13 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         by_k = TILED_GRAD == "ktile"
         NVP = 1 if by_k else triton.cdiv(V, BVT)
         NSS = NK if by_k else NVP
-        sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and q.dtype == torch.bfloat16 else f32
+        bf16 = q.dtype == torch.bfloat16
+        sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and bf16 else f32
+        cc = torch.bfloat16 if by_k and TILED_CC == "bf16" and bf16 else f32
         dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=sums, device=dev) for _ in range(3))
-        dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=f32, device=dev) for _ in range(2))
+        dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=cc, device=dev) for _ in range(2))
+        if cc != f32:
+            scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=cc, device=dev)
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))

@@ -155,7 +155,7 @@ def _grad_finish(
     q, k, v, g, beta, dvn, Tinv,         # inputs, the state backward's dvn, the forward's T
     dqi, dw, dkt,                        # fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
     dq, dk, dv, dg, dbeta,               # out
-    scr,                                 # this program's fp32 scratch, 2 * BT * BT floats
+    scr,                                 # this program's scratch, 2 * BT * BT floats (fp32, or bf16: TILED_CC)
     dP, dTu, sdS,                        # dO vn^T, dvn v^T [BT, BT] (or with DP_IN_MEMORY their fp32
                                          # [B,T,H,BT] tensors) and sum(S o dS), summed over V
     scale, row0, c, row_ok,
@@ -212,8 +212,8 @@ def _grad_finish(
         rk = tl.full([BT], 1.0, dtype=tl.float32)
     if DP_IN_MEMORY:
         cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
-        dP = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
-        dTu = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
+        dP = tl.load(dP + cc, mask=row_ok[:, None], other=0.).to(tl.float32)      # fp32, or bf16 (TILED_CC)
+        dTu = tl.load(dTu + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
 
     # 4. [C, C] algebra, in an order that ends each tile's life early
     causal = c[:, None] >= c[None, :]
@@ -321,12 +321,12 @@ def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_
     qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
     kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
     dqn = q_scale[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
-        + _dot(tl.load(scr + cc_off), kn, PRECISION)
+        + _dot(tl.load(scr + cc_off).to(tl.float32), kn, PRECISION)
     if USE_L2NORM:
         dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
     tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
-    dXs = tl.load(scr + BT * BT + cc_off) + tl.load(scr + BT * BT + ccT_off)
-    dkn = _dot(tl.load(scr + ccT_off), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
+    dXs = tl.load(scr + BT * BT + cc_off).to(tl.float32) + tl.load(scr + BT * BT + ccT_off).to(tl.float32)
+    dkn = _dot(tl.load(scr + ccT_off).to(tl.float32), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
         + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
         + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), PRECISION)
     if USE_L2NORM:

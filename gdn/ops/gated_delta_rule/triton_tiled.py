@@ -15,13 +15,14 @@ and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). He
   bf16 operands with fp32 accumulation: q S and k^T (kg vn) in the forward, q^T (qg dO) and w^T dvn in the
   backward, dvn v^T in the gradient; each has one operand that is a bf16 input already, the other (the state, a
   row-scaled vn or dO, dvn, w) rounded to bf16 on entry. The products that feed vn and dvn (w S, Aqk vn, Aqk^T dO,
-  k dS) and the gradient's products with S and dS keep fp32 operands (TF32) by default: in bf16 they had put dbeta
-  at 2.5e-2 and dk, dv at 9e-3 in the interpreter, which then truncated fp32 to bf16 (twice the card's rounding
-  error); on an H100 all of them in bf16 stayed within 5.1e-3 at the stress cases, except Aqk vn at K = 256, V = 32
-  (a Triton fault: o 1.0 off). The state stays fp32 across chunks, and every intermediate is stored in fp32 (the
-  per-chunk states h and dh in bf16 with triton.TILED_STATE, w, u, vn with triton.TILED_WU, the gradient's V-sums
-  with triton.TILED_SUMS); triton.TILED_BF16_MORE names further products to take bf16 operands (MORE_BITS;
-  docs/benchmarks.md, "The interpreter rounded bf16 down", has the card's errors and the candidate set).
+  k dS) and the gradient's products with S and dS take fp32 operands (TF32) unless triton.TILED_BF16_MORE names them
+  (MORE_BITS; by default w S and the gradient's four products over V take bf16 operands, Aqk vn, Aqk^T dO and k dS
+  TF32): in bf16 they had put dbeta at 2.5e-2 and dk, dv at 9e-3 in the interpreter, which then truncated fp32 to
+  bf16 (twice the card's rounding error); on an H100 all of them in bf16 stayed within 5.1e-3 at the stress cases,
+  except Aqk vn at K = 256, V = 32 (a Triton fault: o 1.0 off). The state stays fp32 across chunks; the per-chunk
+  states h and dh, w and the gradient's V-sums are stored in bf16 by default (triton.TILED_STATE, TILED_WU,
+  TILED_SUMS), every other intermediate in fp32 (docs/benchmarks.md, "The interpreter rounded bf16 down" and "The
+  bf16 candidate on the card", have the card's errors).
 - the gradient kernel's V loop (the products with the state and its gradient, dO vn^T and dvn v^T) becomes a grid
   dimension (`_chunk_grad_vtile_kernel`), whose per-V-tile partial sums a small second kernel adds up, in a fixed
   order, before the rest of the per-chunk backward (`_chunk_grad_reduce_kernel`, sharing that rest with the fused
@@ -40,8 +41,8 @@ import triton.language as tl
 from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish, _grad_through_a
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot
 
-# Products that keep fp32 operands (TF32) by default and may take bf16 operands for bf16 inputs with
-# triton.TILED_BF16_MORE (a bitmask of these; the candidate DELTAMU_GDN_TILED_BF16_MORE): w S (state forward),
+# Products that take fp32 operands (TF32) or bf16 operands for bf16 inputs with
+# triton.TILED_BF16_MORE (a bitmask of these; DELTAMU_GDN_TILED_BF16_MORE): w S (state forward),
 # Aqk vn (output), Aqk^T dO (dvn's local part), k dS (state backward), dO S^T, dvn S^T, vn dS^T and dO vn^T (the
 # gradient's products over V).
 MORE_WS = tl.constexpr(1)
@@ -437,8 +438,8 @@ def _chunk_grad_ktile_kernel(
             dP_t += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
             dTu_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
         cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
-        tl.store(dP + cc, dP_t, mask=row_ok[:, None])
-        tl.store(dTu + cc, dTu_t, mask=row_ok[:, None])
+        tl.store(dP + cc, dP_t.to(dP.dtype.element_ty), mask=row_ok[:, None])       # fp32, or bf16 (TILED_CC)
+        tl.store(dTu + cc, dTu_t.to(dTu.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit
@@ -448,7 +449,7 @@ def _chunk_grad_reduce_kernel(
     dqi, dw, dkt, dP, dTu, sdS,          # the parts (_chunk_grad_vtile_kernel, _chunk_grad_ktile_kernel); slot 0
                                          # gets their sums
     dq, dk, dv, dg, dbeta,               # out
-    scratch,                             # fp32, 2 * BT * BT floats per program
+    scratch,                             # 2 * BT * BT floats per program (fp32, or bf16: triton.TILED_CC)
     rows,                                # fp32 [B*H*NT, GRAD_ROWS, BT] (written when SPLIT_DQDK), or dummy
     scale, T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -484,11 +485,11 @@ def _chunk_grad_reduce_kernel(
         dP_t, dTu_t = dP, dTu                                     # loaded by _grad_finish after its K loop
     else:
         cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
-        dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.)
-        dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.)
+        dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
+        dTu_t = tl.load(dTu + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
         for i_v in range(1, NVP):
-            dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
-            dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.)
+            dP_t += tl.load(dP + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
+            dTu_t += tl.load(dTu + i_v * slot * BT + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
     s = tl.load(sdS + i_bh * NT + i_t)
     for i_s in range(1, NSS):
         s += tl.load(sdS + i_s * NT * tl.num_programs(1) + i_bh * NT + i_t)
