@@ -59,7 +59,7 @@ IMPLS = ("ours", "fla", "chunk")
 # dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md. ours-next: the next candidate.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": ""}
-NEXT = {"DELTAMU_GDN_TILED_WU": "bf16", "DELTAMU_GDN_TILED_CC": "bf16"}
+NEXT = {"DELTAMU_GDN_TILED_WU": "bf16", "DELTAMU_GDN_TILED_CC": "bf16", "DELTAMU_GDN_TILED_REDUCE": "rows"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
@@ -67,8 +67,9 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0", **FP32},
                  "ours-fp32": {**FP32, "DELTAMU_GDN_LAUNCH": "grad_ktile=8x1,grad_dqdk=8x1"},
                  "ours-bf16-all": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
-                 # the candidate for the next default: u and vn stored in bf16 too (as fla stores them), and the
-                 # gradient's [C, C] intermediates between its kernels (dO vn^T, dvn v^T, dS_qk, dX)
+                 # the candidate for the next default: u and vn stored in bf16 too (as fla stores them), the
+                 # gradient's [C, C] intermediates between its kernels (dO vn^T, dvn v^T, dS_qk, dX), and the
+                 # reduction that takes G, the norms and Aqk from the forward (_chunk_grad_rows_kernel)
                  "ours-next": NEXT,
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED,
                  # on top of the next candidate

@@ -43,6 +43,7 @@ KERNELS = {"prep": "_chunk_prep_kernel", "state_fwd_tiled": "_chunk_state_fwd_ti
            "output": "_chunk_output_kernel", "dvn_local": "_chunk_dvn_local_kernel",
            "state_bwd_tiled": "_chunk_state_bwd_tiled_kernel", "grad_ktile": "_chunk_grad_ktile_kernel",
            "grad_reduce": "_chunk_grad_reduce_kernel", "grad_dqdk": "_chunk_grad_dqdk_kernel",
+           "grad_rows": "_chunk_grad_rows_kernel",                  # with DELTAMU_GDN_TILED_REDUCE=rows
            # the gradient in two kernels, launched only with DELTAMU_GDN_TILED_GRAD=wy (sweep them with it set)
            "grad_dqk": "_chunk_grad_dqk_kernel", "grad_wy": "_chunk_grad_wy_kernel"}
 # Candidates: name -> overrides. "warps" / "stages" set every key of KERNELS (the prep keeps one stage: its loops

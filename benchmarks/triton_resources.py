@@ -51,7 +51,7 @@ KERNELS = ("_chunk_prep_kernel", "_chunk_state_fwd_kernel", "_chunk_state_bwd_ke
            "_chunk_state_fwd_tiled_kernel", "_chunk_output_kernel", "_chunk_dvn_local_kernel",
            "_chunk_state_bwd_tiled_kernel",
            "_chunk_grad_vtile_kernel", "_chunk_grad_ktile_kernel", "_chunk_grad_reduce_kernel",
-           "_chunk_grad_dqdk_kernel", "_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel")
+           "_chunk_grad_rows_kernel", "_chunk_grad_dqdk_kernel", "_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel")
 
 
 @contextmanager

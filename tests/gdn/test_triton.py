@@ -298,8 +298,8 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # and several (ragged K and V, fp32 and bf16); dq, dk, dv, dbeta in a kernel of their own after the gradient per V
 # tile, and in the reduction after the gradient per K tile; h alone in bf16; the gradient's V-sums in fp32; the
 # fp32 form (the default until 2026-12-07, benchmarks/gdn_kernels.py's ours-fp32: every intermediate in fp32, TF32
-# in every product with the state); the next candidate (ours-next: u, vn and the gradient's [C, C]
-# intermediates in bf16 too); and all eight named products on bf16 operands at the moderate case
+# in every product with the state); the reduction from the forward's G, norms and Aqk (TILED_REDUCE=rows); the next
+# candidate (ours-next: that, and u, vn and the gradient's [C, C] intermediates in bf16); and all eight named products on bf16 operands at the moderate case
 # (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at 4.7e-4,
 # docs/benchmarks.md).
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0)
@@ -312,7 +312,8 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("bf16-all-operands", {"TILED_BF16_MORE": 255}, (4,)),
     ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
     ("sums-fp32", dict(TILED_SUMS="fp32"), (4, 5)),
-    ("next-vn-cc-bf16", dict(TILED_WU="bf16", TILED_CC="bf16"), (4, 5)))
+    ("reduce-rows", dict(TILED_REDUCE="rows"), (1, 3, 4, 5)),
+    ("next", dict(TILED_WU="bf16", TILED_CC="bf16", TILED_REDUCE="rows"), (4, 5)))
     for i in cases]
 
 

@@ -30,7 +30,7 @@ from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state
 from gdn.ops.gated_delta_rule.triton_tiled import (MORE_BITS, WY_PARTS, _chunk_dvn_local_kernel,
                                                    _chunk_grad_dqdk_kernel, _chunk_grad_dqk_kernel,
                                                    _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
-                                                   _chunk_grad_vtile_kernel, _chunk_grad_wy_kernel,
+                                                   _chunk_grad_rows_kernel, _chunk_grad_vtile_kernel, _chunk_grad_wy_kernel,
                                                    _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
                                                    _chunk_state_fwd_tiled_kernel)
 
@@ -51,10 +51,11 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # took 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16
 # candidate on the card").
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
-                 grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8)
+                 grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
+                 grad_rows=8)
 NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
                   grad_vtile=1, grad_ktile=2, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
-                  grad_wy=1)
+                  grad_wy=1, grad_rows=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -183,6 +184,12 @@ TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
 #   inputs only; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to fp32.
 TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "fp32", ("fp32", "bf16"))
+# - DELTAMU_GDN_TILED_REDUCE, the kernel between the gradient by K tiles and dq, dk (TILED_GRAD=ktile,
+#   TILED_DQDK=split): "full" (_chunk_grad_reduce_kernel, shared with the V-tile form) or "rows"
+#   (_chunk_grad_rows_kernel: G, 1/|q|, 1/|k| and Aqk from the forward, so no Q K^T and no norms over the K loop,
+#   and K K^T summed just before its use). Compiled for sm_90 (bf16, K = V = 128) it spills 152 bytes a thread at
+#   8 warps (the full reduction 240), 2,328 at 4 (2,032): still one program an SM.
+TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "full", ("full", "rows"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -436,10 +443,17 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             num_stages=NUM_STAGES[which])
         split = TILED_DQDK == "split"
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
-        _chunk_grad_reduce_kernel[(NT, B * H)](
-            q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale, T,
-            H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS,
-            PRECISION=prec, SPLIT_DQDK=split, num_warps=NUM_WARPS["grad_reduce"], num_stages=NUM_STAGES["grad_reduce"])
+        if split and by_k and TILED_REDUCE == "rows":
+            _chunk_grad_rows_kernel[(NT, B * H)](
+                q, k, beta, Aqk, Tinv, Gcum, rq, rk, dqi, dw, dkt, dP, dTu, sdS, dg, scratch, rows, scale, T, H=H, K=K,
+                BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
+                num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
+        else:
+            _chunk_grad_reduce_kernel[(NT, B * H)](
+                q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale,
+                T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVG, NVP=NVP, NSS=NSS, USE_L2NORM=use_qk_l2norm, EPS=L2NORM_EPS,
+                PRECISION=prec, SPLIT_DQDK=split, num_warps=NUM_WARPS["grad_reduce"],
+                num_stages=NUM_STAGES["grad_reduce"])
         if split:
             _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
                 q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,

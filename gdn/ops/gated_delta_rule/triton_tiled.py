@@ -501,6 +501,106 @@ def _chunk_grad_reduce_kernel(
 
 
 @triton.jit
+def _chunk_grad_rows_kernel(
+    q, k, beta,                          # inputs
+    Aqk, Tinv, Gcum, rq_in, rk_in,       # from the forward (fp32): Aqk, T, the gate cumsum, 1/|q|, 1/|k|
+    dqi, dw, dkt, dP, dTu, sdS,          # _chunk_grad_ktile_kernel's sums over V
+    dg,                                  # out
+    scratch,                             # out: dS_qk, dX, 2 * BT * BT floats a chunk (fp32, or bf16: TILED_CC)
+    rows,                                # out fp32 [B*H*NT, GRAD_ROWS, BT]: the row factors of dq, dk, dv, dbeta
+    scale, T,
+    H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NSS: tl.constexpr, USE_L2NORM: tl.constexpr,
+    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+):
+    """One program per (chunk, b*h): _chunk_grad_reduce_kernel's work after the gradient by K tiles, with dq, dk,
+    dv, dbeta left to _chunk_grad_dqdk_kernel (triton.TILED_REDUCE = "rows"), holding fewer [C, C] tiles at once:
+    G, 1/|q|, 1/|k| come from the forward instead of from q and k again, Z = dS_qk o q^k^T is dP o Aqk (Aqk, saved
+    by the forward, is scale q^k^T o Gam) instead of a Q K^T summed over the K loop, and K K^T is summed just before
+    its one use, after dT, instead of beside dW k^T through the K loop. The same formulas as _grad_finish."""
+    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    NT = tl.cdiv(T, BT)
+    NK: tl.constexpr = (K + BK - 1) // BK
+    row0, c, row_ok = _chunk_rows(i_bh // H, i_bh % H, i_t, T, H, BT)
+    cc_off = c[:, None] * BT + c[None, :]
+    cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+    chunk = (i_bh * tl.num_programs(0) + i_t).to(tl.int64)
+    scr = scratch + chunk * (2 * BT * BT)
+
+    # dW k^T and the row dots q.dO S^T, k.vn dS^T over the K tiles (dW and k in OPDT: with bf16 inputs and bf16
+    # V-sums the same values as in TF32)
+    dwk = tl.zeros([BT, BT], dtype=tl.float32)
+    rs_q_dqi = tl.zeros([BT], dtype=tl.float32)
+    rs_k_dkt = tl.zeros([BT], dtype=tl.float32)
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        rk_off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+        k_t = tl.load(k + rk_off, mask=mk, other=0.)
+        dwk += _dot(tl.load(dw + rk_off, mask=mk, other=0.).to(OPDT), tl.trans(k_t.to(OPDT)), PRECISION)
+        rs_q_dqi += tl.sum(tl.load(q + rk_off, mask=mk, other=0.).to(tl.float32)
+                           * tl.load(dqi + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+        rs_k_dkt += tl.sum(k_t.to(tl.float32) * tl.load(dkt + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+
+    # padding rows of a short last chunk take G_C, as g = 0 there
+    G_end = tl.load(Gcum + row0 + (tl.minimum(BT, T - i_t * BT) - 1) * H)
+    G = tl.where(row_ok, tl.load(Gcum + row0 + c * H, mask=row_ok, other=0.), G_end)
+    gamma = tl.exp(G)
+    decay_end = tl.exp(G_end - G)
+    beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
+    if USE_L2NORM:
+        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
+        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
+    else:
+        rq = tl.full([BT], 1.0, dtype=tl.float32)
+        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    causal = c[:, None] >= c[None, :]
+
+    # the Aqk terms: dS_qk for dq, dk; Z's row and column sums for dg and the l2-norm
+    dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
+    dS_qk = tl.where(causal, dP_t * scale * tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
+    tl.store(scr + cc_off, dS_qk.to(scr.dtype.element_ty))
+    Z = dP_t * tl.load(Aqk + cc, mask=row_ok[:, None], other=0.)
+    Z_rows, Z_cols = tl.sum(Z, 1), tl.sum(Z, 0)
+
+    # the terms through T and A
+    dWKn = dwk * rk[None, :]                                     # dW k^^T
+    c_w = tl.sum(tl.load(Tinv + cc, mask=row_ok[:, None], other=0.) * dWKn, 0)
+    dT = dWKn * (beta_r * gamma)[None, :] \
+        + tl.load(dTu + cc, mask=row_ok[:, None], other=0.).to(tl.float32) * beta_r[None, :]
+    Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
+    kk = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(NK):
+        kc = i_k * BK + tl.arange(0, BK)
+        k_t = tl.load(k + row0 * K + c[:, None] * (H * K) + kc[None, :], mask=row_ok[:, None] & (kc[None, :] < K),
+                      other=0.)
+        kk += _dot(k_t, tl.trans(k_t), PRECISION)
+    # Gam again, below the diagonal only (all _grad_through_a reads): not held from dS_qk through the loops
+    strict = c[:, None] > c[None, :]
+    Gam = tl.where(strict, tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.)), 0.)
+    Y0, dX, Y_rows, Y_cols = _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION)
+    tl.store(scr + BT * BT + cc_off, dX.to(scr.dtype.element_ty))
+
+    s = tl.load(sdS + i_bh * NT + i_t)
+    for i_s in range(1, NSS):
+        s += tl.load(sdS + i_s * NT * tl.num_programs(1) + i_bh * NT + i_t)
+    z = decay_end * rk * rs_k_dkt                                # rowsum(k~ o dk~), k~ = e^{G_C - G} k^
+    dG = scale * gamma * rq * rs_q_dqi + Z_rows - Z_cols - z + beta_r * gamma * c_w + Y_rows - Y_cols
+    dG += tl.where(c == BT - 1, tl.exp(G_end) * s + tl.sum(z, 0), 0.)   # the terms of G_C, at the last row
+    tl.store(dg + row0 + c * H, tl.cumsum(dG, 0, reverse=True).to(dg.dtype.element_ty), mask=row_ok)
+    rw = rows + chunk * (GRAD_ROWS * BT)
+    tl.store(rw + c, rq)
+    tl.store(rw + BT + c, rk)
+    tl.store(rw + 2 * BT + c, scale * gamma)
+    tl.store(rw + 3 * BT + c, decay_end)
+    tl.store(rw + 4 * BT + c, beta_r * gamma)
+    tl.store(rw + 5 * BT + c, scale * gamma * rq * rs_q_dqi + Z_rows)                     # q^.dq^
+    tl.store(rw + 6 * BT + c, Z_cols + z + beta_r * gamma * c_w + Y_rows + Y_cols)       # k^.dk^
+    tl.store(rw + 7 * BT + c, beta_r)
+    tl.store(rw + 8 * BT + c, gamma * c_w + tl.sum(Y0, 1))                               # dbeta's terms so far
+
+
+@triton.jit
 def _chunk_grad_dqdk_kernel(
     q, k, v,                             # inputs
     Tinv,                                # fp32 [B,T,H,BT] from the forward
