@@ -501,6 +501,18 @@ def _chunk_grad_reduce_kernel(
 
 
 @triton.jit
+def _inverse_norms(rq_in, rk_in, row0, c, row_ok, H, BT: tl.constexpr, USE_L2NORM: tl.constexpr):
+    """1/|q|, 1/|k| of the chunk's rows as the forward saved them (ones without the l2-norm)."""
+    if USE_L2NORM:
+        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
+        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
+    else:
+        rq = tl.full([BT], 1.0, dtype=tl.float32)
+        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    return rq, rk
+
+
+@triton.jit
 def _chunk_grad_rows_kernel(
     q, k, beta,                          # inputs
     Aqk, Tinv, Gcum, rq_in, rk_in,       # from the forward (fp32): Aqk, T, the gate cumsum, 1/|q|, 1/|k|
@@ -548,12 +560,7 @@ def _chunk_grad_rows_kernel(
     gamma = tl.exp(G)
     decay_end = tl.exp(G_end - G)
     beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
-    if USE_L2NORM:
-        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
-        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
-    else:
-        rq = tl.full([BT], 1.0, dtype=tl.float32)
-        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    rq, rk = _inverse_norms(rq_in, rk_in, row0, c, row_ok, H, BT, USE_L2NORM)
     causal = c[:, None] >= c[None, :]
 
     # the Aqk terms: dS_qk for dq, dk; Z's row and column sums for dg and the l2-norm
@@ -687,12 +694,7 @@ def _chunk_grad_dqk_kernel(
     G = tl.cumsum(tl.load(g + row0 + c * H, mask=row_ok, other=0.).to(tl.float32), 0)
     G_end = tl.sum(tl.where(c == BT - 1, G, 0.), 0)
     decay_end = tl.exp(G_end - G)
-    if USE_L2NORM:
-        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
-        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
-    else:
-        rq = tl.full([BT], 1.0, dtype=tl.float32)
-        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    rq, rk = _inverse_norms(rq_in, rk_in, row0, c, row_ok, H, BT, USE_L2NORM)
     causal = c[:, None] >= c[None, :]
     Gam = tl.where(causal, tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
     dS_qk = tl.where(causal, dP * scale * Gam, 0.)              # grad of q^ k^T (through Aqk)
@@ -751,12 +753,7 @@ def _chunk_grad_wy_kernel(
     beta_r = tl.load(beta + row0 + c * H, mask=row_ok, other=0.).to(tl.float32)
     G = tl.cumsum(g_r, 0)
     gamma = tl.exp(G)
-    if USE_L2NORM:
-        rq = tl.load(rq_in + row0 + c * H, mask=row_ok, other=0.)
-        rk = tl.load(rk_in + row0 + c * H, mask=row_ok, other=0.)
-    else:
-        rq = tl.full([BT], 1.0, dtype=tl.float32)
-        rk = tl.full([BT], 1.0, dtype=tl.float32)
+    rq, rk = _inverse_norms(rq_in, rk_in, row0, c, row_ok, H, BT, USE_L2NORM)
     q_dot = tl.zeros([BT], dtype=tl.float32)
     k_dot = tl.zeros([BT], dtype=tl.float32)
     dG = tl.zeros([BT], dtype=tl.float32)
