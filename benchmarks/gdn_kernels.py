@@ -71,6 +71,8 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  # gradient's [C, C] intermediates between its kernels (dO vn^T, dvn v^T, dS_qk, dX), and the
                  # reduction that takes G, the norms and Aqk from the forward (_chunk_grad_rows_kernel)
                  "ours-next": NEXT,
+                 # that with dvn in bf16 too (the interpreter's dbeta at strong gates, K = 256: 2.9e-2)
+                 "ours-dvn": {**NEXT, "DELTAMU_GDN_TILED_WU": "bf16-dvn"},
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED,
                  # on top of the next candidate
                  "ours-tuned": {**NEXT, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}

@@ -176,9 +176,11 @@ TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos
 #   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
 #   (or rounds them to bf16 for a bf16 product anyway).
-#   vn's gradient dvn stays fp32: stored in bf16 (as fla stores it) it put dbeta at 2.9e-2 in the interpreter at
-#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without).
-WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
+#   "bf16-dvn" stores vn's gradient dvn in bf16 too, as fla does; in the interpreter that put dbeta at 2.9e-2 at
+#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without, where the card gave
+#   7.9e-4), so it is only a switch until a card's float64 checks say otherwise.
+WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn"),
+           "bf16-dvn": ("w", "u", "vn", "dvn")}                                      # TILED_WU: what is in bf16
 TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
@@ -304,7 +306,7 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
 
 
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
-    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU), for inputs of `dtype`
+    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn, dvn: TILED_WU), for inputs of `dtype`
     on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
     bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU]
     return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
@@ -378,7 +380,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
 
     tiled = wide_heads(K, q.dtype)
     dh = torch.empty(B, NT, H, K, V, dtype=_stored_dtype("dh", tiled, q.dtype), device=dev)
-    dvn = torch.empty(B, T, H, V, dtype=f32, device=dev)
+    dvn = torch.empty(B, T, H, V, dtype=_stored_dtype("dvn", tiled, q.dtype), device=dev)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w
     dh0_ = dh0 if dh0 is not None else w
