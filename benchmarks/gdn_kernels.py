@@ -51,36 +51,32 @@ IMPLS = ("ours", "fla", "chunk")
 # path: bf16 at K >= TILED_MIN_K): the kernels as they were before the wide-head path (ours-fused), that path with
 # TF32 products only (ours-tf32), as it was checked and timed on 2026-12-06 (ours-vtile: the gradient per V tile,
 # dq, dk, dv, dbeta in the reduction), the gradient in two kernels (ours-wy), and the default until 2026-12-07,
-# ours-fp32 (FP32: every intermediate stored in fp32, TF32 in every product with the state, the gradient by K tiles
-# and dq, dk at 8 warps, 1 stage); the default since stores h, dh, w and the gradient's V-sums in bf16 and takes bf16
-# operands in w S and the gradient's four products, with those two kernels at 4 warps (0.75-0.76 x ours-fp32's
-# fwd+bwd on an H100; docs/benchmarks.md, "The bf16 candidate on the card"). ours-bf16-all: all eight named products
-# on bf16 operands (on that H100 o was 1.0 off at K = 256, V = 32: Aqk vn). The variants timed on 2026-12-07 and
-# dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md. ours-next: the next candidate.
+# ours-fp32 (FP32: every intermediate stored in fp32, TF32 in every product with the state, the full reduction, the
+# state forward, the gradient by K tiles and dq, dk at 8 warps). The default since stores h, dh, w, the gradient's
+# V-sums and its [C, C] intermediates in bf16, takes bf16 operands in w S and the gradient's four products, reduces
+# from the forward's G, norms and Aqk, and runs those kernels at 4 warps (docs/benchmarks.md, "The bf16 candidate on
+# the card" and "Fewer bytes in the gradient"). ours-bf16-all: all eight named products on bf16 operands (on an H100
+# o was 1.0 off at K = 256, V = 32: Aqk vn). ours-wu-bf16: u and vn in bf16 too, as fla stores them (on an H100 dg
+# 9.9e-3 at a zero-gate stress case, bound 1e-2); ours-dvn: dvn as well. The variants timed on 2026-12-07 and
+# dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
-        "DELTAMU_GDN_TILED_BF16_MORE": ""}
-NEXT = {"DELTAMU_GDN_TILED_WU": "bf16", "DELTAMU_GDN_TILED_CC": "bf16", "DELTAMU_GDN_TILED_REDUCE": "rows"}
+        "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
                  "ours-wy": {"DELTAMU_GDN_TILED_GRAD": "wy"},
                  "ours-tf32": {"DELTAMU_GDN_TILED_BF16": "0", **FP32},
-                 "ours-fp32": {**FP32, "DELTAMU_GDN_LAUNCH": "grad_ktile=8x1,grad_dqdk=8x1"},
+                 "ours-fp32": {**FP32, "DELTAMU_GDN_LAUNCH": "grad_ktile=8x1,grad_dqdk=8x1,state_fwd_tiled=8x2"},
                  "ours-bf16-all": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
-                 # the candidate for the next default: u and vn stored in bf16 too (as fla stores them), the
-                 # gradient's [C, C] intermediates between its kernels (dO vn^T, dvn v^T, dS_qk, dX), and the
-                 # reduction that takes G, the norms and Aqk from the forward (_chunk_grad_rows_kernel)
-                 "ours-next": NEXT,
-                 # that with dvn in bf16 too (the interpreter's dbeta at strong gates, K = 256: 2.9e-2)
-                 "ours-dvn": {**NEXT, "DELTAMU_GDN_TILED_WU": "bf16-dvn"},
-                 # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED,
-                 # on top of the next candidate
-                 "ours-tuned": {**NEXT, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
+                 "ours-wu-bf16": {"DELTAMU_GDN_TILED_WU": "bf16"},
+                 "ours-dvn": {"DELTAMU_GDN_TILED_WU": "bf16-dvn"},
+                 # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
+                 "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-next", "ours-tuned", "ours-fp32", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused",
-         "ours-tf32")
-SHAPE_MAJOR = 5
+TIMED = ("ours", "fla", "ours-tuned", "ours-fp32", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile",
+         "ours-fused", "ours-tf32")
+SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
 MODEL_DEPTH, MODEL_SEQ, MODEL_BATCH, MODEL_STEPS = 8, 1024, 16, 30

@@ -17,7 +17,7 @@ Stages, each in subprocesses with time limits, all inside --deadline seconds:
    where the machine has xdist (the card's image does), while every timed kernel compiles for every shape in the
    background (gdn_kernels.py --warm-only: fla's autotuning then only times compiled configs). The stage ends when
    they all have, or at --checks-s.
-2. kernels: gdn_kernels.py --shape-major in SHAPE_ORDER (ours, fla, ours-next, ours-fp32, ours-tuned at each shape;
+2. kernels: gdn_kernels.py --shape-major in SHAPE_ORDER (ours, fla, ours-fp32, ours-tuned at each shape;
    then the other variants in IMPLS, each at every wide shape), CUDA ms per kernel recorded in the cells of
    PROFILED; fla's autotuning picks saved to the archive (--load-autotune takes them in a later call on the same kind
    of card: fla's cells then skip most of their 40-50 s of autotuning).
@@ -56,16 +56,14 @@ TRITON_TESTS = ["tests/gdn/test_triton.py"]
 # about 30 tests.
 # "fp32-wide-tiled": fp32 takes the fused kernels at every K (gdn.ops.gated_delta_rule.triton.TILED_MIN_K) until
 # these checks of the wide-head path at its three K = 128 shapes have passed on a card. "cross-entropy":
-# gdn.ops.cross_entropy's checks (CE_VALIDATED). "ours-next": the candidate for the next default (gdn_kernels'
-# ours-next). 16 workers.
+# gdn.ops.cross_entropy's checks (CE_VALIDATED). 15 workers.
 CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
           "small": ("not benchmark_shapes", TRITON_TESTS + ["tests/gdn/test_packed.py"], 4, {}),
           "bf16-shapes": ("benchmark_shapes and bf16", TRITON_TESTS, 3, {}),
           "fp16-shapes": ("benchmark_shapes and fp16", TRITON_TESTS, 1, {}),
           "fp32-wide-tiled": ("benchmark_shapes and fp32 and (x128x or x256x)", TRITON_TESTS, 2,
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
-          "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {}),
-          "ours-next": ("benchmark_shapes and bf16", TRITON_TESTS, 1, gdn_kernels.OURS_VARIANTS["ours-next"])}
+          "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}
 # With DELTAMU_GDN_TUNED set (benchmarks/kernel_configs.py's picks.txt, in DELTAMU_GDN_LAUNCH's form) the call checks
 # those launch configs at every bf16 benchmark shape and times them as the column
 # ours-tuned, beside the shipped ones: a config that changes a tile reorders sums, and any config must pass before
@@ -73,9 +71,9 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
 TUNED = os.environ.get("DELTAMU_GDN_TUNED", "")
 if TUNED:
     CHECKS["ours-tuned"] = ("benchmark_shapes and bf16", TRITON_TESTS, 2, gdn_kernels.OURS_VARIANTS["ours-tuned"])
-# Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 19 cells at once
-# (5 shapes x ours and fla, 3 wide shapes x ours-fp32, ours-next and ours-tuned), each with a CUDA context and a
-# forward and backward at the full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
+# Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 16 cells at once
+# (5 shapes x ours and fla, 3 wide shapes x ours-fp32 and ours-tuned), each with a CUDA context and a forward and
+# backward at the full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
 WARM_JOBS = 10
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory
@@ -84,12 +82,12 @@ CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py
 # which must stay no slower, then (16,1024,6,32,64), where fla's backward crashes (only its forward is timed).
 # On 2026-12-06 the proxy's came last and was cut by the stage's deadline.
 SHAPE_ORDER = "2,3,4,1,0"
-# ours, fla, the default until 2026-12-07 (ours-fp32, the baseline) and the candidate for the next default
-# (ours-next); not the wide-head path as checked on 2026-12-06 (ours-vtile, 1.2-1.3 x the default since 2026-12-07),
-# the fused kernels (timed on 2026-12-06) nor TF32 products
-IMPLS = "ours,fla,ours-next,ours-fp32" + (",ours-tuned" if TUNED else "")
+# ours, fla and the default until 2026-12-07 (ours-fp32, the baseline); not the wide-head path as checked on
+# 2026-12-06 (ours-vtile, 1.2-1.3 x the default since 2026-12-07), the fused kernels (timed on 2026-12-06) nor TF32
+# products
+IMPLS = "ours,fla,ours-fp32" + (",ours-tuned" if TUNED else "")
 # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
-PROFILED = "ours,ours-next,ours-fp32,ours-tuned,fla"
+PROFILED = "ours,ours-fp32,ours-tuned,fla"
 TINY_SHAPES = ["1,32,1,128,16"]
 # each pack size twice: the step's update in the CUDA graph (the default since issue 21) and outside it (the baseline)
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--update-outside-graph", "8", "16", "--no-plan",
@@ -196,9 +194,8 @@ def run_packing(work: Path, args, until: float) -> dict:
 
 
 # fwd+bwd ratios in the kernel table, where both cells have a time
-RATIOS = [("ours", "fla"), ("ours-next", "fla"), ("ours-tuned", "fla"), ("ours-wy", "fla"), ("ours-vtile", "fla"),
-          ("ours-fused", "fla"), ("ours", "ours-fp32"), ("ours-next", "ours"), ("ours-tuned", "ours"),
-          ("ours-wy", "ours"),
+RATIOS = [("ours", "fla"), ("ours-tuned", "fla"), ("ours-wy", "fla"), ("ours-vtile", "fla"), ("ours-fused", "fla"),
+          ("ours", "ours-fp32"), ("ours-tuned", "ours"), ("ours-wy", "ours"),
           ("ours", "ours-vtile"), ("ours", "ours-fused")]
 
 

@@ -248,28 +248,33 @@ def wide_head_path(launcher, monkeypatch):
 
     monkeypatch.setitem(launcher, "TILED_MIN_K", dict.fromkeys(launcher["TILED_MIN_K"], 1))
     for name in TILED_KERNELS + ("_chunk_grad_ktile_kernel", "_chunk_grad_dqdk_kernel", "_chunk_state_fwd_kernel",
-                                 "_chunk_grad_kernel", "_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel"):
+                                 "_chunk_grad_kernel", "_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel",
+                                 "_chunk_grad_rows_kernel"):
         monkeypatch.setitem(launcher, name, Spy(name, launcher[name]))
     return launched
 
 
-def tiled_kernels(grad: str, dqdk: str) -> list[str]:
+def tiled_kernels(grad: str, dqdk: str, reduce: str = "full") -> list[str]:
     """The wide-head path's kernels with its gradient's products per V tile ("vtile") or per K tile ("ktile"), and
-    dq, dk, dv, dbeta made in the reduction ("inline") or in a kernel of their own ("split"); or the gradient in two
-    kernels ("wy", whatever dqdk says)."""
+    dq, dk, dv, dbeta made in the reduction ("inline") or in a kernel of their own ("split"), the reduction after the
+    K tiles and before that kernel being the full one or the one from the forward's rows (`reduce`); or the gradient
+    in two kernels ("wy", whatever dqdk says)."""
     if grad == "wy":
         return sorted([name for name in TILED_KERNELS if name not in ("_chunk_grad_vtile_kernel",
                                                                      "_chunk_grad_reduce_kernel")]
                       + ["_chunk_grad_dqk_kernel", "_chunk_grad_wy_kernel"])
-    by_k = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
-    return sorted([by_k.get(name, name) for name in TILED_KERNELS]
+    swap = {"_chunk_grad_vtile_kernel": "_chunk_grad_ktile_kernel"} if grad == "ktile" else {}
+    if grad == "ktile" and dqdk == "split" and reduce == "rows":
+        swap["_chunk_grad_reduce_kernel"] = "_chunk_grad_rows_kernel"
+    return sorted([swap.get(name, name) for name in TILED_KERNELS]
                   + (["_chunk_grad_dqdk_kernel"] if dqdk == "split" else []))
 
 
 @pytest.mark.parametrize("case", TILED)
 def test_wide_head_path_matches_float64_recurrence(case, wide_head_path, launcher):
     check(**case)
-    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"], launcher["TILED_DQDK"])  # no fused
+    assert sorted(set(wide_head_path)) == tiled_kernels(launcher["TILED_GRAD"], launcher["TILED_DQDK"],
+                                                        launcher["TILED_REDUCE"])                     # no fused
 
 
 @pytest.mark.parametrize("case", TILED)
@@ -298,12 +303,12 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # and several (ragged K and V, fp32 and bf16); dq, dk, dv, dbeta in a kernel of their own after the gradient per V
 # tile, and in the reduction after the gradient per K tile; h alone in bf16; the gradient's V-sums in fp32; the
 # fp32 form (the default until 2026-12-07, benchmarks/gdn_kernels.py's ours-fp32: every intermediate in fp32, TF32
-# in every product with the state); the reduction from the forward's G, norms and Aqk (TILED_REDUCE=rows); the next
-# candidate (ours-next: that, and u, vn and the gradient's [C, C] intermediates in bf16); dvn in bf16 at the
-# moderate case (at strong gates, K = 256, the interpreter puts dbeta at 2.9e-2); and all eight named products on
-# bf16 operands at the moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at
-# 2.4e-2, the card at 4.7e-4, docs/benchmarks.md).
-FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0)
+# in every product with the state, the full reduction); the full reduction alone; u and vn in bf16 and dvn too
+# (ours-wu-bf16, ours-dvn: at strong gates, K = 256, the interpreter puts dbeta at 2.9e-2 with dvn in bf16, the card
+# did not); and all eight named products on bf16 operands at the moderate case (ours-bf16-all: at strong gates,
+# K = 256, the interpreter puts its dbeta at 2.4e-2, the card at 4.7e-4, docs/benchmarks.md).
+FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
+                 TILED_REDUCE="full")
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
     ("prep-looped", dict(TILED_PREP="looped"), (1, 4, 5)),
     ("h-bf16", dict(TILED_STATE="h-bf16"), (4, 5)),
@@ -313,8 +318,8 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("bf16-all-operands", {"TILED_BF16_MORE": 255}, (4,)),
     ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
     ("sums-fp32", dict(TILED_SUMS="fp32"), (4, 5)),
-    ("reduce-rows", dict(TILED_REDUCE="rows"), (1, 3, 4, 5)),
-    ("next", dict(TILED_WU="bf16", TILED_CC="bf16", TILED_REDUCE="rows"), (4, 5)),
+    ("reduce-full", dict(TILED_REDUCE="full"), (1, 3, 4, 5)),
+    ("wu-bf16", dict(TILED_WU="bf16"), (4, 5)),
     ("dvn-bf16", dict(TILED_WU="bf16-dvn"), (4,)))
     for i in cases]
 
@@ -334,18 +339,19 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
 
 
 def test_the_storage_switches_default_to_bf16_and_read_the_environment():
-    """The wide-head path's storage switches default to the set the card checked (bf16 h, dh, w, V-sums and five
-    bf16 products), and the benchmarks' fp32 form (gdn_kernels.FP32, as a card call sets it) turns them back."""
+    """The wide-head path's storage switches default to the set the card checked (bf16 h, dh, w, V-sums, [C, C]
+    intermediates, five bf16 products, the reduction from the forward's rows), and the benchmarks' fp32 form
+    (gdn_kernels.FP32, as a card call sets it) turns them back."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gdn_kernels import FP32
     code = ("import gdn.ops.gated_delta_rule.triton as L; print(L.TILED_STATE, L.TILED_WU, L.TILED_SUMS, "
-            "L.TILED_BF16_MORE)")
+            "L.TILED_BF16_MORE, L.TILED_CC, L.TILED_REDUCE)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAMU_GDN_TILED")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     default_more = sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp"))
-    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(default_more)]
+    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(default_more), "bf16", "rows"]
     out = subprocess.run([sys.executable, "-c", code], env={**env, **FP32}, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["fp32", "fp32", "fp32", "0"]
+    assert out.stdout.split() == ["fp32", "fp32", "fp32", "0", "fp32", "full"]
 
 
 def test_launch_configs_from_the_environment_are_read_and_checked():

@@ -49,8 +49,11 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # dbeta at 4 warps, 1 stage, with the bf16 storage below: on an H100 (2026-12-07, commit 15e9431) they passed every
 # 16-bit benchmark shape's float64 check, T = 16384 included (where 4 warps for every kernel at once crashed), and
 # took 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16
-# candidate on the card").
-NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=8, state_bwd_tiled=8,
+# candidate on the card"). The state forward at 4 warps, 2 stages: 0.147 ms against 0.204 at 8 warps there and
+# 0.113 against 0.152 at (16, 1024, 6, 128, 256), every 16-bit benchmark shape passed (H100, 2026-12-07, "Fewer
+# bytes in the gradient"); every wide-head kernel at 4 warps, 2 stages at once is off at T = 16384, one of the
+# others (not the state forward) being the cause.
+NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
                  grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
                  grad_rows=8)
 NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
@@ -177,21 +180,28 @@ TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
 #   (or rounds them to bf16 for a bf16 product anyway).
 #   "bf16-dvn" stores vn's gradient dvn in bf16 too, as fla does; in the interpreter that put dbeta at 2.9e-2 at
-#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without, where the card gave
-#   7.9e-4), so it is only a switch until a card's float64 checks say otherwise.
+#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100 dbeta
+#   stayed right there (2026-12-07). Neither "bf16" nor "bf16-dvn" is the default: on that H100 u and vn in bf16 put
+#   dg at 9.9e-3 (bound 1e-2) at the zero-gate stress case (1, 320, 1, 128, 64) against 4.2e-3 (the interpreter:
+#   4.9e-3), with dvn too 1.1e-2 (docs/benchmarks.md, "Fewer bytes in the gradient").
 WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn"),
            "bf16-dvn": ("w", "u", "vn", "dvn")}                                      # TILED_WU: what is in bf16
 TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
-#   inputs only; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to fp32.
-TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "fp32", ("fp32", "bf16"))
+#   inputs only, the default; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to
+#   fp32. On an H100 (2026-12-07) the dq/dk kernel took 0.441 ms against 0.505 at (8, 2048, 16, 128, 128), and with
+#   TILED_REDUCE=rows and the state forward at 4 warps every 16-bit benchmark shape passed its float64 check and the
+#   stress cases stayed within 4.5e-3.
+TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "bf16", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_REDUCE, the kernel between the gradient by K tiles and dq, dk (TILED_GRAD=ktile,
 #   TILED_DQDK=split): "full" (_chunk_grad_reduce_kernel, shared with the V-tile form) or "rows"
 #   (_chunk_grad_rows_kernel: G, 1/|q|, 1/|k| and Aqk from the forward, so no Q K^T and no norms over the K loop,
-#   and K K^T summed just before its use). Compiled for sm_90 (bf16, K = V = 128) it spills 152 bytes a thread at
-#   8 warps (the full reduction 240), 2,328 at 4 (2,032): still one program an SM.
-TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "full", ("full", "rows"))
+#   and K K^T summed just before its use; the default). Compiled for sm_90 (bf16, K = V = 128) it spills 152 bytes
+#   a thread at 8 warps (the full reduction 240), 2,328 at 4 (2,032): still one program an SM, and on an H100 it
+#   took 0.504 ms against 0.519 at (8, 2048, 16, 128, 128) (with TILED_CC's bf16 loads): fewer products, about the
+#   same time, so the reduction's time is not its arithmetic.
+TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "rows", ("full", "rows"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
