@@ -458,7 +458,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         if split and by_k and TILED_REDUCE == "rows":
             _chunk_grad_rows_kernel[(NT, B * H)](
                 q, k, beta, Aqk, Tinv, Gcum, rq, rk, dqi, dw, dkt, dP, dTu, sdS, dg, scratch, rows, scale, T, H=H, K=K,
-                BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
+                BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, SUMS_BF16=sums == torch.bfloat16,
                 num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
         else:
             _chunk_grad_reduce_kernel[(NT, B * H)](

@@ -522,14 +522,14 @@ def _chunk_grad_rows_kernel(
     rows,                                # out fp32 [B*H*NT, GRAD_ROWS, BT]: the row factors of dq, dk, dv, dbeta
     scale, T,
     H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NSS: tl.constexpr, USE_L2NORM: tl.constexpr,
-    PRECISION: tl.constexpr, BF16_OPS: tl.constexpr,
+    PRECISION: tl.constexpr, SUMS_BF16: tl.constexpr,
 ):
     """One program per (chunk, b*h): _chunk_grad_reduce_kernel's work after the gradient by K tiles, with dq, dk,
     dv, dbeta left to _chunk_grad_dqdk_kernel (triton.TILED_REDUCE = "rows"), holding fewer [C, C] tiles at once:
     G, 1/|q|, 1/|k| come from the forward instead of from q and k again, Z = dS_qk o q^k^T is dP o Aqk (Aqk, saved
     by the forward, is scale q^k^T o Gam) instead of a Q K^T summed over the K loop, and K K^T is summed just before
     its one use, after dT, instead of beside dW k^T through the K loop. The same formulas as _grad_finish."""
-    OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
+    DWK_DT: tl.constexpr = tl.bfloat16 if SUMS_BF16 else tl.float32
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     NT = tl.cdiv(T, BT)
     NK: tl.constexpr = (K + BK - 1) // BK
@@ -539,8 +539,8 @@ def _chunk_grad_rows_kernel(
     chunk = (i_bh * tl.num_programs(0) + i_t).to(tl.int64)
     scr = scratch + chunk * (2 * BT * BT)
 
-    # dW k^T and the row dots q.dO S^T, k.vn dS^T over the K tiles (dW and k in OPDT: with bf16 inputs and bf16
-    # V-sums the same values as in TF32)
+    # dW k^T and the row dots q.dO S^T, k.vn dS^T over the K tiles (with the V-sums stored in bf16, for bf16 inputs
+    # only, dW k^T on bf16 operands: the same values TF32 would take)
     dwk = tl.zeros([BT, BT], dtype=tl.float32)
     rs_q_dqi = tl.zeros([BT], dtype=tl.float32)
     rs_k_dkt = tl.zeros([BT], dtype=tl.float32)
@@ -549,7 +549,7 @@ def _chunk_grad_rows_kernel(
         mk = row_ok[:, None] & (kc[None, :] < K)
         rk_off = row0 * K + c[:, None] * (H * K) + kc[None, :]
         k_t = tl.load(k + rk_off, mask=mk, other=0.)
-        dwk += _dot(tl.load(dw + rk_off, mask=mk, other=0.).to(OPDT), tl.trans(k_t.to(OPDT)), PRECISION)
+        dwk += _dot(tl.load(dw + rk_off, mask=mk, other=0.).to(DWK_DT), tl.trans(k_t.to(DWK_DT)), PRECISION)
         rs_q_dqi += tl.sum(tl.load(q + rk_off, mask=mk, other=0.).to(tl.float32)
                            * tl.load(dqi + rk_off, mask=mk, other=0.).to(tl.float32), 1)
         rs_k_dkt += tl.sum(k_t.to(tl.float32) * tl.load(dkt + rk_off, mask=mk, other=0.).to(tl.float32), 1)
