@@ -179,14 +179,17 @@ TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos
 #   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
 #   (or rounds them to bf16 for a bf16 product anyway).
-#   "bf16-dvn" stores vn's gradient dvn in bf16 too, as fla does; in the interpreter that put dbeta at 2.9e-2 at
-#   strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100 dbeta
-#   stayed right there (2026-12-07). Neither "bf16" nor "bf16-dvn" is the default: on that H100 u and vn in bf16 put
-#   dg at 9.9e-3 (bound 1e-2) at the zero-gate stress case (1, 320, 1, 128, 64) against 4.2e-3 (the interpreter:
-#   4.9e-3), with dvn too 1.1e-2 (docs/benchmarks.md, "Fewer bytes in the gradient").
-WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn"),
-           "bf16-dvn": ("w", "u", "vn", "dvn")}                                      # TILED_WU: what is in bf16
+#   "bf16" is not the default: on an H100 (2026-12-07) u and vn in bf16 put dg at 9.9e-3 (bound 1e-2) at the
+#   zero-gate stress case (1, 320, 1, 128, 64) against 4.2e-3 (the interpreter: 4.9e-3; docs/benchmarks.md, "Fewer
+#   bytes in the gradient").
+WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
 TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
+# - DELTAMU_GDN_TILED_DVN, vn's gradient dvn as stored (the state backward's output, read by the gradient's
+#   kernels): "fp32" or "bf16" (bf16 inputs only, as fla stores it). In the interpreter bf16 put dbeta at 2.9e-2
+#   at strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
+#   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
+#   dvn alone is within the bound: 1.1e-2 with all three): not the default until a card checks it alone.
+TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
 #   inputs only, the default; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to
@@ -316,9 +319,9 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
 
 
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
-    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn, dvn: TILED_WU), for inputs of `dtype`
-    on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
-    bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU]
+    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU; dvn: TILED_DVN), for
+    inputs of `dtype` on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
+    bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU] + (("dvn",) if TILED_DVN == "bf16" else ())
     return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
 
 
