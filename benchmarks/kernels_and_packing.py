@@ -65,9 +65,8 @@ CHECKS = {"fp32-shapes": ("benchmark_shapes and fp32", TRITON_TESTS, 4, {}),
                               {"DELTAMU_GDN_TILED_MIN_K": "128"}),
           "cross-entropy": ("cross_entropy", ["tests/gdn/test_cross_entropy.py"], 1, {})}
 # With DELTAMU_GDN_TUNED set (benchmarks/kernel_configs.py's picks.txt, in DELTAMU_GDN_LAUNCH's form) the call checks
-# those launch configs at every bf16 benchmark shape and times them as the column
-# ours-tuned, beside the shipped ones: a config that changes a tile reorders sums, and any config must pass before
-# it ships.
+# those launch configs at every bf16 benchmark shape and times them as the column ours-tuned, beside the shipped
+# ones: a config that changes a tile reorders sums, and any config must pass before it ships.
 TUNED = os.environ.get("DELTAMU_GDN_TUNED", "")
 if TUNED:
     CHECKS["ours-tuned"] = ("benchmark_shapes and bf16", TRITON_TESTS, 2, gdn_kernels.OURS_VARIANTS["ours-tuned"])

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import stress_errors  # noqa: E402
 
 
-def test_ours_and_the_candidate_at_a_stress_case_in_their_own_processes(tmp_path):
+def test_ours_and_the_fp32_form_at_a_stress_case_in_their_own_processes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAMU_GDN_TILED")}
     subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "stress_errors.py"), "--impls", "ours,ours-fp32",
                     "--cases", "B", "--out", str(tmp_path)], cwd=REPO, env=env, check=True, capture_output=True,

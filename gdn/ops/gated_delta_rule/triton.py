@@ -30,9 +30,9 @@ from gdn.ops.gated_delta_rule.triton_fwd import _chunk_prep_kernel, _chunk_state
 from gdn.ops.gated_delta_rule.triton_tiled import (MORE_BITS, WY_PARTS, _chunk_dvn_local_kernel,
                                                    _chunk_grad_dqdk_kernel, _chunk_grad_dqk_kernel,
                                                    _chunk_grad_ktile_kernel, _chunk_grad_reduce_kernel,
-                                                   _chunk_grad_rows_kernel, _chunk_grad_vtile_kernel, _chunk_grad_wy_kernel,
-                                                   _chunk_output_kernel, _chunk_state_bwd_tiled_kernel,
-                                                   _chunk_state_fwd_tiled_kernel)
+                                                   _chunk_grad_rows_kernel, _chunk_grad_vtile_kernel,
+                                                   _chunk_grad_wy_kernel, _chunk_output_kernel,
+                                                   _chunk_state_bwd_tiled_kernel, _chunk_state_fwd_tiled_kernel)
 
 # CHUNK_SIZE (64) tokens per chunk: the in-kernel solve splits a chunk into four 16-row blocks
 MAX_HEAD_DIM_K = 256       # the state passes hold a whole [K, BV] state tile in registers
@@ -189,7 +189,8 @@ TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 #   at strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
 #   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
 #   dvn alone is within the bound: 1.1e-2 with all three): not the default until a card checks it alone.
-TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", ("fp32", "bf16"))
+DVN_BF16 = {"fp32": (), "bf16": ("dvn",)}                                                   # TILED_DVN: in bf16
+TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", tuple(DVN_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
 #   inputs only, the default; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to
@@ -321,7 +322,7 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
     """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU; dvn: TILED_DVN), for
     inputs of `dtype` on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
-    bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU] + (("dvn",) if TILED_DVN == "bf16" else ())
+    bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU] + DVN_BF16[TILED_DVN]
     return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
 
 
@@ -417,7 +418,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     dv = torch.empty_like(v)
     dg = torch.empty_like(g)
     dbeta = torch.empty_like(beta)
-    scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=f32, device=dev)
+    # the gradient by K tiles' [C, C] intermediates (dO vn^T, dvn v^T, and dS_qk, dX in this scratch): TILED_CC
+    bf16 = q.dtype == torch.bfloat16
+    cc = torch.bfloat16 if tiled and TILED_GRAD == "ktile" and TILED_CC == "bf16" and bf16 else f32
+    scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=cc, device=dev)
     outs = (dq, dk, dv, dg, dbeta, scratch, scale, T)
     if tiled and TILED_GRAD == "wy":
         # per K tile dq^ and the Aqk terms of dk^, then per chunk the backward through T and the l2-norm
@@ -442,13 +446,9 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         by_k = TILED_GRAD == "ktile"
         NVP = 1 if by_k else triton.cdiv(V, BVT)
         NSS = NK if by_k else NVP
-        bf16 = q.dtype == torch.bfloat16
         sums = torch.bfloat16 if by_k and TILED_SUMS == "bf16" and bf16 else f32
-        cc = torch.bfloat16 if by_k and TILED_CC == "bf16" and bf16 else f32
         dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=sums, device=dev) for _ in range(3))
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=cc, device=dev) for _ in range(2))
-        if cc != f32:
-            scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=cc, device=dev)
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))

@@ -231,10 +231,8 @@ def _grad_finish(
     Y0, dX, Y_rows, Y_cols = _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION)
     tl.store(scr + BT * BT + cc_off, dX)
 
-    z = decay_end * rk * rs_k_dkt                                # rowsum(k~ o dk~), k~ = e^{G_C - G} k^
-    dG = scale * gamma * rq * rs_q_dqi + Z_rows - Z_cols - z + beta_r * gamma * c_w + Y_rows - Y_cols
-    dG += tl.where(c == BT - 1, tl.exp(G_end) * sdS + tl.sum(z, 0), 0.)   # the terms of G_C, at the last row
-    tl.store(dg + row0 + c * H, tl.cumsum(dG, 0, reverse=True).to(dg.dtype.element_ty), mask=row_ok)
+    z = _grad_dg(dg, G_end, gamma, decay_end, beta_r, rq, rk, rs_q_dqi, rs_k_dkt, Z_rows, Z_cols, c_w, Y_rows,
+                 Y_cols, sdS, scale, row0, c, row_ok, H, BT)
 
     # 5. dv = beta T^T dvn, and dbeta
     dbeta_r = gamma * c_w + tl.sum(Y0, 1)
@@ -258,6 +256,18 @@ def _grad_finish(
     else:
         _grad_dqdk(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, scale * gamma, decay_end, beta_r * gamma, q_dot,
                    k_dot, row0, c, row_ok, H, K, BT, BK, USE_L2NORM, PRECISION)
+
+
+@triton.jit
+def _grad_dg(dg, G_end, gamma, decay_end, beta_r, rq, rk, rs_q_dqi, rs_k_dkt, Z_rows, Z_cols, c_w, Y_rows, Y_cols,
+             sdS, scale, row0, c, row_ok, H, BT: tl.constexpr):
+    """dg, stored: the reverse cumsum of dG, the row sums minus column sums of the [C, C] terms plus the row terms.
+    Returns z = rowsum(k~ o dk~), k~ = e^{G_C - G} k^ (a term of k^.dk^ too)."""
+    z = decay_end * rk * rs_k_dkt
+    dG = scale * gamma * rq * rs_q_dqi + Z_rows - Z_cols - z + beta_r * gamma * c_w + Y_rows - Y_cols
+    dG += tl.where(c == BT - 1, tl.exp(G_end) * sdS + tl.sum(z, 0), 0.)   # the terms of G_C, at the last row
+    tl.store(dg + row0 + c * H, tl.cumsum(dG, 0, reverse=True).to(dg.dtype.element_ty), mask=row_ok)
+    return z
 
 
 @triton.jit

@@ -38,7 +38,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from gdn.ops.gated_delta_rule.triton_bwd import GRAD_ROWS, _grad_dqdk_tile, _grad_dv, _grad_finish, _grad_through_a
+from gdn.ops.gated_delta_rule.triton_bwd import (GRAD_ROWS, _grad_dg, _grad_dqdk_tile, _grad_dv, _grad_finish,
+                                                 _grad_through_a)
 from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot
 
 # Products that take fp32 operands (TF32) or bf16 operands for bf16 inputs with
@@ -591,10 +592,9 @@ def _chunk_grad_rows_kernel(
     s = tl.load(sdS + i_bh * NT + i_t)
     for i_s in range(1, NSS):
         s += tl.load(sdS + i_s * NT * tl.num_programs(1) + i_bh * NT + i_t)
-    z = decay_end * rk * rs_k_dkt                                # rowsum(k~ o dk~), k~ = e^{G_C - G} k^
-    dG = scale * gamma * rq * rs_q_dqi + Z_rows - Z_cols - z + beta_r * gamma * c_w + Y_rows - Y_cols
-    dG += tl.where(c == BT - 1, tl.exp(G_end) * s + tl.sum(z, 0), 0.)   # the terms of G_C, at the last row
-    tl.store(dg + row0 + c * H, tl.cumsum(dG, 0, reverse=True).to(dg.dtype.element_ty), mask=row_ok)
+    z = _grad_dg(dg, G_end, gamma, decay_end, beta_r, rq, rk, rs_q_dqi, rs_k_dkt, Z_rows, Z_cols, c_w, Y_rows,
+                 Y_cols, s, scale, row0, c, row_ok, H, BT)
+    # _grad_finish's ROWS_OUT rows, each computed where it is stored (the order the card's checks compiled)
     rw = rows + chunk * (GRAD_ROWS * BT)
     tl.store(rw + c, rq)
     tl.store(rw + BT + c, rk)
