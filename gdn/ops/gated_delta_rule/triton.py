@@ -164,7 +164,7 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 #   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
 #   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32). On the card (2026-12-07) 32
 #   was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
-TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
+TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32", "16")))
 # - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
 #   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
 #   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (the default; bf16 inputs, TILED_GRAD=ktile only; half the
@@ -185,11 +185,14 @@ TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos
 WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u", "vn")}   # TILED_WU: in bf16
 TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 # - DELTAMU_GDN_TILED_DVN, vn's gradient dvn as stored (the state backward's output, read by the gradient's
-#   kernels): "fp32" or "bf16" (bf16 inputs only, as fla stores it). In the interpreter bf16 put dbeta at 2.9e-2
+#   kernels) and its part within the chunk, Aqk^T dO (written by _chunk_dvn_local_kernel, read by the state
+#   backward, which adds k dS): "fp32" (both), "local-bf16" (the part within the chunk in bf16, dvn fp32: the state
+#   backward's pipelined loads of it in fp32 are most of its spills, 992 bytes a thread against 360 at 32-wide
+#   tiles, 4 warps, 3 stages, sm_90 offline) or "bf16" (both; bf16 inputs only, as fla stores them). In the interpreter bf16 put dbeta at 2.9e-2
 #   at strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
 #   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
 #   dvn alone is within the bound: 1.1e-2 with all three): not the default until a card checks it alone.
-DVN_BF16 = {"fp32": (), "bf16": ("dvn",)}                                                   # TILED_DVN: in bf16
+DVN_BF16 = {"fp32": (), "local-bf16": ("dvn_local",), "bf16": ("dvn_local", "dvn")}      # TILED_DVN: in bf16
 TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", tuple(DVN_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
@@ -320,8 +323,9 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
 
 
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
-    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU; dvn: TILED_DVN), for
-    inputs of `dtype` on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs, else fp32."""
+    """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU; dvn, dvn_local:
+    TILED_DVN), for inputs of `dtype` on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs,
+    else fp32."""
     bf16 = STATE_BF16[TILED_STATE] + WU_BF16[TILED_WU] + DVN_BF16[TILED_DVN]
     return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
 
@@ -395,6 +399,9 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     tiled = wide_heads(K, q.dtype)
     dh = torch.empty(B, NT, H, K, V, dtype=_stored_dtype("dh", tiled, q.dtype), device=dev)
     dvn = torch.empty(B, T, H, V, dtype=_stored_dtype("dvn", tiled, q.dtype), device=dev)
+    # dvn's part within the chunk, Aqk^T dO (the wide-head path): in dvn itself, or its own bf16 tensor (TILED_DVN)
+    local_dtype = _stored_dtype("dvn_local", tiled, q.dtype)
+    dvn_local = dvn if local_dtype == dvn.dtype else torch.empty_like(dvn, dtype=local_dtype)
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w
     dh0_ = dh0 if dh0 is not None else w
@@ -404,10 +411,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     if tiled:
         BKS, NKS = _subtiles(BKP)
         _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
-            Aqk, do, dvn, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
+            Aqk, do, dvn_local, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
             MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["dvn_local"], num_stages=NUM_STAGES["dvn_local"])
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
-            q, k, w, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
+            q, k, w, Gcum, rq, rk, do, dht_, dh, dvn_local, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
             BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, **flags)
     else:
         _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
