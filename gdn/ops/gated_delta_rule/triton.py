@@ -164,7 +164,7 @@ TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 #   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
 #   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32). On the card (2026-12-07) 32
 #   was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
-TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32", "16")))
+TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 # - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
 #   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
 #   (8, 2048, 16, 128, 128) in fp32): "fp32" or "bf16" (the default; bf16 inputs, TILED_GRAD=ktile only; half the

@@ -87,17 +87,6 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _dot_acc(a, b, acc, PRECISION: tl.constexpr):
-    """acc + a @ b, the sum taken by the tensor cores' accumulator (as _dot otherwise): no [M, N] fp32 temporary
-    beside acc, which matters where acc is a state tile carried across chunks."""
-    if INTERPRETED:
-        c = acc + _dot(a, b, PRECISION)
-    else:
-        c = tl.dot(a, b, acc, input_precision=PRECISION)
-    return c
-
-
-@triton.jit
 def _dot_input(a, b, PRECISION: tl.constexpr, SPLIT: tl.constexpr):
     """a @ b for an input tile a (bf16, fp16 or fp32, as loaded) and an fp32 b.
 

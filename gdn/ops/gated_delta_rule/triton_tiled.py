@@ -40,7 +40,7 @@ import triton.language as tl
 
 from gdn.ops.gated_delta_rule.triton_bwd import (GRAD_ROWS, _grad_dg, _grad_dqdk_tile, _grad_dv, _grad_finish,
                                                  _grad_through_a)
-from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot, _dot_acc
+from gdn.ops.gated_delta_rule.triton_fwd import _chunk_rows, _dot
 
 # Products that take fp32 operands (TF32) or bf16 operands for bf16 inputs with
 # triton.TILED_BF16_MORE (a bitmask of these; DELTAMU_GDN_TILED_BF16_MORE): w S (state forward),
@@ -59,26 +59,24 @@ MORE_BITS = dict(ws=MORE_WS.value, av=MORE_AV.value, ado=MORE_ADO.value, kds=MOR
 
 
 @triton.jit
-def _rows_dot(x, row0, c, row_ok, j, S, acc, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
+def _rows_dot(x, row0, c, row_ok, j, S, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
               PRECISION: tl.constexpr):
-    """acc + x_j S for K sub-tile j: x a [B,T,H,K] tensor (its [BT, BKS] tile of this chunk), S a [BKS, BV] fp32
-    tile, acc [BT, BV] fp32."""
+    """x_j S for K sub-tile j: x a [B,T,H,K] tensor (its [BT, BKS] tile of this chunk), S a [BKS, BV] fp32 tile."""
     kc = j * BKS + tl.arange(0, BKS)
     x_t = tl.load(x + row0 * K + c[:, None] * (H * K) + kc[None, :], mask=row_ok[:, None] & (kc[None, :] < K),
                   other=0.)
-    return _dot_acc(x_t.to(OPDT), S.to(OPDT), acc, PRECISION)
+    return _dot(x_t.to(OPDT), S.to(OPDT), PRECISION)
 
 
 @triton.jit
-def _cols_dot(x, row0, c, row_ok, j, y, acc, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
+def _cols_dot(x, row0, c, row_ok, j, y, H, K: tl.constexpr, BKS: tl.constexpr, OPDT: tl.constexpr,
               PRECISION: tl.constexpr):
-    """acc + x_j^T y for K sub-tile j, y [BT, BV] already in OPDT, acc [BKS, BV] fp32 (a state sub-tile, summed
-    into by the tensor cores); x_j^T is read transposed from memory (an A operand is never tl.trans'ed in
-    registers: fla issue 640)."""
+    """x_j^T y for K sub-tile j, y [BT, BV] already in OPDT; x_j^T is read transposed from memory (an A operand is
+    never tl.trans'ed in registers: fla issue 640)."""
     kc = j * BKS + tl.arange(0, BKS)
     xT_t = tl.load(x + row0 * K + kc[:, None] + c[None, :] * (H * K), mask=(kc[:, None] < K) & row_ok[None, :],
                    other=0.)
-    return _dot_acc(xT_t.to(OPDT), y, acc, PRECISION)
+    return _dot(xT_t.to(OPDT), y, PRECISION)
 
 
 @triton.jit
@@ -120,20 +118,19 @@ def _state_subtiles(ptr, base, vc, LOAD: tl.constexpr, K: tl.constexpr, V: tl.co
 
 @triton.jit
 def _store_state_and_rows_dot(out, hb, vc, x, row0, c, row_ok, S0, S1, S2, S3, H, K: tl.constexpr, V: tl.constexpr,
-                              BT: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
-                              XDT: tl.constexpr, PRECISION: tl.constexpr):
+                              BKS: tl.constexpr, NKS: tl.constexpr, XDT: tl.constexpr, PRECISION: tl.constexpr):
     """Store the state's sub-tiles at the chunk's slot `hb` of `out`, and return x S (the chunk's rows of x, [BT,K],
     times the state, summed over the sub-tiles, operands in XDT)."""
     _store_kv(out, hb, 0, vc, S0, K, V, BKS)
-    xs = _rows_dot(x, row0, c, row_ok, 0, S0, tl.zeros([BT, BV], dtype=tl.float32), H, K, BKS, XDT, PRECISION)
+    xs = _rows_dot(x, row0, c, row_ok, 0, S0, H, K, BKS, XDT, PRECISION)
     if NKS > 1:
         _store_kv(out, hb, 1, vc, S1, K, V, BKS)
-        xs = _rows_dot(x, row0, c, row_ok, 1, S1, xs, H, K, BKS, XDT, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 1, S1, H, K, BKS, XDT, PRECISION)
     if NKS > 2:
         _store_kv(out, hb, 2, vc, S2, K, V, BKS)
         _store_kv(out, hb, 3, vc, S3, K, V, BKS)
-        xs = _rows_dot(x, row0, c, row_ok, 2, S2, xs, H, K, BKS, XDT, PRECISION)
-        xs = _rows_dot(x, row0, c, row_ok, 3, S3, xs, H, K, BKS, XDT, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 2, S2, H, K, BKS, XDT, PRECISION)
+        xs += _rows_dot(x, row0, c, row_ok, 3, S3, H, K, BKS, XDT, PRECISION)
     return xs
 
 
@@ -180,19 +177,19 @@ def _chunk_state_fwd_tiled_kernel(
         row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-        ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BT, BV, BKS, NKS,
-                                       WS_DT, PRECISION)                                   # w S
+        ws = _store_state_and_rows_dot(h, hb, vc, w, row0, c, row_ok, S0, S1, S2, S3, H, K, V, BKS, NKS, WS_DT,
+                                       PRECISION)                                          # w S
         decay, _q_scale, k_scale = _chunk_scales(Gcum, rk_in, rk_in, row0, c, row_ok, i_t, T, 1.0, H, BT,
                                                  USE_L2NORM)
         vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32) - ws
         tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
         vk = (vn_t * k_scale[:, None]).to(OPDT)
-        S0 = _cols_dot(k, row0, c, row_ok, 0, vk, S0 * decay, H, K, BKS, OPDT, PRECISION)
+        S0 = S0 * decay + _cols_dot(k, row0, c, row_ok, 0, vk, H, K, BKS, OPDT, PRECISION)
         if NKS > 1:
-            S1 = _cols_dot(k, row0, c, row_ok, 1, vk, S1 * decay, H, K, BKS, OPDT, PRECISION)
+            S1 = S1 * decay + _cols_dot(k, row0, c, row_ok, 1, vk, H, K, BKS, OPDT, PRECISION)
         if NKS > 2:
-            S2 = _cols_dot(k, row0, c, row_ok, 2, vk, S2 * decay, H, K, BKS, OPDT, PRECISION)
-            S3 = _cols_dot(k, row0, c, row_ok, 3, vk, S3 * decay, H, K, BKS, OPDT, PRECISION)
+            S2 = S2 * decay + _cols_dot(k, row0, c, row_ok, 2, vk, H, K, BKS, OPDT, PRECISION)
+            S3 = S3 * decay + _cols_dot(k, row0, c, row_ok, 3, vk, H, K, BKS, OPDT, PRECISION)
     if STORE_FINAL:
         _store_kv(ht, base0, 0, vc, S0, K, V, BKS)
         if NKS > 1:
@@ -226,7 +223,7 @@ def _chunk_output_kernel(
     hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
     qs = tl.zeros([BT, BV], dtype=tl.float32)
     for j in range(NKS):
-        qs = _rows_dot(q, row0, c, row_ok, j, _load_kv(h, hb, j, vc, K, V, BKS), qs, H, K, BKS, OPDT, PRECISION)
+        qs += _rows_dot(q, row0, c, row_ok, j, _load_kv(h, hb, j, vc, K, V, BKS), H, K, BKS, OPDT, PRECISION)
     _decay, q_scale, _k_scale = _chunk_scales(Gcum, rq_in, rq_in, row0, c, row_ok, i_t, T, scale, H, BT,
                                               USE_L2NORM)
     a_t = tl.load(Aqk + row0 * BT + c[:, None] * (H * BT) + c[None, :], mask=row_ok[:, None], other=0.)
@@ -266,29 +263,25 @@ def _chunk_state_bwd_tiled_kernel(
         row0, _, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
         mv = row_ok[:, None] & (vc[None, :] < V)
         hb = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-        kdS = _store_state_and_rows_dot(dh, hb, vc, k, row0, c, row_ok, dS0, dS1, dS2, dS3, H, K, V, BT, BV, BKS,
-                                        NKS, KDS_DT, PRECISION)                            # k dS
+        kdS = _store_state_and_rows_dot(dh, hb, vc, k, row0, c, row_ok, dS0, dS1, dS2, dS3, H, K, V, BKS, NKS,
+                                        KDS_DT, PRECISION)                                         # k dS
         decay, q_scale, k_scale = _chunk_scales(Gcum, rq_in, rk_in, row0, c, row_ok, i_t, T, scale, H, BT,
                                                 USE_L2NORM)
         do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
         dvn_t = tl.load(dvn_local + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32) + k_scale[:, None] * kdS
         tl.store(dvn + row0 * V + rv_off, dvn_t.to(dvn.dtype.element_ty), mask=mv)
         qdo = (do_t.to(tl.float32) * q_scale[:, None]).to(OPDT)
-        ndvo = (-dvn_t).to(OPDT)          # negated, so that - w^T dvn is summed into dS by the accumulator too
-        dS0 = _cols_dot(w, row0, c, row_ok, 0, ndvo,
-                       _cols_dot(q, row0, c, row_ok, 0, qdo, dS0 * decay, H, K, BKS, OPDT, PRECISION),
-                       H, K, BKS, OPDT, PRECISION)
+        dvo = dvn_t.to(OPDT)
+        dS0 = dS0 * decay + _cols_dot(q, row0, c, row_ok, 0, qdo, H, K, BKS, OPDT, PRECISION) \
+            - _cols_dot(w, row0, c, row_ok, 0, dvo, H, K, BKS, OPDT, PRECISION)
         if NKS > 1:
-            dS1 = _cols_dot(w, row0, c, row_ok, 1, ndvo,
-                           _cols_dot(q, row0, c, row_ok, 1, qdo, dS1 * decay, H, K, BKS, OPDT, PRECISION),
-                           H, K, BKS, OPDT, PRECISION)
+            dS1 = dS1 * decay + _cols_dot(q, row0, c, row_ok, 1, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 1, dvo, H, K, BKS, OPDT, PRECISION)
         if NKS > 2:
-            dS2 = _cols_dot(w, row0, c, row_ok, 2, ndvo,
-                           _cols_dot(q, row0, c, row_ok, 2, qdo, dS2 * decay, H, K, BKS, OPDT, PRECISION),
-                           H, K, BKS, OPDT, PRECISION)
-            dS3 = _cols_dot(w, row0, c, row_ok, 3, ndvo,
-                           _cols_dot(q, row0, c, row_ok, 3, qdo, dS3 * decay, H, K, BKS, OPDT, PRECISION),
-                           H, K, BKS, OPDT, PRECISION)
+            dS2 = dS2 * decay + _cols_dot(q, row0, c, row_ok, 2, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 2, dvo, H, K, BKS, OPDT, PRECISION)
+            dS3 = dS3 * decay + _cols_dot(q, row0, c, row_ok, 3, qdo, H, K, BKS, OPDT, PRECISION) \
+                - _cols_dot(w, row0, c, row_ok, 3, dvo, H, K, BKS, OPDT, PRECISION)
     if STORE_DH0:
         _store_kv(dh0, base0, 0, vc, dS0, K, V, BKS)
         if NKS > 1:
