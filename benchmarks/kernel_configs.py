@@ -272,6 +272,8 @@ def main() -> None:
                                                       "also for each of them alone (KERNEL:CANDIDATE)")
     ap.add_argument("--jobs", type=int, default=12, help="compile processes at a time")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--shapes", default="", help="semicolon-separated B,T,H,K,V (default: SHAPES, the wide "
+                                                   "benchmark shapes)")
     ap.add_argument("--tiny", action="store_true", help="the CPU smoke run: one tiny shape, kernels interpreted")
     ap.add_argument("--cell", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -286,6 +288,8 @@ def main() -> None:
     log = out / "log.txt"
     log.write_text("")
     shapes = TINY_SHAPES if args.tiny else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(x) for x in item.split(",")) for item in args.shapes.split(";") if item]
     names = [n for n in args.candidates.split(",") if n]
     warps = [n for n in CANDIDATES if "warps" in CANDIDATES[n]]
     names += [f"{key}:{n}" for key in args.per_kernel.split(",") if key for n in warps]
