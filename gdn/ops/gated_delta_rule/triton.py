@@ -209,12 +209,6 @@ TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "bf16", ("fp32", "bf16"))
 #   took 0.504 ms against 0.519 at (8, 2048, 16, 128, 128) (with TILED_CC's bf16 loads): fewer products, about the
 #   same time, so the reduction's time is not its arithmetic.
 TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "rows", ("full", "rows"))
-# - DELTAMU_GDN_TILED_CC_LAYOUT, how the reduction from the forward's rows (TILED_REDUCE=rows) leaves dS_qk and dX to
-#   the dq/dk kernel: "pairs" (dS_qk and dX, each read there plain and transposed) or "transposed" (dS_qk, dS_qk^T
-#   and dX + dX^T, the transposes made in registers, each tile read once, row by row). On an H100 (2026-12-07,
-#   ncu, (8, 2048, 16, 128, 128)) the dq/dk kernel ran at 80 % of L1's throughput and 59 % of DRAM's, its warps
-#   stalled mostly on loads: its two transposed [C, C] loads touch a cache line per element row.
-TILED_CC_LAYOUT = _switch("DELTAMU_GDN_TILED_CC_LAYOUT", "pairs", ("pairs", "transposed"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -434,10 +428,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     # the gradient by K tiles' [C, C] intermediates (dO vn^T, dvn v^T, and dS_qk, dX in this scratch): TILED_CC
     bf16 = q.dtype == torch.bfloat16
     cc = torch.bfloat16 if tiled and TILED_GRAD == "ktile" and TILED_CC == "bf16" and bf16 else f32
-    # dS_qk^T too, and dX + dX^T in dX's place, from the reduction from the forward's rows: TILED_CC_LAYOUT
-    transposed = tiled and TILED_GRAD == "ktile" and TILED_DQDK == "split" and TILED_REDUCE == "rows" \
-        and TILED_CC_LAYOUT == "transposed"
-    scratch = torch.empty(NT * B * H * (3 if transposed else 2) * BT * BT, dtype=cc, device=dev)
+    scratch = torch.empty(NT * B * H * 2 * BT * BT, dtype=cc, device=dev)
     outs = (dq, dk, dv, dg, dbeta, scratch, scale, T)
     if tiled and TILED_GRAD == "wy":
         # per K tile dq^ and the Aqk terms of dk^, then per chunk the backward through T and the l2-norm
@@ -478,7 +469,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             _chunk_grad_rows_kernel[(NT, B * H)](
                 q, k, beta, Aqk, Tinv, Gcum, rq, rk, dqi, dw, dkt, dP, dTu, sdS, dg, scratch, rows, scale, T, H=H, K=K,
                 BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, SUMS_BF16=sums == torch.bfloat16,
-                SCR_TRANSPOSED=transposed, num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
+                num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
         else:
             _chunk_grad_reduce_kernel[(NT, B * H)](
                 q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale,
@@ -488,8 +479,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         if split:
             _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
                 q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
-                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, SCR_TRANSPOSED=transposed,
-                num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
+                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, num_warps=NUM_WARPS["grad_dqdk"],
+                num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](

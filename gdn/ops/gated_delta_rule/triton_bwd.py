@@ -321,10 +321,8 @@ def _grad_dqdk(
 @triton.jit
 def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_end, w_scale, q_dot, k_dot, row0, c,
                     row_ok, i_k, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr,
-                    PRECISION: tl.constexpr, SCR_TRANSPOSED: tl.constexpr = False):
-    """K tile i_k of _grad_dqdk. The scratch holds dS_qk and dX, each read plain and transposed, or (SCR_TRANSPOSED:
-    _chunk_grad_rows_kernel with triton.TILED_CC_LAYOUT = "transposed") dS_qk, dS_qk^T and dX + dX^T, each read
-    once, row by row."""
+                    PRECISION: tl.constexpr):
+    """K tile i_k of _grad_dqdk."""
     cc_off = c[:, None] * BT + c[None, :]
     ccT_off = c[:, None] + c[None, :] * BT
     kc = i_k * BK + tl.arange(0, BK)
@@ -337,13 +335,8 @@ def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_
     if USE_L2NORM:
         dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
     tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
-    if SCR_TRANSPOSED:
-        dXs = tl.load(scr + 2 * BT * BT + cc_off).to(tl.float32)
-        dS_t_off = BT * BT + cc_off                                   # dS_qk^T, stored as such
-    else:
-        dXs = tl.load(scr + BT * BT + cc_off).to(tl.float32) + tl.load(scr + BT * BT + ccT_off).to(tl.float32)
-        dS_t_off = ccT_off
-    dkn = _dot(tl.load(scr + dS_t_off).to(tl.float32), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
+    dXs = tl.load(scr + BT * BT + cc_off).to(tl.float32) + tl.load(scr + BT * BT + ccT_off).to(tl.float32)
+    dkn = _dot(tl.load(scr + ccT_off).to(tl.float32), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
         + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
         + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), PRECISION)
     if USE_L2NORM:

@@ -520,12 +520,11 @@ def _chunk_grad_rows_kernel(
     Aqk, Tinv, Gcum, rq_in, rk_in,       # from the forward (fp32): Aqk, T, the gate cumsum, 1/|q|, 1/|k|
     dqi, dw, dkt, dP, dTu, sdS,          # _chunk_grad_ktile_kernel's sums over V
     dg,                                  # out
-    scratch,                             # out: dS_qk, dX, 2 * BT * BT floats a chunk (fp32, or bf16: TILED_CC), or
-                                         # with SCR_TRANSPOSED dS_qk, dS_qk^T, dX + dX^T, 3 * BT * BT
+    scratch,                             # out: dS_qk, dX, 2 * BT * BT floats a chunk (fp32, or bf16: TILED_CC)
     rows,                                # out fp32 [B*H*NT, GRAD_ROWS, BT]: the row factors of dq, dk, dv, dbeta
     scale, T,
     H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NSS: tl.constexpr, USE_L2NORM: tl.constexpr,
-    PRECISION: tl.constexpr, SUMS_BF16: tl.constexpr, SCR_TRANSPOSED: tl.constexpr = False,
+    PRECISION: tl.constexpr, SUMS_BF16: tl.constexpr,
 ):
     """One program per (chunk, b*h): _chunk_grad_reduce_kernel's work after the gradient by K tiles, with dq, dk,
     dv, dbeta left to _chunk_grad_dqdk_kernel (triton.TILED_REDUCE = "rows"), holding fewer [C, C] tiles at once:
@@ -540,8 +539,7 @@ def _chunk_grad_rows_kernel(
     cc_off = c[:, None] * BT + c[None, :]
     cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
     chunk = (i_bh * tl.num_programs(0) + i_t).to(tl.int64)
-    NSCR: tl.constexpr = 3 if SCR_TRANSPOSED else 2                # [C, C] tiles of scratch a chunk
-    scr = scratch + chunk * (NSCR * BT * BT)
+    scr = scratch + chunk * (2 * BT * BT)
 
     # dW k^T and the row dots q.dO S^T, k.vn dS^T over the K tiles (with the V-sums stored in bf16, for bf16 inputs
     # only, dW k^T on bf16 operands: the same values TF32 would take)
@@ -571,8 +569,6 @@ def _chunk_grad_rows_kernel(
     dP_t = tl.load(dP + cc, mask=row_ok[:, None], other=0.).to(tl.float32)
     dS_qk = tl.where(causal, dP_t * scale * tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.)), 0.)
     tl.store(scr + cc_off, dS_qk.to(scr.dtype.element_ty))
-    if SCR_TRANSPOSED:                           # for dk, so that it is read row by row there
-        tl.store(scr + BT * BT + cc_off, tl.trans(dS_qk).to(scr.dtype.element_ty))
     Z = dP_t * tl.load(Aqk + cc, mask=row_ok[:, None], other=0.)
     Z_rows, Z_cols = tl.sum(Z, 1), tl.sum(Z, 0)
 
@@ -592,10 +588,7 @@ def _chunk_grad_rows_kernel(
     strict = c[:, None] > c[None, :]
     Gam = tl.where(strict, tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.)), 0.)
     Y0, dX, Y_rows, Y_cols = _grad_through_a(dT, Tt, Gam, kk, rk, beta_r, c, PRECISION)
-    if SCR_TRANSPOSED:                           # dk takes dX + dX^T: summed here, in fp32, and stored once
-        tl.store(scr + 2 * BT * BT + cc_off, (dX + tl.trans(dX)).to(scr.dtype.element_ty))
-    else:
-        tl.store(scr + BT * BT + cc_off, dX.to(scr.dtype.element_ty))
+    tl.store(scr + BT * BT + cc_off, dX.to(scr.dtype.element_ty))
 
     s = tl.load(sdS + i_bh * NT + i_t)
     for i_s in range(1, NSS):
@@ -625,7 +618,7 @@ def _chunk_grad_dqdk_kernel(
     dq, dk, dv, dbeta,                   # out
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, SCR_TRANSPOSED: tl.constexpr = False,
+    USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (K tile, chunk, b*h), and one more per (chunk, b*h) (i_k = NK): steps 6 (dq, dk, for its
     K tile) and 5 (dv, dbeta) of the per-chunk backward, after _chunk_grad_reduce_kernel with SPLIT_DQDK. The split
@@ -640,11 +633,10 @@ def _chunk_grad_dqdk_kernel(
     rw = rows + chunk * (GRAD_ROWS * BT)
     Tt = tl.load(Tinv + row0 * BT + c[None, :] * (H * BT) + c[:, None], mask=row_ok[None, :], other=0.)  # T^T
     if i_k < NK:
-        NSCR: tl.constexpr = 3 if SCR_TRANSPOSED else 2
-        _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scratch + chunk * (NSCR * BT * BT), Tt, tl.load(rw + c),
+        _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scratch + chunk * (2 * BT * BT), Tt, tl.load(rw + c),
                         tl.load(rw + BT + c), tl.load(rw + 2 * BT + c), tl.load(rw + 3 * BT + c),
                         tl.load(rw + 4 * BT + c), tl.load(rw + 5 * BT + c), tl.load(rw + 6 * BT + c), row0, c,
-                        row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION, SCR_TRANSPOSED)
+                        row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION)
     else:
         _grad_dv(v, dvn, dv, dbeta, Tt, tl.load(rw + 7 * BT + c), tl.load(rw + 8 * BT + c), row0, c, row_ok, H, V,
                  BT, BV, PRECISION)
