@@ -55,8 +55,8 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # others (not the state forward) being the cause.
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
                  grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
-                 grad_rows=8)
-NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=2, state_bwd_tiled=2,
+                 grad_rows=4)
+NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=3, state_bwd_tiled=2,
                   grad_vtile=1, grad_ktile=2, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
                   grad_wy=1, grad_rows=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
