@@ -51,8 +51,12 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # took 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16
 # candidate on the card"). The state forward at 4 warps, 2 stages: 0.147 ms against 0.204 at 8 warps there and
 # 0.113 against 0.152 at (16, 1024, 6, 128, 256), every 16-bit benchmark shape passed (H100, 2026-12-07, "Fewer
-# bytes in the gradient"); every wide-head kernel at 4 warps, 2 stages at once is off at T = 16384, one of the
-# others (not the state forward) being the cause.
+# bytes in the gradient"); at 3 stages 0.407 ms against 0.624 at (2, 16384, 16, 128, 128) and 0.195 against 0.203
+# at (8, 2048, 16, 128, 128). The reduction from the forward's rows at 4 warps: 0.404 / 0.810 ms against 0.507 /
+# 1.023 at 8 warps at those two shapes (H100, 2026-12-07, "Launch configs at the long shape"; both checked as
+# ours-tuned at every bf16 benchmark shape). The state backward stays at 8 warps: at 4 warps (2 or 3 stages) its
+# outputs were 1.1e2 (relative) off the 8-warp config's at T = 16384 (right at T = 2048, and 0.67 against 0.92 ms
+# at the long shape): the kernel behind the morning's failure of every wide-head kernel at 4 warps at once.
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
                  grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
                  grad_rows=4)
@@ -186,12 +190,15 @@ WU_BF16 = {"fp32": (), "w-bf16": ("w",), "wu-bf16": ("w", "u"), "bf16": ("w", "u
 TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 # - DELTAMU_GDN_TILED_DVN, vn's gradient dvn as stored (the state backward's output, read by the gradient's
 #   kernels) and its part within the chunk, Aqk^T dO (written by _chunk_dvn_local_kernel, read by the state
-#   backward, which adds k dS): "fp32" (both), "local-bf16" (the part within the chunk in bf16, dvn fp32: the state
-#   backward's pipelined loads of it in fp32 are most of its spills, 992 bytes a thread against 360 at 32-wide
-#   tiles, 4 warps, 3 stages, sm_90 offline) or "bf16" (both; bf16 inputs only, as fla stores them). In the interpreter bf16 put dbeta at 2.9e-2
-#   at strong gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
+#   backward, which adds k dS): "fp32" (both), "local-bf16" (the part within the chunk in bf16, dvn fp32: half the
+#   bytes of the state backward's pipelined loads of it; compiled for sm_90 at 32-wide tiles, 4 warps, 3 stages it
+#   spills 480 bytes a thread against 728, at the shipped 64-wide tiles, 8 warps, 2 stages 696 against 192) or
+#   "bf16" (both; bf16 inputs only, as fla stores them). In the interpreter bf16 put dbeta at 2.9e-2 at strong
+#   gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
 #   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
 #   dvn alone is within the bound: 1.1e-2 with all three): not the default until a card checks it alone.
+#   "local-bf16" has not run on a card with the state backward that ships (2026-12-07's runs of it used a form
+#   that failed the float64 checks, docs/benchmarks.md, "Launch configs at the long shape").
 DVN_BF16 = {"fp32": (), "local-bf16": ("dvn_local",), "bf16": ("dvn_local", "dvn")}      # TILED_DVN: in bf16
 TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", tuple(DVN_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
