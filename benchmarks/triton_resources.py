@@ -95,8 +95,8 @@ def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict,
     bound = dict(zip(kernel.arg_names, args)) | {k: v for k, v in kwargs.items() if k not in options}
     signature, constexprs = {}, {}
     for i, param in enumerate(kernel.params):
-        value = bound[param.name]
-        if param.is_constexpr:
+        value = bound.get(param.name, param.default)
+        if param.is_constexpr or value is None:              # None (an unused optional pointer) is specialised
             signature[param.name] = "constexpr"
             constexprs[(i,)] = value
         elif isinstance(value, torch.Tensor):

@@ -340,6 +340,34 @@ def test_wide_head_path_variants_match_float64_recurrence(switches, case, wide_h
     assert launcher["_stored_dtype"]("h", False, case.values[0]["dtype"]) == torch.float32     # the fused path
 
 
+@pytest.mark.parametrize("case", [TILED[4], TILED[5]])
+def test_gradient_reading_bf16_copies_of_vn_and_dvn_is_bit_for_bit_the_same(case, wide_head_path, launcher,
+                                                                          monkeypatch):
+    """DELTAMU_GDN_TILED_GRAD_COPIES=bf16: the state passes also write vn and dvn rounded to bf16 and the gradient by
+    K tiles reads those; it rounds the fp32 tensors to bf16 for every product it takes them into, so o, the final
+    state and every gradient are the same bits as without the copies (ragged V, strong gates, K = 256 among the
+    cases); and the copies are not made where a product would take the fp32 values."""
+    c = case
+    q, k, v, g, beta, h0 = make_inputs(c["B"], c["T"], c["H"], c["K"], c["V"], c["dtype"], c.get("gates", "moderate"),
+                                       3, True)
+    gen = torch.Generator(device=DEVICE).manual_seed(4)
+    do = torch.randn(c["B"], c["T"], c["H"], c["V"], generator=gen, device=DEVICE).to(c["dtype"])
+    dht = torch.randn(c["B"], c["H"], c["K"], c["V"], generator=gen, device=DEVICE)
+    without = run(triton_chunk_gated_delta_rule, q, k, v, g, beta, h0, do, dht, True)
+    monkeypatch.setitem(launcher, "TILED_GRAD_COPIES", "bf16")
+    assert launcher["_grad_copies"](True, torch.bfloat16) == (True, True)
+    assert launcher["_grad_copies"](True, torch.float16) == (False, False)        # no bf16 products for fp16
+    made = []
+    real_empty_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda x, **kw: made.append(kw.get("dtype")) or real_empty_like(x, **kw))
+    with_copies = run(triton_chunk_gated_delta_rule, q, k, v, g, beta, h0, do, dht, True)
+    assert made.count(torch.bfloat16) >= 2                                          # vn's copy and dvn's
+    for a, b in zip([without[0], without[1], *without[2]], [with_copies[0], with_copies[1], *with_copies[2]]):
+        assert torch.equal(a, b)
+    monkeypatch.setitem(launcher, "TILED_BF16_MORE", MORE_BITS["dvns"])              # dO vn^T, vn dS^T in TF32
+    assert launcher["_grad_copies"](True, torch.bfloat16) == (False, True)
+
+
 def test_the_storage_switches_default_to_bf16_and_read_the_environment():
     """The wide-head path's storage switches default to the set the card checked (bf16 h, dh, w, V-sums, [C, C]
     intermediates, five bf16 products, the reduction from the forward's rows), and the benchmarks' fp32 form

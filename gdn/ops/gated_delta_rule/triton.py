@@ -216,6 +216,14 @@ TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "bf16", ("fp32", "bf16"))
 #   took 0.504 ms against 0.519 at (8, 2048, 16, 128, 128) (with TILED_CC's bf16 loads): fewer products, about the
 #   same time, so the reduction's time is not its arithmetic.
 TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "rows", ("full", "rows"))
+# - DELTAMU_GDN_TILED_GRAD_COPIES, what the gradient by K tiles reads of vn and dvn: "none" (the stored tensors) or
+#   "bf16" (bf16 copies the state passes write beside them). The same gradient, bit for bit: that kernel rounds both
+#   to bf16 for every product it takes them into (dO vn^T, vn dS^T, dvn S^T with TILED_BF16_MORE's dp, vnds and
+#   dvns, dvn v^T on bf16 operands), so only where those are bf16 products (_grad_copies) does it read the copies,
+#   half the bytes. Why: it reads a chunk's vn and dvn once per K tile and once more for dP and dTu, and on an H100
+#   (ncu, 2026-12-07, (8, 2048, 16, 128, 128)) it ran at 79 % of L2's throughput and 61 % of DRAM's, its warps
+#   waiting on loads. The cost: a bf16 store of each in the sequential state passes. Not yet timed on a card.
+TILED_GRAD_COPIES = _switch("DELTAMU_GDN_TILED_GRAD_COPIES", "none", ("none", "bf16"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -337,6 +345,17 @@ def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if tiled and which in bf16 and dtype == torch.bfloat16 else torch.float32
 
 
+def _grad_copies(tiled: bool, dtype: torch.dtype) -> tuple[bool, bool]:
+    """(vn, dvn): whether the state pass writes a bf16 copy of it for the gradient by K tiles (TILED_GRAD_COPIES):
+    only where that kernel would round the stored fp32 tensor to bf16 for every product it takes it into, so that
+    reading the copy gives the same bits."""
+    if not (TILED_GRAD_COPIES == "bf16" and tiled and TILED_GRAD == "ktile" and _bf16_operands(dtype)):
+        return False, False
+    bf16_products = lambda *names: all(MORE_BITS[n] & TILED_BF16_MORE for n in names)     # noqa: E731
+    return (_stored_dtype("vn", tiled, dtype) == torch.float32 and bf16_products("dp", "vnds"),
+            _stored_dtype("dvn", tiled, dtype) == torch.float32 and bf16_products("dvns"))
+
+
 def _subtiles(BKP: int) -> tuple[int, int]:
     """(rows of a state sub-tile, how many) for a K tile of BKP rows."""
     BKS = min(TILED_SUBTILE_K, BKP)
@@ -375,15 +394,19 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     h0 = initial_state if initial_state is not None else w
     which = "state_fwd_tiled" if tiled else "state_fwd"
+    vn16 = None
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
                  STORE_FINAL=ht is not None, PRECISION=prec, num_warps=NUM_WARPS[which],
                  num_stages=_state_stages(which, BKP))
     if tiled:
         BKS, NKS = _subtiles(BKP)
         bf16_ops = _bf16_operands(q.dtype)
+        # vn rounded to bf16 for the gradient by K tiles, saved in vn's place (TILED_GRAD_COPIES)
+        vn16 = torch.empty_like(vn, dtype=torch.bfloat16) if save_for_bwd and _grad_copies(True, q.dtype)[0] \
+            else None
         _chunk_state_fwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             k, w, u, Gcum, rk, h0, h, vn, ht if ht is not None else w, T, BKS=BKS, NKS=NKS, BF16_OPS=bf16_ops,
-            MORE=TILED_BF16_MORE, **flags)
+            MORE=TILED_BF16_MORE, vn16=vn16, **flags)
         BVO = t["BVT"]
         _chunk_output_kernel[(triton.cdiv(V, BVO), NT, B * H)](
             q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
@@ -393,6 +416,8 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
         _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, u, Aqk, Gcum, rq, rk, h0, o, h, vn, ht if ht is not None else w, scale, T, BKP=BKP,
             SAVE_FOR_BWD=save_for_bwd, SPLIT=BKP <= SPLIT_MAX_K, **flags)
+    if vn16 is not None:
+        vn = vn16                                   # all the backward reads of vn: the gradient by K tiles
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 
@@ -409,6 +434,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     # dvn's part within the chunk, Aqk^T dO (the wide-head path): in dvn itself, or its own bf16 tensor (TILED_DVN)
     local_dtype = _stored_dtype("dvn_local", tiled, q.dtype)
     dvn_local = dvn if local_dtype == dvn.dtype else torch.empty_like(dvn, dtype=local_dtype)
+    # dvn rounded to bf16 for the gradient by K tiles (TILED_GRAD_COPIES)
+    dvn16 = torch.empty_like(dvn, dtype=torch.bfloat16) if _grad_copies(tiled, q.dtype)[1] else None
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w
     dh0_ = dh0 if dh0 is not None else w
@@ -422,7 +449,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["dvn_local"], num_stages=NUM_STAGES["dvn_local"])
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Gcum, rq, rk, do, dht_, dh, dvn_local, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
-            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, **flags)
+            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, dvn16=dvn16, **flags)
     else:
         _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
@@ -467,9 +494,9 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))
         kernel[grid](
-            v, do, h, dh, vn, dvn, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT, BK=BK, BV=BVP,
-            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec, num_warps=NUM_WARPS[which],
-            num_stages=NUM_STAGES[which])
+            v, do, h, dh, vn, dvn if dvn16 is None else dvn16, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT,
+            BK=BK, BV=BVP, BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec,
+            num_warps=NUM_WARPS[which], num_stages=NUM_STAGES[which])
         split = TILED_DQDK == "split"
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
         if split and by_k and TILED_REDUCE == "rows":

@@ -159,6 +159,7 @@ def _chunk_state_fwd_tiled_kernel(
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
     PRECISION: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr = 0,
+    vn16=None,                           # out bf16 [B,T,H,V]: vn rounded to bf16 (triton.TILED_GRAD_COPIES), or None
 ):
     """The sequential part only: per chunk vn = u - w S, S <- gamma_C S + kg^T vn, h and vn written; the output
     (q S and Aqk vn) is left to `_chunk_output_kernel`, which runs over every chunk at once."""
@@ -183,6 +184,8 @@ def _chunk_state_fwd_tiled_kernel(
                                                  USE_L2NORM)
         vn_t = tl.load(u + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32) - ws
         tl.store(vn + row0 * V + rv_off, vn_t, mask=mv)
+        if vn16 is not None:
+            tl.store(vn16 + row0 * V + rv_off, vn_t.to(tl.bfloat16), mask=mv)
         vk = (vn_t * k_scale[:, None]).to(OPDT)
         S0 = S0 * decay + _cols_dot(k, row0, c, row_ok, 0, vk, H, K, BKS, OPDT, PRECISION)
         if NKS > 1:
@@ -246,6 +249,7 @@ def _chunk_state_bwd_tiled_kernel(
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BKS: tl.constexpr, NKS: tl.constexpr,
     BV: tl.constexpr, USE_L2NORM: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
     PRECISION: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr = 0,
+    dvn16=None,                          # out bf16 [B,T,H,V]: dvn rounded to bf16 (triton.TILED_GRAD_COPIES), or None
 ):
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     KDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_KDS & MORE) != 0 else tl.float32
@@ -270,6 +274,8 @@ def _chunk_state_bwd_tiled_kernel(
         do_t = tl.load(do + row0 * V + rv_off, mask=mv, other=0.)
         dvn_t = tl.load(dvn_local + row0 * V + rv_off, mask=mv, other=0.).to(tl.float32) + k_scale[:, None] * kdS
         tl.store(dvn + row0 * V + rv_off, dvn_t.to(dvn.dtype.element_ty), mask=mv)
+        if dvn16 is not None:
+            tl.store(dvn16 + row0 * V + rv_off, dvn_t.to(tl.bfloat16), mask=mv)
         qdo = (do_t.to(tl.float32) * q_scale[:, None]).to(OPDT)
         dvo = dvn_t.to(OPDT)
         dS0 = dS0 * decay + _cols_dot(q, row0, c, row_ok, 0, qdo, H, K, BKS, OPDT, PRECISION) \
