@@ -305,7 +305,9 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # fp32 form (the default until 2026-12-07, benchmarks/gdn_kernels.py's ours-fp32: every intermediate in fp32, TF32
 # in every product with the state, the full reduction); the full reduction alone; u and vn in bf16 (ours-wu-bf16);
 # dvn in bf16 (ours-dvn: at strong gates, K = 256, the interpreter puts dbeta at 2.9e-2, the card did not with u
-# and vn in bf16 too); only its part within the chunk in bf16 (ours-dvn-local); and all eight named products on bf16 operands at the moderate case (ours-bf16-all: at strong
+# and vn in bf16 too); only its part within the chunk in bf16 (ours-dvn-local); dO vn^T and dvn v^T summed in
+# the gradient's K tiles 0 and 1 instead of an extra program (ours-ktile-cc), alone and with the bf16 copies of vn
+# and dvn (ours-copies, also checked bit for bit below); and all eight named products on bf16 operands at the moderate case (ours-bf16-all: at strong
 # gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at 4.7e-4, docs/benchmarks.md).
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
                  TILED_REDUCE="full")
@@ -321,7 +323,9 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("reduce-full", dict(TILED_REDUCE="full"), (1, 3, 4, 5)),
     ("wu-bf16", dict(TILED_WU="bf16"), (4, 5)),
     ("dvn-bf16", dict(TILED_DVN="bf16"), (4,)),
-    ("dvn-local-bf16", dict(TILED_DVN="local-bf16"), (4, 5)))
+    ("dvn-local-bf16", dict(TILED_DVN="local-bf16"), (4, 5)),
+    ("ktile-cc-in-k-tiles", dict(TILED_KTILE_CC="k-tiles"), (0, 1, 4, 5)),
+    ("ktile-cc-in-k-tiles-with-copies", dict(TILED_KTILE_CC="k-tiles", TILED_GRAD_COPIES="bf16"), (4,)))
     for i in cases]
 
 

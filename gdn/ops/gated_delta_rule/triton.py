@@ -224,6 +224,11 @@ TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "rows", ("full", "rows"))
 #   (ncu, 2026-12-07, (8, 2048, 16, 128, 128)) it ran at 79 % of L2's throughput and 61 % of DRAM's, its warps
 #   waiting on loads. The cost: a bf16 store of each in the sequential state passes. Not yet timed on a card.
 TILED_GRAD_COPIES = _switch("DELTAMU_GDN_TILED_GRAD_COPIES", "none", ("none", "bf16"))
+# - DELTAMU_GDN_TILED_KTILE_CC, where the gradient by K tiles sums dO vn^T and dvn v^T: "extra" (one more program a
+#   chunk, which reads the chunk's dO, vn, dvn and v again) or "k-tiles" (K tile 0 sums dO vn^T and K tile 1 dvn
+#   v^T from the tiles they load anyway: a [C, C] accumulator more in each, no extra program; at K <= 64, one K
+#   tile, the extra program stays). The same products in the same order. Not yet timed on a card.
+TILED_KTILE_CC = _switch("DELTAMU_GDN_TILED_KTILE_CC", "extra", ("extra", "k-tiles"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -491,12 +496,15 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         dqi, dw, dkt = (torch.empty(NVP, B, T, H, K, dtype=sums, device=dev) for _ in range(3))
         dP, dTu = (torch.empty(NVP, B, T, H, BT, dtype=cc, device=dev) for _ in range(2))
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
-        kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + 1, NT, B * H), "grad_ktile", t["BVK"]) if by_k
+        cc_in_k_tiles = by_k and TILED_KTILE_CC == "k-tiles" and NK >= 2
+        extra = {"CC_IN_K_TILES": True} if cc_in_k_tiles else {}
+        kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + (not cc_in_k_tiles), NT, B * H), "grad_ktile",
+                                     t["BVK"]) if by_k
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))
         kernel[grid](
             v, do, h, dh, vn, dvn if dvn16 is None else dvn16, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT,
             BK=BK, BV=BVP, BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec,
-            num_warps=NUM_WARPS[which], num_stages=NUM_STAGES[which])
+            num_warps=NUM_WARPS[which], num_stages=NUM_STAGES[which], **extra)
         split = TILED_DQDK == "split"
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
         if split and by_k and TILED_REDUCE == "rows":

@@ -372,7 +372,7 @@ def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t,
                       V: tl.constexpr, BV: tl.constexpr, BF16_OPS: tl.constexpr, MORE: tl.constexpr,
                       PRECISION: tl.constexpr):
     """V tile i_v of the gradient's products for the K columns kc: dO S^T, -dvn S^T, vn dS^T and sum(S o dS) added
-    to the sums; returns them, and the tile's dO (fp32) and vn as loaded."""
+    to the sums; returns them, and the tile's dO (fp32), vn and dvn as loaded."""
     DOS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DOS & MORE) != 0 else tl.float32      # dO S^T
     DVNS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DVNS & MORE) != 0 else tl.float32    # dvn S^T
     VNDS_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_VNDS & MORE) != 0 else tl.float32    # vn dS^T
@@ -389,7 +389,7 @@ def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t,
     dqi_t += _dot(do_t.to(DOS_DT), tl.trans(S_t.to(DOS_DT)), PRECISION)
     dw_t -= _dot(dvn_t.to(DVNS_DT), tl.trans(S_t.to(DVNS_DT)), PRECISION)
     dkt_t += _dot(vn_t.to(VNDS_DT), tl.trans(dS_t.to(VNDS_DT)), PRECISION)
-    return dqi_t, dw_t, dkt_t, s, do_t, vn_t
+    return dqi_t, dw_t, dkt_t, s, do_t, vn_t, dvn_t
 
 
 @triton.jit
@@ -400,13 +400,15 @@ def _chunk_grad_ktile_kernel(
     sdS,                                 # out fp32 [NK, B*H*NT]: each K tile's part of sum(S o dS)
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0,
+    BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0, CC_IN_K_TILES: tl.constexpr = False,
 ):
     """The same products as _chunk_grad_vtile_kernel, split over K instead of V: one program per (K tile, chunk,
     b*h) sums its columns of dO S^T, -dvn S^T, vn dS^T (and its part of sum(S o dS)) over every V tile, and one more
     program per (chunk, b*h), i_k = NK, sums dO vn^T and dvn v^T. The V-tile kernel writes its partial sums, NV of
     each, and the reduction reads them back; here each sum is written once. The NK + 1 programs of a chunk are
-    launched next to each other (i_k varies fastest), so the chunk's dO, vn and dvn they all read come from L2."""
+    launched next to each other (i_k varies fastest), so the chunk's dO, vn and dvn they all read come from L2.
+    CC_IN_K_TILES (NK >= 2; triton.TILED_KTILE_CC = "k-tiles"): no extra program; K tile 0 sums dO vn^T and K tile 1
+    dvn v^T from the dO, vn and dvn tiles it loads anyway (v besides), one [C, C] accumulator each."""
     OPDT: tl.constexpr = tl.bfloat16 if BF16_OPS else tl.float32
     DP_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DP & MORE) != 0 else tl.float32        # dO vn^T
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -416,14 +418,43 @@ def _chunk_grad_ktile_kernel(
     NV: tl.constexpr = (V + BV - 1) // BV
     row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-    if i_k < NK:
+    if CC_IN_K_TILES:
+        cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+        kc = i_k * BK + tl.arange(0, BK)
+        dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
+        dw_t = tl.zeros([BT, BK], dtype=tl.float32)
+        dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
+        s = tl.zeros([], dtype=tl.float32)
+        cc_t = tl.zeros([BT, BT], dtype=tl.float32)          # dO vn^T in K tile 0, dvn v^T in K tile 1
+        for i_v in range(NV):
+            dqi_t, dw_t, dkt_t, s, do_t, vn_t, dvn_t = _grad_by_k_v_tile(
+                h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
+                MORE, PRECISION)
+            if i_k == 0:
+                cc_t += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
+            elif i_k == 1:
+                vc = i_v * BV + tl.arange(0, BV)
+                v_t = tl.load(v + row0 * V + c[:, None] * (H * V) + vc[None, :],
+                              mask=row_ok[:, None] & (vc[None, :] < V), other=0.)
+                cc_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
+        if i_k == 0:
+            tl.store(dP + cc, cc_t.to(dP.dtype.element_ty), mask=row_ok[:, None])
+        elif i_k == 1:
+            tl.store(dTu + cc, cc_t.to(dTu.dtype.element_ty), mask=row_ok[:, None])
+        mk = row_ok[:, None] & (kc[None, :] < K)
+        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+        tl.store(dqi + off, dqi_t.to(dqi.dtype.element_ty), mask=mk)
+        tl.store(dw + off, dw_t.to(dw.dtype.element_ty), mask=mk)
+        tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
+        tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
+    elif i_k < NK:
         kc = i_k * BK + tl.arange(0, BK)
         dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
         dw_t = tl.zeros([BT, BK], dtype=tl.float32)
         dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
         s = tl.zeros([], dtype=tl.float32)
         for i_v in range(NV):
-            dqi_t, dw_t, dkt_t, s, _, _ = _grad_by_k_v_tile(
+            dqi_t, dw_t, dkt_t, s, _, _, _ = _grad_by_k_v_tile(
                 h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
                 MORE, PRECISION)
         mk = row_ok[:, None] & (kc[None, :] < K)
@@ -689,7 +720,7 @@ def _chunk_grad_dqk_kernel(
     dP = tl.zeros([BT, BT], dtype=tl.float32)
     s = tl.zeros([], dtype=tl.float32)
     for i_v in range(NV):
-        dqi_t, dw_t, dkt_t, s, do_t, vn_t = _grad_by_k_v_tile(
+        dqi_t, dw_t, dkt_t, s, do_t, vn_t, _ = _grad_by_k_v_tile(
             h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS, MORE,
             PRECISION)
         dP += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
