@@ -408,6 +408,19 @@ def test_launch_configs_from_the_environment_are_read_and_checked():
     assert out.split() == ["8", "2", "64"]
 
 
+def test_the_state_passes_v_tile_can_be_set_for_a_sweep(launcher, monkeypatch):
+    """TILED_STATE_BLOCK_V (a DELTAMU_GDN_LAUNCH tile): the wide-head state passes' V tile in place of the rule's,
+    at most V rounded up; unset, (2, 16384, 16, 128, 128) on an H100's 132 SMs takes 32-wide tiles."""
+    monkeypatch.setitem(launcher, "num_sms", lambda device: 132)
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    assert launcher["tiles"](32, 128, 128, cpu, bf16)["BVS"] == 32
+    assert launcher["launch_overrides"]("TILED_STATE_BLOCK_V=64") == ({}, {"TILED_STATE_BLOCK_V": 64})
+    monkeypatch.setitem(launcher, "TILED_STATE_BLOCK_V", 64)
+    assert launcher["tiles"](32, 128, 128, cpu, bf16)["BVS"] == 64
+    assert launcher["tiles"](32, 128, 40, cpu, bf16)["BVS"] == 64
+    assert launcher["tiles"](32, 128, 24, cpu, bf16)["BVS"] == 32
+
+
 def test_wide_head_bf16_products_switch_reads_names(monkeypatch):
     """DELTAMU_GDN_TILED_BF16_MORE: product names to a bitmask (triton_tiled.MORE_BITS), the default where unset;
     unknown names refused."""

@@ -234,7 +234,12 @@ TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
 # 8 warps, Triton 3.9 offline) it spills 168 bytes a thread at 64, none at 32 (247 registers)
 TILED_GRAD_KTILE_BLOCK_V = 32
-LAUNCH_TILES = ("TILED_GRAD_KTILE_BLOCK_V", "TILED_GRAD_BLOCK_V", "GRAD_BLOCK_V")    # what DELTAMU_GDN_LAUNCH may set
+# V tile of the wide-head state passes when set (> 0), in place of _tiled_state_block_v's choice: for sweeps, e.g.
+# whether the state backward's failure at 4 warps at (2, 16384, 16, 128, 128), the one benchmark shape whose state
+# passes take 32-wide tiles, follows the tile or the length
+TILED_STATE_BLOCK_V = 0
+LAUNCH_TILES = ("TILED_GRAD_KTILE_BLOCK_V", "TILED_GRAD_BLOCK_V", "GRAD_BLOCK_V",     # what DELTAMU_GDN_LAUNCH may set
+                "TILED_STATE_BLOCK_V")
 
 
 def launch_overrides(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
@@ -309,6 +314,8 @@ def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int
     B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
     64 at K <= 128 (TILED_STATE_BV), 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a
     thread at K = 128, 920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    if TILED_STATE_BLOCK_V:
+        return min(TILED_STATE_BLOCK_V, _pow2(V))
     widest = min(TILED_STATE_BV if BKP <= 128 else 32, _pow2(V))
     BV = 16
     while BV < widest and BH * triton.cdiv(V, BV) > num_sms(device):
