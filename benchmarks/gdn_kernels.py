@@ -81,8 +81,8 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-tuned", "ours-fp32", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile",
-         "ours-fused", "ours-tf32")
+TIMED = ("ours", "fla", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies", "ours-ktile-cc", "ours-dvn-local",
+         "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)

@@ -36,6 +36,12 @@ def test_table_puts_ours_over_fla_beside_our_row():
     assert "| 0.25 |" in ours_row and "| 1.000 |" in ours_row
 
 
+def test_every_variant_of_ours_is_timed_when_asked_for():
+    """A variant in OURS_VARIANTS but not in TIMED would be dropped from a card call without a word."""
+    assert set(kernels.OURS_VARIANTS) <= set(kernels.TIMED)
+    assert kernels.TIMED[:2] == ("ours", "fla")
+
+
 def test_flop_model_grows_with_the_head_dims():
     small, large = kernels.flops_per_token_head(32, 64), kernels.flops_per_token_head(128, 256)
     assert all(lg > sm > 0 for sm, lg in zip(small, large))
