@@ -55,9 +55,10 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # at (8, 2048, 16, 128, 128). The reduction from the forward's rows at 4 warps: 0.404 / 0.810 ms against 0.507 /
 # 1.023 at 8 warps at those two shapes (H100, 2026-12-07, "Launch configs at the long shape"; both passed the
 # float64 checks at every bf16 benchmark shape as that call's ours-tuned, the reduction then in a layout reverted
-# since; in this layout its outputs were within 1.5e-4 of the checked 8-warp config's). The state backward stays at 8 warps: at 4 warps (2 or 3 stages) its
-# outputs were 1.1e2 (relative) off the 8-warp config's at T = 16384 (right at T = 2048, and 0.67 against 0.92 ms
-# at the long shape): the kernel behind the morning's failure of every wide-head kernel at 4 warps at once.
+# since; in this layout its outputs were within 1.5e-4 of the checked 8-warp config's). The state backward stays
+# at 8 warps: at 4 warps (2 or 3 stages) its outputs were 1.1e2 (relative) off the 8-warp config's at T = 16384
+# (right at T = 2048, and 0.67 against 0.92 ms at the long shape): the kernel behind the morning's failure of every
+# wide-head kernel at 4 warps at once.
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
                  grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
                  grad_rows=4)
