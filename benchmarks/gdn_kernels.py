@@ -60,7 +60,8 @@ IMPLS = ("ours", "fla", "chunk")
 # 9.9e-3 at a zero-gate stress case, bound 1e-2); ours-dvn: dvn in bf16 (not yet checked alone on a card);
 # ours-dvn-local: only dvn's part within the chunk (Aqk^T dO, the state backward's input) in bf16; ours-copies: the
 # gradient by K tiles reads bf16 copies of vn and dvn (the same bits, half the bytes; TILED_GRAD_COPIES);
-# ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-lean: both. The
+# ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-row-dots:
+# its K tiles make the reduction's row dots (TILED_ROW_DOTS); ours-lean: the three. The
 # variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
@@ -76,13 +77,16 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-dvn-local": {"DELTAMU_GDN_TILED_DVN": "local-bf16"},
                  "ours-copies": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16"},
                  "ours-ktile-cc": {"DELTAMU_GDN_TILED_KTILE_CC": "k-tiles"},
-                 "ours-lean": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles"},
+                 "ours-row-dots": {"DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
+                 "ours-lean": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles",
+                               "DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies", "ours-ktile-cc", "ours-dvn-local",
-         "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused", "ours-tf32")
+TIMED = ("ours", "fla", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies", "ours-ktile-cc", "ours-row-dots",
+         "ours-dvn-local", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused",
+         "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)

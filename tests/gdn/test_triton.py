@@ -307,7 +307,8 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # dvn in bf16 (ours-dvn: at strong gates, K = 256, the interpreter puts dbeta at 2.9e-2, the card did not with u
 # and vn in bf16 too); only its part within the chunk in bf16 (ours-dvn-local); dO vn^T and dvn v^T summed in
 # the gradient's K tiles 0 and 1 instead of an extra program (ours-ktile-cc), alone and with the bf16 copies of vn
-# and dvn (ours-copies, also checked bit for bit below); and all eight named products on bf16 operands at the
+# and dvn (ours-copies, also checked bit for bit below); the row dots for dg and the l2-norm made in the K tiles
+# (ours-row-dots), and the three together (ours-lean); and all eight named products on bf16 operands at the
 # moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at
 # 4.7e-4, docs/benchmarks.md).
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
@@ -326,7 +327,9 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("dvn-bf16", dict(TILED_DVN="bf16"), (4,)),
     ("dvn-local-bf16", dict(TILED_DVN="local-bf16"), (4, 5)),
     ("ktile-cc-in-k-tiles", dict(TILED_KTILE_CC="k-tiles"), (0, 1, 4, 5)),
-    ("ktile-cc-in-k-tiles-with-copies", dict(TILED_KTILE_CC="k-tiles", TILED_GRAD_COPIES="bf16"), (4,)))
+    ("ktile-cc-in-k-tiles-with-copies", dict(TILED_KTILE_CC="k-tiles", TILED_GRAD_COPIES="bf16"), (4,)),
+    ("row-dots-in-k-tiles", dict(TILED_ROW_DOTS="k-tiles"), (1, 4, 5)),
+    ("lean", dict(TILED_KTILE_CC="k-tiles", TILED_GRAD_COPIES="bf16", TILED_ROW_DOTS="k-tiles"), (5,)))
     for i in cases]
 
 

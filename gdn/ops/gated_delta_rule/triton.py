@@ -231,6 +231,13 @@ TILED_GRAD_COPIES = _switch("DELTAMU_GDN_TILED_GRAD_COPIES", "none", ("none", "b
 #   v^T from the tiles they load anyway: a [C, C] accumulator more in each, no extra program; at K <= 64, one K
 #   tile, the extra program stays). The same products in the same order. Not yet timed on a card.
 TILED_KTILE_CC = _switch("DELTAMU_GDN_TILED_KTILE_CC", "extra", ("extra", "k-tiles"))
+# - DELTAMU_GDN_TILED_ROW_DOTS, where the row dots q.dO S^T and k.vn dS^T (for dg and the l2-norm) are made, with
+#   the reduction from the forward's rows: "reduction" (it reads q, k and the two sums back per K tile) or "k-tiles"
+#   (each K-tile program of the gradient by K tiles dots its sums as stored with its q and k columns and writes
+#   the two [BT] parts; the reduction adds them in the same K-tile order): the reduction, latency-bound at one
+#   program an SM (ncu, 2026-12-07), then loads two of its five tiles a K tile. The same products; the sums'
+#   order within a tile may differ. Not yet timed on a card.
+TILED_ROW_DOTS = _switch("DELTAMU_GDN_TILED_ROW_DOTS", "reduction", ("reduction", "k-tiles"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
 # V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
@@ -507,6 +514,12 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         sdS = torch.empty(NSS, B * H * NT, dtype=f32, device=dev)
         cc_in_k_tiles = by_k and TILED_KTILE_CC == "k-tiles" and NK >= 2
         extra = {"CC_IN_K_TILES": True} if cc_in_k_tiles else {}
+        split = TILED_DQDK == "split"
+        # the row dots' parts per K tile (TILED_ROW_DOTS), for the reduction from the forward's rows
+        rdots = torch.empty(NK * B * H * NT * 2 * BT, dtype=f32, device=dev) \
+            if by_k and split and TILED_REDUCE == "rows" and TILED_ROW_DOTS == "k-tiles" else None
+        if rdots is not None:
+            extra.update(q=q, k=k, rdots=rdots)
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + (not cc_in_k_tiles), NT, B * H), "grad_ktile",
                                      t["BVK"]) if by_k
                                     else (_chunk_grad_vtile_kernel, (NVP, NT, B * H), "grad_vtile", BVT))
@@ -514,13 +527,12 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             v, do, h, dh, vn, dvn if dvn16 is None else dvn16, dqi, dw, dkt, dP, dTu, sdS, T, H=H, K=K, V=V, BT=BT,
             BK=BK, BV=BVP, BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec,
             num_warps=NUM_WARPS[which], num_stages=NUM_STAGES[which], **extra)
-        split = TILED_DQDK == "split"
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
         if split and by_k and TILED_REDUCE == "rows":
             _chunk_grad_rows_kernel[(NT, B * H)](
                 q, k, beta, Aqk, Tinv, Gcum, rq, rk, dqi, dw, dkt, dP, dTu, sdS, dg, scratch, rows, scale, T, H=H, K=K,
                 BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, SUMS_BF16=sums == torch.bfloat16,
-                num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
+                rdots=rdots, num_warps=NUM_WARPS["grad_rows"], num_stages=NUM_STAGES["grad_rows"])
         else:
             _chunk_grad_reduce_kernel[(NT, B * H)](
                 q, k, v, g, beta, dvn, Tinv, dqi, dw, dkt, dP, dTu, sdS, dq, dk, dv, dg, dbeta, scratch, rows, scale,

@@ -393,6 +393,26 @@ def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t,
 
 
 @triton.jit
+def _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
+                       NT, H, K: tl.constexpr, BT: tl.constexpr):
+    """A K tile's sums over V as stored (fp32, or bf16: triton.TILED_SUMS), its part of sum(S o dS), and, when
+    rdots is given (triton.TILED_ROW_DOTS), its parts of the row dots q.dO S^T and k.vn dS^T, taken from the
+    sums as stored: the values _chunk_grad_rows_kernel would otherwise read back with q and k to make them."""
+    mk = row_ok[:, None] & (kc[None, :] < K)
+    off = row0 * K + c[:, None] * (H * K) + kc[None, :]
+    tl.store(dqi + off, dqi_t.to(dqi.dtype.element_ty), mask=mk)
+    tl.store(dw + off, dw_t.to(dw.dtype.element_ty), mask=mk)
+    tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
+    tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
+    if rdots is not None:
+        part = rdots + ((i_k * tl.num_programs(2) + i_bh).to(tl.int64) * NT + i_t) * (2 * BT)
+        q_t = tl.load(q + off, mask=mk, other=0.).to(tl.float32)
+        k_t = tl.load(k + off, mask=mk, other=0.).to(tl.float32)
+        tl.store(part + c, tl.sum(q_t * dqi_t.to(dqi.dtype.element_ty).to(tl.float32), 1))
+        tl.store(part + BT + c, tl.sum(k_t * dkt_t.to(dkt.dtype.element_ty).to(tl.float32), 1))
+
+
+@triton.jit
 def _chunk_grad_ktile_kernel(
     v, do, h, dh, vn, dvn,               # as _chunk_grad_vtile_kernel
     dqi, dw, dkt,                        # out fp32 [B,T,H,K]: dO S^T, -dvn S^T, vn dS^T, summed over V
@@ -401,6 +421,8 @@ def _chunk_grad_ktile_kernel(
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BF16_OPS: tl.constexpr, PRECISION: tl.constexpr, MORE: tl.constexpr = 0, CC_IN_K_TILES: tl.constexpr = False,
+    q=None, k=None,                      # inputs [B,T,H,K], for the row dots (or None)
+    rdots=None,                          # out fp32 [NK, B*H*NT, 2, BT]: the row dots' parts (TILED_ROW_DOTS), or None
 ):
     """The same products as _chunk_grad_vtile_kernel, split over K instead of V: one program per (K tile, chunk,
     b*h) sums its columns of dO S^T, -dvn S^T, vn dS^T (and its part of sum(S o dS)) over every V tile, and one more
@@ -441,12 +463,8 @@ def _chunk_grad_ktile_kernel(
             tl.store(dP + cc, cc_t.to(dP.dtype.element_ty), mask=row_ok[:, None])
         elif i_k == 1:
             tl.store(dTu + cc, cc_t.to(dTu.dtype.element_ty), mask=row_ok[:, None])
-        mk = row_ok[:, None] & (kc[None, :] < K)
-        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
-        tl.store(dqi + off, dqi_t.to(dqi.dtype.element_ty), mask=mk)
-        tl.store(dw + off, dw_t.to(dw.dtype.element_ty), mask=mk)
-        tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
-        tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
+        _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
+                           NT, H, K, BT)
     elif i_k < NK:
         kc = i_k * BK + tl.arange(0, BK)
         dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
@@ -457,12 +475,8 @@ def _chunk_grad_ktile_kernel(
             dqi_t, dw_t, dkt_t, s, _, _, _ = _grad_by_k_v_tile(
                 h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
                 MORE, PRECISION)
-        mk = row_ok[:, None] & (kc[None, :] < K)
-        off = row0 * K + c[:, None] * (H * K) + kc[None, :]
-        tl.store(dqi + off, dqi_t.to(dqi.dtype.element_ty), mask=mk)         # fp32, or bf16 (triton.TILED_SUMS)
-        tl.store(dw + off, dw_t.to(dw.dtype.element_ty), mask=mk)
-        tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
-        tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
+        _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
+                           NT, H, K, BT)
     else:
         dP_t = tl.zeros([BT, BT], dtype=tl.float32)
         dTu_t = tl.zeros([BT, BT], dtype=tl.float32)
@@ -562,6 +576,7 @@ def _chunk_grad_rows_kernel(
     scale, T,
     H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NSS: tl.constexpr, USE_L2NORM: tl.constexpr,
     PRECISION: tl.constexpr, SUMS_BF16: tl.constexpr,
+    rdots=None,                          # the row dots' parts from _chunk_grad_ktile_kernel (TILED_ROW_DOTS), or None
 ):
     """One program per (chunk, b*h): _chunk_grad_reduce_kernel's work after the gradient by K tiles, with dq, dk,
     dv, dbeta left to _chunk_grad_dqdk_kernel (triton.TILED_REDUCE = "rows"), holding fewer [C, C] tiles at once:
@@ -589,9 +604,14 @@ def _chunk_grad_rows_kernel(
         rk_off = row0 * K + c[:, None] * (H * K) + kc[None, :]
         k_t = tl.load(k + rk_off, mask=mk, other=0.)
         dwk += _dot(tl.load(dw + rk_off, mask=mk, other=0.).to(DWK_DT), tl.trans(k_t.to(DWK_DT)), PRECISION)
-        rs_q_dqi += tl.sum(tl.load(q + rk_off, mask=mk, other=0.).to(tl.float32)
-                           * tl.load(dqi + rk_off, mask=mk, other=0.).to(tl.float32), 1)
-        rs_k_dkt += tl.sum(k_t.to(tl.float32) * tl.load(dkt + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+        if rdots is None:
+            rs_q_dqi += tl.sum(tl.load(q + rk_off, mask=mk, other=0.).to(tl.float32)
+                               * tl.load(dqi + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+            rs_k_dkt += tl.sum(k_t.to(tl.float32) * tl.load(dkt + rk_off, mask=mk, other=0.).to(tl.float32), 1)
+        else:                                    # made by the K-tile programs, added in the same K-tile order
+            part = rdots + ((i_k * tl.num_programs(1) + i_bh).to(tl.int64) * NT + i_t) * (2 * BT)
+            rs_q_dqi += tl.load(part + c)
+            rs_k_dkt += tl.load(part + BT + c)
 
     # padding rows of a short last chunk take G_C, as g = 0 there
     G_end = tl.load(Gcum + row0 + (tl.minimum(BT, T - i_t * BT) - 1) * H)
