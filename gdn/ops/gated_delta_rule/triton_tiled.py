@@ -440,41 +440,32 @@ def _chunk_grad_ktile_kernel(
     NV: tl.constexpr = (V + BV - 1) // BV
     row0, c, row_ok = _chunk_rows(i_b, i_h, i_t, T, H, BT)
     h0ff = ((i_b.to(tl.int64) * NT + i_t) * H + i_h) * K * V
-    if CC_IN_K_TILES:
-        cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
+    if CC_IN_K_TILES or i_k < NK:
         kc = i_k * BK + tl.arange(0, BK)
         dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
         dw_t = tl.zeros([BT, BK], dtype=tl.float32)
         dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
         s = tl.zeros([], dtype=tl.float32)
-        cc_t = tl.zeros([BT, BT], dtype=tl.float32)          # dO vn^T in K tile 0, dvn v^T in K tile 1
+        if CC_IN_K_TILES:
+            cc_t = tl.zeros([BT, BT], dtype=tl.float32)      # dO vn^T in K tile 0, dvn v^T in K tile 1
         for i_v in range(NV):
             dqi_t, dw_t, dkt_t, s, do_t, vn_t, dvn_t = _grad_by_k_v_tile(
                 h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
                 MORE, PRECISION)
+            if CC_IN_K_TILES:
+                if i_k == 0:
+                    cc_t += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
+                elif i_k == 1:
+                    vc = i_v * BV + tl.arange(0, BV)
+                    v_t = tl.load(v + row0 * V + c[:, None] * (H * V) + vc[None, :],
+                                  mask=row_ok[:, None] & (vc[None, :] < V), other=0.)
+                    cc_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
+        if CC_IN_K_TILES:
+            cc = row0 * BT + c[:, None] * (H * BT) + c[None, :]
             if i_k == 0:
-                cc_t += _dot(do_t.to(DP_DT), tl.trans(vn_t.to(DP_DT)), PRECISION)
+                tl.store(dP + cc, cc_t.to(dP.dtype.element_ty), mask=row_ok[:, None])
             elif i_k == 1:
-                vc = i_v * BV + tl.arange(0, BV)
-                v_t = tl.load(v + row0 * V + c[:, None] * (H * V) + vc[None, :],
-                              mask=row_ok[:, None] & (vc[None, :] < V), other=0.)
-                cc_t += _dot(dvn_t.to(OPDT), tl.trans(v_t.to(OPDT)), PRECISION)
-        if i_k == 0:
-            tl.store(dP + cc, cc_t.to(dP.dtype.element_ty), mask=row_ok[:, None])
-        elif i_k == 1:
-            tl.store(dTu + cc, cc_t.to(dTu.dtype.element_ty), mask=row_ok[:, None])
-        _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
-                           NT, H, K, BT)
-    elif i_k < NK:
-        kc = i_k * BK + tl.arange(0, BK)
-        dqi_t = tl.zeros([BT, BK], dtype=tl.float32)
-        dw_t = tl.zeros([BT, BK], dtype=tl.float32)
-        dkt_t = tl.zeros([BT, BK], dtype=tl.float32)
-        s = tl.zeros([], dtype=tl.float32)
-        for i_v in range(NV):
-            dqi_t, dw_t, dkt_t, s, _, _, _ = _grad_by_k_v_tile(
-                h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t, dw_t, dkt_t, s, H, K, V, BV, BF16_OPS,
-                MORE, PRECISION)
+                tl.store(dTu + cc, cc_t.to(dTu.dtype.element_ty), mask=row_ok[:, None])
         _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
                            NT, H, K, BT)
     else:
