@@ -61,8 +61,8 @@ IMPLS = ("ours", "fla", "chunk")
 # ours-dvn-local: only dvn's part within the chunk (Aqk^T dO, the state backward's input) in bf16; ours-copies: the
 # gradient by K tiles reads bf16 copies of vn and dvn (the same bits, half the bytes; TILED_GRAD_COPIES);
 # ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-row-dots:
-# its K tiles make the reduction's row dots (TILED_ROW_DOTS); ours-lean: the three. The
-# variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
+# its K tiles make the reduction's row dots (TILED_ROW_DOTS); ours-lean: the three. The variants timed on
+# 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},

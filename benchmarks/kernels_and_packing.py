@@ -72,7 +72,8 @@ if TUNED:
     CHECKS["ours-tuned"] = ("benchmark_shapes and bf16", TRITON_TESTS, 2, gdn_kernels.OURS_VARIANTS["ours-tuned"])
 # Cells the parallel compile (gdn_kernels.py --warm) runs at a time beside the checks, fla's first: 16 cells at once
 # (5 shapes x ours and fla, 3 wide shapes x ours-fp32 and ours-tuned), each with a CUDA context and a forward and
-# backward at the full shape, on top of the checks' 16 workers, would crowd the card's memory and 16 cores.
+# backward at the full shape, on top of the checks' 15 workers (17 with ours-tuned), would crowd the card's memory
+# and 16 cores.
 WARM_JOBS = 10
 TINY_CHECKS = {"tiny": ("fp32-T1-no-l2", TRITON_TESTS, 2, {})}     # one fused-path and two wide-head-path tests
 CHECKS_PLUGIN = "float64_checks_plugin"    # benchmarks/float64_checks_plugin.py: each test frees its cached memory

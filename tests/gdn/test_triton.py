@@ -65,12 +65,18 @@ def run(fn, q, k, v, g, beta, h0, do, dht, use_qk_l2norm, dtype=None):
     return o, ht, grads
 
 
-def check(B, T, H, K, V, dtype, gates="moderate", use_qk_l2norm=True, with_h0=True, with_ht=True, seed=0,
-          reference=naive_recurrent_gated_delta_rule):
+def inputs_and_output_grads(B, T, H, K, V, dtype, gates, seed, with_h0, with_ht):
+    """make_inputs' tensors, then the gradients of o and (with_ht) of the final state that the backward gets."""
     q, k, v, g, beta, h0 = make_inputs(B, T, H, K, V, dtype, gates, seed, with_h0)
     gen = torch.Generator(device=DEVICE).manual_seed(seed + 1)
     do = torch.randn(B, T, H, V, generator=gen, device=DEVICE).to(dtype)
     dht = torch.randn(B, H, K, V, generator=gen, device=DEVICE) if with_ht else None
+    return q, k, v, g, beta, h0, do, dht
+
+
+def check(B, T, H, K, V, dtype, gates="moderate", use_qk_l2norm=True, with_h0=True, with_ht=True, seed=0,
+          reference=naive_recurrent_gated_delta_rule):
+    q, k, v, g, beta, h0, do, dht = inputs_and_output_grads(B, T, H, K, V, dtype, gates, seed, with_h0, with_ht)
 
     o, ht, grads = run(triton_chunk_gated_delta_rule, q, k, v, g, beta, h0, do, dht, use_qk_l2norm)
     ro, rht, rgrads = run(reference, q, k, v, g, beta, h0, do, dht, use_qk_l2norm, dtype=torch.float64)
@@ -355,12 +361,9 @@ def test_gradient_reading_bf16_copies_of_vn_and_dvn_is_bit_for_bit_the_same(case
     K tiles reads those; it rounds the fp32 tensors to bf16 for every product it takes them into, so o, the final
     state and every gradient are the same bits as without the copies (ragged V, strong gates, K = 256 among the
     cases); and the copies are not made where a product would take the fp32 values."""
-    c = case
-    q, k, v, g, beta, h0 = make_inputs(c["B"], c["T"], c["H"], c["K"], c["V"], c["dtype"], c.get("gates", "moderate"),
-                                       3, True)
-    gen = torch.Generator(device=DEVICE).manual_seed(4)
-    do = torch.randn(c["B"], c["T"], c["H"], c["V"], generator=gen, device=DEVICE).to(c["dtype"])
-    dht = torch.randn(c["B"], c["H"], c["K"], c["V"], generator=gen, device=DEVICE)
+    shape = [case[d] for d in "BTHKV"]
+    q, k, v, g, beta, h0, do, dht = inputs_and_output_grads(*shape, case["dtype"], case.get("gates", "moderate"), 3,
+                                                            True, True)
     without = run(triton_chunk_gated_delta_rule, q, k, v, g, beta, h0, do, dht, True)
     monkeypatch.setitem(launcher, "TILED_GRAD_COPIES", "bf16")
     assert launcher["_grad_copies"](True, torch.bfloat16) == (True, True)

@@ -415,7 +415,6 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
     ht = torch.empty(B, H, K, V, dtype=f32, device=dev) if output_final_state else None
     h0 = initial_state if initial_state is not None else w
     which = "state_fwd_tiled" if tiled else "state_fwd"
-    vn16 = None
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_H0=initial_state is not None,
                  STORE_FINAL=ht is not None, PRECISION=prec, num_warps=NUM_WARPS[which],
                  num_stages=_state_stages(which, BKP))
@@ -433,12 +432,12 @@ def chunk_fwd(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk
             q, Aqk, Gcum, rq, h, vn, o, scale, T, H=H, K=K, V=V, BT=BT, BKS=BKS, NKS=NKS, BV=BVO,
             USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=bf16_ops, MORE=TILED_BF16_MORE,
             num_warps=NUM_WARPS["output"], num_stages=NUM_STAGES["output"])
+        if vn16 is not None:
+            vn = vn16                               # all the backward reads of vn: the gradient by K tiles
     else:
         _chunk_state_fwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, u, Aqk, Gcum, rq, rk, h0, o, h, vn, ht if ht is not None else w, scale, T, BKP=BKP,
             SAVE_FOR_BWD=save_for_bwd, SPLIT=BKP <= SPLIT_MAX_K, **flags)
-    if vn16 is not None:
-        vn = vn16                                   # all the backward reads of vn: the gradient by K tiles
     saved = (w, Aqk, Tinv, Gcum, rq, rk, h, vn) if save_for_bwd else None
     return o, ht, saved
 
@@ -515,9 +514,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         cc_in_k_tiles = by_k and TILED_KTILE_CC == "k-tiles" and NK >= 2
         extra = {"CC_IN_K_TILES": True} if cc_in_k_tiles else {}
         split = TILED_DQDK == "split"
-        # the row dots' parts per K tile (TILED_ROW_DOTS), for the reduction from the forward's rows
+        from_rows = by_k and split and TILED_REDUCE == "rows"          # the reduction from the forward's rows
+        # the row dots' parts per K tile for it (TILED_ROW_DOTS)
         rdots = torch.empty(NK * B * H * NT * 2 * BT, dtype=f32, device=dev) \
-            if by_k and split and TILED_REDUCE == "rows" and TILED_ROW_DOTS == "k-tiles" else None
+            if from_rows and TILED_ROW_DOTS == "k-tiles" else None
         if rdots is not None:
             extra.update(q=q, k=k, rdots=rdots)
         kernel, grid, which, BVP = ((_chunk_grad_ktile_kernel, (NK + (not cc_in_k_tiles), NT, B * H), "grad_ktile",
@@ -528,7 +528,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             BK=BK, BV=BVP, BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, PRECISION=prec,
             num_warps=NUM_WARPS[which], num_stages=NUM_STAGES[which], **extra)
         rows = torch.empty(B * H * NT * GRAD_ROWS.value * BT, dtype=f32, device=dev) if split else scratch
-        if split and by_k and TILED_REDUCE == "rows":
+        if from_rows:
             _chunk_grad_rows_kernel[(NT, B * H)](
                 q, k, beta, Aqk, Tinv, Gcum, rq, rk, dqi, dw, dkt, dP, dTu, sdS, dg, scratch, rows, scale, T, H=H, K=K,
                 BT=BT, BK=BK, NSS=NSS, USE_L2NORM=use_qk_l2norm, PRECISION=prec, SUMS_BF16=sums == torch.bfloat16,

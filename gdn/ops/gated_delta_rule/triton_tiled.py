@@ -393,6 +393,12 @@ def _grad_by_k_v_tile(h, dh, do, vn, dvn, h0ff, row0, c, row_ok, kc, i_v, dqi_t,
 
 
 @triton.jit
+def _row_dots_part(rdots, i_k, i_bh, BH, NT, i_t, BT: tl.constexpr):
+    """Where K tile i_k's two [BT] parts of chunk i_t's row dots lie in rdots ([NK, BH*NT, 2, BT], TILED_ROW_DOTS)."""
+    return rdots + ((i_k * BH + i_bh).to(tl.int64) * NT + i_t) * (2 * BT)
+
+
+@triton.jit
 def _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, row0, c, row_ok, kc, i_k, i_t, i_bh,
                        NT, H, K: tl.constexpr, BT: tl.constexpr):
     """A K tile's sums over V as stored (fp32, or bf16: triton.TILED_SUMS), its part of sum(S o dS), and, when
@@ -405,9 +411,10 @@ def _store_k_tile_sums(dqi, dw, dkt, sdS, q, k, rdots, dqi_t, dw_t, dkt_t, s, ro
     tl.store(dkt + off, dkt_t.to(dkt.dtype.element_ty), mask=mk)
     tl.store(sdS + i_k.to(tl.int64) * (tl.num_programs(1) * tl.num_programs(2)) + i_bh * NT + i_t, s)
     if rdots is not None:
-        part = rdots + ((i_k * tl.num_programs(2) + i_bh).to(tl.int64) * NT + i_t) * (2 * BT)
+        part = _row_dots_part(rdots, i_k, i_bh, tl.num_programs(2), NT, i_t, BT)
         q_t = tl.load(q + off, mask=mk, other=0.).to(tl.float32)
         k_t = tl.load(k + off, mask=mk, other=0.).to(tl.float32)
+        # the sums as stored (rounded as the reduction would read them back), not the fp32 registers
         tl.store(part + c, tl.sum(q_t * dqi_t.to(dqi.dtype.element_ty).to(tl.float32), 1))
         tl.store(part + BT + c, tl.sum(k_t * dkt_t.to(dkt.dtype.element_ty).to(tl.float32), 1))
 
@@ -600,7 +607,7 @@ def _chunk_grad_rows_kernel(
                                * tl.load(dqi + rk_off, mask=mk, other=0.).to(tl.float32), 1)
             rs_k_dkt += tl.sum(k_t.to(tl.float32) * tl.load(dkt + rk_off, mask=mk, other=0.).to(tl.float32), 1)
         else:                                    # made by the K-tile programs, added in the same K-tile order
-            part = rdots + ((i_k * tl.num_programs(1) + i_bh).to(tl.int64) * NT + i_t) * (2 * BT)
+            part = _row_dots_part(rdots, i_k, i_bh, tl.num_programs(1), NT, i_t, BT)
             rs_q_dqi += tl.load(part + c)
             rs_k_dkt += tl.load(part + BT + c)
 
