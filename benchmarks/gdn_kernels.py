@@ -65,6 +65,8 @@ IMPLS = ("ours", "fla", "chunk")
 # 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
+LEAN = {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles",
+        "DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
@@ -78,15 +80,16 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-copies": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16"},
                  "ours-ktile-cc": {"DELTAMU_GDN_TILED_KTILE_CC": "k-tiles"},
                  "ours-row-dots": {"DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
-                 "ours-lean": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles",
-                               "DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
+                 "ours-lean": LEAN,
                  # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
-                 "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
+                 "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
+                 # both: the candidate for the next default, checked and timed in one call
+                 "ours-lean-tuned": {**LEAN, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies", "ours-ktile-cc", "ours-row-dots",
-         "ours-dvn-local", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile", "ours-fused",
-         "ours-tf32")
+TIMED = ("ours", "fla", "ours-lean-tuned", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies", "ours-ktile-cc",
+         "ours-row-dots", "ours-dvn-local", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy", "ours-vtile",
+         "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)
 MODEL_WIDTHS = (256, 1024)
