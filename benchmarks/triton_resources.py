@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime import jit  # noqa: E402
 
 import gdn.ops.gated_delta_rule.triton as launcher  # noqa: E402  (the gated delta rule's launchers)
 
@@ -89,21 +90,29 @@ def launches_for(dtype: torch.dtype, K: int, V: int, BH: int = 1024) -> list:
     return launches
 
 
-def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict, dict]:
-    """(kernel name, signature, constexprs, options) of a recorded launch: what triton.compile needs, picklable."""
+def compile_request(kernel, args: tuple, kwargs: dict) -> tuple[str, dict, dict, dict, dict]:
+    """(kernel name, signature, constexprs, attributes, options) of a recorded launch: what triton.compile needs,
+    picklable. Each argument is specialised as Triton's JIT specialises it at a launch on the card: a pointer 16-byte
+    aligned and an integer divisible by 16 carry tt.divisibility = 16, an integer equal to 1 and None become
+    constants. Without those hints (before 2026-12-07 evening) the compiler could not vectorise a load or pipeline
+    it through cp.async (under 4 bytes a thread), and every figure here was of code the card never ran."""
     options = {key: kwargs[key] for key in ("num_warps", "num_stages") if key in kwargs}
     bound = dict(zip(kernel.arg_names, args)) | {k: v for k, v in kwargs.items() if k not in options}
-    signature, constexprs = {}, {}
+    signature, constexprs, attrs = {}, {}, {}
     for i, param in enumerate(kernel.params):
         value = bound.get(param.name, param.default)
-        if param.is_constexpr or value is None:              # None (an unused optional pointer) is specialised
-            signature[param.name] = "constexpr"
-            constexprs[(i,)] = value
-        elif isinstance(value, torch.Tensor):
-            signature[param.name] = "*" + TYPES[value.dtype]
+        if param.is_constexpr:
+            signature[param.name], constexprs[(i,)] = "constexpr", value
+            continue
+        kind, attr = jit.native_specialize_impl(BaseBackend, value, param.is_const, not param.do_not_specialize,
+                                                not param.do_not_specialize_on_alignment)
+        if kind == "constexpr":
+            signature[param.name], constexprs[(i,)] = kind, attr
         else:
-            signature[param.name] = "fp32" if isinstance(value, float) else "i32"
-    return kernel.fn.__name__, signature, constexprs, options
+            signature[param.name] = kind
+            if attr:
+                attrs[(i,)] = BaseBackend.parse_attr(attr)
+    return kernel.fn.__name__, signature, constexprs, attrs, options
 
 
 def code_hash(ptx: str) -> str:
@@ -120,8 +129,9 @@ def code_hash(ptx: str) -> str:
 def resource_usage(request: tuple[str, dict, dict, dict], arch: int = 90) -> dict[str, int]:
     """Shared memory per program, and registers and stack (spill space) per thread, of a compile_request compiled
     for compute capability `arch`; the last two read from the cubin with the cuobjdump Triton ships (-1 if absent)."""
-    name, signature, constexprs, options = request
-    compiled = triton.compile(ASTSource(fn=getattr(launcher, name), signature=signature, constexprs=constexprs),
+    name, signature, constexprs, attrs, options = request
+    compiled = triton.compile(ASTSource(fn=getattr(launcher, name), signature=signature, constexprs=constexprs,
+                                        attrs=attrs),
                               target=GPUTarget("cuda", arch, 32), options=options)
     usage = {"shared": compiled.metadata.shared, "regs": -1, "stack": -1, "code": code_hash(compiled.asm["ptx"])}
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -160,7 +170,7 @@ def main(argv=None) -> int:
     limit = SHARED_LIMIT[args.arch]
     print(f"| dtype | K | V | kernel | warps | stages | shared bytes (limit {limit:,}) | registers / thread | "
           "stack bytes / thread (spills) | PTX code hash |\n|---|---|---|---|---|---|---|---|---|---|")
-    for (dtype, K, V, (name, _sig, _c, options)), u in zip(rows, usages):
+    for (dtype, K, V, (name, _sig, _c, _a, options)), u in zip(rows, usages):
         print(f"| {TYPES[dtype]} | {K} | {V} | {name} | {options.get('num_warps')} | {options.get('num_stages')} | "
               f"{u['shared']:,}{' **over**' if u['shared'] > limit else ''} | {u['regs']} | {u['stack']:,} | "
               f"{u['code']} |")
