@@ -4,10 +4,11 @@ candidate (num_warps, num_stages, tile sizes), at the wide benchmark shapes, bf1
     PYTHONPATH=. python3 benchmarks/kernel_configs.py --out $OUT/cfg             # one H100: about 5 minutes
     python benchmarks/kernel_configs.py --tiny --out /tmp/cfg                   # CPU smoke run (interpreted)
 
-Why: compiled for sm_90 offline (benchmarks/triton_resources.py) every wide-head kernel but one takes 244-255
-registers a thread at 8 warps, so one program fills an SM's register file and nothing hides its loads; fla's kernels
-autotune their warps and stages per shape. The shipped configs (gdn.ops.gated_delta_rule.triton.NUM_WARPS,
-NUM_STAGES, and the tile sizes read in `tiles`) were picked by spills, not by time on the card.
+Why: the wide-head kernels run one or two programs an SM (166-255 registers a thread at 4 warps, 116-148 KB of
+shared memory for the pipelined state passes: benchmarks/triton_resources.py), so how they are launched decides how
+much of their load latency is hidden; fla's kernels autotune their warps and stages per shape. The shipped configs
+(gdn.ops.gated_delta_rule.triton.NUM_WARPS, NUM_STAGES, and the tile sizes read in `tiles`) were first picked by
+offline spill counts (of unspecialised code, 2026-12-07 evening), then some of them by this sweep on the card.
 
 A candidate changes only how a kernel is launched, never its products (a tile size changes the order of a sum), so
 each is compared with the shipped config's output and gradients in the same process (relative Frobenius

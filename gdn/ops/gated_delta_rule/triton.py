@@ -42,23 +42,24 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 
 # Fixed launch configs (num_warps per kernel). Each one is checked against the float64 reference by
 # tests/gdn/test_triton.py on the GPU; change them only together with that run.
-# The wide-head state passes and gradient V tiles at 8 warps. Compiled for sm_90 (benchmarks/triton_resources.py,
-# bf16, K = 128, V = 256, state V tiles of 32; Triton 3.9 offline) state forward / state backward / gradient V tile
-# spill 224 / 0 / 32 bytes a thread; at 4 warps, with the output and Aqk^T dO still inside the state passes,
-# 1,808 / 784 / 272 (the fused passes: 2,888 / 936). The gradient by K tiles at 4 warps, 2 stages and dq, dk, dv,
-# dbeta at 4 warps, 1 stage, with the bf16 storage below: on an H100 (2026-12-07, commit 15e9431) they passed every
-# 16-bit benchmark shape's float64 check, T = 16384 included (where 4 warps for every kernel at once crashed), and
-# took 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16
-# candidate on the card"). The state forward at 4 warps, 2 stages: 0.147 ms against 0.204 at 8 warps there and
-# 0.113 against 0.152 at (16, 1024, 6, 128, 256), every 16-bit benchmark shape passed (H100, 2026-12-07, "Fewer
-# bytes in the gradient"); at 3 stages 0.407 ms against 0.624 at (2, 16384, 16, 128, 128) and 0.195 against 0.203
-# at (8, 2048, 16, 128, 128). The reduction from the forward's rows at 4 warps: 0.404 / 0.810 ms against 0.507 /
-# 1.023 at 8 warps at those two shapes (H100, 2026-12-07, "Launch configs at the long shape"; both passed the
-# float64 checks at every bf16 benchmark shape as that call's ours-tuned, the reduction then in a layout reverted
-# since; in this layout its outputs were within 1.5e-4 of the checked 8-warp config's). The state backward stays
-# at 8 warps: at 4 warps (2 or 3 stages) its outputs were 1.1e2 (relative) off the 8-warp config's at T = 16384
-# (right at T = 2048, and 0.67 against 0.92 ms at the long shape): the kernel behind the morning's failure of every
-# wide-head kernel at 4 warps at once.
+# Registers and spills below are as benchmarks/triton_resources.py gives them since 2026-12-07 (evening), with the
+# JIT's argument specialisation, i.e. as the card compiles the kernels (sm_90, Triton 3.9 offline; ncu on an H100
+# read 188 / 246 / 165 registers for the gradient by K tiles / the reduction / dq, dk, where this gives 189 / 255 /
+# 166). Figures from before then were of unspecialised code (no load vectorised or pipelined) and overstated every
+# spill: the choices made on them were then checked on the card by time, not by spills.
+# The wide-head state backward and gradient V tiles at 8 warps. The gradient by K tiles at 4 warps, 2 stages and dq, dk,
+# dv, dbeta at 4 warps, 1 stage, with the bf16 storage below: on an H100 (2026-12-07, commit 15e9431) they passed every
+# 16-bit benchmark shape's float64 check, T = 16384 included (where 4 warps for every kernel at once crashed), and took
+# 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16 candidate
+# on the card"). The state forward at 4 warps, 2 stages: 0.147 ms against 0.204 at 8 warps there and 0.113 against 0.152
+# at (16, 1024, 6, 128, 256), every 16-bit benchmark shape passed (H100, 2026-12-07, "Fewer bytes in the gradient"); at
+# 3 stages 0.407 ms against 0.624 at (2, 16384, 16, 128, 128) and 0.195 against 0.203 at (8, 2048, 16, 128, 128). The
+# reduction from the forward's rows at 4 warps: 0.404 / 0.810 ms against 0.507 / 1.023 at 8 warps at those two shapes
+# (H100, 2026-12-07, "Launch configs at the long shape"; both passed the float64 checks at every bf16 benchmark shape as
+# that call's ours-tuned, the reduction then in a layout reverted since; in this layout its outputs were within 1.5e-4
+# of the checked 8-warp config's). The state backward stays at 8 warps: at 4 warps (2 or 3 stages) its outputs were
+# 1.1e2 (relative) off the 8-warp config's at T = 16384 (right at T = 2048, and 0.67 against 0.92 ms at the long shape):
+# the kernel behind the morning's failure of every wide-head kernel at 4 warps at once.
 NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
                  grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
                  grad_rows=4)
@@ -147,10 +148,10 @@ def _switch_bits(name: str, bits: dict[str, int], default: str = "") -> int:
 #   benchmark shape but took 1.27 ms against the default's 1.13 at (16, 1024, 6, 128, 256): its K-tile kernel spills.
 # - DELTAMU_GDN_TILED_PREP, the prep kernel (shared with the fused path): "unrolled" (its K and V tile loops
 #   unrolled, 4 warps, as the fused path runs it) or "looped" (runtime loops, 8 warps). Compiled for sm_90
-#   (benchmarks/triton_resources.py, bf16, Triton 3.9 offline) the unrolled form spills 1,120 / 1,344 / 1,496 bytes
-#   a thread at K, V = 128, 256 / 128, 128 / 256, 64 (the loads of every tile are hoisted above the solve); looped
-#   at 8 warps 0 / 0 / 88. The same products in the same order. On the card (2026-12-07) the looped prep took
-#   0.385 ms against the unrolled 0.212 at (16, 1024, 6, 128, 256): fewer spills, slower.
+#   (benchmarks/triton_resources.py, bf16) neither spills: the unrolled form takes 250 / 231 / 245 registers a
+#   thread at K, V = 128, 256 / 128, 128 / 256, 64, looped at 8 warps 209 / 205 / 205. The same products in the
+#   same order. On the card (2026-12-07) the looped prep took 0.385 ms against the unrolled 0.212 at
+#   (16, 1024, 6, 128, 256).
 # - DELTAMU_GDN_TILED_STATE, the per-chunk states h and their gradients dh as stored (written by the state passes,
 #   read by the output and the gradient kernels): "fp32", "h-bf16" (h in bf16) or "bf16" (dh too; the default),
 #   for bf16 inputs only (fp16 and fp32 inputs keep fp32), half the bytes. The state passes still carry the state
@@ -162,14 +163,15 @@ TILED_STATE = _switch("DELTAMU_GDN_TILED_STATE", "bf16", tuple(STATE_BF16))
 # - DELTAMU_GDN_TILED_DQDK, where dq, dk, dv and dbeta are made: "inline" (in _chunk_grad_reduce_kernel, after the
 #   [C, C] algebra and dg, as the fused kernel does) or "split" (_chunk_grad_dqdk_kernel after it, one program per
 #   K tile for dq, dk and one for dv, dbeta: each reads T again, 16 KB a chunk, mostly from L2, and GRAD_ROWS row
-#   factors a chunk go through memory). Compiled for sm_90 (bf16, with the gradient by K tiles) the reduction
-#   spills 992 / 904 / 1,336 bytes a thread inline at K, V = 128, 256 / 128, 128 / 256, 64, and split 248 / - /
-#   656, the new kernel 0. Default "split" (the card, above).
+#   factors a chunk go through memory). Compiled for sm_90 (bf16, with the gradient by K tiles and the full
+#   reduction) the reduction spills 168 / 176 / 224 bytes a thread inline at K, V = 128, 256 / 128, 128 / 256, 64,
+#   and none split (244 registers), the new kernel none (166). Default "split" (the card, above).
 TILED_DQDK = _switch("DELTAMU_GDN_TILED_DQDK", "split", ("split", "inline"))
 # - DELTAMU_GDN_TILED_STATE_BV, the widest V tile of the wide-head state passes at K <= 128 (_tiled_state_block_v):
-#   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256 the
-#   forward / backward pass spills 496 / 424 bytes a thread at 64, 224 / 0 at 32). On the card (2026-12-07) 32
-#   was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
+#   "64" or "32" (twice the programs, each re-reading every chunk's w and k; compiled for sm_90 at K, V = 128, 256,
+#   neither spills: the forward / backward pass take 232 / 225 registers and 148 / 148 KB of shared memory a
+#   program at 64, 143 / 185 and 124 / 116 KB at 32; shared memory, not registers, holds either to one program an
+#   SM). On the card (2026-12-07) 32 was slower at (16, 1024, 6, 128, 256): 0.306 / 0.355 ms against 0.220 / 0.281.
 TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 # - DELTAMU_GDN_TILED_SUMS, the gradient by K tiles' V-summed products dO S^T, -dvn S^T, vn dS^T as stored between
 #   its kernel and the two after it (three [B,T,H,K] tensors, written once and read twice: 1.2 GB a fwd+bwd at
@@ -193,8 +195,9 @@ TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 # - DELTAMU_GDN_TILED_DVN, vn's gradient dvn as stored (the state backward's output, read by the gradient's
 #   kernels) and its part within the chunk, Aqk^T dO (written by _chunk_dvn_local_kernel, read by the state
 #   backward, which adds k dS): "fp32" (both), "local-bf16" (the part within the chunk in bf16, dvn fp32: half the
-#   bytes of the state backward's pipelined loads of it; compiled for sm_90 at 32-wide tiles, 4 warps, 3 stages it
-#   spills 480 bytes a thread against 728, at the shipped 64-wide tiles, 8 warps, 2 stages 696 against 192) or
+#   bytes of the state backward's pipelined loads of it; compiled for sm_90 at K, V = 128, 256 it needs 140 KB of
+#   shared memory a program against 148 at the shipped 64-wide tiles, 8 warps, 2 stages, 170 against 178 at
+#   32-wide tiles, 4 warps, 3 stages; no spills either way) or
 #   "bf16" (both; bf16 inputs only, as fla stores them). In the interpreter bf16 put dbeta at 2.9e-2 at strong
 #   gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
 #   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
@@ -213,8 +216,9 @@ TILED_CC = _switch("DELTAMU_GDN_TILED_CC", "bf16", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_REDUCE, the kernel between the gradient by K tiles and dq, dk (TILED_GRAD=ktile,
 #   TILED_DQDK=split): "full" (_chunk_grad_reduce_kernel, shared with the V-tile form) or "rows"
 #   (_chunk_grad_rows_kernel: G, 1/|q|, 1/|k| and Aqk from the forward, so no Q K^T and no norms over the K loop,
-#   and K K^T summed just before its use; the default). Compiled for sm_90 (bf16, K = V = 128) it spills 152 bytes
-#   a thread at 8 warps (the full reduction 240), 2,328 at 4 (2,032): still one program an SM, and on an H100 it
+#   and K K^T summed just before its use; the default). Compiled for sm_90 (bf16, K = V = 128) it spills none at 8
+#   warps (234 registers; the full reduction 244), 112 bytes a thread at 4 (240): one program an SM either way by
+#   its 57 KB of shared memory and registers, and on an H100 it
 #   took 0.504 ms against 0.519 at (8, 2048, 16, 128, 128) (with TILED_CC's bf16 loads): fewer products, about the
 #   same time, so the reduction's time is not its arithmetic.
 TILED_REDUCE = _switch("DELTAMU_GDN_TILED_REDUCE", "rows", ("full", "rows"))
@@ -240,8 +244,8 @@ TILED_KTILE_CC = _switch("DELTAMU_GDN_TILED_KTILE_CC", "extra", ("extra", "k-til
 TILED_ROW_DOTS = _switch("DELTAMU_GDN_TILED_ROW_DOTS", "reduction", ("reduction", "k-tiles"))
 TILED_SUBTILE_K = 64       # rows of a state sub-tile (at most 4 of them: MAX_HEAD_DIM_K)
 TILED_GRAD_BLOCK_V = 64    # V tile of the gradient's V-tile grid dimension
-# V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = 128, V = 256,
-# 8 warps, Triton 3.9 offline) it spills 168 bytes a thread at 64, none at 32 (247 registers)
+# V tile of the K-tile gradient's loop: compiled for sm_90 (benchmarks/triton_resources.py, bf16, K = V = 128,
+# 8 warps) neither spills: 180 registers a thread at 64 (72 KB of shared memory), 148 at 32 (36 KB)
 TILED_GRAD_KTILE_BLOCK_V = 32
 # V tile of the wide-head state passes when set (> 0), in place of _tiled_state_block_v's choice: for sweeps, e.g.
 # whether the state backward's failure at 4 warps at (2, 16384, 16, 128, 128), the one benchmark shape whose state
@@ -318,11 +322,11 @@ def _state_stages(which: str, BKP: int) -> int:
 
 
 def _tiled_state_block_v(BH: int, V: int, BKP: int, device: torch.device) -> int:
-    """V tile of the wide-head state passes. At 8 warps and 230-255 registers a thread one program fills an SM's
-    register file, so programs run in waves of one per SM: take the narrowest tile from 16 up whose
-    B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's w and k):
-    64 at K <= 128 (TILED_STATE_BV), 32 above (compiled for sm_90 at BV = 64 the passes spill 496 / 424 bytes a
-    thread at K = 128, 920 / 808 at K = 256; at BV = 32, 224 / 0 at K = 128)."""
+    """V tile of the wide-head state passes. Their pipelined [BT, K] input tiles take 116-148 KB of shared memory a
+    program at K = 128 (benchmarks/triton_resources.py), so programs run in waves of one per SM: take the narrowest tile
+    from 16 up whose B*H*ceil(V/BV) programs fit one wave, else the widest (fewer waves, fewer re-reads of each chunk's
+    w and k): 64 at K <= 128 (TILED_STATE_BV), 32 above (compiled for sm_90 at BV = 64 the passes spill none at K = 128,
+    400 / 216 bytes a thread at K = 256; at BV = 32 none at either)."""
     if TILED_STATE_BLOCK_V:
         return min(TILED_STATE_BLOCK_V, _pow2(V))
     widest = min(TILED_STATE_BV if BKP <= 128 else 32, _pow2(V))

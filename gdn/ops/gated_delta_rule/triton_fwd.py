@@ -8,7 +8,7 @@ Gam_ij = e^{G_i - G_j} for i >= j, T = (I + A)^-1).
        w = T diag(beta gamma) k^      u = T diag(beta) v      Aqk = scale (q^ k^T o Gam), causal incl. diagonal
        T (for the backward)           G                       1/|q|, 1/|k| (with the L2 norm)
    Its K and V tile loops are unrolled (the fused path) or, with RUNTIME_LOOPS, runtime loops (the wide-head path's
-   candidate, triton.TILED_PREP: unrolled, the loads of every tile are hoisted above the solve and spill at K >= 128).
+   candidate, triton.TILED_PREP: slower on the card at K = 128; neither spills as the card compiles them).
 2. `_chunk_state_fwd_kernel`, one program per (V tile, b*h), sequential over chunks, the state [K, BV] in fp32
    registers the whole time. Per chunk, with qg = scale gamma q^ and kg = e^{G_C - G} k^ applied as row scales
    (in fp32, so the 16-bit q and k enter the products unrounded):

@@ -2,7 +2,7 @@
 K sub-tiles, the output over every chunk at once, and the per-chunk gradient split over V tiles.
 
 Why a separate path: at K >= 128 the fused kernels hold a [K, BV] fp32 state and [64, K] fp32 input tiles at once
-and spill at the 255-register cap (docs/benchmarks.md, Kernels, the profile). Here
+and spill at the 255-register cap (benchmarks/triton_resources.py: 328-776 bytes a thread at K = 128). Here
 - the forward state pass is only the sequential part (vn = u - w S, the state update; h and vn written), and the
   output o = qg S + Aqk vn is a separate kernel over every (V tile, chunk) at once, as fla splits it: the
   sequential chain, which bounds long sequences, loads w, u, k per chunk instead of also q and Aqk.
