@@ -43,3 +43,27 @@ def test_the_code_hash_sees_instructions_not_debug_information():
              "\t.section\t.debug_info\n.b8 119\n")
     assert code_hash(ptx) == code_hash(moved)
     assert code_hash(ptx) != code_hash(ptx.replace("%r1, 4", "%r1, 8"))
+
+
+def test_launches_are_compiled_with_the_jits_specialisation():
+    """Each argument as Triton's JIT specialises it at a launch on the card: 16-byte-aligned pointers and integers
+    divisible by 16 carry tt.divisibility = 16 (what lets the compiler vectorise a load and pipeline it through
+    cp.async), an unused optional pointer (None) becomes a constant, anything else stays a plain argument. Without
+    the hints the tool compiled code the card never runs (2026-12-07)."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import torch
+    from triton_resources import compile_request, launcher, launches_for
+    requests = {}
+    for kernel, args, kwargs in launches_for(torch.bfloat16, 128, 128, BH=24):
+        requests.setdefault(kernel.fn.__name__, compile_request(kernel, args, kwargs))
+    _name, signature, constexprs, attrs, options = requests["_chunk_state_bwd_tiled_kernel"]
+    index = {param: (i,) for i, param in enumerate(signature)}
+    divisible = [["tt.divisibility", 16]]
+    assert signature["q"] == "*bf16" and attrs[index["q"]] == divisible
+    assert signature["dvn_local"] == "*fp32" and attrs[index["dvn_local"]] == divisible
+    assert signature["T"] == "i32" and attrs[index["T"]] == divisible                   # one chunk: T = 64
+    assert signature["H"] == "i32" and index["H"] not in attrs                          # H = 24
+    assert signature["dvn16"] == "constexpr" and constexprs[index["dvn16"]] is None
+    assert signature["scale"] == "fp32" and index["scale"] not in attrs
+    assert options == {"num_warps": launcher.NUM_WARPS["state_bwd_tiled"],
+                       "num_stages": launcher.NUM_STAGES["state_bwd_tiled"]}
