@@ -1,0 +1,46 @@
+#!/bin/bash
+# Issue 21's next device call, one H100, about 9.5 minutes; carry .flasite (fla's wheels, README's recipe):
+#     run(command="bash benchmarks/issue21_call.sh", carry=[".flasite"], timeout_s=590)
+# Everything lands under $OUT/a; a stage cut by its deadline still returns what it wrote.
+# 1. float64 checks at the bf16 benchmark shapes (pytest sets at once, while every timed cell compiles) of
+#    ours-lean-tuned (TILED_GRAD_COPIES=bf16, TILED_KTILE_CC=k-tiles, TILED_ROW_DOTS=k-tiles, and the state backward
+#    at 4 warps, 3 stages with 64-wide state tiles at every shape: tile or length behind its failure at T = 16384)
+#    and ours-kds-w4 (the state backward at 4 warps, 3 stages, its k dS on bf16 operands as fla takes it, the
+#    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps);
+# 2. ours, fla and the candidates timed at every reference shape (wide first), CUDA ms per kernel;
+# 3. the packing rows: K = 16 at d = 128 and K = 8 at d = 256, the update in the step's graph and outside it;
+# 4. the state backward's launch configs at 32-wide state tiles (benchmarks/kernel_configs.py).
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT/a" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/a/card.txt"
+export DELTAMU_GDN_TUNED="state_bwd_tiled=4x3,TILED_STATE_BLOCK_V=64"
+LEAN="DELTAMU_GDN_TILED_GRAD_COPIES=bf16 DELTAMU_GDN_TILED_KTILE_CC=k-tiles DELTAMU_GDN_TILED_ROW_DOTS=k-tiles"
+KDS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
+IMPLS=ours,fla,ours-lean-tuned,ours-kds-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
+T="python3 -m pytest --noconftest -p no:cacheprovider -v -n 5 -k 'benchmark_shapes and bf16' tests/gdn/test_triton.py"
+t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
+( env $LEAN DELTAMU_GDN_LAUNCH=$DELTAMU_GDN_TUNED PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
+( env $KDS PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/kds_w4.txt" 2>&1 ) &
+( PYTHONPATH=/tmp/site:. timeout 130 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-kds-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 120 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
+wait
+echo "checks took $(el) s"
+for f in lean_tuned kds_w4; do
+    echo "== $f: $(grep -cE ' PASSED' "$OUT/a/$f.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/a/$f.txt") failed"
+    grep -E "^FAILED" "$OUT/a/$f.txt" | head -5
+done
+KD=$(( 330 - $(el) ))
+PYTHONPATH=/tmp/site:. timeout $(( KD + 40 )) python3 benchmarks/gdn_kernels.py --impls $IMPLS --no-model --shape-major --profile-impls $IMPLS --shapes 2,3,4,1,0 --deadline $KD --cell-timeout 60 --warmup 25 --rep 100 --load-autotune benchmarks/autotune/fla-0.6.0-h100-triton3.6.tgz --out "$OUT/a/kernels" > "$OUT/a/kernels.log" 2>&1
+echo "kernels done at $(el) s"
+P="--no-plan --no-check --no-profile --single-repeats 1"
+PB=$(( 440 - $(el) ))
+timeout $(( PB + 30 )) python3 benchmarks/packing.py --widths 128 --packs 16 --update-outside-graph 16 $P --time-budget $(( PB / 2 )) --out "$OUT/a/pack128" > "$OUT/a/pack128.log" 2>&1
+PB=$(( 470 - $(el) ))
+timeout $(( PB + 25 )) python3 benchmarks/packing.py --widths 256 --packs 8 --update-outside-graph 8 $P --time-budget $PB --out "$OUT/a/pack256" > "$OUT/a/pack256.log" 2>&1
+R=$(( 570 - $(el) ))
+if [ $R -gt 60 ]; then
+    DELTAMU_GDN_LAUNCH=TILED_STATE_BLOCK_V=32 PYTHONPATH=. timeout $R python3 benchmarks/kernel_configs.py --out "$OUT/a/sbwd32" --deadline $(( R - 5 )) --compile-s 30 --shapes "8,2048,16,128,128;2,16384,16,128,128" --candidates state_bwd_tiled:w4s1,state_bwd_tiled:w2s2,state_bwd_tiled:w4s2 > "$OUT/a/sbwd32.log" 2>&1
+fi
+echo "total $(el) s"
+tail -32 "$OUT/a/kernels/kernels.md" 2>/dev/null || tail -20 "$OUT/a/kernels.log"
+cat "$OUT/a/pack128/packing.md" "$OUT/a/pack256/packing.md" 2>/dev/null | grep -v Checks
+head -30 "$OUT/a/sbwd32/configs.md" 2>/dev/null
