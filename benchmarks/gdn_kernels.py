@@ -62,10 +62,11 @@ IMPLS = ("ours", "fla", "chunk")
 # gradient by K tiles reads bf16 copies of vn and dvn (the same bits, half the bytes; TILED_GRAD_COPIES);
 # ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-row-dots:
 # its K tiles make the reduction's row dots (TILED_ROW_DOTS); ours-lean: the three; ours-tuned: DELTAMU_GDN_TUNED's
-# launch configs, ours-lean-tuned both. ours-kds-w4: the state backward at 4 warps, 3 stages with its k dS on bf16
+# launch configs, ours-lean-tuned both. ours-ops-w4: the state backward at 4 warps, 3 stages with its k dS on bf16
 # operands, as fla's state backward takes it (at 4 warps with k dS in TF32, its A operand widened to fp32 in
 # registers, the outputs were 1.1e2 off at T = 16384 on an H100; the interpreter puts dbeta at 2.4e-2 with k dS in
-# bf16 at strong gates, K = 256, where the card gave 4.7e-4). The variants timed on 2026-12-07 and dropped since
+# bf16 at strong gates, K = 256, where the card gave 4.7e-4), and dq and dk's four products after the reduction on
+# bf16 operands too (TILED_BF16_MORE's dqdk). The variants timed on 2026-12-07 and dropped since
 # (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
@@ -89,11 +90,11 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
                  # both: the candidate for the next default, checked and timed in one call
                  "ours-lean-tuned": {**LEAN, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
-                 "ours-kds-w4": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp,kds",
+                 "ours-ops-w4": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp,kds,dqdk",
                                  "DELTAMU_GDN_LAUNCH": "state_bwd_tiled=4x3"}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-lean-tuned", "ours-kds-w4", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies",
+TIMED = ("ours", "fla", "ours-lean-tuned", "ours-ops-w4", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies",
          "ours-ktile-cc", "ours-row-dots", "ours-dvn-local", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy",
          "ours-vtile", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4

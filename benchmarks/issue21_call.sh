@@ -5,8 +5,9 @@
 # 1. float64 checks at the bf16 benchmark shapes (pytest sets at once, while every timed cell compiles) of
 #    ours-lean-tuned (TILED_GRAD_COPIES=bf16, TILED_KTILE_CC=k-tiles, TILED_ROW_DOTS=k-tiles, and the state backward
 #    at 4 warps, 3 stages with 64-wide state tiles at every shape: tile or length behind its failure at T = 16384)
-#    and ours-kds-w4 (the state backward at 4 warps, 3 stages, its k dS on bf16 operands as fla takes it, the
-#    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps);
+#    and ours-ops-w4 (the state backward at 4 warps, 3 stages, its k dS on bf16 operands as fla takes it, the
+#    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps; and dq,
+#    dk's four products after the reduction on bf16 operands);
 # 2. ours, fla and the candidates timed at every reference shape (wide first), CUDA ms per kernel;
 # 3. the packing rows: K = 16 at d = 128 and K = 8 at d = 256, the update in the step's graph and outside it;
 # 4. the state backward's launch configs at 32-wide state tiles (benchmarks/kernel_configs.py).
@@ -15,16 +16,16 @@ mkdir -p "$OUT/a" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/a/card.txt"
 export DELTAMU_GDN_TUNED="state_bwd_tiled=4x3,TILED_STATE_BLOCK_V=64"
 LEAN="DELTAMU_GDN_TILED_GRAD_COPIES=bf16 DELTAMU_GDN_TILED_KTILE_CC=k-tiles DELTAMU_GDN_TILED_ROW_DOTS=k-tiles"
-KDS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
-IMPLS=ours,fla,ours-lean-tuned,ours-kds-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
+OPS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds,dqdk DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
+IMPLS=ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
 T="python3 -m pytest --noconftest -p no:cacheprovider -v -n 5 -k 'benchmark_shapes and bf16' tests/gdn/test_triton.py"
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
 ( env $LEAN DELTAMU_GDN_LAUNCH=$DELTAMU_GDN_TUNED PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
-( env $KDS PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/kds_w4.txt" 2>&1 ) &
-( PYTHONPATH=/tmp/site:. timeout 130 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-kds-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 120 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
+( env $OPS PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/ops_w4.txt" 2>&1 ) &
+( PYTHONPATH=/tmp/site:. timeout 130 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 120 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
 wait
 echo "checks took $(el) s"
-for f in lean_tuned kds_w4; do
+for f in lean_tuned ops_w4; do
     echo "== $f: $(grep -cE ' PASSED' "$OUT/a/$f.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/a/$f.txt") failed"
     grep -E "^FAILED" "$OUT/a/$f.txt" | head -5
 done

@@ -2,6 +2,7 @@
 (benchmarks/triton_resources.py): a launch over the card's limit fails only on the card, so it is caught here first.
 bf16 at the largest head dims `auto` takes (fp16 tiles have the same bytes); fp32 is left to the command (its
 full-precision products take minutes to compile)."""
+import json
 import os
 import subprocess
 import sys
@@ -49,21 +50,33 @@ def test_launches_are_compiled_with_the_jits_specialisation():
     """Each argument as Triton's JIT specialises it at a launch on the card: 16-byte-aligned pointers and integers
     divisible by 16 carry tt.divisibility = 16 (what lets the compiler vectorise a load and pipeline it through
     cp.async), an unused optional pointer (None) becomes a constant, anything else stays a plain argument. Without
-    the hints the tool compiled code the card never runs (2026-12-07)."""
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    import torch
-    from triton_resources import compile_request, launcher, launches_for
-    requests = {}
-    for kernel, args, kwargs in launches_for(torch.bfloat16, 128, 128, BH=24):
-        requests.setdefault(kernel.fn.__name__, compile_request(kernel, args, kwargs))
-    _name, signature, constexprs, attrs, options = requests["_chunk_state_bwd_tiled_kernel"]
-    index = {param: (i,) for i, param in enumerate(signature)}
+    the hints the tool compiled code the card never runs (2026-12-07). In its own process, compiled (not
+    interpreted) kernels, as the tool runs."""
+    code = """if True:
+        import json, torch
+        from triton_resources import compile_request, launcher, launches_for
+        for kernel, args, kwargs in launches_for(torch.bfloat16, 128, 128, BH=24):
+            if kernel.fn.__name__ == "_chunk_state_bwd_tiled_kernel":
+                _name, signature, constexprs, attrs, options = compile_request(kernel, args, kwargs)
+                index = {param: i for i, param in enumerate(signature)}
+                print(json.dumps(dict(signature=signature, options=options,
+                                      attrs={p: attrs.get((i,)) for p, i in index.items()},
+                                      constexprs={p: repr(constexprs.get((i,))) for p, i in index.items()},
+                                      shipped=[launcher.NUM_WARPS["state_bwd_tiled"],
+                                               launcher.NUM_STAGES["state_bwd_tiled"]])))
+                break
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(REPO, "benchmarks"), capture_output=True,
+                       text=True, timeout=300, env=dict(env, PYTHONPATH=REPO))
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    signature, attrs, constexprs = got["signature"], got["attrs"], got["constexprs"]
     divisible = [["tt.divisibility", 16]]
-    assert signature["q"] == "*bf16" and attrs[index["q"]] == divisible
-    assert signature["dvn_local"] == "*fp32" and attrs[index["dvn_local"]] == divisible
-    assert signature["T"] == "i32" and attrs[index["T"]] == divisible                   # one chunk: T = 64
-    assert signature["H"] == "i32" and index["H"] not in attrs                          # H = 24
-    assert signature["dvn16"] == "constexpr" and constexprs[index["dvn16"]] is None
-    assert signature["scale"] == "fp32" and index["scale"] not in attrs
-    assert options == {"num_warps": launcher.NUM_WARPS["state_bwd_tiled"],
-                       "num_stages": launcher.NUM_STAGES["state_bwd_tiled"]}
+    assert signature["q"] == "*bf16" and attrs["q"] == divisible
+    assert signature["dvn_local"] == "*fp32" and attrs["dvn_local"] == divisible
+    assert signature["T"] == "i32" and attrs["T"] == divisible                          # one chunk: T = 64
+    assert signature["H"] == "i32" and attrs["H"] is None                               # H = 24
+    assert signature["dvn16"] == "constexpr" and constexprs["dvn16"] == "None"
+    assert signature["scale"] == "fp32" and attrs["scale"] is None
+    assert got["options"] == dict(zip(("num_warps", "num_stages"), got["shipped"]))

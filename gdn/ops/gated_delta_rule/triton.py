@@ -180,8 +180,9 @@ TILED_STATE_BV = int(_switch("DELTAMU_GDN_TILED_STATE_BV", "64", ("64", "32")))
 TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "bf16", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
-#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T); default ws,dos,dvns,vnds,dp
-#   ("": TF32 for all eight).
+#   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T, dqdk: dq and dk's four
+#   products after the reduction, with T^T and the normalised q, k rounded to bf16 as fla's backward takes them; not
+#   yet on a card); default ws,dos,dvns,vnds,dp ("": TF32 for all nine).
 TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp")
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
 #   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
@@ -360,6 +361,13 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
     """Whether the wide-head path's bf16-tolerant products (triton_tiled.py) take bf16 operands for inputs of
     `dtype` (else fp32 operands, in the call's precision)."""
     return dtype == torch.bfloat16 and TILED_BF16
+
+
+def _more_if(dtype: torch.dtype, name: str) -> dict:
+    """The launch arguments that put product `name` (a MORE_BITS name) on bf16 operands, for a kernel that takes only
+    that one: none where TILED_BF16_MORE leaves it out, so that kernel compiles as it did before the switch."""
+    on = _bf16_operands(dtype) and bool(MORE_BITS[name] & TILED_BF16_MORE)
+    return dict(BF16_OPS=True, MORE=MORE_BITS[name]) if on else {}
 
 
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
@@ -546,8 +554,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         if split:
             _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
                 q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
-                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, num_warps=NUM_WARPS["grad_dqdk"],
-                num_stages=NUM_STAGES["grad_dqdk"])
+                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, **_more_if(q.dtype, "dqdk"),
+                num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](

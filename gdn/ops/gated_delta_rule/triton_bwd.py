@@ -321,8 +321,9 @@ def _grad_dqdk(
 @triton.jit
 def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_end, w_scale, q_dot, k_dot, row0, c,
                     row_ok, i_k, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, USE_L2NORM: tl.constexpr,
-                    PRECISION: tl.constexpr):
-    """K tile i_k of _grad_dqdk."""
+                    PRECISION: tl.constexpr, OPDT: tl.constexpr = tl.float32):
+    """K tile i_k of _grad_dqdk. OPDT: the operands' dtype in its four products (fp32: TF32 for 16-bit inputs;
+    bf16: the [C, C] tiles, T^T and the normalised q, k tiles rounded to bf16, as fla's backward takes them)."""
     cc_off = c[:, None] * BT + c[None, :]
     ccT_off = c[:, None] + c[None, :] * BT
     kc = i_k * BK + tl.arange(0, BK)
@@ -330,15 +331,16 @@ def _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scr, Tt, rq, rk, q_scale, decay_
     rk_off = c[:, None] * (H * K) + kc[None, :]
     qn = tl.load(q + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rq[:, None]
     kn = tl.load(k + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) * rk[:, None]
+    kn_op = kn.to(OPDT)
     dqn = q_scale[:, None] * tl.load(dqi + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
-        + _dot(tl.load(scr + cc_off).to(tl.float32), kn, PRECISION)
+        + _dot(tl.load(scr + cc_off).to(OPDT), kn_op, PRECISION)
     if USE_L2NORM:
         dqn = rq[:, None] * (dqn - qn * q_dot[:, None])
     tl.store(dq + row0 * K + rk_off, dqn.to(dq.dtype.element_ty), mask=mk)
     dXs = tl.load(scr + BT * BT + cc_off).to(tl.float32) + tl.load(scr + BT * BT + ccT_off).to(tl.float32)
-    dkn = _dot(tl.load(scr + ccT_off).to(tl.float32), qn, PRECISION) + _dot(dXs, kn, PRECISION) \
+    dkn = _dot(tl.load(scr + ccT_off).to(OPDT), qn.to(OPDT), PRECISION) + _dot(dXs.to(OPDT), kn_op, PRECISION) \
         + decay_end[:, None] * tl.load(dkt + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32) \
-        + w_scale[:, None] * _dot(Tt, tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(tl.float32), PRECISION)
+        + w_scale[:, None] * _dot(Tt.to(OPDT), tl.load(dw + row0 * K + rk_off, mask=mk, other=0.).to(OPDT), PRECISION)
     if USE_L2NORM:
         dkn = rk[:, None] * (dkn - kn * k_dot[:, None])
     tl.store(dk + row0 * K + rk_off, dkn.to(dk.dtype.element_ty), mask=mk)

@@ -54,8 +54,9 @@ MORE_DOS = tl.constexpr(16)
 MORE_DVNS = tl.constexpr(32)
 MORE_VNDS = tl.constexpr(64)
 MORE_DP = tl.constexpr(128)
+MORE_DQDK = tl.constexpr(256)      # dq and dk's four products in _chunk_grad_dqdk_kernel (triton_bwd._grad_dqdk_tile)
 MORE_BITS = dict(ws=MORE_WS.value, av=MORE_AV.value, ado=MORE_ADO.value, kds=MORE_KDS.value, dos=MORE_DOS.value,
-                 dvns=MORE_DVNS.value, vnds=MORE_VNDS.value, dp=MORE_DP.value)          # the switch's names
+                 dvns=MORE_DVNS.value, vnds=MORE_VNDS.value, dp=MORE_DP.value, dqdk=MORE_DQDK.value)   # the names
 
 
 @triton.jit
@@ -673,13 +674,14 @@ def _chunk_grad_dqdk_kernel(
     dq, dk, dv, dbeta,                   # out
     T,
     H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr,
+    USE_L2NORM: tl.constexpr, PRECISION: tl.constexpr, BF16_OPS: tl.constexpr = False, MORE: tl.constexpr = 0,
 ):
     """One program per (K tile, chunk, b*h), and one more per (chunk, b*h) (i_k = NK): steps 6 (dq, dk, for its
     K tile) and 5 (dv, dbeta) of the per-chunk backward, after _chunk_grad_reduce_kernel with SPLIT_DQDK. The split
     costs a read of T (16 KB a chunk) per program (a chunk's programs run next to each other: mostly from L2) and
     the rows (GRAD_ROWS * BT floats a chunk); in one kernel T^T stays live from step 4 to step 6 beside the [C, C]
     algebra's tiles, and the loop over K tiles holds every scratch tile it re-reads."""
+    DQDK_DT: tl.constexpr = tl.bfloat16 if BF16_OPS and (MORE_DQDK & MORE) != 0 else tl.float32
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NK: tl.constexpr = (K + BK - 1) // BK
@@ -691,7 +693,7 @@ def _chunk_grad_dqdk_kernel(
         _grad_dqdk_tile(q, k, dqi, dw, dkt, dq, dk, scratch + chunk * (2 * BT * BT), Tt, tl.load(rw + c),
                         tl.load(rw + BT + c), tl.load(rw + 2 * BT + c), tl.load(rw + 3 * BT + c),
                         tl.load(rw + 4 * BT + c), tl.load(rw + 5 * BT + c), tl.load(rw + 6 * BT + c), row0, c,
-                        row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION)
+                        row_ok, i_k, H, K, BT, BK, USE_L2NORM, PRECISION, DQDK_DT)
     else:
         _grad_dv(v, dvn, dv, dbeta, Tt, tl.load(rw + 7 * BT + c), tl.load(rw + 8 * BT + c), row0, c, row_ok, H, V,
                  BT, BV, PRECISION)
