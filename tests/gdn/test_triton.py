@@ -315,9 +315,9 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # the gradient's K tiles 0 and 1 instead of an extra program (ours-ktile-cc), alone and with the bf16 copies of vn
 # and dvn (ours-copies, also checked bit for bit below); the row dots for dg and the l2-norm made in the K tiles
 # (ours-row-dots), and the three together (ours-lean); and all eight named products on bf16 operands at the
-# moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2, the card at
-# 4.7e-4, docs/benchmarks.md), and the default's five with k dS added (ours-ops-w4, at K = 128 only: k dS's is the
-# product behind that dbeta) or with dq and dk's four products after the reduction (ours-dqdk-bf16).
+# moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2 for these
+# inputs, the card 4.7e-4 for its own draw, docs/benchmarks.md), and the default's five with k dS added (ours-ops-w4,
+# at K = 128 only: k dS's is the product behind that dbeta) or with dq and dk's four products after the reduction.
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
                  TILED_REDUCE="full")
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (

@@ -55,8 +55,9 @@ def _chunk_rows(i_b, i_h, i_t, T, H, BT: tl.constexpr):
 # nearest (False); benchmarks/stress_errors.py --probe-tf32 measures which on a card: an H100 (Triton 3.6,
 # 2026-12-07) truncates (a tl.dot 1.8e-7 from truncated operands' float64 product, 8.8e-4 from rounded ones'). With
 # this and bf16 rounded to nearest (gdn.ops.backend.round_like_the_card) the interpreter's errors at the wide-head
-# stress cases came within 0.19 (mean |log ratio|) of the card's, against 0.37 without it; one exception, dbeta at
-# strong gates, K = 256, where the interpreter's 6.7e-3 overstates the card's 7.9e-4.
+# stress cases came within 0.19 (mean |log ratio|) of the card's, against 0.37 without it (the same seeds, but the
+# card's inputs come from the CUDA generator: other draws; dbeta at strong gates, K = 256, 6.7e-3 here against the
+# card's 7.9e-4, is this CPU draw's tail: 5.4e-4 to 2.6e-3 at seeds 1-7).
 TF32_TRUNCATES = tl.constexpr(True)
 
 
