@@ -187,6 +187,10 @@ TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "bf16", ("fp32", "bf16"))
 #   products after the reduction, with T^T and the normalised q, k rounded to bf16 as fla's backward takes them; not
 #   yet on a card); default ws,dos,dvns,vnds,dp ("": TF32 for all nine).
 TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp")
+# k dS ("kds") takes bf16 operands, where named, only up to this head dim K: above it TF32 (over seeds 0-7 at strong
+# gates, K = 256, bf16 operands there put dbeta over the bound once, at 2.4e-2; docs/benchmarks.md, "No card this
+# evening"). The default names no kds, so this changes no default kernel.
+KDS_BF16_MAX_K = 128
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
 #   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
@@ -482,9 +486,10 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
             Aqk, do, dvn_local, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
             MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["dvn_local"], num_stages=NUM_STAGES["dvn_local"])
+        more = TILED_BF16_MORE if BKP <= KDS_BF16_MAX_K else TILED_BF16_MORE & ~MORE_BITS["kds"]
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Gcum, rq, rk, do, dht_, dh, dvn_local, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
-            BF16_OPS=_bf16_operands(q.dtype), MORE=TILED_BF16_MORE, dvn16=dvn16, **flags)
+            BF16_OPS=_bf16_operands(q.dtype), MORE=more, dvn16=dvn16, **flags)
     else:
         _chunk_state_bwd_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Aqk, Gcum, rq, rk, do, dht_, dh, dvn, dh0_, scale, T, BKP=BKP, SPLIT=BKP <= SPLIT_MAX_K,
