@@ -65,8 +65,9 @@ IMPLS = ("ours", "fla", "chunk")
 # launch configs, ours-lean-tuned both. ours-ops-w4: the state backward at 4 warps, 3 stages with its k dS on bf16
 # operands, as fla's state backward takes it (at 4 warps with k dS in TF32, its A operand widened to fp32 in
 # registers, the outputs were 1.1e2 off at T = 16384 on an H100; with k dS in bf16 the interpreter's dbeta at
-# strong gates, K = 256 spreads wider over seeds, to 2.4e-2 at one of eight), and dq and dk's four products after
-# the reduction on bf16 operands too (TILED_BF16_MORE's dqdk). The variants timed on 2026-12-07 and dropped since
+# strong gates, K = 256 spreads wider over seeds, to 2.4e-2 at one of eight: kept to K <= 128), its input Aqk^T dO
+# in bf16 (TILED_DVN=local-bf16), as fla's state backward reads it, and dq and dk's four products after the
+# reduction on bf16 operands too (TILED_BF16_MORE's dqdk). The variants timed on 2026-12-07 and dropped since
 # (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
@@ -91,6 +92,7 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  # both: the candidate for the next default, checked and timed in one call
                  "ours-lean-tuned": {**LEAN, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
                  "ours-ops-w4": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp,kds,dqdk",
+                                 "DELTAMU_GDN_TILED_DVN": "local-bf16",
                                  "DELTAMU_GDN_LAUNCH": "state_bwd_tiled=4x3"}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.

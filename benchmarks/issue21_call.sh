@@ -6,8 +6,8 @@
 #    ours-lean-tuned (TILED_GRAD_COPIES=bf16, TILED_KTILE_CC=k-tiles, TILED_ROW_DOTS=k-tiles, and the state backward
 #    at 4 warps, 3 stages with 64-wide state tiles at every shape: tile or length behind its failure at T = 16384)
 #    and ours-ops-w4 (the state backward at 4 warps, 3 stages, its k dS on bf16 operands as fla takes it, the
-#    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps; and dq,
-#    dk's four products after the reduction on bf16 operands);
+#    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps; its
+#    input Aqk^T dO in bf16; and dq, dk's four products after the reduction on bf16 operands);
 # 2. ours, fla and the candidates timed at every reference shape (wide first), CUDA ms per kernel;
 # 3. the packing rows: K = 16 at d = 128 and K = 8 at d = 256, the update in the step's graph and outside it;
 # 4. the state backward's launch configs at 32-wide state tiles (benchmarks/kernel_configs.py).
@@ -16,7 +16,7 @@ mkdir -p "$OUT/a" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/a/card.txt"
 export DELTAMU_GDN_TUNED="state_bwd_tiled=4x3,TILED_STATE_BLOCK_V=64"
 LEAN="DELTAMU_GDN_TILED_GRAD_COPIES=bf16 DELTAMU_GDN_TILED_KTILE_CC=k-tiles DELTAMU_GDN_TILED_ROW_DOTS=k-tiles"
-OPS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds,dqdk DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
+OPS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds,dqdk DELTAMU_GDN_TILED_DVN=local-bf16 DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
 IMPLS=ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
 T="python3 -m pytest --noconftest -p no:cacheprovider -v -n 5 -k 'benchmark_shapes and bf16' tests/gdn/test_triton.py"
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
