@@ -318,7 +318,7 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2 for these
 # inputs, the card 4.7e-4 for its own draw, docs/benchmarks.md), and the default's five with k dS added (ours-ops-w4;
 # at K = 256 k dS stays TF32, triton.KDS_BF16_MAX_K, without which that case fails: dbeta 2.4e-2) or with dq and
-# dk's four products after the reduction.
+# dk's four products after the reduction, and both with Aqk^T dO in bf16 (ours-ops-w4's products and storage).
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
                  TILED_REDUCE="full")
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
@@ -330,6 +330,7 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("bf16-all-operands", {"TILED_BF16_MORE": 255}, (4,)),
     ("kds-bf16", {"TILED_BF16_MORE": 249}, (4, 5)),
     ("dqdk-bf16", {"TILED_BF16_MORE": 241 | 256}, (4, 5)),
+    ("ops-w4", {"TILED_BF16_MORE": 241 | 8 | 256, "TILED_DVN": "local-bf16"}, (4, 5)),
     ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
     ("sums-fp32", dict(TILED_SUMS="fp32"), (4, 5)),
     ("reduce-full", dict(TILED_REDUCE="full"), (1, 3, 4, 5)),
