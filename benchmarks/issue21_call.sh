@@ -20,22 +20,22 @@ OPS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds,dqdk DELTAMU_GDN_TILED_
 IMPLS=ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
 T="python3 -m pytest --noconftest -p no:cacheprovider -v -n 5 -k 'benchmark_shapes and bf16' tests/gdn/test_triton.py"
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
-( env $LEAN DELTAMU_GDN_LAUNCH=$DELTAMU_GDN_TUNED PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
-( env $OPS PYTHONPATH=. timeout 130 sh -c "$T" > "$OUT/a/ops_w4.txt" 2>&1 ) &
-( PYTHONPATH=/tmp/site:. timeout 130 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 120 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
+( env $LEAN DELTAMU_GDN_LAUNCH=$DELTAMU_GDN_TUNED PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
+( env $OPS PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/ops_w4.txt" 2>&1 ) &
+( PYTHONPATH=/tmp/site:. timeout 150 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 140 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
 wait
 echo "checks took $(el) s"
 for f in lean_tuned ops_w4; do
     echo "== $f: $(grep -cE ' PASSED' "$OUT/a/$f.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/a/$f.txt") failed"
     grep -E "^FAILED" "$OUT/a/$f.txt" | head -5
 done
-KD=$(( 330 - $(el) ))
+KD=$(( 340 - $(el) )); [ $KD -lt 120 ] && KD=120
 PYTHONPATH=/tmp/site:. timeout $(( KD + 40 )) python3 benchmarks/gdn_kernels.py --impls $IMPLS --no-model --shape-major --profile-impls $IMPLS --shapes 2,3,4,1,0 --deadline $KD --cell-timeout 60 --warmup 25 --rep 100 --load-autotune benchmarks/autotune/fla-0.6.0-h100-triton3.6.tgz --out "$OUT/a/kernels" > "$OUT/a/kernels.log" 2>&1
 echo "kernels done at $(el) s"
 P="--no-plan --no-check --no-profile --single-repeats 1"
-PB=$(( 440 - $(el) ))
+PB=$(( 450 - $(el) )); [ $PB -lt 40 ] && PB=40
 timeout $(( PB + 30 )) python3 benchmarks/packing.py --widths 128 --packs 16 --update-outside-graph 16 $P --time-budget $(( PB / 2 )) --out "$OUT/a/pack128" > "$OUT/a/pack128.log" 2>&1
-PB=$(( 470 - $(el) ))
+PB=$(( 478 - $(el) )); [ $PB -lt 30 ] && PB=30
 timeout $(( PB + 25 )) python3 benchmarks/packing.py --widths 256 --packs 8 --update-outside-graph 8 $P --time-budget $PB --out "$OUT/a/pack256" > "$OUT/a/pack256.log" 2>&1
 R=$(( 570 - $(el) ))
 if [ $R -gt 60 ]; then
