@@ -214,3 +214,37 @@ def test_sweep_runs_the_candidates_left_after_a_dead_cuda_context(monkeypatch, t
     assert calls == ["w4s2,w4s1,w8s1,w8s2", "w8s1,w8s2"]
     assert [r["config"] for r in records] == ["shipped", "w4s2", "w4s1", "w8s1", "w8s2"]
     assert "error" in records[2]
+
+
+def test_the_next_card_call_names_only_variants_and_switches_that_exist():
+    """benchmarks/issue21_call.sh runs on scarce device time: every implementation it times is one gdn_kernels.py
+    knows, and every switch setting it exports is one the kernels' module accepts at import (a misspelt value raises
+    there, on the card, after the machine has started)."""
+    import re
+    import shlex
+    text = open(os.path.join(REPO, "benchmarks", "issue21_call.sh")).read()
+    assigned = dict(re.findall(r'^(?:export )?([A-Z_]+)="?([^"\n]*)"?$', text, flags=re.M))
+    impls = assigned["IMPLS"].split(",")
+    assert {"ours", "fla", "ours-lean-tuned", "ours-ops-w4"} <= set(impls)
+    assert all(i in ("ours", "fla") or i in kernels.OURS_VARIANTS for i in impls), impls
+    assert all(i in kernels.TIMED for i in impls)
+    settings = [dict(kernels.OURS_VARIANTS[i]) for i in impls if i in kernels.OURS_VARIANTS]
+    settings += [dict(pair.split("=", 1) for pair in shlex.split(assigned[name])) for name in ("LEAN", "OPS")]
+    settings += [{"DELTAMU_GDN_LAUNCH": assigned["DELTAMU_GDN_TUNED"]}]
+    assert all(k.startswith("DELTAMU_GDN_") for setting in settings for k in setting), settings
+    code = """if True:
+        import importlib, json, os, sys
+        import gdn.ops.gated_delta_rule.triton as launcher
+        for setting in json.loads(sys.argv[1]):
+            for k in [k for k in os.environ if k.startswith("DELTAMU_GDN_")]:
+                del os.environ[k]
+            os.environ.update(setting)
+            try:
+                importlib.reload(launcher)          # the switches are read at import
+            except ValueError as e:
+                print(json.dumps(setting), e)
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAMU_GDN_")}
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], cwd=REPO, env=dict(env, PYTHONPATH=REPO),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr[-800:]
