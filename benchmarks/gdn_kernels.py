@@ -73,6 +73,8 @@ FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELT
         "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
 LEAN = {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles",
         "DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"}
+# the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
+TUNED = {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")}
 OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-vtile": {"DELTAMU_GDN_TILED_GRAD": "vtile", "DELTAMU_GDN_TILED_DQDK": "inline"},
                  # the gradient in two kernels (dq^ per K tile, then the backward through T per chunk)
@@ -87,10 +89,8 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-ktile-cc": {"DELTAMU_GDN_TILED_KTILE_CC": "k-tiles"},
                  "ours-row-dots": {"DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
                  "ours-lean": LEAN,
-                 # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
-                 "ours-tuned": {"DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
-                 # both: the candidate for the next default, checked and timed in one call
-                 "ours-lean-tuned": {**LEAN, "DELTAMU_GDN_LAUNCH": os.environ.get("DELTAMU_GDN_TUNED", "")},
+                 "ours-tuned": TUNED,
+                 "ours-lean-tuned": {**LEAN, **TUNED},
                  "ours-ops-w4": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp,kds,dqdk",
                                  "DELTAMU_GDN_TILED_DVN": "local-bf16",
                                  "DELTAMU_GDN_LAUNCH": "state_bwd_tiled=4x3"}}

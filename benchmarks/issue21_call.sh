@@ -15,13 +15,18 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT/a" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/a/card.txt"
 export DELTAMU_GDN_TUNED="state_bwd_tiled=4x3,TILED_STATE_BLOCK_V=64"
-LEAN="DELTAMU_GDN_TILED_GRAD_COPIES=bf16 DELTAMU_GDN_TILED_KTILE_CC=k-tiles DELTAMU_GDN_TILED_ROW_DOTS=k-tiles"
-OPS="DELTAMU_GDN_TILED_BF16_MORE=ws,dos,dvns,vnds,dp,kds,dqdk DELTAMU_GDN_TILED_DVN=local-bf16 DELTAMU_GDN_LAUNCH=state_bwd_tiled=4x3"
+# the switches gdn_kernels.py sets for a variant's cells (its OURS_VARIANTS), so the checks run the kernels it times
+variant_env() {
+    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import gdn_kernels as g
+print(' '.join(f'{k}={v}' for k, v in g.OURS_VARIANTS[sys.argv[1]].items()))" "$1"
+}
+LEAN_TUNED=$(variant_env ours-lean-tuned) && OPS_W4=$(variant_env ours-ops-w4) && [ -n "$LEAN_TUNED$OPS_W4" ] \
+    || { echo "gdn_kernels.py gave no variant's switches" >&2; exit 1; }
 IMPLS=ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned,ours-lean,ours-copies,ours-ktile-cc,ours-row-dots
 T="python3 -m pytest --noconftest -p no:cacheprovider -v -n 5 -k 'benchmark_shapes and bf16' tests/gdn/test_triton.py"
 t0=$(date +%s); el() { echo $(( $(date +%s) - t0 )); }
-( env $LEAN DELTAMU_GDN_LAUNCH=$DELTAMU_GDN_TUNED PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
-( env $OPS PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/ops_w4.txt" 2>&1 ) &
+( env $LEAN_TUNED PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/lean_tuned.txt" 2>&1 ) &
+( env $OPS_W4 PYTHONPATH=. timeout 150 sh -c "$T" > "$OUT/a/ops_w4.txt" 2>&1 ) &
 ( PYTHONPATH=/tmp/site:. timeout 150 python3 benchmarks/gdn_kernels.py --warm-only --impls ours,fla,ours-lean-tuned,ours-ops-w4,ours-tuned --shapes 2,3,4,1,0 --deadline 140 --warm-jobs 5 --out /tmp/warm > "$OUT/a/warm.txt" 2>&1 ) &
 wait
 echo "checks took $(el) s"

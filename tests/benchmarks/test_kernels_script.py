@@ -221,16 +221,16 @@ def test_the_next_card_call_names_only_variants_and_switches_that_exist():
     knows, and every switch setting it exports is one the kernels' module accepts at import (a misspelt value raises
     there, on the card, after the machine has started)."""
     import re
-    import shlex
     text = open(os.path.join(REPO, "benchmarks", "issue21_call.sh")).read()
     assigned = dict(re.findall(r'^(?:export )?([A-Z_]+)="?([^"\n]*)"?$', text, flags=re.M))
     impls = assigned["IMPLS"].split(",")
     assert {"ours", "fla", "ours-lean-tuned", "ours-ops-w4"} <= set(impls)
     assert all(i in ("ours", "fla") or i in kernels.OURS_VARIANTS for i in impls), impls
     assert all(i in kernels.TIMED for i in impls)
+    checked = re.findall(r"variant_env (\S+)\)", text)                   # the checks run these variants' switches
+    assert checked and set(checked) <= set(impls), checked
     settings = [dict(kernels.OURS_VARIANTS[i]) for i in impls if i in kernels.OURS_VARIANTS]
-    settings += [dict(pair.split("=", 1) for pair in shlex.split(assigned[name])) for name in ("LEAN", "OPS")]
-    settings += [{"DELTAMU_GDN_LAUNCH": assigned["DELTAMU_GDN_TUNED"]}]
+    settings += [{"DELTAMU_GDN_LAUNCH": assigned["DELTAMU_GDN_TUNED"]}]      # what ours-tuned's cells get there
     assert all(k.startswith("DELTAMU_GDN_") for setting in settings for k in setting), settings
     code = """if True:
         import importlib, json, os, sys

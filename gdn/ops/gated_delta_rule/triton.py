@@ -370,13 +370,6 @@ def _bf16_operands(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and TILED_BF16
 
 
-def _more_if(dtype: torch.dtype, name: str) -> dict:
-    """The launch arguments that put product `name` (a MORE_BITS name) on bf16 operands, for a kernel that takes only
-    that one: none where TILED_BF16_MORE leaves it out, so that kernel compiles as it did before the switch."""
-    on = _bf16_operands(dtype) and bool(MORE_BITS[name] & TILED_BF16_MORE)
-    return dict(BF16_OPS=True, MORE=MORE_BITS[name]) if on else {}
-
-
 def _stored_dtype(which: str, tiled: bool, dtype: torch.dtype) -> torch.dtype:
     """The dtype intermediate `which` is stored in (h, dh: TILED_STATE; w, u, vn: TILED_WU; dvn, dvn_local:
     TILED_DVN), for inputs of `dtype` on the path `tiled` picked: bf16 only on the wide-head path for bf16 inputs,
@@ -562,8 +555,8 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         if split:
             _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
                 q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
-                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, **_more_if(q.dtype, "dqdk"),
-                num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
+                BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
+                MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](
