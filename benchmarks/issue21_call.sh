@@ -9,7 +9,8 @@
 #    shipped tiles: whether the TF32 product, its A operand widened in registers, is what breaks at 4 warps; its
 #    input Aqk^T dO in bf16; and dq, dk's four products after the reduction on bf16 operands);
 # 2. ours, fla and the candidates timed at every reference shape (wide first), CUDA ms per kernel;
-# 3. the packing rows: K = 16 at d = 128 and K = 8 at d = 256, the update in the step's graph and outside it;
+# 3. the packing rows: K = 16 at d = 128 and K = 8 at d = 256, the update in the step's graph and outside it, and
+#    the mixer's input projections as one GEMM (GatedDeltaNet.one_input_gemm);
 # 4. the state backward's launch configs at 32-wide state tiles (benchmarks/kernel_configs.py).
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT/a" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
@@ -39,9 +40,9 @@ PYTHONPATH=/tmp/site:. timeout $(( KD + 40 )) python3 benchmarks/gdn_kernels.py 
 echo "kernels done at $(el) s"
 P="--no-plan --no-check --no-profile --single-repeats 1"
 PB=$(( 450 - $(el) )); [ $PB -lt 40 ] && PB=40
-timeout $(( PB + 30 )) python3 benchmarks/packing.py --widths 128 --packs 16 --update-outside-graph 16 $P --time-budget $(( PB / 2 )) --out "$OUT/a/pack128" > "$OUT/a/pack128.log" 2>&1
+timeout $(( PB + 30 )) python3 benchmarks/packing.py --widths 128 --packs 16 --update-outside-graph 16 --one-input-gemm 16 $P --time-budget $(( PB * 2 / 3 )) --out "$OUT/a/pack128" > "$OUT/a/pack128.log" 2>&1
 PB=$(( 478 - $(el) )); [ $PB -lt 30 ] && PB=30
-timeout $(( PB + 25 )) python3 benchmarks/packing.py --widths 256 --packs 8 --update-outside-graph 8 $P --time-budget $PB --out "$OUT/a/pack256" > "$OUT/a/pack256.log" 2>&1
+timeout $(( PB + 25 )) python3 benchmarks/packing.py --widths 256 --packs 8 --update-outside-graph 8 --one-input-gemm 8 $P --time-budget $PB --out "$OUT/a/pack256" > "$OUT/a/pack256.log" 2>&1
 R=$(( 570 - $(el) ))
 if [ $R -gt 60 ]; then
     DELTAMU_GDN_LAUNCH=TILED_STATE_BLOCK_V=32 PYTHONPATH=. timeout $R python3 benchmarks/kernel_configs.py --out "$OUT/a/sbwd32" --deadline $(( R - 5 )) --compile-s 30 --shapes "8,2048,16,128,128;2,16384,16,128,128" --candidates state_bwd_tiled:w4s1,state_bwd_tiled:w2s2,state_bwd_tiled:w4s2 > "$OUT/a/sbwd32.log" 2>&1

@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from gdn.config import GDNConfig  # noqa: E402
 from gdn.data import load_corpus  # noqa: E402
+from gdn.model import GatedDeltaNet  # noqa: E402
 from gdn.ops.gated_delta_rule import gated_delta_rule  # noqa: E402
 from gdn.ops.gated_delta_rule.dispatch import resolve_backend  # noqa: E402
 from gdn.optim import build_optimizer, clip_grad_norm, set_lr  # noqa: E402
@@ -101,22 +102,31 @@ def run_single(width: int, args, device) -> dict:
 
 
 OUTSIDE = "packed, update outside the graph"   # the mode of the baseline rows (--update-outside-graph)
+ONE_GEMM = "packed, one input GEMM"            # the mode of the rows --one-input-gemm asks for
+SIX_GEMMS = "packed, six input GEMMs"          # ... and the other form, where one GEMM is the default
+# each mode's settings: (_Pack.update_in_graph, GatedDeltaNet.one_input_gemm); None keeps the default
+MODES = {"packed": (None, None), OUTSIDE: (False, None), ONE_GEMM: (None, True), SIX_GEMMS: (None, False)}
 
 
-def run_packed(width: int, k: int, args, device, update_in_graph: bool = True) -> dict:
+def run_packed(width: int, k: int, args, device, mode: str = "packed") -> dict:
     specs = specs_for(width, k, args)
     times: dict[int, float] = {}
-    mode = "packed" if update_in_graph else OUTSIDE
+    defaults = (_Pack.update_in_graph, GatedDeltaNet.one_input_gemm)
+    in_graph, one_gemm = (d if m is None else m for m, d in zip(MODES[mode], defaults))
     reset_peak(device)
-    _Pack.update_in_graph = update_in_graph
+    _Pack.update_in_graph, GatedDeltaNet.one_input_gemm = in_graph, one_gemm
     try:
         results = train_packed(specs, progress=lambda i, p: times.setdefault(p.step, p.seconds),
                                log_every=args.untimed)
     except torch.cuda.OutOfMemoryError:
         return dict(mode=mode, width=width, trials=k, error="out of memory")
+    except Exception as e:  # a form being tried fails: its row says so, the rows after it still run
+        if mode == "packed":
+            raise
+        return dict(mode=mode, width=width, trials=k, error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
     finally:
-        _Pack.update_in_graph = True
-    row = dict(mode=mode, width=width, trials=k, peak_gib=peak_gib(device),
+        _Pack.update_in_graph, GatedDeltaNet.one_input_gemm = defaults
+    row = dict(mode=mode, width=width, trials=k, one_input_gemm=one_gemm, peak_gib=peak_gib(device),
                estimate_gib=k * estimate_trial_bytes(specs[0]) / GIB, statuses=[r.status for r in results])
     if any(r.status != COMPLETED for r in results):
         row["error"] = "a trial diverged: the pack shrank, so the rate is not comparable"
@@ -259,8 +269,8 @@ def table(rows: list[dict]) -> str:
     nan = float("nan")
     lines = ["| width | K | packed tokens/s | K sequential tokens/s | speed-up | over K packs of one | step ms | "
              "peak GiB | estimate GiB |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in rows if r["mode"] in ("packed", OUTSIDE)),
-                    key=lambda r: (r["width"], r["trials"], r["mode"] == OUTSIDE)):
+    for r in sorted((r for r in rows if r["mode"] in MODES),
+                    key=lambda r: (r["width"], r["trials"], list(MODES).index(r["mode"]))):
         base, one = single.get(r["width"]), pack_of_one.get(r["width"])
         k = r["mode"].replace("packed", str(r["trials"]))        # "8" or "8, update outside the graph"
         if "tokens_per_s" not in r:
@@ -287,6 +297,9 @@ def main() -> None:
     ap.add_argument("--update-outside-graph", type=int, nargs="*", default=[], metavar="K",
                     help="also these pack sizes with the clip and optimizer outside the CUDA graph (the form before "
                          "issue 21), each right after its graphed row: the baseline in the same call")
+    ap.add_argument("--one-input-gemm", type=int, nargs="*", default=[], metavar="K",
+                    help="also these pack sizes with the mixer's six input projections in the other form than "
+                         "the default (gdn.model.GatedDeltaNet.one_input_gemm), right after the default's row")
     ap.add_argument("--no-plan", dest="plan", action="store_false", help="skip the fit_pack_size check")
     ap.add_argument("--no-check", dest="check", action="store_false", help="skip the bf16 curve check")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-phase timing")
@@ -322,15 +335,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     for width in args.widths:
+        other_gemms = SIX_GEMMS if GatedDeltaNet.one_input_gemm else ONE_GEMM
         runs = [("single", None)] + [(mode, k) for k in args.packs
-                                     for mode in ["packed"] + [OUTSIDE] * (k in args.update_outside_graph)]
+                                     for mode in ["packed"] + [OUTSIDE] * (k in args.update_outside_graph)
+                                     + [other_gemms] * (k in args.one_input_gemm)]
         for mode, k in runs:
             if time.perf_counter() - start > args.time_budget:
                 record(dict(mode="sequential" if mode == "single" else mode, width=width, trials=k or 1,
                             error="skipped: time budget"))
                 continue
-            record(run_single(width, args, device) if mode == "single" else
-                   run_packed(width, k, args, device, update_in_graph=mode == "packed"))
+            record(run_single(width, args, device) if mode == "single" else run_packed(width, k, args, device, mode))
 
     plans = []
     if args.plan and device.type == "cuda":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdn.data import load_corpus
-from gdn.model import GDNModel, GatedRMSNorm, RMSNorm, ShortConv
+from gdn.model import GatedDeltaNet, GDNModel, GatedRMSNorm, RMSNorm, ShortConv
 from gdn.ops.short_conv import causal_conv1d_silu
 from gdn.optim import build_optimizer, clip_grad_norm
 from gdn.spec import SweepConfig
@@ -111,6 +111,8 @@ def _record_updates(model: GDNModel, init: dict[str, torch.Tensor], x: torch.Ten
 
     hooks = []
     for name, mod in model.named_modules():
+        if isinstance(mod, GatedDeltaNet):
+            mod.one_input_gemm = False            # the hooks below read each input projection's own output
         parts = name.split(".")
         if isinstance(mod, nn.Linear) and len(parts) >= 2 and f"{parts[-2]}.{parts[-1]}" in acc:
             kind = f"{parts[-2]}.{parts[-1]}"

@@ -55,6 +55,12 @@ class ShortConv(nn.Conv1d):
 
 
 class GatedDeltaNet(nn.Module):
+    # True: the six input projections as one GEMM on their weights concatenated (one read of x, one launch each way
+    # instead of six), q, k, v's convs reading their column slices in place; the same parameters and math, rounded
+    # in another order. Off until measured to pay (issue 21; benchmarks/packing.py --one-input-gemm); off where
+    # hooks must see each projection's own output (gdn.coordcheck).
+    one_input_gemm = False
+
     def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
         super().__init__()
         d = config.width
@@ -76,18 +82,26 @@ class GatedDeltaNet(nn.Module):
         self.scale = K ** -0.5 if mult.o is None else mult.o
         self.backend = backend
 
+    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x's q, k, v (before their convs), a, b and output-gate projections, each (B, T, width of its own)."""
+        projs = (self.q_proj, self.k_proj, self.v_proj, self.a_proj, self.b_proj, self.g_proj)
+        if not self.one_input_gemm:
+            return tuple(proj(x) for proj in projs)
+        y = F.linear(x, torch.cat([proj.weight for proj in projs]))           # (B, T, sum of the widths)
+        return y.split([proj.out_features for proj in projs], dim=-1)         # views, no copies
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         H, K, V = self.num_heads, self.head_k_dim, self.head_v_dim
-        q = self.q_conv1d(self.q_proj(x)).view(B, T, H, K)
-        k = self.k_conv1d(self.k_proj(x)).view(B, T, H, K)
-        v = self.v_conv1d(self.v_proj(x)).view(B, T, H, V)
-        beta = torch.sigmoid(self.b_proj(x).float())                                     # (B, T, H)
-        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())  # log alpha
+        q, k, v, a, b, gate = self.projections(x)
+        q = self.q_conv1d(q).view(B, T, H, K)
+        k = self.k_conv1d(k).view(B, T, H, K)
+        v = self.v_conv1d(v).view(B, T, H, V)
+        beta = torch.sigmoid(b.float())                                                  # (B, T, H)
+        g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())     # log alpha
         o, _ = gated_delta_rule(q, k, v, g, beta, scale=self.scale, use_qk_l2norm=True,
                                 backend=self.backend)                                    # (B, T, H, V)
-        gate = self.g_proj(x).view(B, T, H, V)
-        o = self.o_norm(o, gate).reshape(B, T, H * V)
+        o = self.o_norm(o, gate.reshape(B, T, H, V)).reshape(B, T, H * V)
         return self.o_proj(o)
 
 

@@ -19,7 +19,7 @@ DEVICE = triton_device()
 CUDA = DEVICE == "cuda"
 
 from gdn.ops.short_conv import causal_conv1d_silu, causal_conv1d_silu_reference  # noqa: E402
-from gdn.ops.short_conv.triton import triton_causal_conv1d_silu  # noqa: E402
+from gdn.ops.short_conv.triton import _rows_in_place, triton_causal_conv1d_silu  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
@@ -89,3 +89,27 @@ def test_proxy_shapes_on_the_card(C):
     """The packed proxy's convs: 8 trials x 8 sequences x 1024 tokens, key and value channels at d = 256 and the
     value channels at d = 1024."""
     check(8, 8, 1024, C, 4, torch.bfloat16, seed=C)
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_a_column_slice_of_wider_rows_is_read_in_place(G):
+    """The mixer's one input GEMM (gdn.model) gives q, k and v as column slices of one (B, T, N) output: the kernel
+    reads such a slice where it lies, and its output and gradients are those of the same values made contiguous."""
+    B, T, C, W, N, at = 2, 37, 24, 4, 80, 16
+    gen = torch.Generator(device=DEVICE).manual_seed(11 + G)
+    wide = torch.randn(G, B, T, N, generator=gen, device=DEVICE).requires_grad_()
+    weight = torch.randn(G, C, 1, W, generator=gen, device=DEVICE).requires_grad_()
+    dy = torch.randn(G, B, T, C, generator=gen, device=DEVICE)
+    part = wide[..., at:at + C]
+    assert not part.is_contiguous() and _rows_in_place(part[0]) is part[0]        # no copy made
+    y = triton_causal_conv1d_silu(part if G > 1 else part[0], weight if G > 1 else weight[0])
+    grads = torch.autograd.grad((y.view(dy.shape) * dy).sum(), (wide, weight))
+
+    dense = part.detach().clone().requires_grad_()
+    weight2 = weight.detach().clone().requires_grad_()
+    y2 = triton_causal_conv1d_silu(dense if G > 1 else dense[0], weight2 if G > 1 else weight2[0])
+    dense_grads = torch.autograd.grad((y2.view(dy.shape) * dy).sum(), (dense, weight2))
+    torch.testing.assert_close(y, y2, rtol=0, atol=0)
+    torch.testing.assert_close(grads[0][..., at:at + C], dense_grads[0], rtol=0, atol=0)
+    assert grads[0][..., :at].abs().max() == 0 and grads[0][..., at + C:].abs().max() == 0
+    torch.testing.assert_close(grads[1], dense_grads[1], rtol=0, atol=0)

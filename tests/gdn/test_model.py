@@ -1,9 +1,12 @@
 """The model against itself along other paths, and its shapes against their formulas."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from gdn.config import GDNConfig, count_params, train_flops_per_token
-from gdn.model import GDNModel
+from gdn.model import GatedDeltaNet, GDNModel
 from gdn.spec import SweepConfig
 from gdn.trial import build_model
 
@@ -78,3 +81,34 @@ def test_logit_multiplier_is_applied():
     m2, _, _ = build_model(tied, 128, seed=0)
     idx = torch.randint(0, 256, (1, 8))
     assert torch.allclose(m1(idx) * 4, m2(idx), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend,dtype,tol", [("chunk", torch.float64, 1e-12), ("triton", torch.float32, 1e-5)])
+def test_one_input_gemm_gives_the_six_projections_results(backend, dtype, tol, monkeypatch):
+    """GatedDeltaNet.one_input_gemm: the same logits and gradients as six GEMMs, float64; and in float32 through
+    the Triton kernels (in the interpreter on the CPU), whose convs read q, k, v's columns in place."""
+    if backend == "triton":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from triton_env import triton_device
+        triton_device()
+    model = _with_backend(_model(dtype), backend)
+    idx = torch.randint(0, 256, (2, 19), generator=torch.Generator().manual_seed(3))
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    model, idx = model.to(device), idx.to(device)
+    results = []
+    for one in (False, True):
+        monkeypatch.setattr(GatedDeltaNet, "one_input_gemm", one)
+        model.zero_grad()
+        logits = model(idx)
+        (logits.sin().sum()).backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (six, six_grads), (one, one_grads) = results
+    assert six_grads.keys() == one_grads.keys()
+    errors = {name: _rel(one_grads[name], six_grads[name]) for name in six_grads}
+    errors["logits"] = _rel(one, six)
+    print(f"\n{backend} {dtype}: worst relative error {max(errors.values()):.1e} ({max(errors, key=errors.get)})")
+    assert max(errors.values()) < tol, errors
+
+
+def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.double() - ref.double()).norm() / ref.double().norm()).item()

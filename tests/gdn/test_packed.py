@@ -11,6 +11,7 @@ from gdn.spec import DataSpec, OptimizerSpec, COMPLETED, DIVERGED, ScheduleSpec,
 from gdn.ops.cross_entropy import scaled_logits
 from gdn.ops.gated_delta_rule import chunk_gated_delta_rule, dispatch
 from gdn.pack_plan import estimate_trial_bytes, fit_pack_size, measure_pack_bytes, plan_packs
+from gdn.model import GatedDeltaNet
 from gdn.packed import _Pack, pack_key, train_packed
 from gdn.packed_optim import PackedOptimizer
 from gdn.parametrization import Role
@@ -279,3 +280,16 @@ def test_graph_replay_gives_the_eager_curves(optimizer):
         assert [p.loss for p in graphed.curve] == [p.loss for p in eager.curve]
         assert [p.grad_norm for p in graphed.curve] == [p.grad_norm for p in eager.curve]
     assert runs["1"][2].status == DIVERGED and runs["1"][0].status == COMPLETED
+
+
+def test_one_input_gemm_packs_to_the_same_curves(monkeypatch):
+    """The mixer's input projections as one GEMM (GatedDeltaNet.one_input_gemm) under the pack's vmap: the curves of
+    the six-GEMM form, float64."""
+    specs = [TrialSpec(tiny(), lr=c["lr"], seed=c["seed"], dtype="float64", device="cpu") for c in CASES["adamw"][:2]]
+    runs = []
+    for one in (False, True):
+        monkeypatch.setattr(GatedDeltaNet, "one_input_gemm", one)
+        runs.append(train_packed(specs, log_every=2))
+    for six, one in zip(*runs):
+        assert one.status == six.status == COMPLETED
+        assert max_rel_diff(one, six) < EQUAL_RTOL

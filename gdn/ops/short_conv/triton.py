@@ -26,39 +26,41 @@ BLOCK_C = 64
 
 
 @triton.jit
-def _shifted(X, base, t, c, T, C, shift):
-    """x at times t + shift (zero outside [0, T)), channels c: a [BLOCK_T, BLOCK_C] fp32 tile."""
+def _shifted(X, base, t, c, T, C, row, shift):
+    """x at times t + shift (zero outside [0, T)), channels c, rows `row` elements apart: a [BLOCK_T, BLOCK_C] fp32
+    tile."""
     ts = t + shift
     mask = ((ts >= 0) & (ts < T))[:, None] & (c < C)[None, :]
-    return tl.load(X + base + ts[:, None].to(tl.int64) * C + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    return tl.load(X + base + ts[:, None].to(tl.int64) * row + c[None, :], mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _preactivation(X, Wt, base, w_base, t, c, T, C, shift,
+def _preactivation(X, Wt, base, w_base, t, c, T, C, row, shift,
                    W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     a = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
     for j in tl.static_range(W):
         w = tl.load(Wt + w_base + c * W + j, mask=c < C, other=0.0).to(tl.float32)
-        a += _shifted(X, base, t, c, T, C, shift - (W - 1) + j) * w[None, :]
+        a += _shifted(X, base, t, c, T, C, row, shift - (W - 1) + j) * w[None, :]
     return a
 
 
 @triton.jit
-def _conv_silu_fwd_kernel(X, Wt, Y, T, C, batches_per_group,
+def _conv_silu_fwd_kernel(X, Wt, Y, T, C, x_batch, x_row, batches_per_group,
                           W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    # x's rows may be wider than C (x_row): a column slice of a wider projection is read where it lies
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(2)
-    base = b.to(tl.int64) * T * C
     w_base = (b // batches_per_group) * C * W
-    a = _preactivation(X, Wt, base, w_base, t, c, T, C, 0, W, BLOCK_T, BLOCK_C)
+    a = _preactivation(X, Wt, b.to(tl.int64) * x_batch, w_base, t, c, T, C, x_row, 0, W, BLOCK_T, BLOCK_C)
     mask = (t < T)[:, None] & (c < C)[None, :]
     y = a * tl.sigmoid(a)
-    tl.store(Y + base + t[:, None].to(tl.int64) * C + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + b.to(tl.int64) * T * C + t[:, None].to(tl.int64) * C + c[None, :], y.to(Y.dtype.element_ty),
+             mask=mask)
 
 
 @triton.jit
-def _conv_silu_bwd_kernel(X, Wt, DY, DX, DW_PARTIAL, T, C, batches_per_group,
+def _conv_silu_bwd_kernel(X, Wt, DY, DX, DW_PARTIAL, T, C, x_batch, x_row, batches_per_group,
                           W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     # dx[t] = sum_s w[W-1-s] da[t+s], with da = dy * silu'(a) recomputed at each of the W shifts s;
     # dw[j] = sum_t da[t] x[t-(W-1)+j].
@@ -66,13 +68,14 @@ def _conv_silu_bwd_kernel(X, Wt, DY, DX, DW_PARTIAL, T, C, batches_per_group,
     t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    base = b.to(tl.int64) * T * C
+    base = b.to(tl.int64) * T * C                                  # of dy and dx, which are (B, T, C)
+    x_base = b.to(tl.int64) * x_batch
     w_base = (b // batches_per_group) * C * W
     dx = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
     da_here = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
     for s in tl.static_range(W):
-        a = _preactivation(X, Wt, base, w_base, t, c, T, C, s, W, BLOCK_T, BLOCK_C)
-        dy = _shifted(DY, base, t, c, T, C, s)                     # zero past T: no gradient from there
+        a = _preactivation(X, Wt, x_base, w_base, t, c, T, C, x_row, s, W, BLOCK_T, BLOCK_C)
+        dy = _shifted(DY, base, t, c, T, C, C, s)                     # zero past T: no gradient from there
         sig = tl.sigmoid(a)
         da = dy * sig * (1.0 + a * (1.0 - sig))
         w = tl.load(Wt + w_base + c * W + (W - 1 - s), mask=c_ok, other=0.0).to(tl.float32)
@@ -83,8 +86,14 @@ def _conv_silu_bwd_kernel(X, Wt, DY, DX, DW_PARTIAL, T, C, batches_per_group,
     tl.store(DX + base + t[:, None].to(tl.int64) * C + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
     row = (b * tl.num_programs(0) + pid_t).to(tl.int64) * W * C
     for j in tl.static_range(W):
-        part = tl.sum(da_here * _shifted(X, base, t, c, T, C, j - (W - 1)), axis=0)
+        part = tl.sum(da_here * _shifted(X, x_base, t, c, T, C, x_row, j - (W - 1)), axis=0)
         tl.store(DW_PARTIAL + row + j * C + c, part, mask=c_ok)
+
+
+def _rows_in_place(x: torch.Tensor) -> torch.Tensor:
+    """x (B, T, C) as the kernels read it, any batch and time strides but channels contiguous: a copy only where
+    they are not."""
+    return x if x.stride(2) == 1 or x.shape[2] == 1 else x.contiguous()
 
 
 def _grid(B: int, T: int, C: int) -> tuple[int, int, int]:
@@ -92,15 +101,18 @@ def _grid(B: int, T: int, C: int) -> tuple[int, int, int]:
 
 
 class TritonCausalConvSiLU(torch.autograd.Function):
-    """x [B, T, C], weight [G, C, W] (G divides B) -> silu(causal depthwise conv) [B, T, C] in x's dtype."""
+    """x [B, T, C], weight [G, C, W] (G divides B) -> silu(causal depthwise conv) [B, T, C] in x's dtype. x may be
+    a column slice of wider rows (channels contiguous): it is read in place, not copied."""
 
     @staticmethod
     def forward(ctx, x, weight):
         B, T, C = x.shape
         G, _, W = weight.shape
-        x, weight = x.contiguous(), weight.contiguous()
-        y = torch.empty_like(x)
-        _conv_silu_fwd_kernel[_grid(B, T, C)](x, weight, y, T, C, B // G, W=W, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        x = _rows_in_place(x)
+        weight = weight.contiguous()
+        y = torch.empty(B, T, C, dtype=x.dtype, device=x.device)
+        _conv_silu_fwd_kernel[_grid(B, T, C)](x, weight, y, T, C, x.stride(0), x.stride(1), B // G,
+                                              W=W, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         ctx.save_for_backward(x, weight)
         return y
 
@@ -110,10 +122,10 @@ class TritonCausalConvSiLU(torch.autograd.Function):
         B, T, C = x.shape
         G, _, W = weight.shape
         grid = _grid(B, T, C)
-        dx = torch.empty_like(x)
+        dx = torch.empty(B, T, C, dtype=x.dtype, device=x.device)
         dw_partial = torch.empty(B * grid[0], W, C, dtype=torch.float32, device=x.device)
-        _conv_silu_bwd_kernel[grid](x, weight, dy.contiguous(), dx, dw_partial, T, C, B // G,
-                                    W=W, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        _conv_silu_bwd_kernel[grid](x, weight, dy.contiguous(), dx, dw_partial, T, C, x.stride(0), x.stride(1),
+                                    B // G, W=W, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dw = dw_partial.view(G, -1, W, C).sum(1).transpose(1, 2)         # [G, C, W]
         return dx, dw.to(weight.dtype)
 
