@@ -58,19 +58,17 @@ IMPLS = ("ours", "fla", "chunk")
 # the card" and "Fewer bytes in the gradient"). ours-bf16-all: all eight named products on bf16 operands (on an H100
 # o was 1.0 off at K = 256, V = 32: Aqk vn). ours-wu-bf16: u and vn in bf16 too, as fla stores them (on an H100 dg
 # 9.9e-3 at a zero-gate stress case, bound 1e-2); ours-dvn: dvn in bf16 (not yet checked alone on a card);
-# ours-dvn-local: only dvn's part within the chunk (Aqk^T dO, the state backward's input) in bf16; ours-copies: the
-# gradient by K tiles reads bf16 copies of vn and dvn (the same bits, half the bytes; TILED_GRAD_COPIES);
-# ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-row-dots:
+# ours-copies: the gradient by K tiles reads bf16 copies of vn and dvn (the same bits, half the bytes;
+# TILED_GRAD_COPIES); ours-ktile-cc: its K tiles 0 and 1 sum dO vn^T and dvn v^T, no extra program (TILED_KTILE_CC); ours-row-dots:
 # its K tiles make the reduction's row dots (TILED_ROW_DOTS); ours-lean: the three; ours-tuned: DELTAMU_GDN_TUNED's
-# launch configs, ours-lean-tuned both. ours-ops-w4: the state backward at 4 warps, 3 stages with its k dS on bf16
-# operands, as fla's state backward takes it (at 4 warps with k dS in TF32, its A operand widened to fp32 in
-# registers, the outputs were 1.1e2 off at T = 16384 on an H100; with k dS in bf16 the interpreter's dbeta at
-# strong gates, K = 256 spreads wider over seeds, to 2.4e-2 at one of eight: kept to K <= 128), its input Aqk^T dO
-# in bf16 (TILED_DVN=local-bf16), as fla's state backward reads it, and dq and dk's four products after the
-# reduction on bf16 operands too (TILED_BF16_MORE's dqdk). The variants timed on 2026-12-07 and dropped since
-# (the looped prep, 32-wide state tiles) are in docs/benchmarks.md.
+# launch configs, ours-lean-tuned both. ours-before: the default until 2026-12-08, before k dS and dq, dk's products
+# took bf16 operands, Aqk^T dO was stored in bf16 and the state backward ran at 4 warps, 3 stages at K <= 128
+# (timed on an H100 that day as ours-ops-w4: the state backward's failure at 4 warps, T = 16384, was its k dS in
+# TF32). The variants timed on 2026-12-07 and dropped since (the looped prep, 32-wide state tiles) are in
+# docs/benchmarks.md.
 FP32 = {"DELTAMU_GDN_TILED_STATE": "fp32", "DELTAMU_GDN_TILED_WU": "fp32", "DELTAMU_GDN_TILED_SUMS": "fp32",
-        "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full"}
+        "DELTAMU_GDN_TILED_BF16_MORE": "", "DELTAMU_GDN_TILED_CC": "fp32", "DELTAMU_GDN_TILED_REDUCE": "full",
+        "DELTAMU_GDN_TILED_DVN": "fp32"}
 LEAN = {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16", "DELTAMU_GDN_TILED_KTILE_CC": "k-tiles",
         "DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"}
 # the launch configs benchmarks/kernel_configs.py picked (its picks.txt), given as DELTAMU_GDN_TUNED
@@ -84,20 +82,17 @@ OURS_VARIANTS = {"ours-fused": {"DELTAMU_GDN_TILED_MIN_K": "100000"},
                  "ours-bf16-all": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,av,ado,kds,dos,dvns,vnds,dp"},
                  "ours-wu-bf16": {"DELTAMU_GDN_TILED_WU": "bf16"},
                  "ours-dvn": {"DELTAMU_GDN_TILED_DVN": "bf16"},
-                 "ours-dvn-local": {"DELTAMU_GDN_TILED_DVN": "local-bf16"},
                  "ours-copies": {"DELTAMU_GDN_TILED_GRAD_COPIES": "bf16"},
                  "ours-ktile-cc": {"DELTAMU_GDN_TILED_KTILE_CC": "k-tiles"},
                  "ours-row-dots": {"DELTAMU_GDN_TILED_ROW_DOTS": "k-tiles"},
                  "ours-lean": LEAN,
                  "ours-tuned": TUNED,
                  "ours-lean-tuned": {**LEAN, **TUNED},
-                 "ours-ops-w4": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp,kds,dqdk",
-                                 "DELTAMU_GDN_TILED_DVN": "local-bf16",
-                                 "DELTAMU_GDN_LAUNCH": "state_bwd_tiled=4x3"}}
+                 "ours-before": {"DELTAMU_GDN_TILED_BF16_MORE": "ws,dos,dvns,vnds,dp", "DELTAMU_GDN_TILED_DVN": "fp32"}}
 # The order cells are timed in (a deadline cuts the last); with --shape-major the first SHAPE_MAJOR of them shape by
 # shape, then the others implementation by implementation.
-TIMED = ("ours", "fla", "ours-lean-tuned", "ours-ops-w4", "ours-tuned", "ours-lean", "ours-fp32", "ours-copies",
-         "ours-ktile-cc", "ours-row-dots", "ours-dvn-local", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy",
+TIMED = ("ours", "fla", "ours-before", "ours-lean", "ours-lean-tuned", "ours-tuned", "ours-fp32", "ours-copies",
+         "ours-ktile-cc", "ours-row-dots", "ours-dvn", "ours-wu-bf16", "ours-bf16-all", "ours-wy",
          "ours-vtile", "ours-fused", "ours-tf32")
 SHAPE_MAJOR = 4
 ERROR_BATCH = 2                # batch of the accuracy check (the float64 reference is memory-hungry)

@@ -87,7 +87,7 @@ SHAPE_ORDER = "2,3,4,1,0"
 # products
 IMPLS = "ours,fla,ours-fp32" + (",ours-tuned" if TUNED else "")
 # cells that also record CUDA ms per kernel (fla: which of its kernels beat ours)
-PROFILED = "ours,ours-fp32,ours-tuned,ours-lean,ours-lean-tuned,ours-ops-w4,ours-copies,ours-ktile-cc,ours-row-dots,fla"
+PROFILED = "ours,ours-fp32,ours-before,ours-tuned,ours-lean,ours-lean-tuned,ours-copies,ours-ktile-cc,ours-row-dots,fla"
 TINY_SHAPES = ["1,32,1,128,16"]
 # each pack size twice: the step's update in the CUDA graph (the default since issue 21) and outside it (the baseline)
 PACKING = ["--widths", "256", "128", "--packs", "8", "16", "--update-outside-graph", "8", "16", "--no-plan",

@@ -74,9 +74,35 @@ def test_launches_are_compiled_with_the_jits_specialisation():
     signature, attrs, constexprs = got["signature"], got["attrs"], got["constexprs"]
     divisible = [["tt.divisibility", 16]]
     assert signature["q"] == "*bf16" and attrs["q"] == divisible
-    assert signature["dvn_local"] == "*fp32" and attrs["dvn_local"] == divisible
+    assert signature["dvn_local"] == "*bf16" and attrs["dvn_local"] == divisible                # TILED_DVN
     assert signature["T"] == "i32" and attrs["T"] == divisible                          # one chunk: T = 64
     assert signature["H"] == "i32" and attrs["H"] is None                               # H = 24
     assert signature["dvn16"] == "constexpr" and constexprs["dvn16"] == "None"
     assert signature["scale"] == "fp32" and attrs["scale"] is None
     assert got["options"] == dict(zip(("num_warps", "num_stages"), got["shipped"]))
+
+
+def test_the_narrow_ops_stop_at_k128_and_at_fp16():
+    """k dS and dq, dk's products on bf16 operands, Aqk^T dO stored in bf16 and the state backward at 4 warps,
+    3 stages (triton.NARROW_OPS_MAX_K): at bf16, K = 128, where an H100 checked them (2026-12-08); at K = 256 (an
+    illegal memory access there) and at fp16 (264 KB of shared memory at 4 warps, 3 stages) the launches of before."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import torch
+    from triton_resources import launches_for
+    from gdn.ops.gated_delta_rule.triton_tiled import MORE_BITS
+    narrow = MORE_BITS["kds"] | MORE_BITS["dqdk"]
+
+    def state_bwd_and_dqdk(dtype, K, V):
+        launches = {kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__: (args, kwargs)
+                    for kernel, args, kwargs in launches_for(dtype, K, V, BH=32)}
+        return launches["_chunk_state_bwd_tiled_kernel"], launches["_chunk_grad_dqdk_kernel"]
+
+    for dtype, K, V, taken in ((torch.bfloat16, 128, 128, True), (torch.bfloat16, 128, 256, True),
+                               (torch.bfloat16, 256, 64, False), (torch.float16, 128, 256, False)):
+        (sb_args, sb), (_, dqdk) = state_bwd_and_dqdk(dtype, K, V)
+        assert (sb["num_warps"], sb["num_stages"]) == ((4, 3) if taken else (8, 2 if K <= 128 else 1)), (dtype, K)
+        bf16_narrow = [bool(launch["BF16_OPS"] and launch["MORE"] & narrow) for launch in (sb, dqdk)]
+        assert bf16_narrow == [taken, taken], (dtype, K)
+        dvn_local, dvn = sb_args[9], sb_args[10]                         # Aqk^T dO, and dvn itself
+        assert (dvn_local.dtype == torch.bfloat16) == (taken and dtype == torch.bfloat16), (dtype, K)
+        assert dvn.dtype == torch.float32

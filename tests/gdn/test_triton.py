@@ -311,14 +311,15 @@ def test_wide_head_path_with_the_gradient_in_two_kernels(case, wide_head_path, l
 # fp32 form (the default until 2026-12-07, benchmarks/gdn_kernels.py's ours-fp32: every intermediate in fp32, TF32
 # in every product with the state, the full reduction); the full reduction alone; u and vn in bf16 (ours-wu-bf16);
 # dvn in bf16 (ours-dvn: at strong gates, K = 256, the interpreter puts dbeta at 2.9e-2, the card did not with u
-# and vn in bf16 too); only its part within the chunk in bf16 (ours-dvn-local); dO vn^T and dvn v^T summed in
+# and vn in bf16 too); dO vn^T and dvn v^T summed in
 # the gradient's K tiles 0 and 1 instead of an extra program (ours-ktile-cc), alone and with the bf16 copies of vn
 # and dvn (ours-copies, also checked bit for bit below); the row dots for dg and the l2-norm made in the K tiles
 # (ours-row-dots), and the three together (ours-lean); and all eight named products on bf16 operands at the
 # moderate case (ours-bf16-all: at strong gates, K = 256, the interpreter puts its dbeta at 2.4e-2 for these
-# inputs, the card 4.7e-4 for its own draw, docs/benchmarks.md), and the default's five with k dS added (ours-ops-w4;
-# at K = 256 k dS stays TF32, triton.KDS_BF16_MAX_K, without which that case fails: dbeta 2.4e-2) or with dq and
-# dk's four products after the reduction, and both with Aqk^T dO in bf16 (ours-ops-w4's products and storage).
+# inputs, the card 4.7e-4 for its own draw, docs/benchmarks.md); the default until 2026-12-08 (ours-before: no k dS
+# or dq, dk products on bf16 operands, Aqk^T dO in fp32), each of those two products alone, and Aqk^T dO in fp32
+# alone. At K = 256 the default keeps k dS and dq, dk in TF32 and Aqk^T dO in fp32 (triton.NARROW_OPS_MAX_K; with
+# k dS in bf16 there the strong-gate case fails: dbeta 2.4e-2).
 FP32_FORM = dict(TILED_STATE="fp32", TILED_WU="fp32", TILED_SUMS="fp32", TILED_BF16_MORE=0, TILED_CC="fp32",
                  TILED_REDUCE="full")
 VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for name, switches, cases in (
@@ -328,15 +329,15 @@ VARIANTS = [pytest.param(switches, TILED[i], id=f"{name}-{TILED[i].id}") for nam
     ("dqdk-inline-ktile", dict(TILED_DQDK="inline", TILED_GRAD="ktile"), (1, 4)),
     ("fp32-form", FP32_FORM, (4, 5)),
     ("bf16-all-operands", {"TILED_BF16_MORE": 255}, (4,)),
-    ("kds-bf16", {"TILED_BF16_MORE": 249}, (4, 5)),
-    ("dqdk-bf16", {"TILED_BF16_MORE": 241 | 256}, (4, 5)),
-    ("ops-w4", {"TILED_BF16_MORE": 241 | 8 | 256, "TILED_DVN": "local-bf16"}, (4, 5)),
+    ("before-2026-12-08", {"TILED_BF16_MORE": 241, "TILED_DVN": "fp32"}, (4, 5)),
+    ("kds-bf16-alone", {"TILED_BF16_MORE": 249}, (4, 5)),
+    ("dqdk-bf16-alone", {"TILED_BF16_MORE": 241 | 256}, (4, 5)),
     ("wide-grad-tiles", dict(TILED_GRAD_KTILE_BLOCK_V=64, TILED_GRAD_BLOCK_V=128, GRAD_BLOCK_V=64), (4,)),
     ("sums-fp32", dict(TILED_SUMS="fp32"), (4, 5)),
     ("reduce-full", dict(TILED_REDUCE="full"), (1, 3, 4, 5)),
     ("wu-bf16", dict(TILED_WU="bf16"), (4, 5)),
     ("dvn-bf16", dict(TILED_DVN="bf16"), (4,)),
-    ("dvn-local-bf16", dict(TILED_DVN="local-bf16"), (4, 5)),
+    ("dvn-local-fp32", dict(TILED_DVN="fp32"), (4, 5)),
     ("ktile-cc-in-k-tiles", dict(TILED_KTILE_CC="k-tiles"), (0, 1, 4, 5)),
     ("ktile-cc-in-k-tiles-with-copies", dict(TILED_KTILE_CC="k-tiles", TILED_GRAD_COPIES="bf16"), (4,)),
     ("row-dots-in-k-tiles", dict(TILED_ROW_DOTS="k-tiles"), (1, 4, 5)),
@@ -391,13 +392,13 @@ def test_the_storage_switches_default_to_bf16_and_read_the_environment():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gdn_kernels import FP32
     code = ("import gdn.ops.gated_delta_rule.triton as L; print(L.TILED_STATE, L.TILED_WU, L.TILED_SUMS, "
-            "L.TILED_BF16_MORE, L.TILED_CC, L.TILED_REDUCE)")
+            "L.TILED_BF16_MORE, L.TILED_CC, L.TILED_REDUCE, L.TILED_DVN)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAMU_GDN_TILED")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    default_more = sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp"))
-    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(default_more), "bf16", "rows"]
+    default_more = sum(MORE_BITS[n] for n in ("ws", "dos", "dvns", "vnds", "dp", "kds", "dqdk"))
+    assert out.stdout.split() == ["bf16", "w-bf16", "bf16", str(default_more), "bf16", "rows", "local-bf16"]
     out = subprocess.run([sys.executable, "-c", code], env={**env, **FP32}, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["fp32", "fp32", "fp32", "0", "fp32", "full"]
+    assert out.stdout.split() == ["fp32", "fp32", "fp32", "0", "fp32", "full", "fp32"]
 
 
 def test_launch_configs_from_the_environment_are_read_and_checked():

@@ -47,7 +47,7 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # read 188 / 246 / 165 registers for the gradient by K tiles / the reduction / dq, dk, where this gives 189 / 255 /
 # 166). Figures from before then were of unspecialised code (no load vectorised or pipelined) and overstated every
 # spill: the choices made on them were then checked on the card by time, not by spills.
-# The wide-head state backward and gradient V tiles at 8 warps. The gradient by K tiles at 4 warps, 2 stages and dq, dk,
+# The wide-head gradient V tiles at 8 warps. The gradient by K tiles at 4 warps, 2 stages and dq, dk,
 # dv, dbeta at 4 warps, 1 stage, with the bf16 storage below: on an H100 (2026-12-07, commit 15e9431) they passed every
 # 16-bit benchmark shape's float64 check, T = 16384 included (where 4 warps for every kernel at once crashed), and took
 # 0.485 / 0.510 ms against 0.867 / 0.846 at 8 warps at (8, 2048, 16, 128, 128) (docs/benchmarks.md, "The bf16 candidate
@@ -57,15 +57,22 @@ SOLVE_SCRATCH = CHUNK_SIZE * 16   # floats of scratch per program for the block 
 # reduction from the forward's rows at 4 warps: 0.404 / 0.810 ms against 0.507 / 1.023 at 8 warps at those two shapes
 # (H100, 2026-12-07, "Launch configs at the long shape"; both passed the float64 checks at every bf16 benchmark shape as
 # that call's ours-tuned, the reduction then in a layout reverted since; in this layout its outputs were within 1.5e-4
-# of the checked 8-warp config's). The state backward stays at 8 warps: at 4 warps (2 or 3 stages) its outputs were
-# 1.1e2 (relative) off the 8-warp config's at T = 16384 (right at T = 2048, and 0.67 against 0.92 ms at the long shape):
-# the kernel behind the morning's failure of every wide-head kernel at 4 warps at once.
-NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=8,
-                 grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4, dvn_local=4, grad_dqk=8, grad_wy=8,
-                 grad_rows=4)
-NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=3, state_bwd_tiled=2,
-                  grad_vtile=1, grad_ktile=2, grad_reduce=1, grad_dqdk=1, output=1, dvn_local=1, grad_dqk=1,
-                  grad_wy=1, grad_rows=1)
+# of the checked 8-warp config's). The state backward with its k dS in TF32 stays at 8 warps: at 4 warps (2 or 3
+# stages) its outputs were 1.1e2 (relative) off the 8-warp config's at T = 16384 (right at T = 2048, and 0.67 against
+# 0.92 ms at the long shape): the kernel behind the morning's failure of every wide-head kernel at 4 warps at once.
+# The wide-head state backward where its k dS takes bf16 operands (bf16 inputs, K <= NARROW_OPS_MAX_K) at 4 warps,
+# 3 stages: on an H100 (2026-12-08, benchmarks' ours-ops-w4) it passed every bf16 benchmark shape at K = 128,
+# T = 16384 included, where with k dS in TF32 4 warps had put the outputs 1.1e2 off (above), and with the other
+# K <= 128 changes below took fwd+bwd 4.925 against 5.360 ms at (2, 16384, 16, 128, 128). Elsewhere
+# (state_bwd_tiled_tf32: fp16, and K = 256) it stays at 8 warps: fp16 at K, V = 128, 256 with 4 warps, 3 stages
+# needs 264 KB of shared memory (benchmarks/triton_resources.py), and at K = 256 that launch hit an illegal memory
+# access on the card (2026-12-08).
+NUM_WARPS = dict(prep=4, prep_looped=8, state_fwd=4, state_bwd=4, grad=8, state_fwd_tiled=4, state_bwd_tiled=4,
+                 state_bwd_tiled_tf32=8, grad_vtile=8, grad_ktile=4, grad_reduce=8, grad_dqdk=4, output=4,
+                 dvn_local=4, grad_dqk=8, grad_wy=8, grad_rows=4)
+NUM_STAGES = dict(prep=1, prep_looped=1, state_fwd=2, state_bwd=2, grad=1, state_fwd_tiled=3, state_bwd_tiled=3,
+                  state_bwd_tiled_tf32=2, grad_vtile=1, grad_ktile=2, grad_reduce=1, grad_dqdk=1, output=1,
+                  dvn_local=1, grad_dqk=1, grad_wy=1, grad_rows=1)
 # At K = 256 two stages of the state passes' [BT, K] fp32 tiles need 258 KB of shared memory, over an H100's 227 KB
 # (OutOfResources on the card, 2026-11-27): there they run unpipelined.
 STATE_STAGES_MAX_K = 128
@@ -184,13 +191,16 @@ TILED_SUMS = _switch("DELTAMU_GDN_TILED_SUMS", "bf16", ("fp32", "bf16"))
 # - DELTAMU_GDN_TILED_BF16_MORE, products of the wide-head path that take bf16 operands (fp32 accumulation) for
 #   bf16 inputs on top of TILED_BF16's: a comma-separated list of triton_tiled.MORE_BITS' names (ws: w S, av: Aqk
 #   vn, ado: Aqk^T dO, kds: k dS, dos: dO S^T, dvns: dvn S^T, vnds: vn dS^T, dp: dO vn^T, dqdk: dq and dk's four
-#   products after the reduction, with T^T and the normalised q, k rounded to bf16 as fla's backward takes them; not
-#   yet on a card); default ws,dos,dvns,vnds,dp ("": TF32 for all nine).
-TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp")
-# k dS ("kds") takes bf16 operands, where named, only up to this head dim K: above it TF32 (over seeds 0-7 at strong
-# gates, K = 256, bf16 operands there put dbeta over the bound once, at 2.4e-2; docs/benchmarks.md, "No card this
-# evening"). The default names no kds, so this changes no default kernel.
-KDS_BF16_MAX_K = 128
+#   products after the reduction, with T^T and the normalised q, k rounded to bf16 as fla's backward takes them);
+#   default ws,dos,dvns,vnds,dp,kds,dqdk ("": TF32 for all nine).
+TILED_BF16_MORE = _switch_bits("DELTAMU_GDN_TILED_BF16_MORE", MORE_BITS, "ws,dos,dvns,vnds,dp,kds,dqdk")
+# k dS ("kds") and dq, dk's products ("dqdk") take bf16 operands, where named, Aqk^T dO is stored in bf16 where
+# TILED_DVN says so, and the state backward runs at 4 warps (state_bwd_tiled above), only up to this head dim K; above
+# it, as before 2026-12-08. On an H100 (2026-12-08, docs/benchmarks.md, "The state backward at 4 warps") the four
+# together passed every bf16 benchmark shape at K = 128 and hit an illegal memory access at K = 256; and over seeds
+# 0-7 at strong gates, K = 256, k dS on bf16 operands put dbeta over the bound once in the interpreter, at 2.4e-2.
+NARROW_OPS_MAX_K = 128
+NARROW_OPS = ("kds", "dqdk")       # the TILED_BF16_MORE products NARROW_OPS_MAX_K bounds
 # - DELTAMU_GDN_TILED_WU, the prep's w, u and the state pass's vn as stored on the wide-head path for 16-bit
 #   inputs: "fp32", "w-bf16" (w in bf16; the default), "wu-bf16" (w and u) or "bf16" (vn too; u's rounding goes
 #   straight into vn: o 9.2e-3 in the truncating interpreter); every reader widens them to fp32
@@ -210,10 +220,10 @@ TILED_WU = _switch("DELTAMU_GDN_TILED_WU", "w-bf16", tuple(WU_BF16))
 #   gates, K = 256 (tests/gdn/test_triton.py's bf16-T100-K256-strong; 6.7e-3 without), but on an H100
 #   dbeta stayed within 3.4e-3 there (2026-12-07, with u and vn in bf16 too, whose dg at zero gates hid whether
 #   dvn alone is within the bound: 1.1e-2 with all three): not the default until a card checks it alone.
-#   "local-bf16" has not run on a card with the state backward that ships (2026-12-07's runs of it used a form
-#   that failed the float64 checks, docs/benchmarks.md, "Launch configs at the long shape").
+#   "local-bf16" is the default, at K <= NARROW_OPS_MAX_K only (fp32 above): on an H100 (2026-12-08) it passed
+#   every bf16 benchmark shape at K = 128 with the state backward at 4 warps (benchmarks' ours-ops-w4).
 DVN_BF16 = {"fp32": (), "local-bf16": ("dvn_local",), "bf16": ("dvn_local", "dvn")}      # TILED_DVN: in bf16
-TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "fp32", tuple(DVN_BF16))
+TILED_DVN = _switch("DELTAMU_GDN_TILED_DVN", "local-bf16", tuple(DVN_BF16))
 # - DELTAMU_GDN_TILED_CC, the gradient's [C, C] intermediates between its kernels as stored: dO vn^T and dvn v^T
 #   (the gradient by K tiles to the reduction), dS_qk and dX (the reduction to dq, dk): "fp32" or "bf16" (bf16
 #   inputs only, the default; fla rounds its dS_qk and dA to bf16 for its products too). Every reader widens them to
@@ -389,6 +399,19 @@ def _grad_copies(tiled: bool, dtype: torch.dtype) -> tuple[bool, bool]:
             _stored_dtype("dvn", tiled, dtype) == torch.float32 and bf16_products("dvns"))
 
 
+def _more_at(K: int) -> int:
+    """TILED_BF16_MORE at head dim K: without NARROW_OPS above NARROW_OPS_MAX_K."""
+    if K <= NARROW_OPS_MAX_K:
+        return TILED_BF16_MORE
+    return TILED_BF16_MORE & ~sum(MORE_BITS[name] for name in NARROW_OPS)
+
+
+def _kds_bf16(more: int, dtype: torch.dtype) -> bool:
+    """Whether the wide-head state backward's k dS takes bf16 operands (it then runs as state_bwd_tiled, else as
+    state_bwd_tiled_tf32)."""
+    return _bf16_operands(dtype) and bool(more & MORE_BITS["kds"])
+
+
 def _subtiles(BKP: int) -> tuple[int, int]:
     """(rows of a state sub-tile, how many) for a K tile of BKP rows."""
     BKS = min(TILED_SUBTILE_K, BKP)
@@ -464,14 +487,15 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
     dh = torch.empty(B, NT, H, K, V, dtype=_stored_dtype("dh", tiled, q.dtype), device=dev)
     dvn = torch.empty(B, T, H, V, dtype=_stored_dtype("dvn", tiled, q.dtype), device=dev)
     # dvn's part within the chunk, Aqk^T dO (the wide-head path): in dvn itself, or its own bf16 tensor (TILED_DVN)
-    local_dtype = _stored_dtype("dvn_local", tiled, q.dtype)
+    local_dtype = _stored_dtype("dvn_local", tiled, q.dtype) if K <= NARROW_OPS_MAX_K else dvn.dtype
     dvn_local = dvn if local_dtype == dvn.dtype else torch.empty_like(dvn, dtype=local_dtype)
+    more = _more_at(K)
     # dvn rounded to bf16 for the gradient by K tiles (TILED_GRAD_COPIES)
     dvn16 = torch.empty_like(dvn, dtype=torch.bfloat16) if _grad_copies(tiled, q.dtype)[1] else None
     dh0 = torch.empty(B, H, K, V, dtype=f32, device=dev) if has_h0 else None
     dht_ = dht if dht is not None else w
     dh0_ = dh0 if dh0 is not None else w
-    which = "state_bwd_tiled" if tiled else "state_bwd"
+    which = "state_bwd" if not tiled else "state_bwd_tiled" if _kds_bf16(more, q.dtype) else "state_bwd_tiled_tf32"
     flags = dict(H=H, K=K, V=V, BT=BT, BV=BVS, USE_L2NORM=use_qk_l2norm, HAS_DHT=dht is not None,
                  STORE_DH0=has_h0, PRECISION=prec, num_warps=NUM_WARPS[which], num_stages=_state_stages(which, BKP))
     if tiled:
@@ -479,7 +503,6 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
         _chunk_dvn_local_kernel[(triton.cdiv(V, t["BVT"]), NT, B * H)](
             Aqk, do, dvn_local, T, H=H, V=V, BT=BT, BV=t["BVT"], PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
             MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["dvn_local"], num_stages=NUM_STAGES["dvn_local"])
-        more = TILED_BF16_MORE if BKP <= KDS_BF16_MAX_K else TILED_BF16_MORE & ~MORE_BITS["kds"]
         _chunk_state_bwd_tiled_kernel[(triton.cdiv(V, BVS), B * H)](
             q, k, w, Gcum, rq, rk, do, dht_, dh, dvn_local, dvn, dh0_, scale, T, BKS=BKS, NKS=NKS,
             BF16_OPS=_bf16_operands(q.dtype), MORE=more, dvn16=dvn16, **flags)
@@ -556,7 +579,7 @@ def chunk_bwd(q, k, v, g, beta, scale, use_qk_l2norm, saved, do, dht, has_h0):
             _chunk_grad_dqdk_kernel[(NK + 1, NT, B * H)](
                 q, k, v, Tinv, dvn, dqi, dw, dkt, scratch, rows, dq, dk, dv, dbeta, T, H=H, K=K, V=V, BT=BT, BK=BK,
                 BV=BVG, USE_L2NORM=use_qk_l2norm, PRECISION=prec, BF16_OPS=_bf16_operands(q.dtype),
-                MORE=TILED_BF16_MORE, num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
+                MORE=more, num_warps=NUM_WARPS["grad_dqdk"], num_stages=NUM_STAGES["grad_dqdk"])
     else:
         dqi, dw, dkt = (torch.empty(B, T, H, K, dtype=f32, device=dev) for _ in range(3))
         _chunk_grad_kernel[(NT, B * H)](
