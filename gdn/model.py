@@ -57,8 +57,11 @@ class ShortConv(nn.Conv1d):
 class GatedDeltaNet(nn.Module):
     # True: the six input projections as one GEMM on their weights concatenated (one read of x, one launch each way
     # instead of six), q, k, v's convs reading their column slices in place; the same parameters and math, rounded
-    # in another order. Off until measured to pay (issue 21; benchmarks/packing.py --one-input-gemm); off where
-    # hooks must see each projection's own output (gdn.coordcheck).
+    # in another order. Off: in the packed trainer on an H100 (2026-12-08, benchmarks/packing.py --one-input-gemm;
+    # docs/benchmarks.md) it was slower, 2,194,174 against 2,239,530 tokens/s at d = 128, K = 16 and 1,217,615
+    # against 1,269,572 at d = 256, K = 8, with a higher peak (12.6 against 11.3 GiB there): the concatenated weight
+    # and the strided slices (the gate's, copied by the norm) cost more than the launches it saves under the graph.
+    # Off where hooks must see each projection's own output (gdn.coordcheck) in any case.
     one_input_gemm = False
 
     def __init__(self, config: GDNConfig, mult: ForwardMultipliers, backend: str = "auto"):
