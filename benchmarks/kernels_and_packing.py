@@ -195,7 +195,7 @@ def run_packing(work: Path, args, until: float) -> dict:
 
 # fwd+bwd ratios in the kernel table, where both cells have a time
 RATIOS = [("ours", "fla"), ("ours-tuned", "fla"), ("ours-wy", "fla"), ("ours-vtile", "fla"), ("ours-fused", "fla"),
-          ("ours", "ours-fp32"), ("ours-tuned", "ours"), ("ours-wy", "ours"),
+          ("ours", "ours-fp32"), ("ours", "ours-before"), ("ours-tuned", "ours"), ("ours-wy", "ours"),
           ("ours", "ours-vtile"), ("ours", "ours-fused")]
 
 
