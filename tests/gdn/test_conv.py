@@ -101,7 +101,8 @@ def test_a_column_slice_of_wider_rows_is_read_in_place(G):
     weight = torch.randn(G, C, 1, W, generator=gen, device=DEVICE).requires_grad_()
     dy = torch.randn(G, B, T, C, generator=gen, device=DEVICE)
     part = wide[..., at:at + C]
-    assert not part.is_contiguous() and _rows_in_place(part[0]) is part[0]        # no copy made
+    first = part[0]
+    assert not part.is_contiguous() and _rows_in_place(first) is first                # no copy made
     y = triton_causal_conv1d_silu(part if G > 1 else part[0], weight if G > 1 else weight[0])
     grads = torch.autograd.grad((y.view(dy.shape) * dy).sum(), (wide, weight))
 
