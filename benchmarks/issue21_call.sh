@@ -9,8 +9,8 @@
 #    checks stage), while every timed cell compiles;
 # 2. ours, fla and ours-lean (TILED_GRAD_COPIES=bf16, TILED_KTILE_CC=k-tiles, TILED_ROW_DOTS=k-tiles on top of the
 #    default; the default before, ours-before, was timed beside this one on 2026-12-08 as ours) at every shape of the
-#    reference table, wide first, CUDA ms per kernel. What comes back is three files under $OUT/k (summary.md, summary.json, details.tar.gz): the device
-#    returns at most 8.
+#    reference table, wide first, CUDA ms per kernel.
+# What comes back is three files under $OUT/k (summary.md, summary.json, details.tar.gz): the device returns at most 8.
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT/k" /tmp/site && tar -C /tmp/site -xJf .flasite/site_all.tar.xz
 IMPLS=ours,fla,ours-lean

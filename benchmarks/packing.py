@@ -334,8 +334,8 @@ def main() -> None:
         log.flush()
         print(json.dumps(row), flush=True)
 
+    other_gemms = SIX_GEMMS if GatedDeltaNet.one_input_gemm else ONE_GEMM    # what --one-input-gemm's rows run
     for width in args.widths:
-        other_gemms = SIX_GEMMS if GatedDeltaNet.one_input_gemm else ONE_GEMM
         runs = [("single", None)] + [(mode, k) for k in args.packs
                                      for mode in ["packed"] + [OUTSIDE] * (k in args.update_outside_graph)
                                      + [other_gemms] * (k in args.one_input_gemm)]

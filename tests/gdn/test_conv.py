@@ -103,7 +103,7 @@ def test_a_column_slice_of_wider_rows_is_read_in_place(G):
     part = wide[..., at:at + C]
     first = part[0]
     assert not part.is_contiguous() and _rows_in_place(first) is first                # no copy made
-    y = triton_causal_conv1d_silu(part if G > 1 else part[0], weight if G > 1 else weight[0])
+    y = triton_causal_conv1d_silu(part if G > 1 else first, weight if G > 1 else weight[0])
     grads = torch.autograd.grad((y.view(dy.shape) * dy).sum(), (wide, weight))
 
     dense = part.detach().clone().requires_grad_()

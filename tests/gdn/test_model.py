@@ -1,7 +1,4 @@
 """The model against itself along other paths, and its shapes against their formulas."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,6 +6,7 @@ from gdn.config import GDNConfig, count_params, train_flops_per_token
 from gdn.model import GatedDeltaNet, GDNModel
 from gdn.spec import SweepConfig
 from gdn.trial import build_model
+from triton_env import rel_err, triton_device
 
 
 @pytest.mark.parametrize("config", [
@@ -88,8 +86,6 @@ def test_one_input_gemm_gives_the_six_projections_results(backend, dtype, tol, m
     """GatedDeltaNet.one_input_gemm: the same logits and gradients as six GEMMs, float64; and in float32 through
     the Triton kernels (in the interpreter on the CPU), whose convs read q, k, v's columns in place."""
     if backend == "triton":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from triton_env import triton_device
         triton_device()
     small, _, _ = build_model(SweepConfig(model=GDNConfig(width=48, depth=1)), 96, seed=0)    # interpreted: small
     model = _with_backend(small.to(dtype), backend)
@@ -105,11 +101,7 @@ def test_one_input_gemm_gives_the_six_projections_results(backend, dtype, tol, m
         results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     (six, six_grads), (one, one_grads) = results
     assert six_grads.keys() == one_grads.keys()
-    errors = {name: _rel(one_grads[name], six_grads[name]) for name in six_grads}
-    errors["logits"] = _rel(one, six)
+    errors = {name: rel_err(one_grads[name], six_grads[name]) for name in six_grads}
+    errors["logits"] = rel_err(one, six)
     print(f"\n{backend} {dtype}: worst relative error {max(errors.values()):.1e} ({max(errors, key=errors.get)})")
     assert max(errors.values()) < tol, errors
-
-
-def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.double() - ref.double()).norm() / ref.double().norm()).item()
